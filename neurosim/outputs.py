@@ -1,0 +1,86 @@
+"""Run outputs: a fresh output directory, atomic JSON, spike archives and raster plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neurosim.sim.monitors import SpikeMonitor
+
+
+class OutputExistsError(FileExistsError):
+    """The output directory already holds files; neurosim never overwrites them silently."""
+
+
+def prepare_output_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise OutputExistsError(f"{out} already contains files; choose another --out or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=False)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_spikes(path: Path, monitors: Mapping[str, SpikeMonitor]) -> None:
+    """``{name}_times`` (s, float64), ``{name}_indices`` and ``{name}_instances`` per source."""
+    arrays: dict[str, np.ndarray] = {}
+    for name, mon in monitors.items():
+        arrays[f"{name}_times"] = mon.times
+        arrays[f"{name}_indices"] = mon.indices.astype(np.int64)
+        arrays[f"{name}_instances"] = mon.instances.astype(np.int64)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def plot_raster(
+    path: Path, monitors: Mapping[str, SpikeMonitor], sizes: Mapping[str, int], duration: float, *, max_points: int = 200_000
+) -> None:
+    """One panel per source (instance 0), sharing the time axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(monitors)
+    heights = [max(1.0, math.log10(max(sizes[n], 10))) for n in names]
+    fig, axes = plt.subplots(len(names), 1, sharex=True, figsize=(10, 1.5 + 1.6 * sum(heights)),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)  # fmt: skip
+    for ax, name in zip(axes[:, 0], names, strict=True):
+        mon = monitors[name]
+        sel = mon.instances == 0
+        times, idx = mon.times[sel], mon.indices[sel]
+        if times.size > max_points:
+            keep = np.random.default_rng(0).choice(times.size, max_points, replace=False)
+            times, idx = times[keep], idx[keep]
+        ax.scatter(times, idx, s=0.5, marker=".", color="k", linewidths=0, rasterized=True)
+        rate = mon.count / max(sizes[name] * duration, 1e-12) if duration > 0 else 0.0
+        ax.set_ylabel(f"{name}\nneuron")
+        ax.set_ylim(-0.5, sizes[name] - 0.5)
+        ax.set_title(f"{name}: {sizes[name]} neurons, {rate:.2f} Hz mean (all instances)", fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("time (s)")
+    axes[-1, 0].set_xlim(0, duration)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

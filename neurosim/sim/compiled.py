@@ -1,0 +1,303 @@
+"""Compiled CPU fast path: the whole time loop of a chunk in one numba function.
+
+On the CPU, a PyTorch step loop spends its time dispatching small tensor ops, not doing
+arithmetic (see DESIGN.md, "Performance is measured"). This module runs the same schedule
+as the PyTorch path (state update, threshold, reset, event-driven CSR propagation with
+delays) in a single compiled loop over steps.
+
+The model equations are the ones of ``neurosim.sim.neurons.step``; the per-step constants
+come from the same ``coefficients`` function and every operation is done in the state's
+dtype in the same order, so a current-based network gives bit-identical results in both
+paths (conductance models differ only by the ``exp`` implementation, within a few ulp).
+``tests/test_engine_paths.py`` holds the two paths equal step for step.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numba
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from neurosim.sim.neurons import AdaptiveLIF, ConductanceLIF, NeuronParams, NeuronState, coefficients
+
+if TYPE_CHECKING:
+    from neurosim.sim.network import Network
+
+# Columns of the per-population coefficient table.
+(V_REST, V_THRESHOLD, V_RESET, DECAY_M, DECAY_EXC, DECAY_INH, K_EXC, K_INH, K_EXT, REF_STEPS,
+ DECAY_THETA, NEG_DT_OVER_TAU_M, E_EXC, E_INH, R_M, THETA_PLUS, ONE, ZERO) = range(18)  # fmt: skip
+N_COEFFICIENTS = 18
+# Columns of the projection table.
+P_SRC0, P_NSRC, P_TGT0, P_CHANNEL, P_DELAY, P_PTR0, P_SYN0 = range(7)
+
+
+def coefficient_row(params: NeuronParams, dt: float) -> list[float]:
+    c = coefficients(params, dt)
+    row = [0.0] * N_COEFFICIENTS
+    row[V_REST], row[V_THRESHOLD], row[V_RESET] = params.v_rest, params.v_threshold, params.v_reset
+    row[DECAY_M], row[DECAY_EXC], row[DECAY_INH] = c.decay_m, c.decay_exc, c.decay_inh
+    row[K_EXC], row[K_INH], row[K_EXT] = c.k_exc, c.k_inh, c.k_ext
+    row[REF_STEPS], row[DECAY_THETA], row[NEG_DT_OVER_TAU_M] = c.refractory_steps, c.decay_theta, -c.dt_over_tau_m
+    if isinstance(params, ConductanceLIF | AdaptiveLIF):
+        row[E_EXC], row[E_INH] = params.e_exc, params.e_inh
+    if isinstance(params, AdaptiveLIF):
+        row[THETA_PLUS] = params.theta_plus
+    row[R_M], row[ONE], row[ZERO] = params.r_m, 1.0, 0.0
+    return row
+
+
+@numba.njit(cache=True, inline="always")
+def _conductance_v(vi: Any, ge: Any, gi: Any, drive_i: Any, c: Any) -> Any:
+    g_total = c[ONE] + ge + gi
+    target = c[V_REST] + ge * c[E_EXC] + gi * c[E_INH] + drive_i * c[R_M]
+    v_inf = target / g_total
+    return v_inf + (vi - v_inf) * np.exp(g_total * c[NEG_DT_OVER_TAU_M])
+
+
+@numba.njit(cache=True, inline="always")
+def _leave_refractory(ref: Any, c: Any) -> Any:
+    ref = ref - c[ONE]
+    return ref if ref >= c[ZERO] else c[ZERO]
+
+
+@numba.njit(cache=True, nogil=True)
+def _update_population(  # noqa: PLR0913
+    kind: int, c: Any, vb: Any, geb: Any, gib: Any, rb: Any, thb: Any, hb: Any,
+    drive_row: Any,
+) -> None:  # fmt: skip
+    """One state update + threshold + reset of one population of one instance (the arrays are
+    its slices); branch-free inner loops from index 0, which LLVM vectorises. ``drive_row`` holds zeros where no current is
+    injected (adding +0.0 leaves every value unchanged)."""
+    if kind == 0:
+        for i in range(vb.shape[0]):
+            ref = _leave_refractory(rb[i], c)
+            active = ref <= c[ZERO]
+            v_new = (vb[i] - c[V_REST]) * c[DECAY_M] + c[V_REST] + c[K_EXC] * geb[i] + c[K_INH] * gib[i]
+            v_new = v_new + c[K_EXT] * (drive_row[i] * c[R_M])
+            vi = v_new if active else vb[i]
+            geb[i] = geb[i] * c[DECAY_EXC]
+            gib[i] = gib[i] * c[DECAY_INH]
+            spiked = active & (vi > c[V_THRESHOLD])
+            vb[i] = c[V_RESET] if spiked else vi
+            rb[i] = c[REF_STEPS] if spiked else ref
+            hb[i] = spiked
+    elif kind == 1:
+        for i in range(vb.shape[0]):
+            ref = _leave_refractory(rb[i], c)
+            active = ref <= c[ZERO]
+            v_new = _conductance_v(vb[i], geb[i], gib[i], drive_row[i], c)
+            vi = v_new if active else vb[i]
+            geb[i] = geb[i] * c[DECAY_EXC]
+            gib[i] = gib[i] * c[DECAY_INH]
+            spiked = active & (vi > c[V_THRESHOLD])
+            vb[i] = c[V_RESET] if spiked else vi
+            rb[i] = c[REF_STEPS] if spiked else ref
+            hb[i] = spiked
+    else:
+        for i in range(vb.shape[0]):
+            ref = _leave_refractory(rb[i], c)
+            active = ref <= c[ZERO]
+            v_new = _conductance_v(vb[i], geb[i], gib[i], drive_row[i], c)
+            vi = v_new if active else vb[i]
+            geb[i] = geb[i] * c[DECAY_EXC]
+            gib[i] = gib[i] * c[DECAY_INH]
+            th = thb[i] * c[DECAY_THETA]
+            spiked = active & (vi > c[V_THRESHOLD] + th)
+            vb[i] = c[V_RESET] if spiked else vi
+            rb[i] = c[REF_STEPS] if spiked else ref
+            thb[i] = th + c[THETA_PLUS] if spiked else th
+            hb[i] = spiked
+
+
+@numba.njit(cache=True, nogil=True)
+def _advance(  # noqa: PLR0913
+    n_steps: int,
+    step0: int,
+    v: Any, g_exc: Any, g_inh: Any, refractory: Any, theta: Any,
+    pop_range: Any, pop_kind: Any, coef: Any,
+    drive: Any, has_drive: bool,
+    external: Any, n_neurons: int,
+    history: Any, spike_list: Any, spike_count: Any,
+    proj: Any, indptr: Any, post: Any, weight: Any,
+    records: Any, n_records: int,
+) -> tuple[int, int]:  # fmt: skip
+    batch = v.shape[0]
+    n_sources = history.shape[2]
+    slots = history.shape[0]
+    capacity = records.shape[0]
+    for k in range(n_steps):
+        if n_records + batch * n_sources > capacity:
+            return k, n_records
+        step = step0 + k
+        slot = step % slots
+        drive_row = drive[k if has_drive else 0]
+        for b in range(batch):
+            hb = history[slot, b]
+            for p in range(pop_kind.shape[0]):
+                i0, i1 = pop_range[p, 0], pop_range[p, 1]
+                _update_population(
+                    pop_kind[p], coef[p], v[b, i0:i1], g_exc[b, i0:i1], g_inh[b, i0:i1],
+                    refractory[b, i0:i1], theta[b, i0:i1], hb[i0:i1], drive_row[i0:i1],
+                )  # fmt: skip
+            for j in range(n_sources - n_neurons):
+                hb[n_neurons + j] = external[k, b, j]
+            count = 0
+            for i in range(n_sources):
+                if hb[i]:
+                    spike_list[slot, b, count] = i
+                    count += 1
+                    records[n_records, 0] = step
+                    records[n_records, 1] = i
+                    records[n_records, 2] = b
+                    n_records += 1
+            spike_count[slot, b] = count
+        for q in range(proj.shape[0]):
+            src0 = proj[q, P_SRC0]
+            src1 = src0 + proj[q, P_NSRC]
+            tgt0 = proj[q, P_TGT0]
+            syn0 = proj[q, P_SYN0]
+            ptr0 = proj[q, P_PTR0]
+            read = (step - proj[q, P_DELAY]) % slots
+            target = g_exc if proj[q, P_CHANNEL] == 0 else g_inh
+            for b in range(batch):
+                tb = target[b]
+                for m in range(spike_count[read, b]):
+                    s = spike_list[read, b, m]
+                    if s < src0 or s >= src1:
+                        continue
+                    row = ptr0 + s - src0
+                    for syn in range(indptr[row], indptr[row + 1]):
+                        tb[tgt0 + post[syn0 + syn]] += weight[syn0 + syn]
+    return n_steps, n_records
+
+
+_STATE_VARIABLES = ("v", "g_exc", "g_inh", "refractory", "theta")
+
+
+class CompiledRunner:
+    """Drives ``_advance`` for one simulation and keeps what can be reused between calls:
+    the static tables (population ranges, coefficients, every projection's CSR structure
+    concatenated over global source indices), the concatenated state (the populations'
+    state tensors are views into it), the concatenated weights (re-gathered only when a
+    projection's weight tensor changed, per torch's in-place version counter) and the
+    compact spike lists of the delay ring."""
+
+    def __init__(self, network: Network, dt: float, np_dtype: type[np.floating[Any]], batch: int) -> None:
+        self.network = network
+        self.dtype = np_dtype
+        self.batch = batch
+        offsets: dict[str, int] = {}
+        ranges, kinds, rows = [], [], []
+        offset = 0
+        for name, pop in network.populations.items():
+            offsets[name] = offset
+            ranges.append((offset, offset + pop.n))
+            kinds.append(int(pop.params.kind))
+            rows.append(coefficient_row(pop.params, dt))
+            offset += pop.n
+        self.n_neurons = offset
+        for name, src in network.inputs.items():
+            offsets[name] = offset
+            offset += src.n
+        self.offsets = offsets
+        self.n_sources = offset
+        self.pop_range = np.asarray(ranges, dtype=np.int64).reshape(-1, 2)
+        self.pop_kind = np.asarray(kinds, dtype=np.int64)
+        self.coef = np.asarray(rows, dtype=np_dtype).reshape(-1, N_COEFFICIENTS)
+        table, indptrs, posts = [], [], []
+        ptr0 = syn0 = 0
+        for proj in network.projections.values():
+            channel = 0 if proj.channel.value == "exc" else 1
+            table.append((offsets[proj.source], proj.n_pre, offsets[proj.target], channel, proj.delay_steps, ptr0, syn0))
+            indptrs.append(proj.indptr.cpu().numpy())
+            posts.append(proj.post_index.cpu().numpy())
+            ptr0 += proj.n_pre + 1
+            syn0 += proj.n_synapses
+        self.proj = np.asarray(table, dtype=np.int64).reshape(-1, 7)
+        self.indptr = np.concatenate(indptrs).astype(np.int64) if indptrs else np.zeros(1, np.int64)
+        self.post = np.concatenate(posts).astype(np.int64) if posts else np.zeros(0, np.int64)
+        self._weights = np.zeros(syn0, dtype=np_dtype)
+        self._weight_versions: list[tuple[int, int]] = []
+        self._state = {var: np.zeros((batch, self.n_neurons), dtype=np_dtype) for var in _STATE_VARIABLES}
+        self._issued: dict[str, NeuronState] = {}
+        self._lists: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None = None
+        self._records = np.zeros((4 * batch * self.n_sources + 1024, 3), dtype=np.int64)
+
+    def invalidate_spike_lists(self) -> None:
+        """The history was written by someone else (the torch path): rebuild before use."""
+        self._lists = None
+
+    def _sync_weights(self) -> npt.NDArray[Any]:
+        projections = list(self.network.projections.values())
+        versions = [(id(p.weights), p.weights._version) for p in projections]
+        if versions != self._weight_versions:
+            for proj, row in zip(projections, self.proj, strict=True):
+                syn0 = row[P_SYN0]
+                self._weights[syn0 : syn0 + proj.n_synapses] = proj.synapse_weights().detach().cpu().numpy()
+            self._weight_versions = versions
+        return self._weights
+
+    def _sync_state(self, state: dict[str, NeuronState]) -> None:
+        for name, st in state.items():
+            if self._issued.get(name) is st:
+                continue  # still the views we handed out: nothing to copy
+            lo, hi = self.offsets[name], self.offsets[name] + self.network.populations[name].n
+            for var in _STATE_VARIABLES:
+                self._state[var][:, lo:hi] = getattr(st, var).detach().cpu().numpy() if var in st._fields else 0.0
+
+    def _issue_state(self, state: dict[str, NeuronState]) -> None:
+        tensors = {var: torch.from_numpy(arr) for var, arr in self._state.items()}
+        for name, st in state.items():
+            lo, hi = self.offsets[name], self.offsets[name] + self.network.populations[name].n
+            new = type(st)(**{f: tensors[f][:, lo:hi] for f in st._fields})
+            state[name] = new
+            self._issued[name] = new
+
+    def _spike_lists(self, history: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        if self._lists is None:
+            slots, batch, n = history.shape
+            lists = np.zeros((slots, batch, n), dtype=np.int64)
+            counts = np.zeros((slots, batch), dtype=np.int64)
+            for slot in range(slots):
+                for b in range(batch):
+                    idx = np.flatnonzero(history[slot, b])
+                    lists[slot, b, : idx.size] = idx
+                    counts[slot, b] = idx.size
+            self._lists = (lists, counts)
+        return self._lists
+
+    def advance(
+        self,
+        state: dict[str, NeuronState],
+        history: npt.NDArray[np.bool_],
+        step: int,
+        n_steps: int,
+        external: npt.NDArray[np.bool_],
+        drive: npt.NDArray[Any] | None,
+    ) -> npt.NDArray[np.int64]:
+        """Run ``n_steps`` from ``step``; ``state`` is updated in place (its tensors become
+        views of this runner's arrays). Returns spike records ``(step, source, instance)``."""
+        self._sync_state(state)
+        weights = self._sync_weights()
+        spike_list, spike_count = self._spike_lists(history)
+        has_drive = drive is not None
+        drive_arr = drive if drive is not None else np.zeros((1, self.n_neurons), dtype=self.dtype)
+        parts: list[npt.NDArray[np.int64]] = []
+        done = 0
+        while done < n_steps:
+            remaining = n_steps - done
+            steps_done, n_rec = _advance(
+                remaining, step + done, *(self._state[v] for v in _STATE_VARIABLES),
+                self.pop_range, self.pop_kind, self.coef, drive_arr[done:] if has_drive else drive_arr, has_drive,
+                external[done:], self.n_neurons, history, spike_list, spike_count,
+                self.proj, self.indptr, self.post, weights, self._records, 0,
+            )  # fmt: skip
+            parts.append(self._records[:n_rec].copy())
+            done += steps_done
+            if steps_done < remaining:  # the record buffer filled up: give it room
+                self._records = np.zeros((2 * self._records.shape[0], 3), dtype=np.int64)
+        self._issue_state(state)
+        return np.concatenate(parts) if len(parts) != 1 else parts[0]

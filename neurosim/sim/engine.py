@@ -1,0 +1,380 @@
+"""The engine: owns the run-time state and runs the time loop in chunks.
+
+Schedule of one step ``n`` (``t = n * dt``), the same in both paths and as Brian2's
+default schedule:
+
+1. ``start``: periodic monitors due at ``n`` record (state before the update);
+2. ``groups``: every population integrates one step (``neurons.step``: state update,
+   threshold, reset); inputs emit their spikes of step ``n``;
+3. ``synapses``: every projection adds the weights of spikes emitted ``delay`` steps ago to
+   its target channel, in the order the projections were added;
+4. ``plasticity``: per-step hooks run (learners), seeing the spikes of step ``n``;
+5. ``end``: the step's spikes join the chunk record; after the last step of a chunk,
+   spike monitors and chunk hooks receive it.
+
+Two paths execute it. The PyTorch path runs on ``cpu`` or ``cuda``, over a batch of
+independent instances, and calls per-step hooks. The compiled path (numba) runs whole
+chunks in one compiled loop on the CPU; ``Backend.AUTO`` takes it whenever no per-step
+hook is registered. Both read and write the same state, so they can alternate by chunk.
+
+Randomness: instance ``b`` of a run with ``seed`` uses seed ``seed + b``; its initial
+state and each input draw from their own streams of that seed, so instance ``b`` of a
+batch equals a single run with seed ``seed + b``, and the chunking does not change the
+numbers drawn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+import math
+import time
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from tqdm.auto import tqdm
+
+from neurosim.sim import neurons
+from neurosim.sim.monitors import ChunkResult, Monitor, SpikeChunk
+from neurosim.sim.network import Network
+from neurosim.sim.synapses import Channel
+
+if TYPE_CHECKING:
+    from neurosim.sim.compiled import CompiledRunner
+
+Tensor = torch.Tensor
+
+_MAX_CHUNK_RECORD_BYTES = 64 << 20
+
+
+class Backend(enum.StrEnum):
+    AUTO = "auto"
+    TORCH = "torch"
+    COMPILED = "compiled"
+
+
+class StepContext(NamedTuple):
+    """What a per-step hook sees: the simulation and the spikes ``(batch, n)`` of this step."""
+
+    sim: Simulation
+    step: int
+    spikes: Mapping[str, Tensor]
+
+
+StepHook = Callable[[StepContext], Awaitable[None] | None]
+ChunkHook = Callable[[ChunkResult], Awaitable[None] | None]
+
+
+@dataclass
+class RunStats:
+    steps: int
+    simulated_s: float
+    wall_s: float
+    spikes: dict[str, int] = field(default_factory=dict)
+    backends: set[Backend] = field(default_factory=set)
+
+
+class AsyncHookInSyncRun(TypeError):
+    """A hook returned an awaitable during ``run()``; use ``run_async()`` for async hooks."""
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but torch.cuda.is_available() is False on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {str(device)!r}")
+    return dev
+
+
+class Simulation:
+    """Runs a ``Network``: ``sim.run(1.0)`` simulates one second of biological time."""
+
+    def __init__(
+        self,
+        network: Network,
+        *,
+        dt: float = 1e-4,
+        batch: int = 1,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        backend: Backend = Backend.AUTO,
+        chunk_steps: int = 1000,
+    ) -> None:
+        if not (math.isfinite(dt) and dt > 0):
+            raise ValueError(f"dt must be a positive number of seconds, got {dt!r}")
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        if chunk_steps < 1:
+            raise ValueError(f"chunk_steps must be >= 1, got {chunk_steps}")
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        self.network = network
+        self.dt = float(dt)
+        self.batch = batch
+        self.seed = seed
+        self.device = _resolve_device(device)
+        self.dtype = dtype
+        self.backend = Backend(backend)
+        if self.backend is Backend.COMPILED and self.device.type != "cpu":
+            raise ValueError("the compiled backend runs on the CPU only; use backend='torch' for cuda")
+        self.step = 0
+        self.step_hooks: list[StepHook] = []
+        self.chunk_hooks: list[ChunkHook] = []
+        self.monitors: list[Monitor] = []
+        self.spike_counts: dict[str, int] = dict.fromkeys(network.source_names(), 0)
+
+        self._offsets: dict[str, tuple[int, int]] = {}
+        offset = 0
+        for name in network.source_names():
+            n = network.source_size(name)
+            self._offsets[name] = (offset, offset + n)
+            offset += n
+        self.n_sources = offset
+        max_delay = max((p.delay_steps for p in network.projections.values()), default=0)
+        self._slots = max_delay + 1
+        self._history = torch.zeros((self._slots, batch, self.n_sources), dtype=torch.bool, device=self.device)
+        self.chunk_steps = max(1, min(chunk_steps, _MAX_CHUNK_RECORD_BYTES // max(1, batch * self.n_sources)))
+
+        for proj in network.projections.values():
+            if proj.weights.device != self.device or proj.weights.dtype != dtype:
+                raise ValueError(
+                    f"projection {proj.name!r} holds {proj.weights.dtype} weights on {proj.weights.device}; "
+                    f"the simulation runs {dtype} on {self.device}: build the projection with the same dtype and device"
+                )
+
+        seeds = [np.random.SeedSequence(seed + b) for b in range(batch)]
+        init_rngs = [np.random.default_rng(s.spawn(1)[0]) for s in seeds]
+        self._input_rngs: dict[str, list[np.random.Generator]] = {}
+        for k, name in enumerate(network.inputs):
+            self._input_rngs[name] = [
+                np.random.default_rng(np.random.SeedSequence(seed + b, spawn_key=(1, k))) for b in range(batch)
+            ]
+        self.state: dict[str, neurons.NeuronState] = {
+            name: self._initial_state(name, init_rngs) for name in network.populations
+        }
+        self._index_cache: dict[bytes, Tensor] = {}
+        self._compiled: CompiledRunner | None = None
+        self._last_stats = RunStats(steps=0, simulated_s=0.0, wall_s=0.0)
+
+    # ----------------------------------------------------------------------------- state
+    def _initial_state(self, name: str, rngs: list[np.random.Generator]) -> neurons.NeuronState:
+        pop = self.network.populations[name]
+        base = neurons.initial_state(pop.params, self.batch, pop.n, dtype=self.dtype, device=self.device)
+        np_dtype = np.float32 if self.dtype == torch.float32 else np.float64
+        values = {}
+        for var in base._fields:
+            default = pop.params.v_rest if var == "v" else 0.0
+            rows = np.stack([pop.draw_initial(var, rng, default) for rng in rngs]).astype(np_dtype)
+            values[var] = torch.from_numpy(rows).to(self.device)
+        return type(base)(**values)
+
+    @property
+    def t(self) -> float:
+        """Simulated time (s) reached."""
+        return self.step * self.dt
+
+    def index_tensor(self, indices: npt.NDArray[np.int64]) -> Tensor:
+        key = indices.tobytes()
+        cached = self._index_cache.get(key)
+        if cached is None:
+            cached = torch.from_numpy(indices).to(self.device)
+            self._index_cache[key] = cached
+        return cached
+
+    def source_slice(self, name: str) -> slice:
+        lo, hi = self._offsets[name]
+        return slice(lo, hi)
+
+    # ----------------------------------------------------------------------------- wiring
+    def add_monitor(self, monitor: Monitor) -> Monitor:
+        monitor.bind(self)
+        self.monitors.append(monitor)
+        return monitor
+
+    def add_step_hook(self, hook: StepHook) -> None:
+        self.step_hooks.append(hook)
+
+    def add_chunk_hook(self, hook: ChunkHook) -> None:
+        self.chunk_hooks.append(hook)
+
+    def _use_compiled(self) -> bool:
+        if self.backend is Backend.TORCH or self.device.type != "cpu":
+            return False
+        if self.step_hooks:
+            if self.backend is Backend.COMPILED:
+                raise ValueError("per-step hooks need the torch backend; the compiled backend runs whole chunks")
+            return False
+        return True
+
+    # ----------------------------------------------------------------------------- running
+    def _n_steps(self, duration: float) -> int:
+        if not (math.isfinite(duration) and duration >= 0):
+            raise ValueError(f"duration must be a finite number of seconds >= 0, got {duration!r}")
+        return int(round(duration / self.dt))
+
+    def run(self, duration: float, *, progress: bool = False) -> RunStats:
+        """Simulate ``duration`` seconds. Hooks must be synchronous here."""
+        gen = self._iterate(self._n_steps(duration), progress)
+        for awaitable in gen:
+            if awaitable is not None:
+                if inspect.iscoroutine(awaitable):
+                    awaitable.close()
+                gen.close()
+                raise AsyncHookInSyncRun("a hook returned an awaitable; use `await sim.run_async(...)` for async hooks")
+        return self._last_stats
+
+    async def run_async(self, duration: float, *, progress: bool = False) -> RunStats:
+        """Simulate ``duration`` seconds, yielding to the event loop after every chunk and
+        awaiting hooks that return awaitables."""
+        for awaitable in self._iterate(self._n_steps(duration), progress):
+            if awaitable is None:
+                await asyncio.sleep(0)
+            else:
+                await awaitable
+        return self._last_stats
+
+    def _iterate(self, n_steps: int, progress: bool) -> Generator[Awaitable[None] | None, None, None]:
+        """The chunk loop. Yields hooks' awaitables, and ``None`` at every chunk boundary."""
+        wall0 = time.perf_counter()
+        counts_before = dict(self.spike_counts)
+        stats = RunStats(steps=n_steps, simulated_s=n_steps * self.dt, wall_s=0.0)
+        end = self.step + n_steps
+        with tqdm(
+            total=round(n_steps * self.dt, 6), unit="s", unit_scale=False, disable=not progress, desc="simulating",
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.3f}/{total:.3f} s biological [{elapsed}<{remaining}]",
+        ) as bar:
+            while self.step < end:
+                chunk_start = self.step
+                chunk_end = min(end, self.step + self.chunk_steps)
+                parts: list[npt.NDArray[np.int64]] = []
+                while self.step < chunk_end:
+                    self._record_due(self.step)
+                    sub_end = min([chunk_end, *self._due_after(self.step)])
+                    if self._use_compiled():
+                        stats.backends.add(Backend.COMPILED)
+                        parts.append(self._advance_compiled(sub_end - self.step))
+                    else:
+                        stats.backends.add(Backend.TORCH)
+                        parts.append((yield from self._advance_torch(sub_end - self.step)))
+                result = self._chunk_result(chunk_start, chunk_end - chunk_start, parts)
+                for monitor in self.monitors:
+                    monitor.on_chunk(result)
+                for hook in self.chunk_hooks:
+                    maybe = hook(result)
+                    if maybe is not None:
+                        yield maybe
+                bar.update(round((chunk_end - chunk_start) * self.dt, 6))
+                yield None
+        stats.wall_s = time.perf_counter() - wall0
+        stats.spikes = {k: self.spike_counts[k] - counts_before[k] for k in self.spike_counts}
+        self._last_stats = stats
+
+    def _record_due(self, step: int) -> None:
+        for monitor in self.monitors:
+            if monitor.next_due(step) == step:
+                monitor.record(self, step)
+
+    def _due_after(self, step: int) -> list[int]:
+        dues = [monitor.next_due(step + 1) for monitor in self.monitors]
+        return [d for d in dues if d is not None]
+
+    def _chunk_result(self, start: int, n_steps: int, parts: list[npt.NDArray[np.int64]]) -> ChunkResult:
+        records = np.concatenate(parts) if parts else np.zeros((0, 3), np.int64)
+        spikes: dict[str, SpikeChunk] = {}
+        for name, (lo, hi) in self._offsets.items():
+            sel = (records[:, 1] >= lo) & (records[:, 1] < hi)
+            spikes[name] = SpikeChunk(records[sel, 0], records[sel, 1] - lo, records[sel, 2])
+            self.spike_counts[name] += int(sel.sum())
+        return ChunkResult(start_step=start, n_steps=n_steps, dt=self.dt, spikes=spikes)
+
+    def _external_block(self, name: str, n_steps: int) -> npt.NDArray[np.bool_]:
+        return self.network.inputs[name].draw(self._input_rngs[name], self.step, n_steps, self.dt)
+
+    def _current_block(self, pop_name: str, n_steps: int) -> npt.NDArray[np.float32] | None:
+        n = self.network.populations[pop_name].n
+        total: npt.NDArray[np.float32] | None = None
+        for current in self.network.currents.values():
+            if current.target == pop_name:
+                block = current.block(self.step, n_steps, self.dt, n)
+                total = block if total is None else total + block
+        return total
+
+    # ----------------------------------------------------------------------------- torch path
+    def _advance_torch(self, n_steps: int) -> Generator[Awaitable[None], None, npt.NDArray[np.int64]]:
+        net = self.network
+        externals = {
+            name: torch.from_numpy(self._external_block(name, n_steps)).to(self.device) for name in net.inputs
+        }
+        currents: dict[str, Tensor | None] = {}
+        for name in net.populations:
+            block = self._current_block(name, n_steps)
+            currents[name] = None if block is None else torch.from_numpy(block).to(device=self.device, dtype=self.dtype)
+        record = torch.empty((n_steps, self.batch, self.n_sources), dtype=torch.bool, device=self.device)
+        if self._compiled is not None:
+            self._compiled.invalidate_spike_lists()
+        for name, st in self.state.items():  # the compiled path leaves strided views
+            if not all(t.is_contiguous() for t in st):
+                self.state[name] = type(st)(*(t.contiguous() for t in st))
+        slices = {name: self.source_slice(name) for name in self._offsets}
+        for k in range(n_steps):
+            step = self.step
+            slot = self._history[step % self._slots]
+            spikes: dict[str, Tensor] = {}
+            for name, pop in net.populations.items():
+                current = currents[name]
+                spk, self.state[name] = neurons.step(
+                    self.state[name], None if current is None else current[k], pop.params, self.dt
+                )
+                slot[:, slices[name]] = spk
+                spikes[name] = slot[:, slices[name]]
+            for name in net.inputs:
+                slot[:, slices[name]] = externals[name][k]
+                spikes[name] = slot[:, slices[name]]
+            for proj in net.projections.values():
+                src = self._history[(step - proj.delay_steps) % self._slots][:, slices[proj.source]]
+                target = self.state[proj.target]
+                proj.propagate_into(target.g_exc if proj.channel is Channel.EXC else target.g_inh, src)
+            if self.step_hooks:
+                ctx = StepContext(self, step, spikes)
+                for hook in self.step_hooks:
+                    maybe = hook(ctx)
+                    if maybe is not None:
+                        yield maybe
+            record[k] = slot
+            self.step += 1
+        nz = torch.nonzero(record).cpu().numpy().astype(np.int64)[:, [0, 2, 1]]
+        nz[:, 0] += self.step - n_steps
+        return nz
+
+    # ----------------------------------------------------------------------------- compiled path
+    def _advance_compiled(self, n_steps: int) -> npt.NDArray[np.int64]:
+        from neurosim.sim.compiled import CompiledRunner
+
+        if self._compiled is None:
+            np_dtype = np.float32 if self.dtype == torch.float32 else np.float64
+            self._compiled = CompiledRunner(self.network, self.dt, np_dtype, self.batch)
+        runner = self._compiled
+        drive: npt.NDArray[np.floating] | None = None
+        if self.network.currents:
+            drive = np.zeros((n_steps, runner.n_neurons), dtype=runner.dtype)
+            for name in self.network.populations:
+                block = self._current_block(name, n_steps)
+                if block is not None:
+                    lo, hi = self._offsets[name]
+                    drive[:, lo:hi] = block
+        external = np.zeros((n_steps, self.batch, self.n_sources - runner.n_neurons), dtype=np.bool_)
+        for name in self.network.inputs:
+            lo, hi = self._offsets[name]
+            external[:, :, lo - runner.n_neurons : hi - runner.n_neurons] = self._external_block(name, n_steps)
+        records = runner.advance(self.state, self._history.numpy(), self.step, n_steps, external, drive)
+        self.step += n_steps
+        return records

@@ -1,0 +1,163 @@
+"""Inputs: Poisson spike sources, given spike trains, and injected currents.
+
+Spike sources produce a boolean block ``(n_steps, batch, n)`` per chunk of steps. Random
+draws come from one ``numpy.random.Generator`` per instance, so an instance of a batch run
+with seed ``s + b`` is identical to a single run with seed ``s + b``, on any device and in
+either engine path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from neurosim.sim.neurons import refractory_steps as _whole_steps
+
+BoolBlock = npt.NDArray[np.bool_]
+FloatArray = npt.NDArray[np.float32]
+
+
+def _as_rates(name: str, rates: float | npt.ArrayLike, n: int) -> npt.NDArray[np.float64]:
+    arr = np.asarray(rates, dtype=np.float64)
+    if arr.ndim == 0:
+        arr = np.full(n, float(arr))
+    if arr.shape != (n,):
+        raise ValueError(f"input {name!r}: rates must be a scalar or have shape ({n},), got {arr.shape}")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ValueError(f"input {name!r}: rates must be finite and >= 0 Hz")
+    return arr
+
+
+@dataclass
+class PoissonInput:
+    """``n`` independent Poisson spike trains; neuron ``i`` spikes in a step with probability
+    ``rates[i] * dt`` (Brian2's ``PoissonGroup``). Rates can change between chunks."""
+
+    name: str
+    n: int
+    rates: npt.NDArray[np.float64]
+
+    def __init__(self, name: str, n: int, rates: float | npt.ArrayLike) -> None:
+        if n <= 0:
+            raise ValueError(f"input {name!r}: n must be positive, got {n}")
+        self.name = name
+        self.n = n
+        self.rates = _as_rates(name, rates, n)
+
+    def set_rates(self, rates: float | npt.ArrayLike) -> None:
+        """New rates (Hz), effective from the next chunk."""
+        self.rates = _as_rates(self.name, rates, self.n)
+
+    def draw(self, rngs: Sequence[np.random.Generator], start_step: int, n_steps: int, dt: float) -> BoolBlock:
+        p = (self.rates * dt).astype(np.float32)
+        if np.any(p > 1.0):
+            raise ValueError(f"input {self.name!r}: rate * dt exceeds 1; lower the rates or dt")
+        out = np.empty((n_steps, len(rngs), self.n), dtype=np.bool_)
+        for b, rng in enumerate(rngs):
+            out[:, b, :] = rng.random((n_steps, self.n), dtype=np.float32) < p
+        return out
+
+
+@dataclass
+class SpikeArrayInput:
+    """Given spike times (s) and indices (Brian2's ``SpikeGeneratorGroup``); the same
+    trains for every instance of a batch. A spike at time ``t`` is emitted at step
+    ``round-down(t / dt)``."""
+
+    name: str
+    n: int
+    times: npt.NDArray[np.float64]
+    indices: npt.NDArray[np.int64]
+    _steps: npt.NDArray[np.int64] = field(init=False, repr=False)
+    _dt: float = field(init=False, repr=False, default=math.nan)
+
+    def __init__(self, name: str, n: int, times: npt.ArrayLike, indices: npt.ArrayLike) -> None:
+        if n <= 0:
+            raise ValueError(f"input {name!r}: n must be positive, got {n}")
+        t = np.asarray(times, dtype=np.float64).reshape(-1)
+        i = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if t.shape != i.shape:
+            raise ValueError(f"input {name!r}: times and indices must have the same length, got {t.size} and {i.size}")
+        if t.size and (not np.all(np.isfinite(t)) or t.min() < 0):
+            raise ValueError(f"input {name!r}: spike times must be finite and >= 0 s")
+        if i.size and (i.min() < 0 or i.max() >= n):
+            raise ValueError(f"input {name!r}: indices must be in [0, {n}), got [{i.min()}, {i.max()}]")
+        order = np.lexsort((i, t))
+        self.name, self.n, self.times, self.indices = name, n, t[order], i[order]
+        self._dt = math.nan
+        self._steps = np.zeros(0, np.int64)
+
+    def _steps_for(self, dt: float) -> npt.NDArray[np.int64]:
+        if self._dt != dt:
+            steps = np.array([_whole_steps(float(t), dt) for t in self.times], dtype=np.int64)
+            if steps.size > 1:
+                same = (np.diff(steps) == 0) & (np.diff(self.indices) == 0)
+                if same.any():
+                    k = int(np.argmax(same))
+                    raise ValueError(
+                        f"input {self.name!r}: neuron {self.indices[k]} spikes twice in step {steps[k]} "
+                        f"(t = {self.times[k]} s) at dt = {dt} s"
+                    )
+            self._steps, self._dt = steps, dt
+        return self._steps
+
+    def draw(self, rngs: Sequence[np.random.Generator], start_step: int, n_steps: int, dt: float) -> BoolBlock:
+        steps = self._steps_for(dt)
+        lo, hi = np.searchsorted(steps, [start_step, start_step + n_steps])
+        block = np.zeros((n_steps, len(rngs), self.n), dtype=np.bool_)
+        block[steps[lo:hi] - start_step, :, self.indices[lo:hi]] = True
+        return block
+
+
+SpikeSource = PoissonInput | SpikeArrayInput
+
+
+@dataclass
+class CurrentInput:
+    """A current (A) injected into population ``target``: constant (scalar or per neuron),
+    or piecewise constant in time from ``samples`` ``(T,)`` or ``(T, n)`` taken every
+    ``sample_dt`` seconds; after the last sample the last value holds (as Brian2's
+    ``TimedArray``)."""
+
+    name: str
+    target: str
+    samples: npt.NDArray[np.float32]  # (T, n) or (T, 1)
+    sample_dt: float
+
+    def __init__(self, name: str, target: str, amplitude: float | npt.ArrayLike, sample_dt: float | None = None) -> None:
+        arr = np.asarray(amplitude, dtype=np.float32)
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"current input {name!r}: amplitudes must be finite")
+        if sample_dt is None:
+            if arr.ndim > 1:
+                raise ValueError(f"current input {name!r}: a time-varying current needs sample_dt")
+            arr = arr.reshape(1, -1)
+            sample_dt = math.inf
+        else:
+            if not sample_dt > 0:
+                raise ValueError(f"current input {name!r}: sample_dt must be > 0 s, got {sample_dt}")
+            if arr.ndim == 1:
+                arr = arr.reshape(-1, 1)
+            if arr.ndim != 2 or arr.shape[0] == 0:
+                raise ValueError(f"current input {name!r}: samples must have shape (T,) or (T, n), got {arr.shape}")
+        self.name, self.target, self.samples, self.sample_dt = name, target, arr, float(sample_dt)
+
+    def check_size(self, n: int) -> None:
+        if self.samples.shape[1] not in (1, n):
+            raise ValueError(
+                f"current input {self.name!r}: {self.samples.shape[1]} values per sample for target "
+                f"{self.target!r} of {n} neurons"
+            )
+
+    def block(self, start_step: int, n_steps: int, dt: float, n: int) -> FloatArray:
+        """Currents for steps ``start_step .. start_step + n_steps - 1``, shape ``(n_steps, n)``."""
+        t = (np.arange(start_step, start_step + n_steps, dtype=np.float64)) * dt
+        if math.isinf(self.sample_dt):
+            rows = np.zeros(n_steps, dtype=np.int64)
+        else:
+            rows = np.minimum((t / self.sample_dt + 1e-9).astype(np.int64), self.samples.shape[0] - 1)
+        return np.broadcast_to(self.samples[rows], (n_steps, n)).astype(np.float32)

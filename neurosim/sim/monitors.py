@@ -1,0 +1,334 @@
+"""Monitors with bounded memory: spikes, state variables and weights.
+
+Monitors never hold more than their bound: a spike monitor records a subset of neurons,
+a time window, and at most ``max_spikes`` in memory (beyond that it stops recording, warns
+once and counts what it dropped), or streams every chunk to disk; state and weight
+monitors record a subset at an interval, up to ``max_samples``.
+
+Timing follows Brian2's schedule: a spike of step ``n`` is recorded at ``t = n * dt``;
+a state sample taken at step ``n`` holds the values at the start of that step (before its
+update), like ``StateMonitor(when='start')``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from neurosim.sim.engine import Simulation
+
+Int64Array = npt.NDArray[np.int64]
+Float32Array = npt.NDArray[np.float32]
+
+
+class SpikeChunk(NamedTuple):
+    """Spikes of one source during one chunk, on the host, ordered by (step, instance, index)."""
+
+    steps: Int64Array
+    indices: Int64Array
+    instances: Int64Array
+
+    @staticmethod
+    def empty() -> SpikeChunk:
+        z = np.zeros(0, dtype=np.int64)
+        return SpikeChunk(z, z.copy(), z.copy())
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """What one chunk of steps produced: spikes per source (populations and inputs)."""
+
+    start_step: int
+    n_steps: int
+    dt: float
+    spikes: dict[str, SpikeChunk]
+
+    @property
+    def t_start(self) -> float:
+        return self.start_step * self.dt
+
+    @property
+    def t_stop(self) -> float:
+        return (self.start_step + self.n_steps) * self.dt
+
+
+class Monitor:
+    """Base of all monitors: chunk-level and periodic recording hooks, both optional."""
+
+    def bind(self, sim: Simulation) -> None:  # noqa: B027 - optional hook
+        """Called once when added to a simulation; check names and sizes here."""
+
+    def next_due(self, step: int) -> int | None:
+        """First step >= ``step`` at which ``record`` must run, or None."""
+        return None
+
+    def record(self, sim: Simulation, step: int) -> None:  # noqa: B027 - optional hook
+        """Record at the start of ``step`` (before its update)."""
+
+    def on_chunk(self, result: ChunkResult) -> None:  # noqa: B027 - optional hook
+        """Receive the spikes of a finished chunk."""
+
+
+def _index_filter(indices: Sequence[int] | None, n: int, what: str) -> Int64Array | None:
+    if indices is None:
+        return None
+    arr = np.unique(np.asarray(indices, dtype=np.int64))
+    if arr.size and (arr[0] < 0 or arr[-1] >= n):
+        raise ValueError(f"{what}: indices must be in [0, {n}), got [{arr[0]}, {arr[-1]}]")
+    return arr
+
+
+def _steps_window(start: float, stop: float, dt: float) -> tuple[int, float]:
+    first = int(math.ceil(start / dt - 1e-9))
+    last = math.inf if math.isinf(stop) else stop / dt - 1e-9
+    return first, last
+
+
+class SpikeMonitor(Monitor):
+    """Records spikes of a population or input.
+
+    ``indices`` restricts to a subset; ``start``/``stop`` (s) to a window; ``stream_to`` a
+    directory receives one ``chunk_NNNNNN.npz`` per chunk (atomically written) instead of
+    keeping spikes in memory; read them back with ``SpikeMonitor.load``.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        indices: Sequence[int] | None = None,
+        start: float = 0.0,
+        stop: float = math.inf,
+        stream_to: str | os.PathLike[str] | None = None,
+        max_spikes: int = 20_000_000,
+    ) -> None:
+        if max_spikes <= 0:
+            raise ValueError(f"SpikeMonitor.max_spikes must be positive, got {max_spikes}")
+        if stop < start:
+            raise ValueError(f"SpikeMonitor window must have start <= stop, got {start}, {stop}")
+        self.source = source
+        self._raw_indices = indices
+        self._filter: Int64Array | None = None
+        self.start, self.stop = start, stop
+        self.stream_to = None if stream_to is None else Path(stream_to)
+        self.max_spikes = max_spikes
+        self.dt = math.nan
+        self.count = 0  # spikes recorded (in memory or on disk)
+        self.dropped = 0  # spikes not kept because max_spikes was reached
+        self._chunks: list[SpikeChunk] = []
+        self._n_files = 0
+
+    def bind(self, sim: Simulation) -> None:
+        if self.source not in sim.network.source_names():
+            raise ValueError(f"SpikeMonitor: unknown source {self.source!r}; known: {', '.join(sim.network.source_names())}")
+        self._filter = _index_filter(self._raw_indices, sim.network.source_size(self.source), "SpikeMonitor")
+        self.dt = sim.dt
+        if self.stream_to is not None:
+            self.stream_to.mkdir(parents=True, exist_ok=True)
+
+    def on_chunk(self, result: ChunkResult) -> None:
+        chunk = result.spikes.get(self.source)
+        if chunk is None or chunk.steps.size == 0:
+            return
+        first, last = _steps_window(self.start, self.stop, result.dt)
+        keep = (chunk.steps >= first) & (chunk.steps <= last)
+        if self._filter is not None:
+            keep &= np.isin(chunk.indices, self._filter)
+        chunk = SpikeChunk(chunk.steps[keep], chunk.indices[keep], chunk.instances[keep])
+        if chunk.steps.size == 0:
+            return
+        if self.stream_to is not None:
+            self._write(self.stream_to, chunk)
+            self.count += chunk.steps.size
+            return
+        room = self.max_spikes - self.count
+        if chunk.steps.size > room:
+            if self.dropped == 0:
+                warnings.warn(
+                    f"SpikeMonitor({self.source!r}) reached max_spikes={self.max_spikes}; further spikes are "
+                    "dropped and counted. Record a subset, a window, or use stream_to=DIR.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            self.dropped += chunk.steps.size - room
+            chunk = SpikeChunk(chunk.steps[:room], chunk.indices[:room], chunk.instances[:room])
+        if chunk.steps.size:
+            self._chunks.append(chunk)
+            self.count += chunk.steps.size
+
+    def _write(self, directory: Path, chunk: SpikeChunk) -> None:
+        final = directory / f"chunk_{self._n_files:06d}.npz"
+        tmp = final.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, steps=chunk.steps, indices=chunk.indices, instances=chunk.instances, dt=np.float64(self.dt))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        self._n_files += 1
+
+    def _merged(self) -> SpikeChunk:
+        if self.stream_to is not None:
+            steps, indices, instances, _ = self.load(self.stream_to)
+            return SpikeChunk(steps, indices, instances)
+        if not self._chunks:
+            return SpikeChunk.empty()
+        merged = SpikeChunk(*(np.concatenate(parts) for parts in zip(*self._chunks, strict=True)))
+        self._chunks = [merged]
+        return merged
+
+    @property
+    def steps(self) -> Int64Array:
+        return self._merged().steps
+
+    @property
+    def times(self) -> npt.NDArray[np.float64]:
+        return self._merged().steps * self.dt
+
+    @property
+    def indices(self) -> Int64Array:
+        return self._merged().indices
+
+    @property
+    def instances(self) -> Int64Array:
+        return self._merged().instances
+
+    def spike_trains(self, instance: int = 0) -> dict[int, npt.NDArray[np.float64]]:
+        """Spike times (s) per neuron index for one instance."""
+        data = self._merged()
+        sel = data.instances == instance
+        times, idx = data.steps[sel] * self.dt, data.indices[sel]
+        return {int(i): times[idx == i] for i in np.unique(idx)}
+
+    @staticmethod
+    def load(directory: str | os.PathLike[str]) -> tuple[Int64Array, Int64Array, Int64Array, float]:
+        """Read a streamed directory: ``(steps, indices, instances, dt)``."""
+        files = sorted(Path(directory).glob("chunk_*.npz"))
+        if not files:
+            z = np.zeros(0, np.int64)
+            return z, z.copy(), z.copy(), math.nan
+        parts = [np.load(f) for f in files]
+        dt = float(parts[0]["dt"])
+        return (
+            np.concatenate([p["steps"] for p in parts]),
+            np.concatenate([p["indices"] for p in parts]),
+            np.concatenate([p["instances"] for p in parts]),
+            dt,
+        )
+
+
+class _Periodic(Monitor):
+    def __init__(self, every: float, start: float, stop: float, max_samples: int, owner: str) -> None:
+        if not every > 0:
+            raise ValueError(f"{owner}.every must be > 0 s, got {every}")
+        if max_samples <= 0:
+            raise ValueError(f"{owner}.max_samples must be positive, got {max_samples}")
+        if stop < start:
+            raise ValueError(f"{owner} window must have start <= stop, got {start}, {stop}")
+        self.every, self.start, self.stop, self.max_samples = every, start, stop, max_samples
+        self._every_steps = 1
+        self._first = 0
+        self._last: float = math.inf
+        self.sample_steps: list[int] = []
+        self.dt = math.nan
+
+    def _bind_timing(self, dt: float) -> None:
+        self.dt = dt
+        self._every_steps = max(1, int(round(self.every / dt)))
+        self._first, self._last = _steps_window(self.start, self.stop, dt)
+
+    def next_due(self, step: int) -> int | None:
+        if len(self.sample_steps) >= self.max_samples:
+            return None
+        base = max(step, self._first)
+        k = -(-(base - self._first) // self._every_steps)
+        due = self._first + k * self._every_steps
+        return due if due <= self._last else None
+
+    @property
+    def times(self) -> npt.NDArray[np.float64]:
+        return np.asarray(self.sample_steps, dtype=np.float64) * self.dt
+
+
+class StateMonitor(_Periodic):
+    """Samples state variables of a subset of a population every ``every`` seconds.
+
+    ``values[var]`` has shape ``(samples, batch, len(indices))``.
+    """
+
+    def __init__(
+        self,
+        population: str,
+        variables: Sequence[str] = ("v",),
+        *,
+        indices: Sequence[int] | None = None,
+        every: float = 1e-4,
+        start: float = 0.0,
+        stop: float = math.inf,
+        max_samples: int = 1_000_000,
+    ) -> None:
+        super().__init__(every, start, stop, max_samples, "StateMonitor")
+        self.population = population
+        self.variables = tuple(variables)
+        self._raw_indices = indices
+        self.indices: Int64Array = np.zeros(0, np.int64)
+        self._samples: dict[str, list[Float32Array]] = {v: [] for v in self.variables}
+
+    def bind(self, sim: Simulation) -> None:
+        pop = sim.network.populations.get(self.population)
+        if pop is None:
+            raise ValueError(f"StateMonitor: unknown population {self.population!r}")
+        known = type(sim.state[self.population])._fields
+        for var in self.variables:
+            if var not in known:
+                raise ValueError(f"StateMonitor: population {self.population!r} has no variable {var!r}; it has {', '.join(known)}")
+        chosen = _index_filter(self._raw_indices, pop.n, "StateMonitor")
+        self.indices = np.arange(pop.n, dtype=np.int64) if chosen is None else chosen
+        self._bind_timing(sim.dt)
+
+    def record(self, sim: Simulation, step: int) -> None:
+        state = sim.state[self.population]
+        idx = sim.index_tensor(self.indices)
+        for var in self.variables:
+            self._samples[var].append(getattr(state, var).index_select(1, idx).detach().cpu().numpy().copy())
+        self.sample_steps.append(step)
+
+    @property
+    def values(self) -> dict[str, Float32Array]:
+        return {
+            var: np.stack(s) if s else np.zeros((0, 0, self.indices.size), np.float32) for var, s in self._samples.items()
+        }
+
+
+class WeightMonitor(_Periodic):
+    """Snapshots of a projection's weights (synapse order) every ``every`` seconds."""
+
+    def __init__(
+        self, projection: str, *, every: float = 1.0, start: float = 0.0, stop: float = math.inf, max_samples: int = 1000
+    ) -> None:
+        super().__init__(every, start, stop, max_samples, "WeightMonitor")
+        self.projection = projection
+        self._snapshots: list[Float32Array] = []
+
+    def bind(self, sim: Simulation) -> None:
+        if self.projection not in sim.network.projections:
+            raise ValueError(f"WeightMonitor: unknown projection {self.projection!r}")
+        self._bind_timing(sim.dt)
+
+    def record(self, sim: Simulation, step: int) -> None:
+        w = sim.network.projections[self.projection].synapse_weights()
+        self._snapshots.append(w.detach().cpu().numpy().astype(np.float32, copy=True))
+        self.sample_steps.append(step)
+
+    @property
+    def weights(self) -> Float32Array:
+        """``(snapshots, n_synapses)``."""
+        return np.stack(self._snapshots) if self._snapshots else np.zeros((0, 0), np.float32)

@@ -1,0 +1,123 @@
+"""The network: neuron populations, inputs and projections, checked as they are added."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from neurosim.sim.inputs import CurrentInput, SpikeSource
+from neurosim.sim.neurons import STATE_VARIABLES, NeuronParams
+from neurosim.sim.synapses import Projection
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """Initial value drawn uniformly in ``[low, high)`` per neuron and instance."""
+
+    low: float
+    high: float
+
+    def __post_init__(self) -> None:
+        if not self.high >= self.low:
+            raise ValueError(f"Uniform initialiser needs low <= high, got low={self.low}, high={self.high}")
+
+
+InitialValue = float | Uniform
+
+
+@dataclass
+class Population:
+    name: str
+    n: int
+    params: NeuronParams
+    initial: dict[str, InitialValue] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.n <= 0:
+            raise ValueError(f"population {self.name!r}: n must be positive, got {self.n}")
+        allowed = STATE_VARIABLES[self.params.kind]
+        for var in self.initial:
+            if var not in allowed:
+                raise ValueError(
+                    f"population {self.name!r}: unknown state variable {var!r} in initial values; "
+                    f"{type(self.params).__name__} has {', '.join(allowed)}"
+                )
+
+    def draw_initial(self, var: str, rng: np.random.Generator, default: float) -> np.ndarray:
+        spec = self.initial.get(var, default)
+        if isinstance(spec, Uniform):
+            return rng.uniform(spec.low, spec.high, size=self.n)
+        return np.full(self.n, float(spec))
+
+
+class Network:
+    """Container with name checks; the engine (``Simulation``) owns all run-time state."""
+
+    def __init__(self) -> None:
+        self.populations: dict[str, Population] = {}
+        self.inputs: dict[str, SpikeSource] = {}
+        self.currents: dict[str, CurrentInput] = {}
+        self.projections: dict[str, Projection] = {}
+
+    def _check_new_name(self, kind: str, name: str) -> None:
+        if not _NAME.match(name):
+            raise ValueError(f"{kind} name {name!r} must start with a letter or '_' and contain only letters, digits, '_', '-'")
+        if name in self.populations or name in self.inputs or name in self.currents or name in self.projections:
+            raise ValueError(f"{kind} name {name!r} is already used in this network")
+
+    def add_population(self, population: Population) -> Population:
+        self._check_new_name("population", population.name)
+        self.populations[population.name] = population
+        return population
+
+    def add_input(self, source: SpikeSource) -> SpikeSource:
+        self._check_new_name("input", source.name)
+        self.inputs[source.name] = source
+        return source
+
+    def add_current(self, current: CurrentInput) -> CurrentInput:
+        self._check_new_name("current input", current.name)
+        target = self.populations.get(current.target)
+        if target is None:
+            raise ValueError(f"current input {current.name!r}: unknown target population {current.target!r}")
+        current.check_size(target.n)
+        self.currents[current.name] = current
+        return current
+
+    def source_size(self, name: str) -> int:
+        if name in self.populations:
+            return self.populations[name].n
+        if name in self.inputs:
+            return self.inputs[name].n
+        raise KeyError(name)
+
+    def add_projection(self, projection: Projection) -> Projection:
+        self._check_new_name("projection", projection.name)
+        try:
+            n_pre = self.source_size(projection.source)
+        except KeyError:
+            raise ValueError(
+                f"projection {projection.name!r}: unknown source {projection.source!r}; "
+                f"known: {', '.join(self.source_names()) or 'none'}"
+            ) from None
+        target = self.populations.get(projection.target)
+        if target is None:
+            raise ValueError(
+                f"projection {projection.name!r}: unknown target population {projection.target!r}; "
+                f"known: {', '.join(self.populations) or 'none'}"
+            )
+        if n_pre != projection.n_pre or target.n != projection.n_post:
+            raise ValueError(
+                f"projection {projection.name!r}: shape ({projection.n_pre}, {projection.n_post}) does not "
+                f"match source {projection.source!r} ({n_pre}) and target {projection.target!r} ({target.n})"
+            )
+        self.projections[projection.name] = projection
+        return projection
+
+    def source_names(self) -> list[str]:
+        """Every spike source in the engine's fixed order: populations, then inputs."""
+        return [*self.populations, *self.inputs]

@@ -1,0 +1,186 @@
+"""Projections: synaptic weights between two groups and event-driven spike propagation.
+
+A spike of pre neuron ``i`` at step ``n`` adds ``w_ij`` to the ``channel`` conductance
+(``g_exc`` or ``g_inh``) of every post neuron ``j`` at step ``n + delay_steps``, in the
+``synapses`` slot of the schedule (after thresholds, before plasticity).
+
+Storage is CSR (``indptr``, ``indices``, ``weights``) or a dense ``(n_pre, n_post)`` matrix.
+Propagation is event-driven (only rows of pre neurons that spiked are read) for CSR, and
+for dense weights with one instance; a batch of instances on dense weights uses one
+``(batch, n_pre) @ (n_pre, n_post)`` product, which is faster there.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+Tensor = torch.Tensor
+
+
+class Channel(enum.StrEnum):
+    """Which synaptic state variable of the target a spike increments."""
+
+    EXC = "exc"
+    INH = "inh"
+
+
+class WeightFormat(enum.StrEnum):
+    DENSE = "dense"
+    SPARSE = "sparse"
+
+
+class Propagation(enum.StrEnum):
+    AUTO = "auto"
+    EVENT = "event"  # gather the rows of spiking pre neurons
+    MATMUL = "matmul"  # dense (batch, n_pre) @ (n_pre, n_post); dense weights only
+
+
+@dataclass
+class Projection:
+    """Weights from ``source`` (``n_pre``) to ``target`` (``n_post``) on one channel.
+
+    ``pre_index``/``post_index`` give every synapse's endpoints in storage order (CSR) and
+    are what plasticity rules index with. Dense projections store absent synapses as
+    explicit zeros and keep a ``mask`` so plasticity never creates synapses.
+    """
+
+    name: str
+    source: str
+    target: str
+    n_pre: int
+    n_post: int
+    channel: Channel
+    delay_steps: int
+    format: WeightFormat
+    pre_index: Tensor
+    post_index: Tensor
+    indptr: Tensor
+    weights: Tensor  # CSR values (n_synapses,) or dense (n_pre, n_post)
+    mask: Tensor | None = None
+    propagation: Propagation = Propagation.AUTO
+
+    def __post_init__(self) -> None:
+        if self.delay_steps < 0:
+            raise ValueError(f"projection {self.name!r}: delay must be >= 0 steps, got {self.delay_steps}")
+        if self.propagation is Propagation.MATMUL and self.format is not WeightFormat.DENSE:
+            raise ValueError(f"projection {self.name!r}: matmul propagation needs dense weights")
+
+    @classmethod
+    def from_pairs(
+        cls,
+        name: str,
+        source: str,
+        target: str,
+        n_pre: int,
+        n_post: int,
+        pre: npt.NDArray[np.int64],
+        post: npt.NDArray[np.int64],
+        weights: npt.NDArray[np.float32],
+        *,
+        channel: Channel = Channel.EXC,
+        delay_steps: int = 0,
+        format: WeightFormat = WeightFormat.SPARSE,
+        propagation: Propagation = Propagation.AUTO,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> Projection:
+        """Build from synapse lists; ``pre`` must be sorted (the connectivity builders do)."""
+        if not (pre.shape == post.shape == weights.shape):
+            raise ValueError(
+                f"projection {name!r}: pre, post and weights must have one entry per synapse, "
+                f"got {pre.shape}, {post.shape}, {weights.shape}"
+            )
+        if pre.size and np.any(np.diff(pre) < 0):
+            order = np.lexsort((post, pre))
+            pre, post, weights = pre[order], post[order], weights[order]
+        dev = torch.device(device)
+        counts = np.bincount(pre, minlength=n_pre) if pre.size else np.zeros(n_pre, np.int64)
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        pre_t = torch.from_numpy(pre.astype(np.int64)).to(dev)
+        post_t = torch.from_numpy(post.astype(np.int64)).to(dev)
+        w_t = torch.from_numpy(weights.astype(np.float32)).to(device=dev, dtype=dtype)
+        mask: Tensor | None = None
+        if format is WeightFormat.DENSE:
+            dense = torch.zeros((n_pre, n_post), dtype=dtype, device=dev)
+            dense[pre_t, post_t] = w_t
+            mask = torch.zeros((n_pre, n_post), dtype=torch.bool, device=dev)
+            mask[pre_t, post_t] = True
+            w_t = dense
+        return cls(
+            name=name,
+            source=source,
+            target=target,
+            n_pre=n_pre,
+            n_post=n_post,
+            channel=channel,
+            delay_steps=delay_steps,
+            format=format,
+            pre_index=pre_t,
+            post_index=post_t,
+            indptr=torch.from_numpy(indptr).to(dev),
+            weights=w_t,
+            mask=mask,
+            propagation=propagation,
+        )
+
+    @property
+    def n_synapses(self) -> int:
+        return int(self.pre_index.numel())
+
+    def synapse_weights(self) -> Tensor:
+        """Weights in synapse (CSR) order, whatever the storage."""
+        if self.format is WeightFormat.DENSE:
+            return self.weights[self.pre_index, self.post_index]
+        return self.weights
+
+    def set_synapse_weights(self, values: Tensor) -> None:
+        """Write weights given in synapse (CSR) order, in place."""
+        if self.format is WeightFormat.DENSE:
+            self.weights[self.pre_index, self.post_index] = values.to(self.weights.dtype)
+        else:
+            self.weights.copy_(values)
+
+    def dense_weights(self) -> Tensor:
+        if self.format is WeightFormat.DENSE:
+            return self.weights
+        dense = torch.zeros((self.n_pre, self.n_post), dtype=self.weights.dtype, device=self.weights.device)
+        dense[self.pre_index, self.post_index] = self.weights
+        return dense
+
+    def uses_matmul(self, batch: int) -> bool:
+        if self.propagation is Propagation.AUTO:
+            return self.format is WeightFormat.DENSE and batch > 1
+        return self.propagation is Propagation.MATMUL
+
+    def propagate_into(self, out: Tensor, spikes: Tensor) -> None:
+        """Add the effect of ``spikes`` ``(batch, n_pre)`` bool to ``out`` ``(batch, n_post)``."""
+        if self.uses_matmul(spikes.shape[0]):
+            out.add_(spikes.to(self.weights.dtype) @ self.weights)
+            return
+        batch_idx, pre_idx = torch.nonzero(spikes, as_tuple=True)
+        if batch_idx.numel() == 0:
+            return
+        if self.format is WeightFormat.DENSE:
+            rows = self.weights.index_select(0, pre_idx)
+            out.index_add_(0, batch_idx, rows)
+            return
+        starts = self.indptr[pre_idx]
+        counts = self.indptr[pre_idx + 1] - starts
+        total = int(counts.sum())
+        if total == 0:
+            return
+        first_of_row = torch.cumsum(counts, 0) - counts
+        within_row = torch.arange(total, device=out.device) - torch.repeat_interleave(first_of_row, counts, output_size=total)
+        synapse = torch.repeat_interleave(starts, counts, output_size=total) + within_row
+        flat_target = torch.repeat_interleave(batch_idx, counts, output_size=total) * self.n_post + self.post_index[synapse]
+        out.view(-1).index_add_(0, flat_target, self.weights[synapse])
+
+    def propagate(self, spikes: Tensor) -> Tensor:
+        out = torch.zeros((spikes.shape[0], self.n_post), dtype=self.weights.dtype, device=self.weights.device)
+        self.propagate_into(out, spikes)
+        return out
