@@ -41,8 +41,13 @@ def main() -> None:
 
 @main.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output directory (must be new or empty). Default: runs/<config>-<timestamp>.")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output directory (must be new or empty). Default: runs/<config>-<timestamp>.",
+)
 @click.option("--duration", type=float, default=None, help="Simulated seconds (overrides run.duration).")
 @click.option("--seed", type=int, default=None, help="Seed (overrides run.seed).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Overrides run.device.")

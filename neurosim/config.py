@@ -173,9 +173,7 @@ class CurrentInputConfig(_Strict):
         return self
 
 
-InputConfig = Annotated[
-    PoissonInputConfig | SpikeArrayInputConfig | CurrentInputConfig, Field(discriminator="kind")
-]
+InputConfig = Annotated[PoissonInputConfig | SpikeArrayInputConfig | CurrentInputConfig, Field(discriminator="kind")]
 
 
 # --------------------------------------------------------------------------- projections
@@ -238,9 +236,7 @@ class NormalWeightConfig(_Strict):
     high: float | None = None
 
 
-WeightConfig = Annotated[
-    ConstantWeightConfig | UniformWeightConfig | NormalWeightConfig, Field(discriminator="kind")
-]
+WeightConfig = Annotated[ConstantWeightConfig | UniformWeightConfig | NormalWeightConfig, Field(discriminator="kind")]
 
 
 class ProjectionConfig(_Strict):
@@ -262,37 +258,50 @@ class NetworkConfig(_Strict):
     inputs: list[InputConfig] = Field(default_factory=list)
     projections: list[ProjectionConfig] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _references(self) -> NetworkConfig:
+    def _duplicate_names(self) -> list[str]:
         problems: list[str] = []
         seen: dict[str, str] = {}
-        sizes: dict[str, int] = {}
-        for kind, items in (("populations", self.populations), ("inputs", self.inputs), ("projections", self.projections)):
+        groups = (("populations", self.populations), ("inputs", self.inputs), ("projections", self.projections))
+        for kind, items in groups:
             for i, item in enumerate(items):
                 if item.name in seen:
                     problems.append(f"{kind}[{i}].name: {item.name!r} is already used by {seen[item.name]}")
                 seen[item.name] = f"{kind}[{i}]"
-        pops = {p.name: p for p in self.populations}
-        for p in self.populations:
-            sizes[p.name] = p.n
+        return problems
+
+    def spike_source_sizes(self) -> dict[str, int]:
+        """Populations and spiking inputs by name, with their sizes."""
+        sizes = {p.name: p.n for p in self.populations}
+        sizes.update({i.name: i.n for i in self.inputs if not isinstance(i, CurrentInputConfig)})
+        return sizes
+
+    def _projection_problems(self, i: int, pr: ProjectionConfig) -> list[str]:
+        sizes = self.spike_source_sizes()
+        pops = {p.name: p.n for p in self.populations}
+        problems = []
+        if pr.source not in sizes:
+            problems.append(
+                f"projections[{i}].source: unknown population or input {pr.source!r} (known: {', '.join(sizes)})"
+            )
+        if pr.target not in pops:
+            problems.append(f"projections[{i}].target: unknown population {pr.target!r} (known: {', '.join(pops)})")
+        conn = pr.connectivity
+        if isinstance(conn, PairsConfig) and not problems:
+            if conn.pre and max(conn.pre) >= sizes[pr.source]:
+                problems.append(f"projections[{i}].connectivity.pre: index >= size of {pr.source!r}")
+            if conn.post and max(conn.post) >= pops[pr.target]:
+                problems.append(f"projections[{i}].connectivity.post: index >= size of {pr.target!r}")
+        return problems
+
+    @model_validator(mode="after")
+    def _references(self) -> NetworkConfig:
+        problems = self._duplicate_names()
+        pops = {p.name for p in self.populations}
         for i, inp in enumerate(self.inputs):
-            if isinstance(inp, CurrentInputConfig):
-                if inp.target not in pops:
-                    problems.append(f"inputs[{i}].target: unknown population {inp.target!r}")
-            else:
-                sizes[inp.name] = inp.n
+            if isinstance(inp, CurrentInputConfig) and inp.target not in pops:
+                problems.append(f"inputs[{i}].target: unknown population {inp.target!r}")
         for i, pr in enumerate(self.projections):
-            if pr.source not in sizes:
-                problems.append(
-                    f"projections[{i}].source: unknown population or input {pr.source!r} (known: {', '.join(sizes)})"
-                )
-            if pr.target not in pops:
-                problems.append(f"projections[{i}].target: unknown population {pr.target!r} (known: {', '.join(pops)})")
-            if isinstance(pr.connectivity, PairsConfig) and pr.source in sizes and pr.target in pops:
-                if pr.connectivity.pre and max(pr.connectivity.pre) >= sizes[pr.source]:
-                    problems.append(f"projections[{i}].connectivity.pre: index >= size of {pr.source!r}")
-                if pr.connectivity.post and max(pr.connectivity.post) >= pops[pr.target].n:
-                    problems.append(f"projections[{i}].connectivity.post: index >= size of {pr.target!r}")
+            problems += self._projection_problems(i, pr)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -334,9 +343,11 @@ class SimulationConfig(_Strict):
     @model_validator(mode="after")
     def _records_known(self) -> SimulationConfig:
         pops = {p.name for p in self.network.populations}
-        sources = pops | {i.name for i in self.network.inputs if not isinstance(i, CurrentInputConfig)}
+        sources = set(self.network.spike_source_sizes())
         problems = [
-            f"record.spikes: unknown population or input {name!r}" for name in self.record.spikes or [] if name not in sources
+            f"record.spikes: unknown population or input {name!r}"
+            for name in self.record.spikes or []
+            if name not in sources
         ]
         problems += [
             f"record.state[{i}].population: unknown population {s.population!r}"

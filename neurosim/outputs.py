@@ -46,16 +46,26 @@ def write_spikes(path: Path, monitors: Mapping[str, SpikeMonitor]) -> None:
         arrays[f"{name}_times"] = mon.times
         arrays[f"{name}_indices"] = mon.indices.astype(np.int64)
         arrays[f"{name}_instances"] = mon.instances.astype(np.int64)
+    write_arrays(path, arrays)
+
+
+def write_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """A compressed ``.npz``, written atomically."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
+        np.savez_compressed(fh, **dict(arrays))  # type: ignore[arg-type]
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
 def plot_raster(
-    path: Path, monitors: Mapping[str, SpikeMonitor], sizes: Mapping[str, int], duration: float, *, max_points: int = 200_000
+    path: Path,
+    monitors: Mapping[str, SpikeMonitor],
+    sizes: Mapping[str, int],
+    duration: float,
+    *,
+    max_points: int = 200_000,
 ) -> None:
     """One panel per source (instance 0), sharing the time axis."""
     import matplotlib

@@ -15,7 +15,7 @@ import numpy as np
 
 import neurosim
 from neurosim.config import SimulationConfig
-from neurosim.outputs import plot_raster, prepare_output_dir, write_json, write_spikes
+from neurosim.outputs import plot_raster, prepare_output_dir, write_arrays, write_json, write_spikes
 from neurosim.sim.build import build_simulation
 from neurosim.sim.engine import Simulation
 from neurosim.sim.monitors import SpikeMonitor, StateMonitor
@@ -45,7 +45,9 @@ def summarise(sim: Simulation, monitors: dict[str, SpikeMonitor], wall_s: float,
     }
 
 
-def run_simulation(cfg: SimulationConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+def run_simulation(
+    cfg: SimulationConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True
+) -> dict[str, Any]:
     out_dir = prepare_output_dir(out, overwrite=overwrite)
     write_json(out_dir / "config.json", cfg.model_dump(mode="json"))
     sim = build_simulation(cfg)
@@ -53,9 +55,7 @@ def run_simulation(cfg: SimulationConfig, out: str | Path, *, overwrite: bool = 
     monitors = {name: SpikeMonitor(name, max_spikes=cfg.record.max_spikes) for name in names}
     for mon in monitors.values():
         sim.add_monitor(mon)
-    states = [
-        StateMonitor(s.population, s.variables, indices=s.indices, every=s.every) for s in cfg.record.state
-    ]
+    states = [StateMonitor(s.population, s.variables, indices=s.indices, every=s.every) for s in cfg.record.state]
     for sm in states:
         sim.add_monitor(sm)
     wall0 = time.perf_counter()
@@ -71,11 +71,11 @@ def run_simulation(cfg: SimulationConfig, out: str | Path, *, overwrite: bool = 
             summary["error"] = error
         write_spikes(out_dir / "spikes.npz", monitors)
         if states:
-            np.savez_compressed(
-                out_dir / "state.npz",
-                **{f"{s.population}_{var}": vals for s in states for var, vals in s.values.items()},
-                **{f"{s.population}_times": s.times for s in states},
-            )
+            arrays: dict[str, np.ndarray] = {
+                f"{s.population}_{var}": vals for s in states for var, vals in s.values.items()
+            }
+            arrays.update({f"{s.population}_times": s.times for s in states})
+            write_arrays(out_dir / "state.npz", arrays)
         write_json(out_dir / "summary.json", summary)
         sizes = {name: sim.network.source_size(name) for name in monitors}
         plot_raster(out_dir / "raster.png", monitors, sizes, sim.t)

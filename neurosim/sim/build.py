@@ -63,14 +63,17 @@ def _format(cfg: ProjectionConfig, n_pre: int, n_post: int, n_synapses: int) -> 
     return WeightFormat.DENSE if dense else WeightFormat.SPARSE
 
 
-def build_network(cfg: SimulationConfig, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Network:
+def build_network(
+    cfg: SimulationConfig, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> Network:
     """Build the network; its structure is drawn from ``network.seed`` (default ``run.seed``)."""
     net_cfg = cfg.network
     rng = np.random.default_rng(cfg.run.seed if net_cfg.seed is None else net_cfg.seed)
     net = Network()
     for p in net_cfg.populations:
         initial: dict[str, InitialValue] = {
-            var: Uniform(*val.uniform) if isinstance(val, UniformInitConfig) else float(val) for var, val in p.initial.items()
+            var: Uniform(*val.uniform) if isinstance(val, UniformInitConfig) else float(val)
+            for var, val in p.initial.items()
         }
         net.add_population(Population(p.name, p.n, p.model.to_params(), initial))
     for inp in net_cfg.inputs:
@@ -88,11 +91,21 @@ def build_network(cfg: SimulationConfig, *, device: str | torch.device = "cpu", 
         weights = _weights(pr, pre.size, rng)
         net.add_projection(
             Projection.from_pairs(
-                pr.name, pr.source, pr.target, n_pre, n_post, pre, post, weights,
-                channel=pr.channel, delay_steps=int(round(pr.delay / dt)),
-                format=_format(pr, n_pre, n_post, pre.size), propagation=pr.propagation,
-                dtype=dtype, device=device,
-            )  # fmt: skip
+                pr.name,
+                pr.source,
+                pr.target,
+                n_pre,
+                n_post,
+                pre,
+                post,
+                weights,
+                channel=pr.channel,
+                delay_steps=round(pr.delay / dt),
+                format=_format(pr, n_pre, n_post, pre.size),
+                propagation=pr.propagation,
+                dtype=dtype,
+                device=device,
+            )
         )
     return net
 
@@ -102,5 +115,12 @@ def build_simulation(cfg: SimulationConfig) -> Simulation:
     net = build_network(cfg, device=cfg.run.device, dtype=dtype)
     r = cfg.run
     return Simulation(
-        net, dt=r.dt, batch=r.batch, seed=r.seed, device=r.device, dtype=dtype, backend=r.backend, chunk_steps=r.chunk_steps
+        net,
+        dt=r.dt,
+        batch=r.batch,
+        seed=r.seed,
+        device=r.device,
+        dtype=dtype,
+        backend=r.backend,
+        chunk_steps=r.chunk_steps,
     )

@@ -14,6 +14,7 @@ paths (conductance models differ only by the ``exp`` implementation, within a fe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numba
@@ -64,13 +65,13 @@ def _leave_refractory(ref: Any, c: Any) -> Any:
 
 
 @numba.njit(cache=True, nogil=True)
-def _update_population(  # noqa: PLR0913
+def _update_population(
     kind: int, c: Any, vb: Any, geb: Any, gib: Any, rb: Any, thb: Any, hb: Any,
     drive_row: Any,
 ) -> None:  # fmt: skip
-    """One state update + threshold + reset of one population of one instance (the arrays are
-    its slices); branch-free inner loops from index 0, which LLVM vectorises. ``drive_row`` holds zeros where no current is
-    injected (adding +0.0 leaves every value unchanged)."""
+    """One state update + threshold + reset of one population of one instance (the arrays
+    are its slices); branch-free inner loops from index 0, which LLVM vectorises.
+    ``drive_row`` holds zeros where no current is injected (adding +0.0 changes nothing)."""
     if kind == 0:
         for i in range(vb.shape[0]):
             ref = _leave_refractory(rb[i], c)
@@ -113,7 +114,7 @@ def _update_population(  # noqa: PLR0913
 
 
 @numba.njit(cache=True, nogil=True)
-def _advance(  # noqa: PLR0913
+def _advance(
     n_steps: int,
     step0: int,
     v: Any, g_exc: Any, g_inh: Any, refractory: Any, theta: Any,
@@ -174,6 +175,9 @@ def _advance(  # noqa: PLR0913
     return n_steps, n_records
 
 
+# numba's Dispatcher is typed as a generic callable; this alias states what it returns.
+_advance_kernel: Callable[..., tuple[int, int]] = _advance
+
 _STATE_VARIABLES = ("v", "g_exc", "g_inh", "refractory", "theta")
 
 
@@ -211,7 +215,9 @@ class CompiledRunner:
         ptr0 = syn0 = 0
         for proj in network.projections.values():
             channel = 0 if proj.channel.value == "exc" else 1
-            table.append((offsets[proj.source], proj.n_pre, offsets[proj.target], channel, proj.delay_steps, ptr0, syn0))
+            table.append(
+                (offsets[proj.source], proj.n_pre, offsets[proj.target], channel, proj.delay_steps, ptr0, syn0)
+            )
             indptrs.append(proj.indptr.cpu().numpy())
             posts.append(proj.post_index.cpu().numpy())
             ptr0 += proj.n_pre + 1
@@ -289,7 +295,7 @@ class CompiledRunner:
         done = 0
         while done < n_steps:
             remaining = n_steps - done
-            steps_done, n_rec = _advance(
+            steps_done, n_rec = _advance_kernel(
                 remaining, step + done, *(self._state[v] for v in _STATE_VARIABLES),
                 self.pop_range, self.pop_kind, self.coef, drive_arr[done:] if has_drive else drive_arr, has_drive,
                 external[done:], self.n_neurons, history, spike_list, spike_count,

@@ -219,7 +219,7 @@ class Simulation:
     def _n_steps(self, duration: float) -> int:
         if not (math.isfinite(duration) and duration >= 0):
             raise ValueError(f"duration must be a finite number of seconds >= 0, got {duration!r}")
-        return int(round(duration / self.dt))
+        return round(duration / self.dt)
 
     def run(self, duration: float, *, progress: bool = False) -> RunStats:
         """Simulate ``duration`` seconds. Hooks must be synchronous here."""
@@ -249,7 +249,11 @@ class Simulation:
         stats = RunStats(steps=n_steps, simulated_s=n_steps * self.dt, wall_s=0.0)
         end = self.step + n_steps
         with tqdm(
-            total=round(n_steps * self.dt, 6), unit="s", unit_scale=False, disable=not progress, desc="simulating",
+            total=round(n_steps * self.dt, 6),
+            unit="s",
+            unit_scale=False,
+            disable=not progress,
+            desc="simulating",
             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.3f}/{total:.3f} s biological [{elapsed}<{remaining}]",
         ) as bar:
             while self.step < end:
@@ -299,9 +303,9 @@ class Simulation:
     def _external_block(self, name: str, n_steps: int) -> npt.NDArray[np.bool_]:
         return self.network.inputs[name].draw(self._input_rngs[name], self.step, n_steps, self.dt)
 
-    def _current_block(self, pop_name: str, n_steps: int) -> npt.NDArray[np.float32] | None:
+    def _current_block(self, pop_name: str, n_steps: int) -> npt.NDArray[np.float64] | None:
         n = self.network.populations[pop_name].n
-        total: npt.NDArray[np.float32] | None = None
+        total: npt.NDArray[np.float64] | None = None
         for current in self.network.currents.values():
             if current.target == pop_name:
                 block = current.block(self.step, n_steps, self.dt, n)
@@ -311,9 +315,7 @@ class Simulation:
     # ----------------------------------------------------------------------------- torch path
     def _advance_torch(self, n_steps: int) -> Generator[Awaitable[None], None, npt.NDArray[np.int64]]:
         net = self.network
-        externals = {
-            name: torch.from_numpy(self._external_block(name, n_steps)).to(self.device) for name in net.inputs
-        }
+        externals = {name: torch.from_numpy(self._external_block(name, n_steps)).to(self.device) for name in net.inputs}
         currents: dict[str, Tensor | None] = {}
         for name in net.populations:
             block = self._current_block(name, n_steps)

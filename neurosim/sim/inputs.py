@@ -125,11 +125,13 @@ class CurrentInput:
 
     name: str
     target: str
-    samples: npt.NDArray[np.float32]  # (T, n) or (T, 1)
+    samples: npt.NDArray[np.float64]  # (T, n) or (T, 1)
     sample_dt: float
 
-    def __init__(self, name: str, target: str, amplitude: float | npt.ArrayLike, sample_dt: float | None = None) -> None:
-        arr = np.asarray(amplitude, dtype=np.float32)
+    def __init__(
+        self, name: str, target: str, amplitude: float | npt.ArrayLike, sample_dt: float | None = None
+    ) -> None:
+        arr = np.asarray(amplitude, dtype=np.float64)
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"current input {name!r}: amplitudes must be finite")
         if sample_dt is None:
@@ -153,11 +155,11 @@ class CurrentInput:
                 f"{self.target!r} of {n} neurons"
             )
 
-    def block(self, start_step: int, n_steps: int, dt: float, n: int) -> FloatArray:
+    def block(self, start_step: int, n_steps: int, dt: float, n: int) -> npt.NDArray[np.float64]:
         """Currents for steps ``start_step .. start_step + n_steps - 1``, shape ``(n_steps, n)``."""
         t = (np.arange(start_step, start_step + n_steps, dtype=np.float64)) * dt
         if math.isinf(self.sample_dt):
             rows = np.zeros(n_steps, dtype=np.int64)
         else:
             rows = np.minimum((t / self.sample_dt + 1e-9).astype(np.int64), self.samples.shape[0] - 1)
-        return np.broadcast_to(self.samples[rows], (n_steps, n)).astype(np.float32)
+        return np.broadcast_to(self.samples[rows], (n_steps, n)).astype(np.float64)

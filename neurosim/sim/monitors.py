@@ -64,17 +64,17 @@ class ChunkResult:
 class Monitor:
     """Base of all monitors: chunk-level and periodic recording hooks, both optional."""
 
-    def bind(self, sim: Simulation) -> None:  # noqa: B027 - optional hook
+    def bind(self, sim: Simulation) -> None:
         """Called once when added to a simulation; check names and sizes here."""
 
     def next_due(self, step: int) -> int | None:
         """First step >= ``step`` at which ``record`` must run, or None."""
         return None
 
-    def record(self, sim: Simulation, step: int) -> None:  # noqa: B027 - optional hook
+    def record(self, sim: Simulation, step: int) -> None:
         """Record at the start of ``step`` (before its update)."""
 
-    def on_chunk(self, result: ChunkResult) -> None:  # noqa: B027 - optional hook
+    def on_chunk(self, result: ChunkResult) -> None:
         """Receive the spikes of a finished chunk."""
 
 
@@ -88,7 +88,7 @@ def _index_filter(indices: Sequence[int] | None, n: int, what: str) -> Int64Arra
 
 
 def _steps_window(start: float, stop: float, dt: float) -> tuple[int, float]:
-    first = int(math.ceil(start / dt - 1e-9))
+    first = math.ceil(start / dt - 1e-9)
     last = math.inf if math.isinf(stop) else stop / dt - 1e-9
     return first, last
 
@@ -129,7 +129,9 @@ class SpikeMonitor(Monitor):
 
     def bind(self, sim: Simulation) -> None:
         if self.source not in sim.network.source_names():
-            raise ValueError(f"SpikeMonitor: unknown source {self.source!r}; known: {', '.join(sim.network.source_names())}")
+            raise ValueError(
+                f"SpikeMonitor: unknown source {self.source!r}; known: {', '.join(sim.network.source_names())}"
+            )
         self._filter = _index_filter(self._raw_indices, sim.network.source_size(self.source), "SpikeMonitor")
         self.dt = sim.dt
         if self.stream_to is not None:
@@ -191,7 +193,7 @@ class SpikeMonitor(Monitor):
 
     @property
     def times(self) -> npt.NDArray[np.float64]:
-        return self._merged().steps * self.dt
+        return (self._merged().steps * self.dt).astype(np.float64)
 
     @property
     def indices(self) -> Int64Array:
@@ -242,7 +244,7 @@ class _Periodic(Monitor):
 
     def _bind_timing(self, dt: float) -> None:
         self.dt = dt
-        self._every_steps = max(1, int(round(self.every / dt)))
+        self._every_steps = max(1, round(self.every / dt))
         self._first, self._last = _steps_window(self.start, self.stop, dt)
 
     def next_due(self, step: int) -> int | None:
@@ -289,7 +291,9 @@ class StateMonitor(_Periodic):
         known = type(sim.state[self.population])._fields
         for var in self.variables:
             if var not in known:
-                raise ValueError(f"StateMonitor: population {self.population!r} has no variable {var!r}; it has {', '.join(known)}")
+                raise ValueError(
+                    f"StateMonitor: population {self.population!r} has no variable {var!r}; it has {', '.join(known)}"
+                )
         chosen = _index_filter(self._raw_indices, pop.n, "StateMonitor")
         self.indices = np.arange(pop.n, dtype=np.int64) if chosen is None else chosen
         self._bind_timing(sim.dt)
@@ -304,7 +308,8 @@ class StateMonitor(_Periodic):
     @property
     def values(self) -> dict[str, Float32Array]:
         return {
-            var: np.stack(s) if s else np.zeros((0, 0, self.indices.size), np.float32) for var, s in self._samples.items()
+            var: np.stack(s) if s else np.zeros((0, 0, self.indices.size), np.float32)
+            for var, s in self._samples.items()
         }
 
 
@@ -312,7 +317,13 @@ class WeightMonitor(_Periodic):
     """Snapshots of a projection's weights (synapse order) every ``every`` seconds."""
 
     def __init__(
-        self, projection: str, *, every: float = 1.0, start: float = 0.0, stop: float = math.inf, max_samples: int = 1000
+        self,
+        projection: str,
+        *,
+        every: float = 1.0,
+        start: float = 0.0,
+        stop: float = math.inf,
+        max_samples: int = 1000,
     ) -> None:
         super().__init__(every, start, stop, max_samples, "WeightMonitor")
         self.projection = projection

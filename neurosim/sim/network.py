@@ -65,7 +65,9 @@ class Network:
 
     def _check_new_name(self, kind: str, name: str) -> None:
         if not _NAME.match(name):
-            raise ValueError(f"{kind} name {name!r} must start with a letter or '_' and contain only letters, digits, '_', '-'")
+            raise ValueError(
+                f"{kind} name {name!r} must start with a letter or '_' and contain only letters, digits, '_', '-'"
+            )
         if name in self.populations or name in self.inputs or name in self.currents or name in self.projections:
             raise ValueError(f"{kind} name {name!r} is already used in this network")
 

@@ -226,9 +226,7 @@ def coefficients(params: NeuronParams, dt: float) -> Coefficients:
     )
 
 
-def initial_state(
-    params: NeuronParams, batch: int, n: int, *, dtype: torch.dtype, device: torch.device
-) -> NeuronState:
+def initial_state(params: NeuronParams, batch: int, n: int, *, dtype: torch.dtype, device: torch.device) -> NeuronState:
     """Resting state: v = v_rest, no conductance, not refractory, theta = 0."""
     v = torch.full((batch, n), params.v_rest, dtype=dtype, device=device)
     zeros = [torch.zeros((batch, n), dtype=dtype, device=device) for _ in range(4)]
@@ -246,9 +244,7 @@ def _threshold_and_reset(
     return spikes, v, refractory
 
 
-def step(
-    state: NeuronState, i_ext: Tensor | None, params: NeuronParams, dt: float
-) -> tuple[Tensor, NeuronState]:
+def step(state: NeuronState, i_ext: Tensor | None, params: NeuronParams, dt: float) -> tuple[Tensor, NeuronState]:
     """Advance every neuron by one step of ``dt`` seconds.
 
     ``i_ext`` is the external current in amperes, ``(batch, n)`` or ``None``; it is held
@@ -259,12 +255,7 @@ def step(
     active = refractory <= 0.0
     drive = None if i_ext is None else i_ext * params.r_m
     if isinstance(params, CurrentLIF):
-        v_new = (
-            (state.v - params.v_rest) * c.decay_m
-            + params.v_rest
-            + c.k_exc * state.g_exc
-            + c.k_inh * state.g_inh
-        )
+        v_new = (state.v - params.v_rest) * c.decay_m + params.v_rest + c.k_exc * state.g_exc + c.k_inh * state.g_inh
         if drive is not None:
             v_new = v_new + c.k_ext * drive
     else:

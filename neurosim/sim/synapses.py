@@ -175,9 +175,13 @@ class Projection:
         if total == 0:
             return
         first_of_row = torch.cumsum(counts, 0) - counts
-        within_row = torch.arange(total, device=out.device) - torch.repeat_interleave(first_of_row, counts, output_size=total)
+        within_row = torch.arange(total, device=out.device) - torch.repeat_interleave(
+            first_of_row, counts, output_size=total
+        )
         synapse = torch.repeat_interleave(starts, counts, output_size=total) + within_row
-        flat_target = torch.repeat_interleave(batch_idx, counts, output_size=total) * self.n_post + self.post_index[synapse]
+        flat_target = (
+            torch.repeat_interleave(batch_idx, counts, output_size=total) * self.n_post + self.post_index[synapse]
+        )
         out.view(-1).index_add_(0, flat_target, self.weights[synapse])
 
     def propagate(self, spikes: Tensor) -> Tensor:

@@ -1,0 +1,51 @@
+"""The command line, end to end, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner
+from conftest import EXAMPLES
+
+from neurosim.cli import main
+
+
+def test_run_writes_every_output_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "cuba"
+    runner = CliRunner()
+    result = runner.invoke(
+        main, ["run", str(EXAMPLES / "cuba.toml"), "--out", str(out), "--duration", "0.2", "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["duration_s"] == 0.2
+    assert set(summary["populations"]) == {"exc", "inh"} and summary["populations"]["exc"]["n"] == 3200
+    spikes = np.load(out / "spikes.npz")
+    assert spikes["exc_times"].size == summary["populations"]["exc"]["spikes"]
+    assert spikes["exc_times"].max() < 0.2 and spikes["exc_indices"].max() < 3200
+    resolved = json.loads((out / "config.json").read_text())
+    assert resolved["run"]["duration"] == 0.2 and resolved["network"]["projections"][0]["delay"] == 0.0
+    assert (out / "raster.png").stat().st_size > 10_000
+    again = runner.invoke(main, ["run", str(EXAMPLES / "cuba.toml"), "--out", str(out), "--quiet"])
+    assert again.exit_code != 0 and "already contains files" in again.output
+    assert json.loads((out / "summary.json").read_text())["duration_s"] == 0.2  # untouched
+
+
+def test_validate_accepts_good_and_rejects_bad_configs(tmp_path: Path) -> None:
+    runner = CliRunner()
+    ok = runner.invoke(main, ["validate", str(EXAMPLES / "cuba.toml")])
+    assert ok.exit_code == 0 and "valid" in ok.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text((EXAMPLES / "cuba.toml").read_text().replace("p = 0.02 }", "p = 2.0 }", 1))
+    res = runner.invoke(main, ["validate", str(bad)])
+    assert res.exit_code == 1 and "network.projections[0].connectivity.p" in res.output
+
+
+def test_bad_override_is_refused_before_running(tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        main, ["run", str(EXAMPLES / "cuba.toml"), "--out", str(tmp_path / "o"), "--duration", "-1"]
+    )
+    assert res.exit_code == 1 and "run.duration" in res.output
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,80 @@
+"""Bad configs are refused before anything runs, naming the field and the reason."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import EXAMPLES, cuba_config
+
+from neurosim.config import ConfigError, load_config, parse_config
+
+
+def _cuba() -> dict[str, Any]:
+    return cuba_config().model_dump(mode="json")
+
+
+def _refused(data: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    return str(info.value)
+
+
+def test_shipped_examples_are_valid() -> None:
+    for path in EXAMPLES.glob("*.toml"):
+        load_config(path)
+
+
+def test_unknown_field_is_named() -> None:
+    data = _cuba()
+    data["network"]["populations"][0]["model"]["tau_mem"] = 0.02
+    msg = _refused(data)
+    assert "network.populations[0].model.tau_mem" in msg and "Extra inputs are not permitted" in msg
+
+
+def test_negative_time_constant_is_named() -> None:
+    data = _cuba()
+    data["network"]["populations"][1]["model"]["tau_m"] = -0.02
+    msg = _refused(data)
+    assert "network.populations[1].model.tau_m" in msg and "greater than 0" in msg and "-0.02" in msg
+
+
+def test_connection_probability_outside_unit_interval_is_named() -> None:
+    data = _cuba()
+    data["network"]["projections"][2]["connectivity"]["p"] = 1.5
+    msg = _refused(data)
+    assert "network.projections[2].connectivity.p" in msg and "less than or equal to 1" in msg
+
+
+def test_unknown_population_in_a_projection_is_named() -> None:
+    data = _cuba()
+    data["network"]["projections"][0]["target"] = "exc2"
+    data["network"]["projections"][3]["source"] = "nowhere"
+    msg = _refused(data)
+    assert "projections[0].target: unknown population 'exc2'" in msg
+    assert "projections[3].source: unknown population or input 'nowhere'" in msg
+
+
+def test_physically_inconsistent_model_is_refused() -> None:
+    data = _cuba()
+    data["network"]["populations"][0]["model"]["v_reset"] = -40e-3
+    assert "must be below v_threshold" in _refused(data)
+
+
+def test_duplicate_names_and_bad_run_settings_are_all_reported() -> None:
+    data = _cuba()
+    data["network"]["populations"][1]["name"] = "exc"
+    data["run"]["dt"] = 0
+    data["run"]["device"] = "tpu"
+    msg = _refused(data)
+    assert "'exc' is already used" in msg
+    assert "run.dt" in msg and "run.device" in msg
+
+
+def test_invalid_toml_and_missing_files_give_clear_errors(tmp_path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[run\nduration = 1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.toml")
