@@ -89,6 +89,8 @@ def _resolve_device(device: str | torch.device) -> torch.device:
         raise ValueError("device 'cuda' was requested but torch.cuda.is_available() is False on this machine")
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {str(device)!r}")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
     return dev
 
 
