@@ -42,9 +42,11 @@ def best_of(repeats: int, fn: Callable[[], float]) -> float:
     return min(fn() for _ in range(repeats))
 
 
-def neurosim_time(n: int, *, batch: int = 1, backend: Backend = Backend.AUTO, device: str = "cpu") -> tuple[float, float]:
+def neurosim_time(
+    n: int, *, batch: int = 1, backend: Backend = Backend.AUTO, device: str = "cpu", weight_format: str = "auto"
+) -> tuple[float, float]:
     """Wall time of a 1 s run (warmed up) and the mean rate."""
-    cfg = cuba_config(n)
+    cfg = cuba_config(n, weight_format=weight_format)
     net = build_network(cfg, device=device)
     sim = Simulation(net, dt=1e-4, batch=batch, seed=1, backend=backend, device=device)
     sim.run(0.01)  # compile / warm up

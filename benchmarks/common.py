@@ -11,9 +11,11 @@ from neurosim.config import SimulationConfig, load_config, parse_config
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def cuba_config(n: int, *, seed: int = 1) -> SimulationConfig:
+def cuba_config(n: int, *, seed: int = 1, weight_format: str = "auto") -> SimulationConfig:
     """``examples/cuba.toml`` scaled to ``n`` neurons (80% excitatory), nothing recorded."""
     data = load_config(EXAMPLES / "cuba.toml").model_dump(mode="json")
+    for proj in data["network"]["projections"]:
+        proj["format"] = weight_format
     data["network"]["populations"][0]["n"] = int(0.8 * n)
     data["network"]["populations"][1]["n"] = n - int(0.8 * n)
     data["network"]["seed"] = seed

@@ -22,9 +22,14 @@ def main() -> None:
     single = neurosim_time(4000)[0]
     print(f"machine: {machine_description()}, GPU: {torch.cuda.get_device_name()}")
     print(f"single compiled cpu: {single:.3f} s")
-    for batch in [int(b) for b in sys.argv[1:]] or [1, 32, 256, 1024]:
-        wall, rate = neurosim_time(4000, batch=batch, backend=Backend.TORCH, device="cuda")
-        print(f"| torch, cuda | {batch} | {wall:.3f} | {wall / batch:.5f} | {wall / batch / single:.3f} | rate {rate:.2f} Hz |")
+    for fmt in ("sparse", "dense"):
+        for batch in [int(b) for b in sys.argv[1:]] or [1, 32, 256, 1024]:
+            wall, rate = neurosim_time(4000, batch=batch, backend=Backend.TORCH, device="cuda", weight_format=fmt)
+            print(
+                f"| torch, cuda, {fmt} weights | {batch} | {wall:.3f} | {wall / batch:.5f} | {wall / batch / single:.3f} "
+                f"| rate {rate:.2f} Hz |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
