@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from neurosim.learning.stdp import PairSTDP, TraceMode, TripletSTDP, WeightDependence
 from neurosim.sim.engine import Backend
 from neurosim.sim.neurons import AdaptiveLIF, ConductanceLIF, CurrentLIF, NeuronParams
 from neurosim.sim.synapses import Channel, Propagation
@@ -331,6 +332,59 @@ class RecordConfig(_Strict):
     max_spikes: PositiveInt = 20_000_000
 
 
+# --------------------------------------------------------------------------- plasticity
+class PairSTDPConfig(_Strict):
+    """Pair-based STDP; see ``neurosim.learning.stdp.PairSTDP`` (defaults: Song et al. 2000)."""
+
+    kind: Literal["pair"]
+    tau_pre: PositiveFloat = 20e-3
+    tau_post: PositiveFloat = 20e-3
+    a_plus: NonNegativeFloat = 1e-4
+    a_minus: NonNegativeFloat = 1.05e-4
+    w_min: float = 0.0
+    w_max: float = 0.01
+    dependence: WeightDependence = WeightDependence.ADDITIVE
+    traces: TraceMode = TraceMode.ALL_TO_ALL
+
+    def to_rule(self) -> PairSTDP:
+        return PairSTDP(**self.model_dump(exclude={"kind"}))
+
+    @model_validator(mode="after")
+    def _valid(self) -> PairSTDPConfig:
+        self.to_rule()
+        return self
+
+
+class TripletSTDPConfig(_Strict):
+    """Triplet STDP; see ``neurosim.learning.stdp.TripletSTDP`` (Pfister & Gerstner 2006)."""
+
+    kind: Literal["triplet"]
+    tau_plus: PositiveFloat = 16.8e-3
+    tau_minus: PositiveFloat = 33.7e-3
+    tau_x: PositiveFloat = 101e-3
+    tau_y: PositiveFloat = 125e-3
+    a2_plus: NonNegativeFloat = 5e-10
+    a3_plus: NonNegativeFloat = 6.2e-3
+    a2_minus: NonNegativeFloat = 7e-3
+    a3_minus: NonNegativeFloat = 2.3e-4
+    w_min: float = 0.0
+    w_max: float = 1.0
+
+    def to_rule(self) -> TripletSTDP:
+        return TripletSTDP(**self.model_dump(exclude={"kind"}))
+
+    @model_validator(mode="after")
+    def _valid(self) -> TripletSTDPConfig:
+        self.to_rule()
+        return self
+
+
+class PlasticityConfig(_Strict):
+    projection: str
+    rule: Annotated[PairSTDPConfig | TripletSTDPConfig, Field(discriminator="kind")]
+    scale: NonNegativeFloat = 1.0
+
+
 class SimulationConfig(_Strict):
     """A whole run: ``neurosim run CONFIG`` reads one of these."""
 
@@ -338,6 +392,7 @@ class SimulationConfig(_Strict):
     description: str = ""
     run: RunConfig = Field(default_factory=RunConfig)
     network: NetworkConfig
+    plasticity: list[PlasticityConfig] = Field(default_factory=list)
     record: RecordConfig = Field(default_factory=RecordConfig)
 
     @model_validator(mode="after")
@@ -354,24 +409,44 @@ class SimulationConfig(_Strict):
             for i, s in enumerate(self.record.state)
             if s.population not in pops
         ]
+        projections = {p.name for p in self.network.projections}
+        seen: set[str] = set()
+        for i, pl in enumerate(self.plasticity):
+            if pl.projection not in projections:
+                problems.append(f"plasticity[{i}].projection: unknown projection {pl.projection!r}")
+            if pl.projection in seen:
+                problems.append(f"plasticity[{i}].projection: {pl.projection!r} already has a rule")
+            seen.add(pl.projection)
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+_UNION_TAGS = {
+    "current_lif", "conductance_lif", "adaptive_lif", "poisson", "spike_array", "current", "probability",
+    "fan_in", "all_to_all", "pairs", "constant", "uniform", "normal", "pair", "triplet",
+}  # fmt: skip
+_DISCRIMINATED_FIELDS = {"model", "connectivity", "weights", "rule"}
+
+
+def _is_union_label(part: str, previous: str | int | None) -> bool:
+    """Pydantic puts the chosen union member in the error path; readers need only fields."""
+    if part in _UNION_TAGS and (previous in _DISCRIMINATED_FIELDS or isinstance(previous, int)):
+        return True
+    return part in {"float", "int", "str", "bool"} or part.endswith("Config") or part.startswith(("function-", "list["))
 
 
 def _format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         loc = ""
+        previous: str | int | None = None
         for part in e["loc"]:
             if isinstance(part, int):
                 loc += f"[{part}]"
-            elif part in {"current_lif", "conductance_lif", "adaptive_lif", "poisson", "spike_array", "current",
-                          "probability", "fan_in", "all_to_all", "pairs", "constant", "uniform", "normal",
-                          "function-after[_ordered(), UniformInitConfig]"}:  # fmt: skip
-                continue  # discriminator tags add nothing for the reader
-            else:
+            elif not _is_union_label(part, previous):
                 loc += f".{part}" if loc else str(part)
+            previous = part
         msg = e["msg"].removeprefix("Value error, ")
         value = e.get("input")
         shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"

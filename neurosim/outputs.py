@@ -94,3 +94,29 @@ def plot_raster(
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_weight_histograms(
+    path: Path, initial: Mapping[str, np.ndarray], final: Mapping[str, np.ndarray], duration: float
+) -> None:
+    """Weight distribution of every plastic projection, before and after the run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(final)
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        lo = float(min(initial[name].min(), final[name].min()))
+        hi = float(max(initial[name].max(), final[name].max()))
+        bins = np.linspace(lo, hi if hi > lo else lo + 1e-12, 41)
+        ax.hist(initial[name], bins=bins, alpha=0.5, label="initial", color="tab:gray")
+        ax.hist(final[name], bins=bins, alpha=0.7, label=f"after {duration:g} s", color="tab:blue")
+        ax.set_title(f"{name}: {final[name].size} synapses", fontsize=9, loc="left")
+        ax.set_xlabel("weight")
+        ax.set_ylabel("synapses")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

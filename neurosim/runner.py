@@ -15,7 +15,15 @@ import numpy as np
 
 import neurosim
 from neurosim.config import SimulationConfig
-from neurosim.outputs import plot_raster, prepare_output_dir, write_arrays, write_json, write_spikes
+from neurosim.learning.learner import STDPOnlineLearner
+from neurosim.outputs import (
+    plot_raster,
+    plot_weight_histograms,
+    prepare_output_dir,
+    write_arrays,
+    write_json,
+    write_spikes,
+)
 from neurosim.sim.build import build_simulation
 from neurosim.sim.engine import Simulation
 from neurosim.sim.monitors import SpikeMonitor, StateMonitor
@@ -58,6 +66,15 @@ def run_simulation(
     states = [StateMonitor(s.population, s.variables, indices=s.indices, every=s.every) for s in cfg.record.state]
     for sm in states:
         sim.add_monitor(sm)
+    learners = [
+        STDPOnlineLearner(
+            sim.network.projections[pl.projection], pl.rule.to_rule(), dt=sim.dt, batch=sim.batch, scale=pl.scale
+        )
+        for pl in cfg.plasticity
+    ]
+    initial_weights = {ln.projection.name: ln.projection.synapse_weights().cpu().numpy().copy() for ln in learners}
+    for learner in learners:
+        learner.attach(sim)
     wall0 = time.perf_counter()
     error: str | None = None
     try:
@@ -76,6 +93,17 @@ def run_simulation(
             }
             arrays.update({f"{s.population}_times": s.times for s in states})
             write_arrays(out_dir / "state.npz", arrays)
+        if learners:
+            final = {name: sim.network.projections[name].synapse_weights().cpu().numpy() for name in initial_weights}
+            weights: dict[str, np.ndarray] = {}
+            for name, w in final.items():
+                proj = sim.network.projections[name]
+                weights[name] = w
+                weights[f"{name}_initial"] = initial_weights[name]
+                weights[f"{name}_pre"] = proj.pre_index.cpu().numpy()
+                weights[f"{name}_post"] = proj.post_index.cpu().numpy()
+            write_arrays(out_dir / "weights.npz", weights)
+            plot_weight_histograms(out_dir / "weights.png", initial_weights, final, sim.t)
         write_json(out_dir / "summary.json", summary)
         sizes = {name: sim.network.source_size(name) for name in monitors}
         plot_raster(out_dir / "raster.png", monitors, sizes, sim.t)

@@ -32,7 +32,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -45,7 +45,7 @@ from neurosim.sim.network import Network
 from neurosim.sim.synapses import Channel
 
 if TYPE_CHECKING:
-    from neurosim.sim.compiled import CompiledRunner
+    from neurosim.sim.compiled import CompiledPairSTDP, CompiledRunner
 
 Tensor = torch.Tensor
 
@@ -67,6 +67,23 @@ class StepContext(NamedTuple):
 
 
 StepHook = Callable[[StepContext], Awaitable[None] | None]
+
+
+class Plasticity(Protocol):
+    """A learner run in the plasticity slot of every step (``STDPOnlineLearner`` is one).
+
+    ``on_step`` runs on the PyTorch path; ``compiled_form`` offers a form the compiled path
+    runs instead, or None when this learner needs the PyTorch path. Inactive learners are
+    skipped on both paths."""
+
+    @property
+    def active(self) -> bool: ...
+
+    def on_step(self, ctx: StepContext) -> Awaitable[None] | None: ...
+
+    def compiled_form(self, sim: Simulation) -> CompiledPairSTDP | None: ...
+
+
 ChunkHook = Callable[[ChunkResult], Awaitable[None] | None]
 
 
@@ -130,6 +147,7 @@ class Simulation:
             raise ValueError("the compiled backend runs on the CPU only; use backend='torch' for cuda")
         self.step = 0
         self.step_hooks: list[StepHook] = []
+        self.plasticity: list[Plasticity] = []
         self.chunk_hooks: list[ChunkHook] = []
         self.monitors: list[Monitor] = []
         self.spike_counts: dict[str, int] = dict.fromkeys(network.source_names(), 0)
@@ -202,20 +220,37 @@ class Simulation:
         self.monitors.append(monitor)
         return monitor
 
+    def add_plasticity(self, learner: Plasticity) -> None:
+        self.plasticity.append(learner)
+
     def add_step_hook(self, hook: StepHook) -> None:
         self.step_hooks.append(hook)
 
     def add_chunk_hook(self, hook: ChunkHook) -> None:
         self.chunk_hooks.append(hook)
 
-    def _use_compiled(self) -> bool:
+    def _compiled_plasticity(self) -> list[CompiledPairSTDP] | None:
+        """The compiled forms of the active learners, or None if one has none."""
+        forms = []
+        for learner in self.plasticity:
+            if learner.active:
+                form = learner.compiled_form(self)
+                if form is None:
+                    return None
+                forms.append(form)
+        return forms
+
+    def _use_compiled(self) -> list[CompiledPairSTDP] | None:
+        """The compiled path's plasticity when it runs the next stretch, else None."""
         if self.backend is Backend.TORCH or self.device.type != "cpu":
-            return False
-        if self.step_hooks:
-            if self.backend is Backend.COMPILED:
-                raise ValueError("per-step hooks need the torch backend; the compiled backend runs whole chunks")
-            return False
-        return True
+            return None
+        forms = None if self.step_hooks else self._compiled_plasticity()
+        if forms is None and self.backend is Backend.COMPILED:
+            raise ValueError(
+                "per-step hooks and learners without a compiled form need the torch backend; "
+                "the compiled backend runs whole chunks"
+            )
+        return forms
 
     # ----------------------------------------------------------------------------- running
     def _n_steps(self, duration: float) -> int:
@@ -265,9 +300,10 @@ class Simulation:
                 while self.step < chunk_end:
                     self._record_due(self.step)
                     sub_end = min([chunk_end, *self._due_after(self.step)])
-                    if self._use_compiled():
+                    compiled_plasticity = self._use_compiled()
+                    if compiled_plasticity is not None:
                         stats.backends.add(Backend.COMPILED)
-                        parts.append(self._advance_compiled(sub_end - self.step))
+                        parts.append(self._advance_compiled(sub_end - self.step, compiled_plasticity))
                     else:
                         stats.backends.add(Backend.TORCH)
                         parts.append((yield from self._advance_torch(sub_end - self.step)))
@@ -347,20 +383,27 @@ class Simulation:
                 src = self._history[(step - proj.delay_steps) % self._slots][:, slices[proj.source]]
                 target = self.state[proj.target]
                 proj.propagate_into(target.g_exc if proj.channel is Channel.EXC else target.g_inh, src)
-            if self.step_hooks:
-                ctx = StepContext(self, step, spikes)
-                for hook in self.step_hooks:
-                    maybe = hook(ctx)
-                    if maybe is not None:
-                        yield maybe
+            if self.step_hooks or self.plasticity:
+                yield from self._plasticity_and_hooks(StepContext(self, step, spikes))
             record[k] = slot
             self.step += 1
         nz = torch.nonzero(record).cpu().numpy().astype(np.int64)[:, [0, 2, 1]]
         nz[:, 0] += self.step - n_steps
         return nz
 
+    def _plasticity_and_hooks(self, ctx: StepContext) -> Generator[Awaitable[None], None, None]:
+        for learner in self.plasticity:
+            if learner.active:
+                maybe = learner.on_step(ctx)
+                if maybe is not None:
+                    yield maybe
+        for hook in self.step_hooks:
+            maybe = hook(ctx)
+            if maybe is not None:
+                yield maybe
+
     # ----------------------------------------------------------------------------- compiled path
-    def _advance_compiled(self, n_steps: int) -> npt.NDArray[np.int64]:
+    def _advance_compiled(self, n_steps: int, plasticity: list[CompiledPairSTDP]) -> npt.NDArray[np.int64]:
         from neurosim.sim.compiled import CompiledRunner
 
         if self._compiled is None:
@@ -379,6 +422,6 @@ class Simulation:
         for name in self.network.inputs:
             lo, hi = self._offsets[name]
             external[:, :, lo - runner.n_neurons : hi - runner.n_neurons] = self._external_block(name, n_steps)
-        records = runner.advance(self.state, self._history.numpy(), self.step, n_steps, external, drive)
+        records = runner.advance(self.state, self._history.numpy(), self.step, n_steps, external, drive, plasticity)
         self.step += n_steps
         return records

@@ -1,0 +1,93 @@
+"""Readouts from spike counts: a softmax linear readout and Diehl & Cook's voting readout."""
+
+from __future__ import annotations
+
+import torch
+
+Tensor = torch.Tensor
+
+
+class LinearReadout:
+    """``p(y | r) = softmax(W r + b)`` on a population's rates ``r`` (Hz, or any fixed scale).
+
+    Gives the class probabilities and the learning signal ``L = d log p(y|r) / d r`` that the
+    online eligibility gradient needs.
+    """
+
+    def __init__(
+        self, n_inputs: int, n_classes: int, *, dtype: torch.dtype = torch.float32, device: str = "cpu"
+    ) -> None:
+        if n_inputs <= 0 or n_classes < 2:
+            raise ValueError(f"LinearReadout needs n_inputs > 0 and n_classes >= 2, got {n_inputs}, {n_classes}")
+        self.weight = torch.zeros((n_classes, n_inputs), dtype=dtype, device=device)
+        self.bias = torch.zeros(n_classes, dtype=dtype, device=device)
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.weight.shape[0])
+
+    def logits(self, rates: Tensor) -> Tensor:
+        return rates.to(self.weight.dtype) @ self.weight.T + self.bias
+
+    def log_prob(self, rates: Tensor) -> Tensor:
+        """``(batch, n_classes)`` log-probabilities."""
+        return torch.log_softmax(self.logits(rates), dim=-1)
+
+    def predict(self, rates: Tensor) -> Tensor:
+        return self.logits(rates).argmax(dim=-1)
+
+    @torch.no_grad()
+    def learning_signal(self, rates: Tensor, labels: Tensor) -> Tensor:
+        """``d log p(y|r) / d r = W[y] - sum_k p_k W[k]``, shape ``(batch, n_inputs)``."""
+        p = torch.softmax(self.logits(rates), dim=-1)
+        return self.weight[labels] - p @ self.weight
+
+    def fit(self, rates: Tensor, labels: Tensor, *, epochs: int = 200, weight_decay: float = 1e-4) -> float:
+        """Fit by full-batch L-BFGS on the cross-entropy; returns the final training loss."""
+        x = rates.to(self.weight.dtype)
+        scale = x.abs().max().clamp_min(1e-12)
+        w = torch.zeros_like(self.weight, requires_grad=True)
+        b = torch.zeros_like(self.bias, requires_grad=True)
+        opt = torch.optim.LBFGS([w, b], max_iter=epochs, line_search_fn="strong_wolfe")
+
+        def closure() -> Tensor:
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy((x / scale) @ w.T + b, labels) + weight_decay * (w**2).sum()
+            loss.backward()  # type: ignore[no-untyped-call]
+            return loss
+
+        loss = opt.step(closure)  # type: ignore[no-untyped-call]
+        with torch.no_grad():
+            self.weight.copy_(w / scale)
+            self.bias.copy_(b)
+        return float(loss)
+
+
+class VotingReadout:
+    """Diehl & Cook (2015): each neuron is assigned the class to which it responded most on
+    average; a sample is classified as the class whose assigned neurons fire most on average."""
+
+    def __init__(self, n_classes: int) -> None:
+        self.n_classes = n_classes
+        self.assignments: Tensor | None = None
+
+    def assign(self, counts: Tensor, labels: Tensor) -> Tensor:
+        """``counts`` ``(samples, n)``; returns and keeps the class of every neuron."""
+        means = torch.stack(
+            [
+                counts[labels == c].float().mean(0) if bool((labels == c).any()) else torch.zeros(counts.shape[1])
+                for c in range(self.n_classes)
+            ]
+        )
+        self.assignments = means.argmax(0)
+        return self.assignments
+
+    def predict(self, counts: Tensor) -> Tensor:
+        if self.assignments is None:
+            raise RuntimeError("VotingReadout.predict before assign(): assign neurons to classes first")
+        scores = torch.full((counts.shape[0], self.n_classes), -1.0)
+        for c in range(self.n_classes):
+            members = self.assignments == c
+            if bool(members.any()):
+                scores[:, c] = counts[:, members].float().mean(1)
+        return scores.argmax(1)

@@ -1,0 +1,127 @@
+"""STDPOnlineLearner: the engine's plasticity slot, the accumulator keyword, WAKE switching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from neurosim.learning import LinearReadout, PairSTDP, STDPOnlineLearner, Surrogate
+from neurosim.learning.learner import NoGradientSource
+from neurosim.learning.stdp import Synapses, initial_state, pair_stdp_step
+from neurosim.sim import ConductanceLIF, Network, PoissonInput, Population, Projection, Simulation
+from neurosim.sim import connectivity as conn
+
+
+def _network(seed: int = 0) -> Network:
+    net = Network()
+    net.add_input(PoissonInput("inp", 50, 80.0))
+    net.add_population(Population("out", 4, ConductanceLIF()))
+    pre, post = conn.all_to_all(50, 4)
+    w = conn.uniform_weights(pre.size, 0.0, 0.1, np.random.default_rng(seed))
+    net.add_projection(Projection.from_pairs("ff", "inp", "out", 50, 4, pre, post, w))
+    return net
+
+
+class RecordingAccumulator:
+    def __init__(self) -> None:
+        self.calls: list[dict[str, torch.Tensor]] = []
+
+    async def update(self, gradients) -> None:
+        self.calls.append(dict(gradients))
+
+
+def _spikes(gen: torch.Generator, steps: int, batch: int, n: int, p: float) -> list[torch.Tensor]:
+    return [torch.rand((batch, n), generator=gen) < p for _ in range(steps)]
+
+
+async def test_stdp_backwards_compat_no_accumulator() -> None:
+    """update() without the keyword changes the weights exactly as the pure rule does."""
+    net = _network()
+    proj = net.projections["ff"]
+    rule = PairSTDP(w_max=0.1, a_plus=1e-3, a_minus=1.1e-3)
+    learner = STDPOnlineLearner(proj, rule, dt=1e-4)
+    w = proj.synapse_weights().clone()
+    traces = initial_state(rule, 1, 50, 4, proj.n_synapses, dtype=torch.float32, device=torch.device("cpu"))
+    gen = torch.Generator().manual_seed(1)
+    pres, posts = _spikes(gen, 300, 1, 50, 0.05), _spikes(gen, 300, 1, 4, 0.05)
+    for pre, post in zip(pres, posts, strict=True):
+        await learner.update(pre, post)
+        w, traces = pair_stdp_step(w, traces, pre, post, Synapses(proj.pre_index, proj.post_index), rule, 1e-4)
+    assert torch.equal(proj.synapse_weights(), w)
+    assert not torch.equal(w, _network().projections["ff"].synapse_weights())
+
+
+async def test_stdp_learner_accumulator_kwarg() -> None:
+    """With an accumulator, each update() hands it one dict of float32 gradients per step."""
+    net = _network()
+    proj = net.projections["ff"]
+    readout = LinearReadout(4, 3)
+    readout.weight = torch.randn((3, 4), generator=torch.Generator().manual_seed(0))
+    learner = STDPOnlineLearner(proj, PairSTDP(w_max=0.1), dt=1e-4, batch=2, surrogate=Surrogate(), readout=readout)
+    learner.begin_sample(torch.tensor([0, 2]))
+    acc = RecordingAccumulator()
+    gen = torch.Generator().manual_seed(2)
+    steps = 25
+    for pre, post in zip(_spikes(gen, steps, 2, 50, 0.1), _spikes(gen, steps, 2, 4, 0.1), strict=True):
+        v = -0.06 + 0.01 * torch.rand((2, 4), generator=gen)
+        await learner.update(pre, post, post_v=v, post_threshold=-0.054, accumulator=acc)
+    assert len(acc.calls) == steps
+    for grads in acc.calls:
+        assert set(grads) == {"ff.weight"}
+        g = grads["ff.weight"]
+        assert g.shape == (proj.n_synapses,) and g.dtype == torch.float32 and torch.isfinite(g).all()
+    assert any(float(c["ff.weight"].abs().max()) > 0 for c in acc.calls)
+
+
+async def test_accumulator_without_gradient_source_is_a_clear_error() -> None:
+    learner = STDPOnlineLearner(_network().projections["ff"], PairSTDP(w_max=0.1), dt=1e-4)
+    with pytest.raises(NoGradientSource, match="surrogate and a readout"):
+        await learner.update(torch.zeros((1, 50), dtype=torch.bool), torch.zeros((1, 4), dtype=torch.bool),
+                             accumulator=RecordingAccumulator())  # fmt: skip
+
+
+async def test_attached_learner_with_accumulator_runs_per_step_in_run_async() -> None:
+    net = _network()
+    readout = LinearReadout(4, 2)
+    readout.weight = torch.tensor([[1.0, -1.0, 0.5, 0.0], [-1.0, 1.0, 0.0, 0.5]])
+    learner = STDPOnlineLearner(
+        net.projections["ff"], PairSTDP(w_max=0.1), dt=1e-4, surrogate=Surrogate(), readout=readout
+    )
+    learner.begin_sample(torch.tensor([1]))
+    sim = Simulation(net, seed=3)
+    acc = RecordingAccumulator()
+    learner.attach(sim, accumulator=acc)
+    await sim.run_async(0.05)
+    assert len(acc.calls) == 500
+
+
+def test_disabled_learner_leaves_weights_alone_and_runs_compiled() -> None:
+    net = _network()
+    proj = net.projections["ff"]
+    before = proj.synapse_weights().clone()
+    learner = STDPOnlineLearner(proj, PairSTDP(w_max=0.1, a_plus=1e-3, a_minus=1e-3), dt=1e-4)
+    sim = Simulation(net, seed=0)
+    learner.attach(sim)
+    learner.enabled = False
+    stats = sim.run(0.2)
+    assert torch.equal(proj.synapse_weights(), before)
+    learner.enabled = True
+    sim.run(0.2)
+    assert not torch.equal(proj.synapse_weights(), before)
+    assert "compiled" in {b.value for b in stats.backends}
+
+
+def test_scale_shrinks_the_change() -> None:
+    changes = []
+    for scale in (1.0, 0.25):
+        net = _network()
+        proj = net.projections["ff"]
+        before = proj.synapse_weights().clone()
+        rule = PairSTDP(w_min=-1.0, w_max=1.0, a_plus=1e-3, a_minus=1e-3)  # bounds never reached
+        learner = STDPOnlineLearner(proj, rule, dt=1e-4, scale=scale)
+        gen = torch.Generator().manual_seed(5)
+        for pre, post in zip(_spikes(gen, 50, 1, 50, 0.2), _spikes(gen, 50, 1, 4, 0.2), strict=True):
+            learner.step(pre, post)
+        changes.append(proj.synapse_weights() - before)
+    torch.testing.assert_close(changes[1], 0.25 * changes[0], rtol=1e-3, atol=2e-8)  # float32 weights ~0.05
