@@ -65,7 +65,8 @@ class LinearReadout:
 
 class VotingReadout:
     """Diehl & Cook (2015): each neuron is assigned the class to which it responded most on
-    average; a sample is classified as the class whose assigned neurons fire most on average."""
+    average; a sample is classified as the class whose assigned neurons fire most on average.
+    Neurons that never fired during assignment stay unassigned (-1) and do not vote."""
 
     def __init__(self, n_classes: int) -> None:
         self.n_classes = n_classes
@@ -79,8 +80,10 @@ class VotingReadout:
                 for c in range(self.n_classes)
             ]
         )
-        self.assignments = means.argmax(0)
-        return self.assignments
+        assignments = means.argmax(0)
+        assignments[means.sum(0) == 0] = -1
+        self.assignments = assignments
+        return assignments
 
     def predict(self, counts: Tensor) -> Tensor:
         if self.assignments is None:

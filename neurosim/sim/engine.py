@@ -215,6 +215,17 @@ class Simulation:
         return slice(lo, hi)
 
     # ----------------------------------------------------------------------------- wiring
+    def set_population_params(self, name: str, params: neurons.NeuronParams) -> None:
+        """Swap a population's parameters between runs (e.g. freeze an adaptive threshold for
+        testing). The model kind must stay the same, since the state does."""
+        pop = self.network.populations.get(name)
+        if pop is None:
+            raise ValueError(f"unknown population {name!r}")
+        if params.kind is not pop.params.kind:
+            raise ValueError(f"population {name!r} is {pop.params.kind.name}; new params are {params.kind.name}")
+        pop.params = params
+        self._compiled = None  # its coefficient table is stale
+
     def add_monitor(self, monitor: Monitor) -> Monitor:
         monitor.bind(self)
         self.monitors.append(monitor)
