@@ -1,0 +1,137 @@
+"""Elastic weight consolidation (Kirkpatrick et al. 2017), separate and online.
+
+At a learning boundary the regulariser records an anchor for the task: the parameters
+``theta*`` and their diagonal Fisher ``F``. The penalty on later tasks is::
+
+    separate: L = 0.5 * lambda * sum_t sum_i F_t,i (theta_i - theta*_t,i)^2   (one anchor per task)
+    online:   F <- gamma * F + F_new;  theta* <- theta   (one running anchor; Schwarz et al. 2018)
+              L = 0.5 * lambda * sum_i F_i (theta_i - theta*_i)^2
+
+``penalty()`` is differentiable and serves any torch model as a loss term; ``pull()`` is
+the per-step weight change an online learner applies, ``-pull_rate * dL/dtheta``, capped so
+that it never overshoots the anchor. With ``online_fisher=True`` the Fisher comes from the
+task's latest snapshot in a ``FisherMatrixBase`` store (the ``FisherAccumulator`` EMA),
+not from a full-batch pass.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from neurosim.learning.fisher import FisherMatrixBase
+
+Tensor = torch.Tensor
+FisherLike = Mapping[str, Tensor] | Mapping[str, npt.NDArray[np.float32]]
+
+
+class EWCMode(enum.StrEnum):
+    SEPARATE = "separate"
+    ONLINE = "online"
+
+
+@dataclass(frozen=True)
+class EWCConfig:
+    lambda_: float = 100.0  # penalty strength ("lambda")
+    mode: EWCMode = EWCMode.SEPARATE
+    gamma: float = 1.0  # online mode: decay of the earlier tasks' Fisher
+    online_fisher: bool = False  # take F from the task's latest online snapshot in the store
+    pull_rate: float = 1e-3  # learner: fraction of -dL/dtheta applied per step
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.lambda_) and self.lambda_ >= 0):
+            raise ValueError(f"EWCConfig.lambda_ must be >= 0, got {self.lambda_!r}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"EWCConfig.gamma must be in [0, 1], got {self.gamma!r}")
+        if not (math.isfinite(self.pull_rate) and self.pull_rate >= 0):
+            raise ValueError(f"EWCConfig.pull_rate must be >= 0, got {self.pull_rate!r}")
+        object.__setattr__(self, "mode", EWCMode(self.mode))
+
+
+class Anchor(NamedTuple):
+    params: dict[str, Tensor]
+    fisher: dict[str, Tensor]
+
+
+def quadratic_penalty(parameters: Mapping[str, Tensor], anchors: list[Anchor], strength: float) -> Tensor:
+    """``0.5 * strength * sum_anchors sum_i F_i (theta_i - theta*_i)^2`` (differentiable)."""
+    total = torch.zeros(())
+    for anchor in anchors:
+        for name, theta in parameters.items():
+            if name in anchor.fisher:
+                total = total + (anchor.fisher[name] * (theta - anchor.params[name]) ** 2).sum()
+    return 0.5 * strength * total
+
+
+@torch.no_grad()
+def quadratic_pull(weights: Tensor, anchors: list[tuple[Tensor, Tensor]], strength: float, rate: float) -> Tensor:
+    """``-rate * dL/dtheta = -rate * strength * sum_t F_t (theta - theta*_t)``, with the total
+    coefficient ``rate * strength * sum_t F_t`` capped at 1 so a step never passes the
+    Fisher-weighted anchor."""
+    fisher_sum = torch.zeros_like(weights)
+    weighted_anchor = torch.zeros_like(weights)
+    for theta_star, fisher in anchors:
+        fisher_sum += fisher
+        weighted_anchor += fisher * theta_star
+    target = torch.where(fisher_sum > 0, weighted_anchor / fisher_sum.clamp_min(1e-30), weights)
+    coefficient = torch.clamp(rate * strength * fisher_sum, max=1.0)
+    return -coefficient * (weights - target)
+
+
+def _as_tensor(value: Tensor | npt.NDArray[np.float32], like: Tensor) -> Tensor:
+    t = torch.from_numpy(np.asarray(value)) if isinstance(value, np.ndarray) else value
+    return t.detach().to(device=like.device, dtype=like.dtype).clone()
+
+
+class EWCRegulariser:
+    """Anchors per task (separate) or one running anchor (online); see the module docs."""
+
+    def __init__(self, config: EWCConfig, store: FisherMatrixBase | None = None) -> None:
+        if config.online_fisher and store is None:
+            raise ValueError("online_fisher=True needs the store the FisherAccumulators write to")
+        self.config = config
+        self.store = store
+        self.anchors: dict[str, Anchor] = {}  # separate mode: task -> anchor; online: "online" -> anchor
+        self.tasks: list[str] = []
+
+    def consolidate(self, task_id: str, parameters: Mapping[str, Tensor], fisher: FisherLike | None = None) -> None:
+        """Record the anchor of ``task_id`` (call at the end of its LEARNING phase)."""
+        if fisher is None:
+            if not self.config.online_fisher or self.store is None:
+                raise ValueError(
+                    f"consolidate({task_id!r}): pass the task's Fisher, or use online_fisher=True with a store"
+                )
+            fisher = self.store.load(task_id).arrays
+        missing = set(parameters) - set(fisher)
+        if missing:
+            raise ValueError(f"consolidate({task_id!r}): no Fisher for {sorted(missing)}")
+        params = {k: v.detach().clone() for k, v in parameters.items()}
+        new_f = {k: _as_tensor(fisher[k], v) for k, v in params.items()}
+        for name, f in new_f.items():
+            if f.shape != params[name].shape:
+                raise ValueError(f"Fisher for {name!r} has shape {tuple(f.shape)}, parameter {tuple(params[name].shape)}")
+        if self.config.mode is EWCMode.ONLINE:
+            old = self.anchors.get("online")
+            if old is not None:
+                new_f = {k: self.config.gamma * old.fisher[k] + f for k, f in new_f.items()}
+            self.anchors["online"] = Anchor(params, new_f)
+        else:
+            self.anchors[task_id] = Anchor(params, new_f)
+        self.tasks.append(task_id)
+
+    def penalty(self, parameters: Mapping[str, Tensor]) -> Tensor:
+        return quadratic_penalty(parameters, list(self.anchors.values()), self.config.lambda_)
+
+    def pull(self, name: str, weights: Tensor) -> Tensor | None:
+        """The per-step change an online learner applies to parameter ``name``."""
+        relevant = [(a.params[name], a.fisher[name]) for a in self.anchors.values() if name in a.fisher]
+        if not relevant or self.config.pull_rate == 0 or self.config.lambda_ == 0:
+            return None
+        return quadratic_pull(weights, relevant, self.config.lambda_, self.config.pull_rate)

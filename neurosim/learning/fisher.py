@@ -1,0 +1,337 @@
+"""Fisher information: snapshots, stores, and full-batch estimation.
+
+The (diagonal) Fisher information of parameter ``theta_i`` is
+``F_i = E[(d log p(y|x, theta) / d theta_i)^2]``. A ``FisherSnapshot`` holds one estimate
+per named parameter; a ``FisherMatrixBase`` store keeps versioned snapshots per task.
+
+``DirectoryFisherStore`` file format (one file per version, ``<root>/<task>/v000001.fisher``)::
+
+    b"NSFISHER"                     8-byte magic
+    uint32 little-endian            format version (1)
+    uint32 little-endian            header length H
+    H bytes                         UTF-8 JSON header: task_id, step, created_at, kind,
+                                    provenance, arrays {name: {dtype, shape, offset, nbytes}},
+                                    payload_sha256
+    payload                         the arrays' raw little-endian bytes, concatenated
+
+A file is written to a temporary name in the task's directory, flushed and fsynced, then
+renamed over its final name (atomic on POSIX), and the directory is fsynced. A reader never
+sees a half-written version; a damaged file fails its checksum and is reported, and older
+versions stay readable.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import hashlib
+import json
+import logging
+import os
+import re
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float32]
+
+
+class SnapshotReason(enum.StrEnum):
+    INTERVAL = "interval"  # snapshot_every steps passed
+    FORCED = "forced"  # force_snapshot() (e.g. a learning boundary)
+    SLEEP = "sleep"  # force_snapshot() on entering SLEEP
+
+
+@dataclass(frozen=True)
+class FisherSnapshot:
+    """A diagonal Fisher estimate for one task: ``arrays[name]`` matches the parameter's shape."""
+
+    task_id: str
+    step: int
+    arrays: Mapping[str, FloatArray]
+    created_at: float = field(default_factory=time.time)
+    version: int | None = None  # set by the store that saved it
+
+    def with_version(self, version: int) -> FisherSnapshot:
+        return _replace(self, version=version)
+
+
+@dataclass(frozen=True)
+class OnlineFisherSnapshot(FisherSnapshot):
+    """A snapshot of a ``FisherAccumulator``'s EMA, with its provenance."""
+
+    alpha: float = 0.0
+    ema_steps: int = 0
+    samples_seen: int = 0
+    reason: SnapshotReason = SnapshotReason.INTERVAL
+    max_delta: float = 0.0  # max_i |F_i - F_i at the previous snapshot|
+    steps_since_previous: int = 0
+
+
+def _replace(snapshot: FisherSnapshot, **changes: Any) -> FisherSnapshot:
+    import dataclasses
+
+    return dataclasses.replace(snapshot, **changes)
+
+
+class CorruptSnapshotError(ValueError):
+    """A stored snapshot is damaged or half-written (bad magic, header or checksum)."""
+
+
+class SnapshotNotFoundError(KeyError):
+    """No (valid) snapshot for that task or version."""
+
+
+class FisherMatrixBase(abc.ABC):
+    """A versioned store of Fisher snapshots, per task."""
+
+    @abc.abstractmethod
+    def save(self, snapshot: FisherSnapshot) -> FisherSnapshot:
+        """Store a new version; returns the snapshot with its ``version`` set."""
+
+    @abc.abstractmethod
+    def load(self, task_id: str, version: int | None = None) -> FisherSnapshot:
+        """The given version, or the latest valid one."""
+
+    @abc.abstractmethod
+    def tasks(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def versions(self, task_id: str) -> list[int]: ...
+
+
+class InMemoryFisherStore(FisherMatrixBase):
+    """Snapshots in a dict; arrays are copied on save so later changes cannot leak in."""
+
+    def __init__(self, keep_last: int | None = None) -> None:
+        if keep_last is not None and keep_last < 1:
+            raise ValueError(f"keep_last must be >= 1, got {keep_last}")
+        self.keep_last = keep_last
+        self._data: dict[str, dict[int, FisherSnapshot]] = {}
+        self._lock = threading.Lock()
+
+    def save(self, snapshot: FisherSnapshot) -> FisherSnapshot:
+        with self._lock:
+            versions = self._data.setdefault(snapshot.task_id, {})
+            version = max(versions, default=0) + 1
+            frozen = _replace(
+                snapshot, arrays={k: np.array(v, dtype=np.float32, copy=True) for k, v in snapshot.arrays.items()}
+            ).with_version(version)
+            versions[version] = frozen
+            if self.keep_last is not None:
+                for old in sorted(versions)[: -self.keep_last]:
+                    del versions[old]
+            return frozen
+
+    def load(self, task_id: str, version: int | None = None) -> FisherSnapshot:
+        with self._lock:
+            versions = self._data.get(task_id)
+            if not versions:
+                raise SnapshotNotFoundError(f"no Fisher snapshot for task {task_id!r}")
+            key = max(versions) if version is None else version
+            if key not in versions:
+                raise SnapshotNotFoundError(f"task {task_id!r} has no version {version}; it has {sorted(versions)}")
+            return versions[key]
+
+    def tasks(self) -> list[str]:
+        with self._lock:
+            return sorted(t for t, v in self._data.items() if v)
+
+    def versions(self, task_id: str) -> list[int]:
+        with self._lock:
+            return sorted(self._data.get(task_id, {}))
+
+
+_MAGIC = b"NSFISHER"
+_FORMAT = 1
+_VERSION_FILE = re.compile(r"^v(\d{6,})\.fisher$")
+_SAFE_TASK = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def _snapshot_header(snapshot: FisherSnapshot) -> dict[str, Any]:
+    header: dict[str, Any] = {
+        "task_id": snapshot.task_id,
+        "step": snapshot.step,
+        "created_at": snapshot.created_at,
+        "kind": "online" if isinstance(snapshot, OnlineFisherSnapshot) else "batch",
+    }
+    if isinstance(snapshot, OnlineFisherSnapshot):
+        header["provenance"] = {
+            "alpha": snapshot.alpha,
+            "ema_steps": snapshot.ema_steps,
+            "samples_seen": snapshot.samples_seen,
+            "reason": snapshot.reason.value,
+            "max_delta": snapshot.max_delta,
+            "steps_since_previous": snapshot.steps_since_previous,
+        }
+    return header
+
+
+def encode_snapshot(snapshot: FisherSnapshot) -> bytes:
+    arrays: dict[str, Any] = {}
+    chunks: list[bytes] = []
+    offset = 0
+    for name, arr in snapshot.arrays.items():
+        data = np.ascontiguousarray(arr, dtype="<f4")
+        raw = data.tobytes()
+        arrays[name] = {"dtype": "<f4", "shape": list(data.shape), "offset": offset, "nbytes": len(raw)}
+        chunks.append(raw)
+        offset += len(raw)
+    payload = b"".join(chunks)
+    header = _snapshot_header(snapshot)
+    header["arrays"] = arrays
+    header["payload_sha256"] = hashlib.sha256(payload).hexdigest()
+    head = json.dumps(header, sort_keys=True).encode()
+    return _MAGIC + struct.pack("<II", _FORMAT, len(head)) + head + payload
+
+
+def decode_snapshot(data: bytes, *, source: str = "<bytes>", version: int | None = None) -> FisherSnapshot:
+    """Parse and verify one stored snapshot; ``CorruptSnapshotError`` if anything is off."""
+    if len(data) < 16 or data[:8] != _MAGIC:
+        raise CorruptSnapshotError(f"{source}: not a neurosim Fisher snapshot (bad magic or truncated)")
+    fmt, head_len = struct.unpack("<II", data[8:16])
+    if fmt != _FORMAT:
+        raise CorruptSnapshotError(f"{source}: unsupported format version {fmt}")
+    if len(data) < 16 + head_len:
+        raise CorruptSnapshotError(f"{source}: truncated header")
+    try:
+        header = json.loads(data[16 : 16 + head_len])
+    except ValueError as err:
+        raise CorruptSnapshotError(f"{source}: unreadable header ({err})") from None
+    payload = data[16 + head_len :]
+    if hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
+        raise CorruptSnapshotError(f"{source}: checksum mismatch (damaged or half-written file)")
+    arrays: dict[str, FloatArray] = {}
+    for name, spec in header["arrays"].items():
+        raw = payload[spec["offset"] : spec["offset"] + spec["nbytes"]]
+        arrays[name] = np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(spec["shape"])
+    common: dict[str, Any] = {
+        "task_id": header["task_id"],
+        "step": int(header["step"]),
+        "arrays": arrays,
+        "created_at": float(header["created_at"]),
+        "version": version,
+    }
+    if header.get("kind") == "online":
+        prov = header["provenance"]
+        return OnlineFisherSnapshot(**common, **{**prov, "reason": SnapshotReason(prov["reason"])})
+    return FisherSnapshot(**common)
+
+
+class DirectoryFisherStore(FisherMatrixBase):
+    """One directory per task, one checksummed file per version, atomic writes, and
+    retention of the last ``keep_last`` versions."""
+
+    def __init__(self, root: str | os.PathLike[str], *, keep_last: int | None = 10) -> None:
+        if keep_last is not None and keep_last < 1:
+            raise ValueError(f"keep_last must be >= 1, got {keep_last}")
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.keep_last = keep_last
+        self._lock = threading.Lock()
+
+    def _task_dir(self, task_id: str) -> Path:
+        if not _SAFE_TASK.match(task_id) or task_id in {".", ".."}:
+            raise ValueError(f"task id {task_id!r} must use only letters, digits, '_', '-', '.'")
+        return self.root / task_id
+
+    def versions(self, task_id: str) -> list[int]:
+        directory = self._task_dir(task_id)
+        if not directory.is_dir():
+            return []
+        found = (_VERSION_FILE.match(p.name) for p in directory.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def tasks(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.versions(p.name))
+
+    def save(self, snapshot: FisherSnapshot) -> FisherSnapshot:
+        directory = self._task_dir(snapshot.task_id)
+        data = encode_snapshot(snapshot)
+        with self._lock:
+            directory.mkdir(parents=True, exist_ok=True)
+            version = max(self.versions(snapshot.task_id), default=0) + 1
+            final = directory / f"v{version:06d}.fisher"
+            tmp = directory / f".v{version:06d}.fisher.{os.getpid()}.tmp"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+            dir_fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+            if self.keep_last is not None:
+                for old in self.versions(snapshot.task_id)[: -self.keep_last]:
+                    (directory / f"v{old:06d}.fisher").unlink(missing_ok=True)
+        return snapshot.with_version(version)
+
+    def _read(self, task_id: str, version: int) -> FisherSnapshot:
+        path = self._task_dir(task_id) / f"v{version:06d}.fisher"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise SnapshotNotFoundError(f"task {task_id!r} has no version {version}") from None
+        return decode_snapshot(data, source=str(path), version=version)
+
+    def load(self, task_id: str, version: int | None = None) -> FisherSnapshot:
+        if version is not None:
+            return self._read(task_id, version)
+        for candidate in reversed(self.versions(task_id)):
+            try:
+                return self._read(task_id, candidate)
+            except CorruptSnapshotError as err:
+                log.warning("skipping damaged Fisher snapshot: %s", err)
+        raise SnapshotNotFoundError(f"no valid Fisher snapshot for task {task_id!r} in {self.root}")
+
+
+# --------------------------------------------------------------------------- full-batch estimation
+class FisherKind(enum.StrEnum):
+    EMPIRICAL = "empirical"  # gradients at the observed labels
+    TRUE = "true"  # gradients at labels sampled from the model's own p(y|x)
+
+
+def estimate_fisher(
+    parameters: Mapping[str, torch.Tensor],
+    log_prob: Callable[[torch.Tensor], torch.Tensor],
+    samples: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    kind: FisherKind = FisherKind.EMPIRICAL,
+    generator: torch.Generator | None = None,
+) -> dict[str, FloatArray]:
+    """Full-batch diagonal Fisher over a buffer: ``F_i = mean_n (d log p(y_n|x_n) / d theta_i)^2``.
+
+    ``log_prob(x)`` returns ``(batch, classes)`` log-probabilities computed from
+    ``parameters`` (tensors with ``requires_grad``); ``samples`` yields ``(x, y)`` batches.
+    Gradients are taken one sample at a time (per-sample squares, not squared means).
+    """
+    totals = {name: torch.zeros_like(p, dtype=torch.float64) for name, p in parameters.items()}
+    count = 0
+    for x, y in samples:
+        for n in range(x.shape[0]):
+            logp = log_prob(x[n : n + 1])[0]
+            if kind is FisherKind.TRUE:
+                with torch.no_grad():
+                    label = int(torch.multinomial(logp.exp(), 1, generator=generator))
+            else:
+                label = int(y[n])
+            grads = torch.autograd.grad(logp[label], list(parameters.values()), allow_unused=True)
+            for (name, _), g in zip(parameters.items(), grads, strict=True):
+                if g is not None:
+                    totals[name] += g.detach().double() ** 2
+            count += 1
+    if count == 0:
+        raise ValueError("estimate_fisher needs at least one sample")
+    return {name: (t / count).float().cpu().numpy() for name, t in totals.items()}

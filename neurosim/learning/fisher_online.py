@@ -1,0 +1,298 @@
+"""Online Fisher estimation: an exponential moving average of squared gradients.
+
+``F_i(t) = alpha * g_i(t)^2 + (1 - alpha) * F_i(t - 1)``, ``F_i(0) = 0``, one EMA step per
+``update()`` (one STDP step), per named parameter, on the gradients' own device.
+
+Snapshots go to a ``FisherMatrixBase`` store every ``snapshot_every`` steps once
+``min_samples`` steps were seen, and on demand with ``force_snapshot()`` (learning
+boundaries, SLEEP), which also restarts the interval. A snapshot never stalls ``update()``:
+the EMA buffer that holds the snapshot's values is handed to a writer thread as it is, and
+the next step writes the EMA into a second buffer (no copy on the update path); the host
+copy, the drift ``max_delta`` and the store write happen off it. While a write is still
+running, an interval snapshot that falls due waits for it (it is taken at the first step
+after), so at most two buffers are in flight.
+
+If no snapshot was written for more than ``max_staleness_steps`` steps (a slow or failing
+store, or ``min_samples`` larger than that), a warning is logged once per breach and
+``ewc_fisher_staleness_breaches_total`` counts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from neurosim.learning.fisher import FisherMatrixBase, FisherSnapshot, OnlineFisherSnapshot, SnapshotReason
+from neurosim.metrics import METRICS, Metrics
+
+log = logging.getLogger(__name__)
+
+Gradient = npt.NDArray[np.float32] | torch.Tensor
+
+
+class NonFinitePolicy(enum.StrEnum):
+    RAISE = "raise"  # NonFiniteGradientError; the EMA is untouched
+    SKIP = "skip"  # the step is dropped and counted; the EMA is untouched
+
+
+class NonFiniteGradientError(ValueError):
+    """A gradient held NaN or infinity (policy RAISE)."""
+
+
+class SnapshotWriteError(RuntimeError):
+    """``force_snapshot()``: the store could not write the snapshot (the cause is chained)."""
+
+
+@dataclass
+class FisherAccumulatorConfig:
+    alpha: float = 0.01  # EMA decay: lower = smoother
+    min_samples: int = 10  # steps before the first snapshot
+    snapshot_every: int = 50  # steps between store writes
+    max_staleness_steps: int = 500  # warn if no snapshot written for this long
+    non_finite: NonFinitePolicy = NonFinitePolicy.RAISE
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.alpha, int | float) and 0.0 < self.alpha <= 1.0 and math.isfinite(self.alpha)):
+            raise ValueError(f"FisherAccumulatorConfig.alpha must be in (0, 1], got {self.alpha!r}")
+        for name in ("min_samples", "snapshot_every", "max_staleness_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"FisherAccumulatorConfig.{name} must be a positive integer, got {value!r}")
+        self.non_finite = NonFinitePolicy(self.non_finite)
+
+
+@dataclass
+class AccumulatorStats:
+    steps: int
+    snapshots_written: int
+    last_snapshot_step: int
+    max_delta: float  # max |F_new - F_old| across params over the last snapshot cycle
+    skipped_non_finite: int = 0
+
+
+class FisherAccumulator:
+    """Per-parameter EMA of squared gradients. Called once per STDP update step.
+    Writes to a FisherMatrixBase store every snapshot_every steps."""
+
+    def __init__(
+        self,
+        config: FisherAccumulatorConfig,
+        store: FisherMatrixBase,
+        task_id: str,
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
+        if not task_id:
+            raise ValueError("task_id must be a non-empty string")
+        self.config = config
+        self.store = store
+        self.task_id = task_id
+        m = metrics or METRICS
+        self._m_steps = m.fisher_ema_steps.labels(task=task_id)
+        self._m_age = m.fisher_snapshot_age.labels(task=task_id)
+        self._m_delta = m.fisher_max_delta.labels(task=task_id)
+        self._m_breaches = m.fisher_staleness_breaches.labels(task=task_id)
+        self._m_failures = m.fisher_snapshot_failures.labels(task=task_id)
+        self._m_skipped = m.fisher_nonfinite_skipped.labels(task=task_id)
+        self._ema: dict[str, torch.Tensor] = {}
+        self._handed_out = False  # the EMA buffers belong to a snapshot: next step writes elsewhere
+        self._spare: dict[str, torch.Tensor] = {}
+        self._steps = 0
+        self._calls = 0
+        self._skipped = 0
+        self._since_snapshot = 0  # steps since the last snapshot was taken (interval counter)
+        self._since_written = 0  # steps since the last snapshot was written (staleness)
+        self._stale = False
+        self._snapshots_written = 0
+        self._last_snapshot_step = 0
+        self._max_delta = 0.0
+        self._previous: dict[str, npt.NDArray[np.float32]] | None = None
+        self._writer: asyncio.Task[FisherSnapshot | None] | None = None
+        self.last_error: BaseException | None = None
+
+    # ------------------------------------------------------------------ the EMA
+    def _as_tensors(self, gradients: Mapping[str, Gradient]) -> dict[str, torch.Tensor]:
+        if not gradients:
+            raise ValueError("gradients must name at least one parameter")
+        tensors = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in gradients.items()}
+        if self._ema:
+            if tensors.keys() != self._ema.keys():
+                raise ValueError(
+                    f"task {self.task_id!r}: gradients for {sorted(tensors)}, but the accumulator tracks {sorted(self._ema)}"
+                )
+            for name, g in tensors.items():
+                if g.shape != self._ema[name].shape:
+                    raise ValueError(
+                        f"task {self.task_id!r}: gradient {name!r} has shape {tuple(g.shape)}, "
+                        f"expected {tuple(self._ema[name].shape)}"
+                    )
+        return tensors
+
+    def _finite(self, tensors: Mapping[str, torch.Tensor]) -> bool:
+        bad = [name for name, g in tensors.items() if not bool(torch.isfinite(g).all())]
+        if not bad:
+            return True
+        if self.config.non_finite is NonFinitePolicy.RAISE:
+            raise NonFiniteGradientError(f"task {self.task_id!r}: non-finite gradient for {', '.join(bad)}")
+        self._skipped += 1
+        self._m_skipped.inc()
+        return False
+
+    @torch.no_grad()
+    def _ema_step(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        a = self.config.alpha
+        if not self._ema:
+            self._ema = {k: torch.zeros_like(g, dtype=torch.float32) for k, g in tensors.items()}
+        if self._handed_out and self._writer is not None and self._writer.done():
+            self._handed_out = False  # the writer has its host copy: the buffers are free again
+        if self._handed_out:
+            fresh: dict[str, torch.Tensor] = {}
+            for name, g in tensors.items():
+                old = self._ema[name]
+                out = self._spare.pop(name, None)
+                if out is None or out.shape != old.shape or out.device != old.device:
+                    out = torch.empty_like(old)
+                torch.mul(old, 1.0 - a, out=out)
+                out.addcmul_(g, g, value=a)
+                fresh[name] = out
+            self._ema = fresh
+            self._handed_out = False
+            return
+        for name, g in tensors.items():
+            self._ema[name].mul_(1.0 - a).addcmul_(g, g, value=a)
+
+    async def update(self, gradients: Mapping[str, Gradient]) -> None:
+        """One EMA step. Writes a snapshot when due."""
+        tensors = self._as_tensors(gradients)
+        self._calls += 1
+        if not self._finite(tensors):
+            return
+        self._ema_step(tensors)
+        self._steps += 1
+        self._since_snapshot += 1
+        self._since_written += 1
+        self._m_steps.inc()
+        self._m_age.set(self._since_written)
+        self._check_staleness()
+        due = self._steps >= self.config.min_samples and self._since_snapshot >= self.config.snapshot_every
+        if due and (self._writer is None or self._writer.done()):
+            self._take_snapshot(SnapshotReason.INTERVAL)
+
+    def _check_staleness(self) -> None:
+        if self._since_written > self.config.max_staleness_steps and not self._stale:
+            self._stale = True
+            self._m_breaches.inc()
+            log.warning(
+                "Fisher estimate for task %r: no snapshot written for %d steps (max_staleness_steps=%d)",
+                self.task_id,
+                self._since_written,
+                self.config.max_staleness_steps,
+            )
+
+    # ------------------------------------------------------------------ snapshots
+    def _take_snapshot(self, reason: SnapshotReason) -> asyncio.Task[FisherSnapshot | None]:
+        buffers = self._ema
+        self._handed_out = True
+        meta = (self._steps, self._calls, self._since_snapshot, reason)
+        self._since_snapshot = 0
+        previous_writer = self._writer
+        self._writer = asyncio.ensure_future(self._write(buffers, meta, previous_writer))
+        return self._writer
+
+    async def _write(
+        self,
+        buffers: dict[str, torch.Tensor],
+        meta: tuple[int, int, int, SnapshotReason],
+        previous_writer: asyncio.Task[FisherSnapshot | None] | None,
+    ) -> FisherSnapshot | None:
+        if previous_writer is not None:
+            await asyncio.wait([previous_writer])
+        steps, calls, since_previous, reason = meta
+        try:
+            snapshot = await asyncio.to_thread(self._write_blocking, buffers, steps, calls, since_previous, reason)
+        except Exception as err:  # the store failed: the run goes on; reported, counted, kept
+            self.last_error = err
+            self._m_failures.inc()
+            log.error("Fisher snapshot for task %r failed: %s", self.task_id, err)
+            return None
+        finally:
+            for name, buf in buffers.items():  # the buffer can take the next out-of-place step
+                if buf is not self._ema.get(name):
+                    self._spare[name] = buf
+        self._snapshots_written += 1
+        self._last_snapshot_step = steps
+        self._since_written = self._steps - steps
+        self._stale = False
+        self._m_age.set(self._since_written)
+        self._m_delta.set(snapshot.max_delta if isinstance(snapshot, OnlineFisherSnapshot) else 0.0)
+        return snapshot
+
+    def _write_blocking(
+        self, buffers: dict[str, torch.Tensor], steps: int, calls: int, since_previous: int, reason: SnapshotReason
+    ) -> FisherSnapshot:
+        arrays = {k: v.detach().to("cpu", torch.float32).numpy().copy() for k, v in buffers.items()}
+        previous = self._previous
+        drift = 0.0
+        if previous is not None:
+            drift = max(float(np.max(np.abs(arrays[k] - previous[k]), initial=0.0)) for k in arrays)
+        else:
+            drift = max(float(np.max(np.abs(a), initial=0.0)) for a in arrays.values())
+        snapshot = OnlineFisherSnapshot(
+            task_id=self.task_id,
+            step=steps,
+            arrays=arrays,
+            created_at=time.time(),
+            alpha=self.config.alpha,
+            ema_steps=steps,
+            samples_seen=calls,
+            reason=reason,
+            max_delta=drift,
+            steps_since_previous=since_previous,
+        )
+        saved = self.store.save(snapshot)
+        self._previous = arrays
+        self._max_delta = drift
+        return saved
+
+    async def force_snapshot(self, reason: SnapshotReason = SnapshotReason.FORCED) -> FisherSnapshot:
+        """Used by SLEEP consolidation: snapshot now, whatever the step counter; restarts the
+        interval. Waits for the write and returns the stored snapshot."""
+        if self._steps == 0:
+            raise ValueError(f"task {self.task_id!r}: nothing accumulated yet, no Fisher to snapshot")
+        snapshot = await self._take_snapshot(reason)
+        if snapshot is None:
+            raise SnapshotWriteError(f"task {self.task_id!r}: the store failed to write the snapshot") from self.last_error
+        return snapshot
+
+    async def flush(self) -> None:
+        """Wait for the snapshot write in flight, if any (errors are in ``last_error``)."""
+        if self._writer is not None:
+            await asyncio.wait([self._writer])
+
+    @property
+    def pending_steps(self) -> int:
+        """Steps accumulated since the last snapshot was taken."""
+        return self._since_snapshot
+
+    @property
+    def fisher(self) -> dict[str, torch.Tensor]:
+        """The current EMA per parameter (read only; on the gradients' device)."""
+        return dict(self._ema)
+
+    def stats(self) -> AccumulatorStats:
+        return AccumulatorStats(
+            steps=self._steps,
+            snapshots_written=self._snapshots_written,
+            last_snapshot_step=self._last_snapshot_step,
+            max_delta=self._max_delta,
+            skipped_non_finite=self._skipped,
+        )
