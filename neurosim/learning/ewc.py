@@ -116,7 +116,9 @@ class EWCRegulariser:
         new_f = {k: _as_tensor(fisher[k], v) for k, v in params.items()}
         for name, f in new_f.items():
             if f.shape != params[name].shape:
-                raise ValueError(f"Fisher for {name!r} has shape {tuple(f.shape)}, parameter {tuple(params[name].shape)}")
+                raise ValueError(
+                    f"Fisher for {name!r} has shape {tuple(f.shape)}, parameter {tuple(params[name].shape)}"
+                )
         if self.config.mode is EWCMode.ONLINE:
             old = self.anchors.get("online")
             if old is not None:

@@ -8,7 +8,8 @@ Snapshots go to a ``FisherMatrixBase`` store every ``snapshot_every`` steps once
 boundaries, SLEEP), which also restarts the interval. A snapshot never stalls ``update()``:
 the EMA buffer that holds the snapshot's values is handed to a writer thread as it is, and
 the next step writes the EMA into a second buffer (no copy on the update path); the host
-copy, the drift ``max_delta`` and the store write happen off it. While a write is still
+copy, the drift ``max_delta`` and the store write happen on a writer thread, which makes
+progress whether or not the caller's event loop gets a turn. While a write is still
 running, an interval snapshot that falls due waits for it (it is taken at the first step
 after), so at most two buffers are in flight.
 
@@ -25,6 +26,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,13 +112,15 @@ class FisherAccumulator:
         self._calls = 0
         self._skipped = 0
         self._since_snapshot = 0  # steps since the last snapshot was taken (interval counter)
-        self._since_written = 0  # steps since the last snapshot was written (staleness)
-        self._stale = False
+        self._last_written_step = 0  # step of the last snapshot the store accepted (staleness)
+        self._breach_reported_at = -1
         self._snapshots_written = 0
         self._last_snapshot_step = 0
         self._max_delta = 0.0
         self._previous: dict[str, npt.NDArray[np.float32]] | None = None
-        self._writer: asyncio.Task[FisherSnapshot | None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fisher-{task_id}")
+        self._writer: Future[FisherSnapshot | None] | None = None
+        self._inflight_buffers: dict[str, torch.Tensor] = {}
         self.last_error: BaseException | None = None
 
     # ------------------------------------------------------------------ the EMA
@@ -152,9 +156,9 @@ class FisherAccumulator:
         a = self.config.alpha
         if not self._ema:
             self._ema = {k: torch.zeros_like(g, dtype=torch.float32) for k, g in tensors.items()}
-        if self._handed_out and self._writer is not None and self._writer.done():
+        if self._handed_out and self._writer_done():
             self._handed_out = False  # the writer has its host copy: the buffers are free again
-        if self._handed_out:
+        if self._handed_out:  # the writer still reads these buffers: write the EMA elsewhere
             fresh: dict[str, torch.Tensor] = {}
             for name, g in tensors.items():
                 old = self._ema[name]
@@ -164,11 +168,21 @@ class FisherAccumulator:
                 torch.mul(old, 1.0 - a, out=out)
                 out.addcmul_(g, g, value=a)
                 fresh[name] = out
+            self._inflight_buffers = self._ema
             self._ema = fresh
             self._handed_out = False
             return
         for name, g in tensors.items():
             self._ema[name].mul_(1.0 - a).addcmul_(g, g, value=a)
+
+    def _writer_done(self) -> bool:
+        """True when no write is in flight; recycles the buffers of a finished one."""
+        if self._writer is not None and not self._writer.done():
+            return False
+        if self._inflight_buffers:
+            self._spare.update(self._inflight_buffers)
+            self._inflight_buffers = {}
+        return True
 
     async def update(self, gradients: Mapping[str, Gradient]) -> None:
         """One EMA step. Writes a snapshot when due."""
@@ -179,88 +193,71 @@ class FisherAccumulator:
         self._ema_step(tensors)
         self._steps += 1
         self._since_snapshot += 1
-        self._since_written += 1
         self._m_steps.inc()
-        self._m_age.set(self._since_written)
+        self._m_age.set(self._steps - self._last_written_step)
         self._check_staleness()
         due = self._steps >= self.config.min_samples and self._since_snapshot >= self.config.snapshot_every
-        if due and (self._writer is None or self._writer.done()):
+        if due and self._writer_done():
             self._take_snapshot(SnapshotReason.INTERVAL)
 
     def _check_staleness(self) -> None:
-        if self._since_written > self.config.max_staleness_steps and not self._stale:
-            self._stale = True
+        age = self._steps - self._last_written_step
+        if age > self.config.max_staleness_steps and self._breach_reported_at != self._last_written_step:
+            self._breach_reported_at = self._last_written_step
             self._m_breaches.inc()
             log.warning(
                 "Fisher estimate for task %r: no snapshot written for %d steps (max_staleness_steps=%d)",
                 self.task_id,
-                self._since_written,
+                age,
                 self.config.max_staleness_steps,
             )
 
     # ------------------------------------------------------------------ snapshots
-    def _take_snapshot(self, reason: SnapshotReason) -> asyncio.Task[FisherSnapshot | None]:
+    def _take_snapshot(self, reason: SnapshotReason) -> Future[FisherSnapshot | None]:
         buffers = self._ema
         self._handed_out = True
         meta = (self._steps, self._calls, self._since_snapshot, reason)
         self._since_snapshot = 0
-        previous_writer = self._writer
-        self._writer = asyncio.ensure_future(self._write(buffers, meta, previous_writer))
+        # one worker thread: writes happen in order, and progress whether or not the
+        # caller's event loop gets a turn
+        self._writer = self._executor.submit(self._write, buffers, meta)
         return self._writer
 
-    async def _write(
-        self,
-        buffers: dict[str, torch.Tensor],
-        meta: tuple[int, int, int, SnapshotReason],
-        previous_writer: asyncio.Task[FisherSnapshot | None] | None,
+    def _write(
+        self, buffers: dict[str, torch.Tensor], meta: tuple[int, int, int, SnapshotReason]
     ) -> FisherSnapshot | None:
-        if previous_writer is not None:
-            await asyncio.wait([previous_writer])
         steps, calls, since_previous, reason = meta
         try:
-            snapshot = await asyncio.to_thread(self._write_blocking, buffers, steps, calls, since_previous, reason)
+            arrays = {k: v.detach().to("cpu", torch.float32).numpy().copy() for k, v in buffers.items()}
+            previous = (
+                self._previous if self._previous is not None else {k: np.zeros_like(v) for k, v in arrays.items()}
+            )
+            drift = max(float(np.max(np.abs(arrays[k] - previous[k]), initial=0.0)) for k in arrays)
+            snapshot = OnlineFisherSnapshot(
+                task_id=self.task_id,
+                step=steps,
+                arrays=arrays,
+                created_at=time.time(),
+                alpha=self.config.alpha,
+                ema_steps=steps,
+                samples_seen=calls,
+                reason=reason,
+                max_delta=drift,
+                steps_since_previous=since_previous,
+            )
+            saved = self.store.save(snapshot)
         except Exception as err:  # the store failed: the run goes on; reported, counted, kept
             self.last_error = err
             self._m_failures.inc()
             log.error("Fisher snapshot for task %r failed: %s", self.task_id, err)
             return None
-        finally:
-            for name, buf in buffers.items():  # the buffer can take the next out-of-place step
-                if buf is not self._ema.get(name):
-                    self._spare[name] = buf
-        self._snapshots_written += 1
-        self._last_snapshot_step = steps
-        self._since_written = self._steps - steps
-        self._stale = False
-        self._m_age.set(self._since_written)
-        self._m_delta.set(snapshot.max_delta if isinstance(snapshot, OnlineFisherSnapshot) else 0.0)
-        return snapshot
-
-    def _write_blocking(
-        self, buffers: dict[str, torch.Tensor], steps: int, calls: int, since_previous: int, reason: SnapshotReason
-    ) -> FisherSnapshot:
-        arrays = {k: v.detach().to("cpu", torch.float32).numpy().copy() for k, v in buffers.items()}
-        previous = self._previous
-        drift = 0.0
-        if previous is not None:
-            drift = max(float(np.max(np.abs(arrays[k] - previous[k]), initial=0.0)) for k in arrays)
-        else:
-            drift = max(float(np.max(np.abs(a), initial=0.0)) for a in arrays.values())
-        snapshot = OnlineFisherSnapshot(
-            task_id=self.task_id,
-            step=steps,
-            arrays=arrays,
-            created_at=time.time(),
-            alpha=self.config.alpha,
-            ema_steps=steps,
-            samples_seen=calls,
-            reason=reason,
-            max_delta=drift,
-            steps_since_previous=since_previous,
-        )
-        saved = self.store.save(snapshot)
         self._previous = arrays
         self._max_delta = drift
+        self._snapshots_written += 1
+        self._last_snapshot_step = steps
+        self._last_written_step = steps
+        self._m_age.set(self._steps - steps)
+        self._m_delta.set(drift)
         return saved
 
     async def force_snapshot(self, reason: SnapshotReason = SnapshotReason.FORCED) -> FisherSnapshot:
@@ -268,15 +265,21 @@ class FisherAccumulator:
         interval. Waits for the write and returns the stored snapshot."""
         if self._steps == 0:
             raise ValueError(f"task {self.task_id!r}: nothing accumulated yet, no Fisher to snapshot")
-        snapshot = await self._take_snapshot(reason)
+        snapshot = await asyncio.wrap_future(self._take_snapshot(reason))
         if snapshot is None:
-            raise SnapshotWriteError(f"task {self.task_id!r}: the store failed to write the snapshot") from self.last_error
+            raise SnapshotWriteError(
+                f"task {self.task_id!r}: the store failed to write the snapshot"
+            ) from self.last_error
         return snapshot
 
     async def flush(self) -> None:
         """Wait for the snapshot write in flight, if any (errors are in ``last_error``)."""
         if self._writer is not None:
-            await asyncio.wait([self._writer])
+            await asyncio.wrap_future(self._writer)
+
+    def close(self) -> None:
+        """Finish pending writes and stop the writer thread."""
+        self._executor.shutdown(wait=True)
 
     @property
     def pending_steps(self) -> int:
