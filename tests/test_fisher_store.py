@@ -74,7 +74,7 @@ def test_damaged_file_is_detected_and_older_versions_stay_readable(tmp_path: Pat
         store.load("t", 2)
     assert float(store.load("t").arrays["w"][0, 0]) == 1.0  # the latest valid one
     path.write_bytes(bytes(data[:20]))
-    with pytest.raises(CorruptSnapshotError, match="truncated|unreadable"):
+    with pytest.raises(CorruptSnapshotError, match=r"truncated|unreadable"):
         store.load("t", 2)
 
 

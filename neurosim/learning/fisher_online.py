@@ -131,7 +131,8 @@ class FisherAccumulator:
         if self._ema:
             if tensors.keys() != self._ema.keys():
                 raise ValueError(
-                    f"task {self.task_id!r}: gradients for {sorted(tensors)}, but the accumulator tracks {sorted(self._ema)}"
+                    f"task {self.task_id!r}: gradients for {sorted(tensors)}, "
+                    f"but the accumulator tracks {sorted(self._ema)}"
                 )
             for name, g in tensors.items():
                 if g.shape != self._ema[name].shape:
