@@ -252,6 +252,6 @@ async def test_stdp_learner_feeds_a_real_accumulator() -> None:
     gen = torch.Generator().manual_seed(0)
     for pre, post in zip(_spikes(gen, 30, 1, 50, 0.2), _spikes(gen, 30, 1, 4, 0.2), strict=True):
         await learner.update(pre, post, post_v=torch.full((1, 4), -0.055), post_threshold=-0.054, accumulator=acc)
-    await acc.flush()
+        await acc.flush()  # a write in flight postpones the next interval snapshot
     assert acc.stats().steps == 30 and acc.stats().snapshots_written == 3
     assert acc.store.load("t1").arrays["ff.weight"].shape == (proj.n_synapses,)

@@ -97,7 +97,10 @@ class FisherMatrixBase(abc.ABC):
 
     @abc.abstractmethod
     def save(self, snapshot: FisherSnapshot) -> FisherSnapshot:
-        """Store a new version; returns the snapshot with its ``version`` set."""
+        """Store a new version; returns the snapshot with its ``version`` set.
+
+        The snapshot's arrays may be views of buffers that their producer reuses after the
+        call (the ``FisherAccumulator`` does): a store copies what it keeps."""
 
     @abc.abstractmethod
     def load(self, task_id: str, version: int | None = None) -> FisherSnapshot:
@@ -177,22 +180,30 @@ def _snapshot_header(snapshot: FisherSnapshot) -> dict[str, Any]:
     return header
 
 
-def encode_snapshot(snapshot: FisherSnapshot) -> bytes:
+def encode_parts(snapshot: FisherSnapshot) -> tuple[bytes, list[memoryview]]:
+    """The file's head (magic, sizes, JSON header) and its payload as buffers of the arrays
+    themselves: hashing and writing them needs no copy and releases the GIL."""
     arrays: dict[str, Any] = {}
-    chunks: list[bytes] = []
+    views: list[memoryview] = []
+    digest = hashlib.sha256()
     offset = 0
     for name, arr in snapshot.arrays.items():
         data = np.ascontiguousarray(arr, dtype="<f4")
-        raw = data.tobytes()
-        arrays[name] = {"dtype": "<f4", "shape": list(data.shape), "offset": offset, "nbytes": len(raw)}
-        chunks.append(raw)
-        offset += len(raw)
-    payload = b"".join(chunks)
+        view = memoryview(data).cast("B")  # type: ignore[arg-type]
+        digest.update(view)
+        arrays[name] = {"dtype": "<f4", "shape": list(data.shape), "offset": offset, "nbytes": view.nbytes}
+        views.append(view)
+        offset += view.nbytes
     header = _snapshot_header(snapshot)
     header["arrays"] = arrays
-    header["payload_sha256"] = hashlib.sha256(payload).hexdigest()
+    header["payload_sha256"] = digest.hexdigest()
     head = json.dumps(header, sort_keys=True).encode()
-    return _MAGIC + struct.pack("<II", _FORMAT, len(head)) + head + payload
+    return _MAGIC + struct.pack("<II", _FORMAT, len(head)) + head, views
+
+
+def encode_snapshot(snapshot: FisherSnapshot) -> bytes:
+    head, views = encode_parts(snapshot)
+    return head + b"".join(views)
 
 
 def decode_snapshot(data: bytes, *, source: str = "<bytes>", version: int | None = None) -> FisherSnapshot:
@@ -257,14 +268,16 @@ class DirectoryFisherStore(FisherMatrixBase):
 
     def save(self, snapshot: FisherSnapshot) -> FisherSnapshot:
         directory = self._task_dir(snapshot.task_id)
-        data = encode_snapshot(snapshot)
+        head, payload = encode_parts(snapshot)
         with self._lock:
             directory.mkdir(parents=True, exist_ok=True)
             version = max(self.versions(snapshot.task_id), default=0) + 1
             final = directory / f"v{version:06d}.fisher"
             tmp = directory / f".v{version:06d}.fisher.{os.getpid()}.tmp"
             with open(tmp, "wb") as fh:
-                fh.write(data)
+                fh.write(head)
+                for view in payload:
+                    fh.write(view)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, final)

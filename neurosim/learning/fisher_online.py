@@ -21,6 +21,7 @@ store, or ``min_samples`` larger than that), a warning is logged once per breach
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 import math
@@ -42,7 +43,7 @@ Gradient = npt.NDArray[np.float32] | torch.Tensor
 
 
 class NonFinitePolicy(enum.StrEnum):
-    RAISE = "raise"  # NonFiniteGradientError; the EMA is untouched
+    RAISE = "raise"  # NonFiniteGradientError; the EMA is untouched (also for overflowing g^2)
     SKIP = "skip"  # the step is dropped and counted; the EMA is untouched
 
 
@@ -106,8 +107,13 @@ class FisherAccumulator:
         self._m_failures = m.fisher_snapshot_failures.labels(task=task_id)
         self._m_skipped = m.fisher_nonfinite_skipped.labels(task=task_id)
         self._ema: dict[str, torch.Tensor] = {}
-        self._handed_out = False  # the EMA buffers belong to a snapshot: next step writes elsewhere
+        # Buffers: the EMA; the snapshot being written (frozen); the last written snapshot
+        # (kept unmodified to measure the next drift); spares to write the EMA into.
+        self._must_move = False  # the EMA buffers were handed to a snapshot: next step writes elsewhere
+        self._frozen: dict[str, torch.Tensor] | None = None
+        self._written: dict[str, torch.Tensor] | None = None
         self._spare: dict[str, torch.Tensor] = {}
+        self._scratch: dict[str, npt.NDArray[np.float32]] = {}
         self._steps = 0
         self._calls = 0
         self._skipped = 0
@@ -117,10 +123,8 @@ class FisherAccumulator:
         self._snapshots_written = 0
         self._last_snapshot_step = 0
         self._max_delta = 0.0
-        self._previous: dict[str, npt.NDArray[np.float32]] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fisher-{task_id}")
         self._writer: Future[FisherSnapshot | None] | None = None
-        self._inflight_buffers: dict[str, torch.Tensor] = {}
         self.last_error: BaseException | None = None
 
     # ------------------------------------------------------------------ the EMA
@@ -143,7 +147,9 @@ class FisherAccumulator:
         return tensors
 
     def _finite(self, tensors: Mapping[str, torch.Tensor]) -> bool:
-        bad = [name for name, g in tensors.items() if not bool(torch.isfinite(g).all())]
+        # g . g is finite exactly when every g_i is finite and the squares the EMA adds do
+        # not overflow; one BLAS pass, far cheaper than isfinite(g).all() on the CPU
+        bad = [name for name, g in tensors.items() if not bool(torch.isfinite(torch.dot(g.reshape(-1), g.reshape(-1))))]
         if not bad:
             return True
         if self.config.non_finite is NonFinitePolicy.RAISE:
@@ -157,9 +163,8 @@ class FisherAccumulator:
         a = self.config.alpha
         if not self._ema:
             self._ema = {k: torch.zeros_like(g, dtype=torch.float32) for k, g in tensors.items()}
-        if self._handed_out and self._writer_done():
-            self._handed_out = False  # the writer has its host copy: the buffers are free again
-        if self._handed_out:  # the writer still reads these buffers: write the EMA elsewhere
+        if self._must_move:  # the last snapshot owns these buffers: write the EMA elsewhere
+            self._writer_done()  # recycle what a finished write released
             fresh: dict[str, torch.Tensor] = {}
             for name, g in tensors.items():
                 old = self._ema[name]
@@ -169,20 +174,25 @@ class FisherAccumulator:
                 torch.mul(old, 1.0 - a, out=out)
                 out.addcmul_(g, g, value=a)
                 fresh[name] = out
-            self._inflight_buffers = self._ema
             self._ema = fresh
-            self._handed_out = False
+            self._must_move = False
             return
         for name, g in tensors.items():
             self._ema[name].mul_(1.0 - a).addcmul_(g, g, value=a)
 
     def _writer_done(self) -> bool:
-        """True when no write is in flight; recycles the buffers of a finished one."""
+        """True when no write is in flight; hands the buffers a finished write released to
+        the spares (the snapshot before the one just written; or the failed one)."""
         if self._writer is not None and not self._writer.done():
             return False
-        if self._inflight_buffers:
-            self._spare.update(self._inflight_buffers)
-            self._inflight_buffers = {}
+        if self._frozen is not None:
+            succeeded = self._writer is not None and self._writer.result() is not None
+            released = self._written if succeeded else self._frozen
+            if succeeded:
+                self._written = self._frozen
+            if released is not None:
+                self._spare.update(released)
+            self._frozen = None
         return True
 
     async def update(self, gradients: Mapping[str, Gradient]) -> None:
@@ -214,26 +224,40 @@ class FisherAccumulator:
             )
 
     # ------------------------------------------------------------------ snapshots
-    def _take_snapshot(self, reason: SnapshotReason) -> Future[FisherSnapshot | None]:
-        buffers = self._ema
-        self._handed_out = True
+    def _take_snapshot(self, reason: SnapshotReason, *, keep: bool = False) -> Future[FisherSnapshot | None]:
+        self._writer_done()
+        self._frozen = self._ema
+        self._must_move = True
         meta = (self._steps, self._calls, self._since_snapshot, reason)
         self._since_snapshot = 0
         # one worker thread: writes happen in order, and progress whether or not the
         # caller's event loop gets a turn
-        self._writer = self._executor.submit(self._write, buffers, meta)
+        self._writer = self._executor.submit(self._write, self._frozen, self._written, meta, keep)
         return self._writer
 
     def _write(
-        self, buffers: dict[str, torch.Tensor], meta: tuple[int, int, int, SnapshotReason]
+        self,
+        buffers: dict[str, torch.Tensor],
+        previous: dict[str, torch.Tensor] | None,
+        meta: tuple[int, int, int, SnapshotReason],
+        keep: bool,
     ) -> FisherSnapshot | None:
+        """On the writer thread. Works on the frozen buffers themselves (no copy on the
+        CPU) with numpy calls that release the GIL, so ``update()`` keeps running."""
         steps, calls, since_previous, reason = meta
         try:
-            arrays = {k: v.detach().to("cpu", torch.float32).numpy().copy() for k, v in buffers.items()}
-            previous = (
-                self._previous if self._previous is not None else {k: np.zeros_like(v) for k, v in arrays.items()}
-            )
-            drift = max(float(np.max(np.abs(arrays[k] - previous[k]), initial=0.0)) for k in arrays)
+            arrays = {k: _host_view(v) for k, v in buffers.items()}
+            drift = 0.0
+            for name, values in arrays.items():
+                scratch = self._scratch.get(name)
+                if scratch is None or scratch.shape != values.shape:
+                    scratch = self._scratch[name] = np.empty_like(values)
+                if previous is None:
+                    np.abs(values, out=scratch)
+                else:
+                    np.subtract(values, _host_view(previous[name]), out=scratch)
+                    np.abs(scratch, out=scratch)
+                drift = max(drift, float(scratch.max(initial=0.0)))
             snapshot = OnlineFisherSnapshot(
                 task_id=self.task_id,
                 step=steps,
@@ -252,13 +276,14 @@ class FisherAccumulator:
             self._m_failures.inc()
             log.error("Fisher snapshot for task %r failed: %s", self.task_id, err)
             return None
-        self._previous = arrays
         self._max_delta = drift
         self._snapshots_written += 1
         self._last_snapshot_step = steps
         self._last_written_step = steps
         self._m_age.set(self._steps - steps)
         self._m_delta.set(drift)
+        if keep:  # the caller keeps it: give it arrays of its own, not the recycled buffers
+            return dataclasses.replace(saved, arrays={k: np.array(v, copy=True) for k, v in saved.arrays.items()})
         return saved
 
     async def force_snapshot(self, reason: SnapshotReason = SnapshotReason.FORCED) -> FisherSnapshot:
@@ -266,7 +291,7 @@ class FisherAccumulator:
         interval. Waits for the write and returns the stored snapshot."""
         if self._steps == 0:
             raise ValueError(f"task {self.task_id!r}: nothing accumulated yet, no Fisher to snapshot")
-        snapshot = await asyncio.wrap_future(self._take_snapshot(reason))
+        snapshot = await asyncio.wrap_future(self._take_snapshot(reason, keep=True))
         if snapshot is None:
             raise SnapshotWriteError(
                 f"task {self.task_id!r}: the store failed to write the snapshot"
@@ -300,3 +325,8 @@ class FisherAccumulator:
             max_delta=self._max_delta,
             skipped_non_finite=self._skipped,
         )
+
+
+def _host_view(t: torch.Tensor) -> npt.NDArray[np.float32]:
+    """The tensor's values as a host numpy array: a view on the CPU, a copy from a GPU."""
+    return t.detach().to("cpu", torch.float32).numpy()
