@@ -30,7 +30,13 @@ mV, ms = 1e-3, 1e-3
 
 def build_cuba(n: int = 4000, seed: int = 1) -> Network:
     params = CurrentLIF(
-        tau_m=20 * ms, v_rest=-49 * mV, v_threshold=-50 * mV, v_reset=-60 * mV, t_ref=5 * ms, tau_exc=5 * ms, tau_inh=10 * ms
+        tau_m=20 * ms,
+        v_rest=-49 * mV,
+        v_threshold=-50 * mV,
+        v_reset=-60 * mV,
+        t_ref=5 * ms,
+        tau_exc=5 * ms,
+        tau_inh=10 * ms,
     )
     n_exc = int(0.8 * n)
     sizes = {"exc": n_exc, "inh": n - n_exc}

@@ -81,8 +81,9 @@ def build(n_exc: int, seed: int) -> Network:
     net.add_population(Population("inh", n_exc, inh, {"v": -100 * mV}))
     pre, post = conn.all_to_all(784, n_exc)
     net.add_projection(
-        Projection.from_pairs("input_exc", "input", "exc", 784, n_exc, pre, post,
-                              conn.uniform_weights(pre.size, 0.0, 0.3, rng))  # fmt: skip
+        Projection.from_pairs(
+            "input_exc", "input", "exc", 784, n_exc, pre, post, conn.uniform_weights(pre.size, 0.0, 0.3, rng)
+        )  # fmt: skip
     )
     idx = np.arange(n_exc, dtype=np.int64)
     net.add_projection(
@@ -90,8 +91,9 @@ def build(n_exc: int, seed: int) -> Network:
     )
     pre, post = conn.all_to_all(n_exc, n_exc, autapses=False)
     net.add_projection(
-        Projection.from_pairs("inh_exc", "inh", "exc", n_exc, n_exc, pre, post,
-                              conn.constant_weights(pre.size, 17.0), channel=Channel.INH)  # fmt: skip
+        Projection.from_pairs(
+            "inh_exc", "inh", "exc", n_exc, n_exc, pre, post, conn.constant_weights(pre.size, 17.0), channel=Channel.INH
+        )  # fmt: skip
     )
     return net
 

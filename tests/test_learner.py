@@ -125,3 +125,26 @@ def test_scale_shrinks_the_change() -> None:
             learner.step(pre, post)
         changes.append(proj.synapse_weights() - before)
     torch.testing.assert_close(changes[1], 0.25 * changes[0], rtol=1e-3, atol=2e-8)  # float32 weights ~0.05
+
+
+def test_learner_applies_the_ewc_pull_towards_the_anchor() -> None:
+    from neurosim.learning.ewc import EWCConfig, EWCRegulariser
+
+    net = _network()
+    proj = net.projections["ff"]
+    anchor = torch.full((proj.n_synapses,), 0.05)
+    reg = EWCRegulariser(EWCConfig(lambda_=1.0, pull_rate=0.1))
+    fisher = torch.ones(proj.n_synapses)
+    fisher[::2] = 0.0  # half the synapses are unimportant: they must not be pulled
+    reg.consolidate("a", {"ff.weight": anchor}, {"ff.weight": fisher})
+    learner = STDPOnlineLearner(proj, PairSTDP(w_max=0.1, a_plus=0.0, a_minus=0.0), dt=1e-4)
+    learner.regulariser = reg
+    before = proj.synapse_weights().clone()
+    silent = torch.zeros((1, 50), dtype=torch.bool), torch.zeros((1, 4), dtype=torch.bool)
+    for _ in range(20):
+        learner.step(*silent)
+    after = proj.synapse_weights()
+    torch.testing.assert_close(after[::2], before[::2])
+    expected = 0.05 + (before[1::2] - 0.05) * 0.9**20  # each step removes 10% of the distance
+    torch.testing.assert_close(after[1::2], expected, rtol=1e-4, atol=1e-6)
+    assert learner.compiled_form(Simulation(net)) is None  # a regulariser needs the torch path
