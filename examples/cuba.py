@@ -69,7 +69,7 @@ def main() -> None:
     total = sum(stats.spikes[name] for name in monitors)
     print(f"{args.duration} s simulated in {stats.wall_s:.2f} s; mean rate {total / 4000 / args.duration:.2f} Hz")
     out = prepare_output_dir(args.out, overwrite=True)
-    plot_raster(out / "raster.png", monitors, {"exc": 3200, "inh": 800}, sim.t)
+    plot_raster(out / "raster.png", {k: m.trains() for k, m in monitors.items()}, {"exc": 3200, "inh": 800}, sim.t)
     print(f"raster in {out / 'raster.png'}")
 
 

@@ -54,10 +54,24 @@ def main() -> None:
 @click.option("--batch", type=int, default=None, help="Independent instances (overrides run.batch).")
 @click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty output directory.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--backend",
+    type=click.Choice(["neurosim", "brian2"]),
+    default="neurosim",
+    show_default=True,
+    help="Simulate with neurosim's engine or with Brian2.",
+)
+@click.option(
+    "--brian2-target",
+    type=click.Choice(["cython", "numpy"]),
+    default="cython",
+    show_default=True,
+    help="Brian2 code generation target (Cython code is compiled once and cached).",
+)
 def run(config: Path, out: Path | None, duration: float | None, seed: int | None, device: str | None,
-        batch: int | None, overwrite: bool, quiet: bool) -> None:  # fmt: skip
+        batch: int | None, overwrite: bool, quiet: bool, backend: str, brian2_target: str) -> None:  # fmt: skip
     """Run CONFIG and write config.json, spikes.npz, summary.json and raster.png to --out."""
-    from neurosim.runner import run_simulation
+    from neurosim.runner import RunBackend, run_simulation
 
     cfg = _load(config)
     try:
@@ -68,7 +82,9 @@ def run(config: Path, out: Path | None, duration: float | None, seed: int | None
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{config.stem}-{stamp}"
     try:
-        summary = run_simulation(cfg, out, overwrite=overwrite, progress=not quiet)
+        summary = run_simulation(
+            cfg, out, overwrite=overwrite, progress=not quiet, backend=RunBackend(backend), brian2_target=brian2_target
+        )
     except (OutputExistsError, ValueError) as err:
         raise click.ClickException(str(err)) from None
     rates = ", ".join(f"{k} {v['rate_hz']:.2f} Hz" for k, v in summary["populations"].items())

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from neurosim.sim.monitors import SpikeMonitor
+from neurosim.sim.monitors import SpikeTrains
 
 
 class OutputExistsError(FileExistsError):
@@ -39,13 +39,13 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def write_spikes(path: Path, monitors: Mapping[str, SpikeMonitor]) -> None:
+def write_spikes(path: Path, spikes: Mapping[str, SpikeTrains]) -> None:
     """``{name}_times`` (s, float64), ``{name}_indices`` and ``{name}_instances`` per source."""
     arrays: dict[str, np.ndarray] = {}
-    for name, mon in monitors.items():
-        arrays[f"{name}_times"] = mon.times
-        arrays[f"{name}_indices"] = mon.indices.astype(np.int64)
-        arrays[f"{name}_instances"] = mon.instances.astype(np.int64)
+    for name, trains in spikes.items():
+        arrays[f"{name}_times"] = trains.times.astype(np.float64)
+        arrays[f"{name}_indices"] = trains.indices.astype(np.int64)
+        arrays[f"{name}_instances"] = trains.instances.astype(np.int64)
     write_arrays(path, arrays)
 
 
@@ -61,7 +61,7 @@ def write_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
 
 def plot_raster(
     path: Path,
-    monitors: Mapping[str, SpikeMonitor],
+    spikes: Mapping[str, SpikeTrains],
     sizes: Mapping[str, int],
     duration: float,
     *,
@@ -73,19 +73,19 @@ def plot_raster(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(monitors)
+    names = list(spikes)
     heights = [max(1.0, math.log10(max(sizes[n], 10))) for n in names]
     fig, axes = plt.subplots(len(names), 1, sharex=True, figsize=(10, 1.5 + 1.6 * sum(heights)),
                              gridspec_kw={"height_ratios": heights}, squeeze=False)  # fmt: skip
     for ax, name in zip(axes[:, 0], names, strict=True):
-        mon = monitors[name]
-        sel = mon.instances == 0
-        times, idx = mon.times[sel], mon.indices[sel]
+        trains = spikes[name]
+        sel = trains.instances == 0
+        times, idx = trains.times[sel], trains.indices[sel]
         if times.size > max_points:
             keep = np.random.default_rng(0).choice(times.size, max_points, replace=False)
             times, idx = times[keep], idx[keep]
         ax.scatter(times, idx, s=0.5, marker=".", color="k", linewidths=0, rasterized=True)
-        rate = mon.count / max(sizes[name] * duration, 1e-12) if duration > 0 else 0.0
+        rate = trains.times.size / max(sizes[name] * duration, 1e-12) if duration > 0 else 0.0
         ax.set_ylabel(f"{name}\nneuron")
         ax.set_ylim(-0.5, sizes[name] - 0.5)
         ax.set_title(f"{name}: {sizes[name]} neurons, {rate:.2f} Hz mean (all instances)", fontsize=9, loc="left")

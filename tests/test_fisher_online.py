@@ -180,8 +180,17 @@ async def test_gradient_keys_and_shapes_are_checked() -> None:
         await acc.update(_grads(1.0, n=5))
 
 
-@pytest.mark.parametrize("bad", [{"alpha": 0.0}, {"alpha": 1.5}, {"min_samples": 0}, {"snapshot_every": -1},
-                                 {"max_staleness_steps": 2.5}])  # fmt: skip
+BAD_CONFIGS = [
+    {"alpha": 0.0},
+    {"alpha": 1.5},
+    {"min_samples": 0},
+    {"snapshot_every": -1},
+    {"max_staleness_steps": 2.5},
+    {"snapshot_every": 100, "max_staleness_steps": 50},
+]
+
+
+@pytest.mark.parametrize("bad", BAD_CONFIGS)
 def test_config_is_validated(bad: dict) -> None:
     with pytest.raises(ValueError, match="FisherAccumulatorConfig"):
         FisherAccumulatorConfig(**bad)
@@ -228,7 +237,7 @@ async def test_online_estimate_converges_to_the_full_batch_fisher() -> None:
         return torch.log_softmax(inputs @ weight.T, dim=-1)
 
     full = estimate_fisher({"weight": weight}, log_prob, [(x, y)], kind=FisherKind.EMPIRICAL)["weight"]
-    acc, _ = _acc(alpha=0.002, min_samples=10_000, snapshot_every=10_000)
+    acc, _ = _acc(alpha=0.002, min_samples=10_000, snapshot_every=10_000, max_staleness_steps=10_000)
     rng = np.random.default_rng(1)
     for n in rng.integers(0, 400, 8000):
         (g,) = torch.autograd.grad(log_prob(x[n : n + 1])[0, y[n]], weight)

@@ -70,6 +70,11 @@ class FisherAccumulatorConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"FisherAccumulatorConfig.{name} must be a positive integer, got {value!r}")
+        if self.max_staleness_steps < self.snapshot_every:
+            raise ValueError(
+                f"FisherAccumulatorConfig.max_staleness_steps ({self.max_staleness_steps}) must be >= "
+                f"snapshot_every ({self.snapshot_every}), or every interval would count as stale"
+            )
         self.non_finite = NonFinitePolicy(self.non_finite)
 
 

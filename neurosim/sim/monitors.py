@@ -43,6 +43,14 @@ class SpikeChunk(NamedTuple):
         return SpikeChunk(z, z.copy(), z.copy())
 
 
+class SpikeTrains(NamedTuple):
+    """Recorded spikes: times (s), neuron indices and instance of each spike."""
+
+    times: npt.NDArray[np.float64]
+    indices: Int64Array
+    instances: Int64Array
+
+
 @dataclass(frozen=True)
 class ChunkResult:
     """What one chunk of steps produced: spikes per source (populations and inputs)."""
@@ -202,6 +210,10 @@ class SpikeMonitor(Monitor):
     @property
     def instances(self) -> Int64Array:
         return self._merged().instances
+
+    def trains(self) -> SpikeTrains:
+        data = self._merged()
+        return SpikeTrains((data.steps * self.dt).astype(np.float64), data.indices, data.instances)
 
     def spike_trains(self, instance: int = 0) -> dict[int, npt.NDArray[np.float64]]:
         """Spike times (s) per neuron index for one instance."""
