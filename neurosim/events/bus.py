@@ -1,0 +1,88 @@
+"""In-process async publish/subscribe with bounded queues.
+
+Publishing never waits: every subscriber has its own bounded queue, and when a slow
+subscriber's queue is full the event is dropped for that subscriber only and counted
+(``Subscription.dropped``, ``EventBus.dropped``). The simulation is never blocked by a
+reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Subscription(Generic[T]):
+    """One subscriber's bounded queue; iterate with ``async for`` or call ``get()``."""
+
+    def __init__(self, bus: EventBus[T], maxsize: int) -> None:
+        self._bus = bus
+        self._queue: asyncio.Queue[T] = asyncio.Queue(maxsize=maxsize)
+        self.dropped = 0
+        self.closed = False
+
+    def _offer(self, event: T) -> bool:
+        try:
+            self._queue.put_nowait(event)
+            return True
+        except asyncio.QueueFull:
+            self.dropped += 1
+            return False
+
+    async def get(self) -> T:
+        return await self._queue.get()
+
+    def get_nowait(self) -> T:
+        return self._queue.get_nowait()
+
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def close(self) -> None:
+        self.closed = True
+        self._bus._unsubscribe(self)
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[T]:
+        while not self.closed:
+            yield await self._queue.get()
+
+
+class EventBus(Generic[T]):
+    """Fan-out of events to subscribers, each with a bounded queue (default 1024)."""
+
+    def __init__(self, default_maxsize: int = 1024) -> None:
+        if default_maxsize < 1:
+            raise ValueError(f"default_maxsize must be >= 1, got {default_maxsize}")
+        self.default_maxsize = default_maxsize
+        self._subscribers: list[Subscription[T]] = []
+        self.published = 0
+        self.dropped = 0
+
+    def subscribe(self, maxsize: int | None = None) -> Subscription[T]:
+        size = self.default_maxsize if maxsize is None else maxsize
+        if size < 1:
+            raise ValueError(f"maxsize must be >= 1, got {size}")
+        sub: Subscription[T] = Subscription(self, size)
+        self._subscribers.append(sub)
+        return sub
+
+    def _unsubscribe(self, sub: Subscription[T]) -> None:
+        if sub in self._subscribers:
+            self._subscribers.remove(sub)
+
+    def publish(self, event: T) -> None:
+        """Hand ``event`` to every subscriber without waiting; full queues drop and count it."""
+        self.published += 1
+        for sub in list(self._subscribers):
+            if not sub._offer(event):
+                self.dropped += 1
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
