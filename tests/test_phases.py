@@ -84,7 +84,7 @@ async def test_failing_exit_listener_abandons_the_transition() -> None:
         raise OSError("disk gone")
 
     machine.on_exit(Phase.WAKE, broken)
-    with pytest.raises(ListenerError, match="exit listener .*broken of wake failed: disk gone"):
+    with pytest.raises(ListenerError, match=r"exit listener .*broken of wake failed: disk gone"):
         await machine.transition(Phase.SLEEP)
     assert machine.phase is Phase.WAKE and len(machine.history) == 1
 
@@ -96,7 +96,7 @@ async def test_failing_enter_listener_leaves_the_new_phase_entered() -> None:
         raise RuntimeError("boom")
 
     machine.on_enter(Phase.SLEEP, broken)
-    with pytest.raises(ListenerError, match="enter listener .* of sleep failed: boom") as info:
+    with pytest.raises(ListenerError, match=r"enter listener .* of sleep failed: boom") as info:
         await machine.transition(Phase.SLEEP)
     assert isinstance(info.value.__cause__, RuntimeError)
     assert machine.phase is Phase.SLEEP and machine.history[-1].phase is Phase.SLEEP
