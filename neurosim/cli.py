@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from neurosim.config import ConfigError, SimulationConfig, load_config
+from neurosim.config import ConfigError, ContinualConfig, SimulationConfig, load_any_config, load_config
 from neurosim.outputs import OutputExistsError
 
 
@@ -30,6 +30,35 @@ def _load(path: Path) -> SimulationConfig:
         return load_config(path)
     except ConfigError as err:
         raise click.ClickException(f"invalid config {path}:\n{err}") from None
+
+
+def _load_any(path: Path) -> SimulationConfig | ContinualConfig:
+    try:
+        return load_any_config(path)
+    except ConfigError as err:
+        raise click.ClickException(f"invalid config {path}:\n{err}") from None
+
+
+def _run_continual(cfg: ContinualConfig, out: Path, *, overwrite: bool, quiet: bool, seed: int | None) -> None:
+    from neurosim.outputs import prepare_output_dir, write_json
+    from neurosim.phases.schedule import run_experiment
+
+    if seed is not None:
+        cfg = cfg.model_copy(update={"seed": seed})
+    try:
+        out_dir = prepare_output_dir(out, overwrite=overwrite)
+    except OutputExistsError as err:
+        raise click.ClickException(str(err)) from None
+    write_json(out_dir / "config.json", cfg.model_dump(mode="json", by_alias=True))
+    results = run_experiment(cfg, out_dir, progress=not quiet)
+    rows = results["accuracy_matrix"]
+    final = ", ".join("-" if a is None else f"{a:.2f}" for a in rows[-1]) if rows else ""
+    click.echo(
+        f"{results['scenario']}-incremental: average accuracy {results['average_accuracy']:.3f}, "
+        f"BWT {results['bwt']:+.3f} (after the last task: {final}); task-incremental average "
+        f"{results['average_accuracy_task_incremental']:.3f}"
+    )
+    click.echo(f"simulated {results['simulated_s']:.1f} s in {results['wall_s']:.0f} s wall; outputs in {out_dir}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -73,14 +102,17 @@ def run(config: Path, out: Path | None, duration: float | None, seed: int | None
     """Run CONFIG and write config.json, spikes.npz, summary.json and raster.png to --out."""
     from neurosim.runner import RunBackend, run_simulation
 
-    cfg = _load(config)
-    try:
-        cfg = _overridden(cfg, duration=duration, seed=seed, device=device, batch=batch)
-    except ConfigError as err:
-        raise click.ClickException(f"invalid option:\n{err}") from None
+    loaded = _load_any(config)
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{config.stem}-{stamp}"
+    if isinstance(loaded, ContinualConfig):
+        _run_continual(loaded, out, overwrite=overwrite, quiet=quiet, seed=seed)
+        return
+    try:
+        cfg = _overridden(loaded, duration=duration, seed=seed, device=device, batch=batch)
+    except ConfigError as err:
+        raise click.ClickException(f"invalid option:\n{err}") from None
     try:
         summary = run_simulation(
             cfg, out, overwrite=overwrite, progress=not quiet, backend=RunBackend(backend), brian2_target=brian2_target
@@ -97,7 +129,12 @@ def run(config: Path, out: Path | None, duration: float | None, seed: int | None
 @click.option("--json", "as_json", is_flag=True, help="Print the resolved config as JSON.")
 def validate(config: Path, as_json: bool) -> None:
     """Check CONFIG without running it: exit 0 if valid, else print every problem and exit 1."""
-    cfg = _load(config)
+    cfg = _load_any(config)
+    if isinstance(cfg, ContinualConfig):
+        click.echo(json.dumps(cfg.model_dump(mode="json", by_alias=True), indent=2) if as_json else
+                   f"{config}: valid (continual experiment, {cfg.data.n_tasks} tasks, {cfg.scenario}-incremental, "
+                   f"{len(cfg.resolved_schedule())} phase blocks)")  # fmt: skip
+        return
     if as_json:
         click.echo(json.dumps(cfg.model_dump(mode="json"), indent=2))
     else:

@@ -473,3 +473,132 @@ def load_config(path: str | Path) -> SimulationConfig:
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{p}: not valid TOML: {err}") from None
     return parse_config(data)
+
+
+# --------------------------------------------------------------------------- continual-learning experiments
+class ContinualDataConfig(_Strict):
+    dataset: Literal["digits", "mnist-subset"] = "digits"
+    n_tasks: PositiveInt = 5
+    classes_per_task: PositiveInt = 2
+    train_per_task: PositiveInt = 150  # training images shown per task
+    test_per_task: PositiveInt = 40  # test images per task at every WAKE evaluation
+    max_rate: PositiveFloat = 120.0  # Hz for a pixel of intensity 1
+    present: PositiveFloat = 0.06  # s per image
+    rest: NonNegativeFloat = 0.02  # s of silence after each image
+
+
+class ContinualNetworkConfig(_Strict):
+    """Diehl & Cook (2015)-style layer: input -> excitatory (adaptive thresholds, plastic),
+    excitatory -> inhibitory one-to-one, inhibitory -> all other excitatory neurons."""
+
+    n_hidden: PositiveInt = 100
+    w_init_max: PositiveFloat = 0.3
+    exc_to_inh: PositiveFloat = 10.4
+    inh_to_exc: PositiveFloat = 17.0
+    weight_sum: PositiveFloat | None = None  # input weights per neuron after each image; default 78 sqrt(n_in / 784)
+    theta_init: NonNegativeFloat = 20e-3  # V
+    theta_plus: NonNegativeFloat = 0.05e-3  # V
+
+
+class ContinualFisherConfig(_Strict):
+    alpha: float = Field(0.01, gt=0, le=1)
+    min_samples: PositiveInt = 10
+    snapshot_every: PositiveInt = 2000
+    max_staleness_steps: PositiveInt = 10000
+
+
+class ContinualEWCConfig(_Strict):
+    enabled: bool = True
+    lambda_: NonNegativeFloat = Field(1.0, alias="lambda")
+    mode: Literal["separate", "online"] = "online"
+    gamma: float = Field(1.0, ge=0, le=1)
+    online_fisher: bool = True
+    pull_rate: NonNegativeFloat = 1e-3
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ContinualSleepConfig(_Strict):
+    enabled: bool = True
+    duration: PositiveFloat = 0.5
+    rate_scale: PositiveFloat = 1.0
+    threshold_scale: PositiveFloat = 1.5
+    inc: NonNegativeFloat = 1e-3
+    dec: NonNegativeFloat = 2e-4
+    window: PositiveFloat = 10e-3
+    fisher_protection: NonNegativeFloat = 10.0
+    downscale: float = Field(1.0, gt=0, le=1)
+
+
+class ScheduleBlock(_Strict):
+    phase: Literal["wake", "learning", "sleep"]
+    task: NonNegativeInt | None = None  # LEARNING: index of the task
+    duration: PositiveFloat | None = None  # SLEEP: seconds (default: sleep.duration)
+
+
+class ContinualConfig(_Strict):
+    """A continual-learning experiment: ``neurosim run`` recognises it by its ``[experiment]``."""
+
+    experiment: dict[str, str] = Field(default_factory=dict)  # name, description
+    scenario: Literal["class", "task"] = "class"
+    seed: NonNegativeInt = 0
+    dt: PositiveFloat = 5e-4
+    data: ContinualDataConfig = Field(default_factory=ContinualDataConfig)
+    network: ContinualNetworkConfig = Field(default_factory=ContinualNetworkConfig)
+    stdp: PairSTDPConfig = Field(
+        default_factory=lambda: PairSTDPConfig(kind="pair", a_plus=0.01, a_minus=1e-4, w_max=1.0)
+    )
+    fisher: ContinualFisherConfig = Field(default_factory=ContinualFisherConfig)
+    ewc: ContinualEWCConfig = Field(default_factory=ContinualEWCConfig)
+    sleep: ContinualSleepConfig = Field(default_factory=ContinualSleepConfig)
+    readout_beta: PositiveFloat = 0.2  # softmax temperature of the voting readout (per Hz)
+    schedule: Literal["auto"] | list[ScheduleBlock] = "auto"
+
+    @model_validator(mode="after")
+    def _schedule_is_valid(self) -> ContinualConfig:
+        from neurosim.phases.phase import ALLOWED_TRANSITIONS, Phase
+
+        problems = []
+        current = Phase.WAKE
+        for i, block in enumerate(self.resolved_schedule()):
+            target = Phase(block.phase)
+            if (current, target) not in ALLOWED_TRANSITIONS:
+                problems.append(f"schedule[{i}]: cannot go from {current.value} to {target.value}")
+            if target is Phase.LEARNING and (block.task is None or block.task >= self.data.n_tasks):
+                problems.append(f"schedule[{i}].task: a learning block needs a task in [0, {self.data.n_tasks})")
+            if target is Phase.SLEEP and not self.sleep.enabled:
+                problems.append(f"schedule[{i}]: a sleep block, but sleep.enabled is false")
+            current = target
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def resolved_schedule(self) -> list[ScheduleBlock]:
+        if self.schedule != "auto":
+            return list(self.schedule)
+        blocks = []
+        for task in range(self.data.n_tasks):
+            blocks.append(ScheduleBlock(phase="learning", task=task))
+            if self.sleep.enabled:
+                blocks.append(ScheduleBlock(phase="sleep"))
+            blocks.append(ScheduleBlock(phase="wake"))
+        return blocks
+
+
+def parse_continual(data: dict[str, Any]) -> ContinualConfig:
+    try:
+        return ContinualConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err)) from None
+
+
+def load_any_config(path: str | Path) -> SimulationConfig | ContinualConfig:
+    """A simulation config, or a continual-learning experiment (it has ``[experiment]``)."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"cannot read config {str(p)!r}: {err.strerror}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{p}: not valid TOML: {err}") from None
+    return parse_continual(data) if "experiment" in data else parse_config(data)

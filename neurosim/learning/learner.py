@@ -117,6 +117,15 @@ class STDPOnlineLearner:
         return self._enabled
 
     @property
+    def accumulator(self) -> GradientSink | None:
+        """Where each step's gradients go (set per task by an orchestrator), or None."""
+        return self._accumulator
+
+    @accumulator.setter
+    def accumulator(self, value: GradientSink | None) -> None:
+        self._accumulator = value
+
+    @property
     def parameter_name(self) -> str:
         return f"{self.projection.name}.weight"
 

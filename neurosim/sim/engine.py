@@ -125,6 +125,7 @@ class Simulation:
         dtype: torch.dtype = torch.float32,
         backend: Backend = Backend.AUTO,
         chunk_steps: int = 1000,
+        threads: int | None = 1,
     ) -> None:
         if not (math.isfinite(dt) and dt > 0):
             raise ValueError(f"dt must be a positive number of seconds, got {dt!r}")
@@ -136,6 +137,13 @@ class Simulation:
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {threads}")
+        # PyTorch's intra-op threads help large tensors, but on a step loop of small ops they
+        # cost more than they give (and stall when another process holds the other cores):
+        # runs use ``threads`` PyTorch threads (None: leave PyTorch's setting alone) and
+        # restore the previous setting afterwards.
+        self.threads = threads
         self.network = network
         self.dt = float(dt)
         self.batch = batch
@@ -234,6 +242,9 @@ class Simulation:
     def add_plasticity(self, learner: Plasticity) -> None:
         self.plasticity.append(learner)
 
+    def remove_plasticity(self, learner: Plasticity) -> None:
+        self.plasticity.remove(learner)
+
     def add_step_hook(self, hook: StepHook) -> None:
         self.step_hooks.append(hook)
 
@@ -292,6 +303,15 @@ class Simulation:
 
     def _iterate(self, n_steps: int, progress: bool) -> Generator[Awaitable[None] | None, None, None]:
         """The chunk loop. Yields hooks' awaitables, and ``None`` at every chunk boundary."""
+        previous_threads = torch.get_num_threads()
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        try:
+            yield from self._chunks(n_steps, progress)
+        finally:
+            torch.set_num_threads(previous_threads)
+
+    def _chunks(self, n_steps: int, progress: bool) -> Generator[Awaitable[None] | None, None, None]:
         wall0 = time.perf_counter()
         counts_before = dict(self.spike_counts)
         stats = RunStats(steps=n_steps, simulated_s=n_steps * self.dt, wall_s=0.0)

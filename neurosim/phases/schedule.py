@@ -1,0 +1,420 @@
+"""``Experiment``: a continual-learning run driven by the phase machine.
+
+The network is a Diehl & Cook (2015)-style layer: Poisson inputs (one per pixel) onto
+excitatory neurons with adaptive thresholds and lateral inhibition; the input weights learn
+with pair STDP and are normalised per neuron after every image. A voting readout (each
+neuron votes for the class it responds to most, from the training presentations so far)
+classifies; as a softmax over the classes' mean rates it also gives ``p(y|x)`` and the
+learning signal for the surrogate gradients.
+
+Phase semantics (``docs/phases.md``):
+
+- LEARNING(task): STDP on; each image's label starts a sample of the learner; the step's
+  surrogate gradients go into the task's ``FisherAccumulator``; the EWC pull of earlier
+  tasks is applied by the learner.
+- leaving LEARNING: EWC consolidation of the task (anchor = the weights now, Fisher = a
+  snapshot forced now);
+- SLEEP: ``force_snapshot()`` on every accumulator with pending steps, then replay
+  (``neurosim.learning.sleep``), protected by the Fisher of the tasks seen;
+- WAKE: plasticity and threshold adaptation off; every task seen so far is evaluated.
+
+``results.json`` is rewritten (atomically) after every evaluation, so a run that fails
+leaves what it measured so far readable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from tqdm.auto import tqdm
+
+import neurosim
+from neurosim.config import ContinualConfig
+from neurosim.datasets import Task, load_digits, load_mnist_subset, poisson_rates, split_tasks
+from neurosim.events.schema import PhaseEvent
+from neurosim.learning.ewc import EWCConfig, EWCMode, EWCRegulariser
+from neurosim.learning.fisher import DirectoryFisherStore, SnapshotReason
+from neurosim.learning.fisher_online import FisherAccumulator, FisherAccumulatorConfig
+from neurosim.learning.learner import STDPOnlineLearner
+from neurosim.learning.readout import LinearReadout
+from neurosim.learning.sleep import SleepConfig, SleepReplay
+from neurosim.learning.surrogate import Surrogate
+from neurosim.outputs import write_json
+from neurosim.phases.machine import PhaseMachine
+from neurosim.phases.phase import Phase
+from neurosim.sim import connectivity as conn
+from neurosim.sim.engine import Simulation
+from neurosim.sim.inputs import PoissonInput
+from neurosim.sim.monitors import ChunkResult, SpikeMonitor, SpikeTrains
+from neurosim.sim.network import Network, Population
+from neurosim.sim.neurons import AdaptiveLIF, ConductanceLIF
+from neurosim.sim.synapses import Channel, Projection
+
+mV, ms = 1e-3, 1e-3
+
+
+def build_network(cfg: ContinualConfig, n_inputs: int) -> Network:
+    rng = np.random.default_rng(cfg.seed)
+    n = cfg.network.n_hidden
+    net = Network()
+    net.add_input(PoissonInput("input", n_inputs, 0.0))
+    exc = AdaptiveLIF(
+        tau_m=100 * ms, v_rest=-65 * mV, v_reset=-65 * mV, v_threshold=-72 * mV, t_ref=5 * ms, tau_exc=1 * ms,
+        tau_inh=2 * ms, e_exc=0.0, e_inh=-100 * mV, tau_theta=1e4, theta_plus=cfg.network.theta_plus,
+    )  # fmt: skip
+    inh = ConductanceLIF(
+        tau_m=10 * ms, v_rest=-60 * mV, v_reset=-45 * mV, v_threshold=-40 * mV, t_ref=2 * ms, tau_exc=1 * ms,
+        tau_inh=2 * ms, e_exc=0.0, e_inh=-85 * mV,
+    )  # fmt: skip
+    net.add_population(Population("exc", n, exc, {"v": -65 * mV, "theta": cfg.network.theta_init}))
+    net.add_population(Population("inh", n, inh, {"v": -60 * mV}))
+    pre, post = conn.all_to_all(n_inputs, n)
+    w = conn.uniform_weights(pre.size, 0.0, cfg.network.w_init_max, rng)
+    net.add_projection(Projection.from_pairs("input_exc", "input", "exc", n_inputs, n, pre, post, w))
+    idx = np.arange(n, dtype=np.int64)
+    net.add_projection(
+        Projection.from_pairs("exc_inh", "exc", "inh", n, n, idx, idx, conn.constant_weights(n, cfg.network.exc_to_inh))
+    )
+    pre, post = conn.all_to_all(n, n, autapses=False)
+    net.add_projection(
+        Projection.from_pairs(
+            "inh_exc",
+            "inh",
+            "exc",
+            n,
+            n,
+            pre,
+            post,
+            conn.constant_weights(pre.size, cfg.network.inh_to_exc),
+            channel=Channel.INH,
+        )
+    )
+    return net
+
+
+def average_accuracy(matrix: list[list[float | None]]) -> float:
+    last = [a for a in matrix[-1] if a is not None] if matrix else []
+    return float(np.mean(last)) if last else float("nan")
+
+
+def backward_transfer(matrix: list[list[float | None]], learned_at: dict[int, int]) -> float:
+    """BWT (Lopez-Paz & Ranzato 2017): mean over the tasks learned before the last evaluation
+    of (accuracy at the last evaluation - accuracy at the evaluation right after learning it)."""
+    if len(matrix) < 2:
+        return float("nan")
+    final = matrix[-1]
+    deltas = []
+    for task, row in learned_at.items():
+        after, now = matrix[row][task], final[task]
+        if row < len(matrix) - 1 and after is not None and now is not None:
+            deltas.append(now - after)
+    return float(np.mean(deltas)) if deltas else float("nan")
+
+
+class Experiment:
+    """Builds everything from a ``ContinualConfig`` and runs its schedule."""
+
+    def __init__(self, cfg: ContinualConfig, out_dir: Path, *, progress: bool = True, run_id: str = "run") -> None:
+        self.cfg = cfg
+        self.out_dir = out_dir
+        self.progress = progress
+        data = load_digits() if cfg.data.dataset == "digits" else load_mnist_subset()
+        n_train = len(data) * 3 // 4
+        train, test = data.split(n_train, len(data) - n_train, seed=cfg.seed)
+        self.tasks: list[Task] = split_tasks(
+            train, test, classes_per_task=cfg.data.classes_per_task, n_tasks=cfg.data.n_tasks
+        )
+        self.n_classes = int(data.n_classes)
+        self.n_inputs = int(data.images.shape[1])
+        self.net = build_network(cfg, self.n_inputs)
+        self.sim = Simulation(self.net, dt=cfg.dt, seed=cfg.seed)
+        self.proj = self.net.projections["input_exc"]
+        n = cfg.network.n_hidden
+        self.weight_sum = cfg.network.weight_sum or 78.0 * (self.n_inputs / 784) ** 0.5
+        self._normalise()
+        self.readout = LinearReadout(n, self.n_classes)
+        self.learner = STDPOnlineLearner(
+            self.proj, cfg.stdp.to_rule(), dt=cfg.dt, surrogate=Surrogate(width=2 * mV), readout=self.readout
+        )
+        self.learner.attach(self.sim)
+        self.learner.enabled = False
+        self.store = DirectoryFisherStore(out_dir / "fisher", keep_last=3)
+        self.accumulators: dict[str, FisherAccumulator] = {}
+        e = cfg.ewc
+        self.ewc = (
+            EWCRegulariser(
+                EWCConfig(
+                    lambda_=e.lambda_,
+                    mode=EWCMode(e.mode),
+                    gamma=e.gamma,
+                    online_fisher=e.online_fisher,
+                    pull_rate=e.pull_rate,
+                ),
+                self.store,
+            )
+            if e.enabled
+            else None
+        )
+        s = cfg.sleep
+        self.sleep_cfg = SleepConfig(
+            duration=s.duration, rate_scale=s.rate_scale, threshold_scale=s.threshold_scale, inc=s.inc, dec=s.dec,
+            window=s.window, fisher_protection=s.fisher_protection, downscale=s.downscale,
+            w_min=cfg.stdp.w_min, w_max=cfg.stdp.w_max,
+        )  # fmt: skip
+        self._class_response = np.zeros((self.n_classes, n))
+        self._class_count = np.zeros(self.n_classes)
+        self._counts = np.zeros(n, dtype=np.int64)
+        self.sim.add_chunk_hook(self._count)
+        self.machine = PhaseMachine(run_id=run_id, sim_time=lambda: self.sim.t)
+        self.machine.on_exit(Phase.LEARNING, self._consolidate)
+        self.machine.on_enter(Phase.SLEEP, self._snapshot_for_sleep)
+        self.seen: list[int] = []
+        self.learned_at: dict[int, int] = {}  # task -> evaluation row right after it was learned
+        self.matrix: dict[str, list[list[float | None]]] = {"class": [], "task": []}
+        self.evaluation_times: list[float] = []
+        self.sleep_spikes: dict[str, SpikeTrains] = {}
+        self.sleep_window: tuple[float, float] | None = None
+        self.wall0 = time.perf_counter()
+
+    # ------------------------------------------------------------------ helpers
+    def _count(self, result: ChunkResult) -> None:
+        np.add.at(self._counts, result.spikes["exc"].indices, 1)
+
+    def _normalise(self) -> None:
+        w = self.proj.synapse_weights()
+        sums = torch.zeros(self.proj.n_post, dtype=w.dtype).index_add_(0, self.proj.post_index, w)
+        self.proj.set_synapse_weights(w * (self.weight_sum / sums.clamp_min(1e-12))[self.proj.post_index])
+
+    def _input(self) -> PoissonInput:
+        inp = self.net.inputs["input"]
+        if not isinstance(inp, PoissonInput):
+            raise TypeError("the input population must be a PoissonInput")
+        return inp
+
+    def _assignments(self, classes: list[int]) -> npt.NDArray[np.int64]:
+        """Each neuron's class among ``classes``, by mean training response; -1 if silent."""
+        means = self._class_response[classes] / np.maximum(self._class_count[classes], 1)[:, None]
+        assigned: npt.NDArray[np.int64] = np.asarray(classes, dtype=np.int64)[means.argmax(0)]
+        assigned[means.max(0) <= 0] = -1
+        return assigned
+
+    def _refresh_readout(self) -> None:
+        """The voting readout as a softmax: logit_c = beta * mean rate of class-c neurons."""
+        assigned = self._assignments(sorted({c for t in self.seen for c in self.tasks[t].classes}))
+        weight = torch.zeros_like(self.readout.weight)
+        for c in range(self.n_classes):
+            members = np.flatnonzero(assigned == c)
+            if members.size:
+                weight[c, torch.from_numpy(members)] = self.cfg.readout_beta / members.size
+        self.readout.weight = weight
+
+    async def _present(self, image: npt.NDArray[np.float32], label: int | None) -> npt.NDArray[np.int64]:
+        if label is not None:
+            self.learner.begin_sample(torch.tensor([label]))
+        d = self.cfg.data
+        counts = np.zeros_like(self._counts)
+        for boost in range(4):  # Diehl & Cook: brighter until the image drives 5 spikes
+            self._counts[:] = 0
+            self._input().set_rates(poisson_rates(image, d.max_rate * (1 + boost)))
+            await self.sim.run_async(d.present)
+            counts = self._counts.copy()
+            self._input().set_rates(0.0)
+            if d.rest > 0:
+                await self.sim.run_async(d.rest)
+            if counts.sum() >= 5:
+                break
+        return counts
+
+    # ------------------------------------------------------------------ phases
+    async def learn(self, task_index: int) -> None:
+        task = self.tasks[task_index]
+        if task_index not in self.seen:
+            self.seen.append(task_index)
+        acc = self.accumulators.get(task.task_id)
+        if acc is None:
+            f = self.cfg.fisher
+            acc = FisherAccumulator(
+                FisherAccumulatorConfig(alpha=f.alpha, min_samples=f.min_samples, snapshot_every=f.snapshot_every,
+                                        max_staleness_steps=f.max_staleness_steps),
+                self.store, task.task_id,
+            )  # fmt: skip
+            self.accumulators[task.task_id] = acc
+        self.learner.accumulator = acc
+        self.learner.regulariser = self.ewc if self.ewc is not None and self.ewc.anchors else None
+        self.learner.enabled = True
+        n = min(self.cfg.data.train_per_task, len(task.train))
+        order = np.random.default_rng(self.cfg.seed + 1000 * task_index).permutation(len(task.train))[:n]
+        for k, idx in enumerate(tqdm(order, desc=f"learning {task.task_id}", disable=not self.progress, leave=False)):
+            if k % 10 == 0:
+                self._refresh_readout()
+            label = int(task.train.labels[idx])
+            counts = await self._present(task.train.images[idx], label)
+            self._class_response[label] += counts
+            self._class_count[label] += 1
+            self._normalise()
+        self.learner.enabled = False
+        self.learner.accumulator = None
+
+    async def _consolidate(self, event: PhaseEvent) -> None:
+        """Leaving LEARNING: EWC consolidation of that task, with a Fisher snapshot forced now."""
+        task_id = event.task or ""
+        acc = self.accumulators.get(task_id)
+        if acc is None or acc.stats().steps == 0:
+            return
+        snapshot = await acc.force_snapshot(SnapshotReason.FORCED)
+        if self.ewc is not None:
+            params = {self.learner.parameter_name: self.proj.synapse_weights()}
+            self.ewc.consolidate(task_id, params, snapshot.arrays)
+
+    async def _snapshot_for_sleep(self, event: PhaseEvent) -> None:
+        for acc in self.accumulators.values():
+            if acc.pending_steps > 0:
+                await acc.force_snapshot(SnapshotReason.SLEEP)
+
+    def _total_fisher(self) -> torch.Tensor | None:
+        arrays = []
+        for task_id in self.accumulators:
+            try:
+                arrays.append(self.store.load(task_id).arrays[self.learner.parameter_name])
+            except KeyError:
+                continue
+        return torch.from_numpy(np.sum(arrays, axis=0)) if arrays else None
+
+    async def sleep(self, duration: float) -> None:
+        seen_images = np.concatenate([self.tasks[t].train.images for t in self.seen])
+        rates = poisson_rates(seen_images.mean(0), self.cfg.data.max_rate * self.sleep_cfg.rate_scale)
+        exc_params = self.net.populations["exc"].params
+        if not isinstance(exc_params, AdaptiveLIF):
+            raise TypeError("the excitatory population must be AdaptiveLIF")
+        sleepy = dataclasses.replace(
+            exc_params,
+            v_threshold=exc_params.v_rest
+            + self.sleep_cfg.threshold_scale * (exc_params.v_threshold - exc_params.v_rest),
+            theta_plus=0.0,
+        )
+        self.sim.set_population_params("exc", sleepy)
+        replay = SleepReplay(self.proj, self.sleep_cfg, fisher=self._total_fisher())
+        self.sim.add_plasticity(replay)
+        monitor = SpikeMonitor("exc", start=self.sim.t) if not self.sleep_spikes else None
+        if monitor is not None:
+            self.sim.add_monitor(monitor)
+        start = self.sim.t
+        self._input().set_rates(rates)
+        try:
+            await self.sim.run_async(duration)
+        finally:
+            self._input().set_rates(0.0)
+            self.sim.remove_plasticity(replay)
+            self.sim.set_population_params("exc", exc_params)
+            if monitor is not None:
+                self.sim.monitors.remove(monitor)
+                self.sleep_spikes = {"exc": monitor.trains()}
+                self.sleep_window = (start, self.sim.t)
+        replay.finish()
+        self._normalise()
+
+    async def evaluate(self) -> None:
+        exc_params = self.net.populations["exc"].params
+        if not isinstance(exc_params, AdaptiveLIF):
+            raise TypeError("the excitatory population must be AdaptiveLIF")
+        self.sim.set_population_params("exc", dataclasses.replace(exc_params, theta_plus=0.0))
+        seen_classes = sorted({c for t in self.seen for c in self.tasks[t].classes})
+        row_class: list[float | None] = [None] * len(self.tasks)
+        row_task: list[float | None] = [None] * len(self.tasks)
+        try:
+            for t in self.seen:
+                task = self.tasks[t]
+                n = min(self.cfg.data.test_per_task, len(task.test))
+                responses = np.stack([await self._present(task.test.images[i], None) for i in range(n)])
+                labels = task.test.labels[:n]
+                row_class[t] = self._vote_accuracy(responses, labels, seen_classes)
+                row_task[t] = self._vote_accuracy(responses, labels, list(task.classes))
+        finally:
+            self.sim.set_population_params("exc", exc_params)
+        for t in self.seen:
+            self.learned_at.setdefault(t, len(self.matrix["class"]))
+        self.matrix["class"].append(row_class)
+        self.matrix["task"].append(row_task)
+        self.evaluation_times.append(self.sim.t)
+        self.write_results("running")
+
+    def _vote_accuracy(
+        self, responses: npt.NDArray[np.int64], labels: npt.NDArray[np.int64], classes: list[int]
+    ) -> float:
+        assigned = self._assignments(classes)
+        scores = np.full((responses.shape[0], len(classes)), -1.0)
+        for k, c in enumerate(classes):
+            members = assigned == c
+            if members.any():
+                scores[:, k] = responses[:, members].mean(1)
+        predicted = np.asarray(classes)[scores.argmax(1)]
+        return float(np.mean(predicted == labels))
+
+    # ------------------------------------------------------------------ running and results
+    def results(self, status: str) -> dict[str, Any]:
+        primary = self.matrix[self.cfg.scenario]
+        return {
+            "status": status,
+            "neurosim_version": neurosim.__version__,
+            "scenario": self.cfg.scenario,
+            "tasks": [{"task_id": t.task_id, "classes": list(t.classes)} for t in self.tasks],
+            "accuracy_matrix": primary,
+            "average_accuracy": average_accuracy(primary),
+            "bwt": backward_transfer(primary, self.learned_at),
+            "accuracy_matrix_class_incremental": self.matrix["class"],
+            "accuracy_matrix_task_incremental": self.matrix["task"],
+            "average_accuracy_task_incremental": average_accuracy(self.matrix["task"]),
+            "bwt_task_incremental": backward_transfer(self.matrix["task"], self.learned_at),
+            "evaluation_times_s": self.evaluation_times,
+            "phase_history": [e.model_dump(mode="json") for e in self.machine.history],
+            "simulated_s": self.sim.t,
+            "wall_s": time.perf_counter() - self.wall0,
+            "consolidation": {"ewc": self.cfg.ewc.enabled, "sleep": self.cfg.sleep.enabled},
+        }
+
+    def write_results(self, status: str) -> None:
+        write_json(self.out_dir / "results.json", self.results(status))
+
+    async def run(self) -> dict[str, Any]:
+        await self.machine.start(reason="experiment start")
+        blocks = self.cfg.resolved_schedule()
+        try:
+            for block in tqdm(blocks, desc="schedule", disable=not self.progress, unit="phase"):
+                phase = Phase(block.phase)
+                task = self.tasks[block.task].task_id if block.task is not None else None
+                await self.machine.transition(phase, task=task, reason="schedule")
+                if phase is Phase.LEARNING and block.task is not None:
+                    await self.learn(block.task)
+                elif phase is Phase.SLEEP:
+                    await self.sleep(block.duration or self.sleep_cfg.duration)
+                else:
+                    await self.evaluate()
+        except BaseException as err:
+            results = self.results("failed")
+            results["error"] = f"{type(err).__name__}: {err}"
+            write_json(self.out_dir / "results.json", results)
+            raise
+        finally:
+            for acc in self.accumulators.values():
+                acc.close()
+        self.write_results("completed")
+        return self.results("completed")
+
+
+def run_experiment(cfg: ContinualConfig, out_dir: Path, *, progress: bool = True) -> dict[str, Any]:
+    """Run the experiment in a fresh event loop; writes results.json and the plots."""
+    from neurosim.phases.report import plot_experiment
+
+    experiment = Experiment(cfg, out_dir, progress=progress)
+    try:
+        results = asyncio.run(experiment.run())
+    finally:
+        plot_experiment(out_dir, experiment)
+    return results

@@ -1,0 +1,108 @@
+"""The continual-learning Experiment: phases end to end, boundaries, failures, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from neurosim.config import ConfigError, parse_continual
+from neurosim.learning.fisher import SnapshotReason
+from neurosim.phases import ListenerError, Phase
+from neurosim.phases.schedule import Experiment, average_accuracy, backward_transfer, run_experiment
+
+
+def _tiny(**changes: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "experiment": {"name": "tiny"},
+        "seed": 1,
+        "data": {"n_tasks": 2, "train_per_task": 6, "test_per_task": 4, "present": 0.04, "rest": 0.01},
+        "network": {"n_hidden": 20},
+        "stdp": {"kind": "pair", "a_plus": 0.01, "a_minus": 1e-4, "w_max": 1.0},
+        "fisher": {"snapshot_every": 2000, "max_staleness_steps": 10000},
+        "sleep": {"duration": 0.05},
+    }
+    data.update(changes)
+    return data
+
+
+def test_small_experiment_runs_every_phase_and_writes_results(tmp_path: Path) -> None:
+    results = run_experiment(parse_continual(_tiny()), tmp_path, progress=False)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["status"] == "completed" and saved["average_accuracy"] == results["average_accuracy"]
+    phases = [(e["phase"], e["task"]) for e in saved["phase_history"]]
+    assert phases == [("wake", None), ("learning", "split-01"), ("sleep", "split-01"), ("wake", "split-01"),
+                      ("learning", "split-23"), ("sleep", "split-23"), ("wake", "split-23")]  # fmt: skip
+    matrix = saved["accuracy_matrix"]
+    assert len(matrix) == 2 and matrix[0][1] is None and all(0.0 <= a <= 1.0 for a in matrix[1])
+    assert saved["bwt"] == pytest.approx(matrix[1][0] - matrix[0][0])
+    assert np.isfinite(saved["average_accuracy_task_incremental"])
+    for plot in ("accuracy.png", "phases.png", "sleep_raster.png"):
+        assert (tmp_path / plot).stat().st_size > 5_000
+    assert sorted(p.name for p in (tmp_path / "fisher").iterdir()) == ["split-01", "split-23"]
+
+
+def test_leaving_learning_consolidates_exactly_that_task(tmp_path: Path) -> None:
+    cfg = parse_continual(_tiny(schedule=[{"phase": "learning", "task": 0}, {"phase": "wake"}]))
+    exp = Experiment(cfg, tmp_path, progress=False)
+    asyncio.run(exp.run())
+    assert exp.ewc is not None and exp.ewc.tasks == ["split-01"]
+    snapshot = exp.store.load("split-01")
+    assert getattr(snapshot, "reason", None) is SnapshotReason.FORCED
+    name = exp.learner.parameter_name
+    np.testing.assert_allclose(exp.ewc.anchors["online"].fisher[name].numpy(), snapshot.arrays[name], rtol=1e-6)
+
+
+def test_entering_sleep_snapshots_each_accumulator_with_pending_steps_once(tmp_path: Path) -> None:
+    cfg = parse_continual(_tiny())
+    exp = Experiment(cfg, tmp_path, progress=False)
+
+    async def scenario() -> None:
+        await exp.machine.start()
+        await exp.machine.transition(Phase.LEARNING, task="split-01")
+        await exp.learn(0)
+        await exp.machine.transition(Phase.WAKE)  # consolidation: nothing pending afterwards
+        acc = exp.accumulators["split-01"]
+        for _ in range(3):  # a learner kept feeding it after the boundary
+            await acc.update({exp.learner.parameter_name: np.ones(exp.proj.n_synapses, np.float32)})
+        latest = exp.store.versions("split-01")[-1]
+        await exp.machine.transition(Phase.SLEEP)
+        assert exp.store.versions("split-01")[-1] == latest + 1
+        assert getattr(exp.store.load("split-01"), "reason", None) is SnapshotReason.SLEEP
+        assert acc.pending_steps == 0
+        await exp.machine.transition(Phase.WAKE)
+        await exp.machine.transition(Phase.SLEEP)  # nothing pending now: no new snapshot
+        assert exp.store.versions("split-01")[-1] == latest + 1
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_listener_stops_the_run_and_keeps_the_results(tmp_path: Path) -> None:
+    exp = Experiment(parse_continual(_tiny()), tmp_path, progress=False)
+
+    async def broken(event) -> None:
+        raise RuntimeError("replay hardware unplugged")
+
+    exp.machine.on_enter(Phase.SLEEP, broken)
+    with pytest.raises(ListenerError, match="replay hardware unplugged"):
+        asyncio.run(exp.run())
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["status"] == "failed" and "replay hardware unplugged" in saved["error"]
+    assert [e["phase"] for e in saved["phase_history"]] == ["wake", "learning", "sleep"]
+
+
+def test_metrics_of_an_accuracy_matrix() -> None:
+    matrix: list[list[float | None]] = [[0.9, None, None], [0.7, 0.8, None], [0.5, 0.6, 1.0]]
+    assert average_accuracy(matrix) == pytest.approx(0.7)
+    assert backward_transfer(matrix, {0: 0, 1: 1, 2: 2}) == pytest.approx(((0.5 - 0.9) + (0.6 - 0.8)) / 2)
+
+
+def test_schedules_outside_the_transition_graph_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"schedule\[1\]: cannot go from sleep to learning"):
+        parse_continual(_tiny(schedule=[{"phase": "sleep"}, {"phase": "learning", "task": 0}]))
+    with pytest.raises(ConfigError, match=r"schedule\[0\].task"):
+        parse_continual(_tiny(schedule=[{"phase": "learning", "task": 7}]))
