@@ -49,3 +49,21 @@ def test_bad_override_is_refused_before_running(tmp_path: Path) -> None:
     )
     assert res.exit_code == 1 and "run.duration" in res.output
     assert not (tmp_path / "o").exists()
+
+
+def test_run_recognises_a_continual_experiment(tmp_path: Path) -> None:
+    config = tmp_path / "tiny.toml"
+    config.write_text(
+        "seed = 2\n[experiment]\nname = 'tiny'\n"
+        "[data]\nn_tasks = 2\ntrain_per_task = 4\ntest_per_task = 3\npresent = 0.03\nrest = 0.01\n"
+        "[network]\nn_hidden = 12\n[stdp]\nkind = 'pair'\na_plus = 0.01\na_minus = 1e-4\nw_max = 1.0\n"
+        "[sleep]\nenabled = false\n"
+    )
+    runner = CliRunner()
+    assert runner.invoke(main, ["validate", str(config)]).output.strip().endswith("4 phase blocks)")
+    result = runner.invoke(main, ["run", str(config), "--out", str(tmp_path / "out"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "class-incremental: average accuracy" in result.output
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["status"] == "completed" and saved["consolidation"] == {"ewc": True, "sleep": False}
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["ewc"]["lambda"] == 1.0
