@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from neurosim.config import ConfigError, ContinualConfig, SimulationConfig, load_any_config, load_config
+from neurosim.config import ConfigError, ContinualConfig, SimulationConfig, load_any_config
 from neurosim.outputs import OutputExistsError
 
 
@@ -23,13 +23,6 @@ def _overridden(cfg: SimulationConfig, **run_overrides: Any) -> SimulationConfig
     from neurosim.config import parse_config
 
     return parse_config(data)
-
-
-def _load(path: Path) -> SimulationConfig:
-    try:
-        return load_config(path)
-    except ConfigError as err:
-        raise click.ClickException(f"invalid config {path}:\n{err}") from None
 
 
 def _load_any(path: Path) -> SimulationConfig | ContinualConfig:
