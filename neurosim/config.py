@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from neurosim.learning.sleep import SleepConfig
 from neurosim.learning.stdp import PairSTDP, TraceMode, TripletSTDP, WeightDependence
 from neurosim.sim.engine import Backend
 from neurosim.sim.neurons import AdaptiveLIF, ConductanceLIF, CurrentLIF, NeuronParams
@@ -518,16 +519,10 @@ class ContinualEWCConfig(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-class ContinualSleepConfig(_Strict):
+class ContinualSleepConfig(SleepConfig):
+    """``SleepConfig`` plus whether the schedule sleeps at all."""
+
     enabled: bool = True
-    duration: PositiveFloat = 0.5
-    rate_scale: PositiveFloat = 1.0
-    threshold_scale: PositiveFloat = 1.5
-    inc: NonNegativeFloat = 1e-3
-    dec: NonNegativeFloat = 2e-4
-    window: PositiveFloat = 10e-3
-    fisher_protection: NonNegativeFloat = 10.0
-    downscale: float = Field(1.0, gt=0, le=1)
 
 
 class ScheduleBlock(_Strict):

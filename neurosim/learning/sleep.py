@@ -51,8 +51,6 @@ class SleepConfig(BaseModel):
     window: float = Field(10e-3, gt=0)  # s: "pre fired before the post spike"
     fisher_protection: float = Field(10.0, ge=0)  # 0: no protection
     downscale: float = Field(1.0, gt=0, le=1.0)  # multiply weights at the end of sleep; 1: off
-    w_min: float = 0.0
-    w_max: float = 1.0
 
 
 @torch.no_grad()
@@ -65,14 +63,16 @@ def sleep_update(
     post_index: Tensor,
     protection: Tensor,
     cfg: SleepConfig,
+    bounds: tuple[float, float],
 ) -> Tensor:
-    """One step of the spike-triggered sleep rule (batch mean), weights in synapse order.
+    """One step of the spike-triggered sleep rule (batch mean), weights in synapse order,
+    clipped to the plastic rule's ``bounds``.
 
     ``last_pre_spike`` ``(batch, n_pre)`` holds each pre neuron's last spike time (s)."""
     fired = post_spikes.to(w.dtype)[:, post_index]  # (batch, n_syn)
     causal = (now - last_pre_spike[:, pre_index] <= cfg.window).to(w.dtype)
     change = fired * (cfg.inc * causal - cfg.dec * protection * (1.0 - causal))
-    return torch.clamp(w + change.mean(0), cfg.w_min, cfg.w_max)
+    return torch.clamp(w + change.mean(0), *bounds)
 
 
 def fisher_protection(fisher: Tensor | None, strength: float) -> Tensor | None:
@@ -89,10 +89,18 @@ class SleepReplay:
     """The sleep rule on one projection, as a learner in the engine's plasticity slot."""
 
     def __init__(
-        self, projection: Projection, cfg: SleepConfig, *, batch: int = 1, fisher: Tensor | None = None
+        self,
+        projection: Projection,
+        cfg: SleepConfig,
+        *,
+        bounds: tuple[float, float] = (0.0, 1.0),
+        batch: int = 1,
+        fisher: Tensor | None = None,
     ) -> None:
+        """``bounds``: the weight range of the projection's own plasticity rule."""
         self.projection = projection
         self.cfg = cfg
+        self.bounds = bounds
         w = projection.synapse_weights()
         self._last_pre = torch.full((batch, projection.n_pre), -math.inf, dtype=w.dtype, device=w.device)
         protection = fisher_protection(fisher, cfg.fisher_protection)
@@ -108,7 +116,9 @@ class SleepReplay:
             w = self.projection.synapse_weights()
             p = self.projection
             self.projection.set_synapse_weights(
-                sleep_update(w, self._last_pre, post, now, p.pre_index, p.post_index, self._protection, self.cfg)
+                sleep_update(
+                    w, self._last_pre, post, now, p.pre_index, p.post_index, self._protection, self.cfg, self.bounds
+                )
             )
         return None
 

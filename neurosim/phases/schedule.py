@@ -162,12 +162,7 @@ class Experiment:
             if e.enabled
             else None
         )
-        s = cfg.sleep
-        self.sleep_cfg = SleepConfig(
-            duration=s.duration, rate_scale=s.rate_scale, threshold_scale=s.threshold_scale, inc=s.inc, dec=s.dec,
-            window=s.window, fisher_protection=s.fisher_protection, downscale=s.downscale,
-            w_min=cfg.stdp.w_min, w_max=cfg.stdp.w_max,
-        )  # fmt: skip
+        self.sleep_cfg = SleepConfig(**cfg.sleep.model_dump(exclude={"enabled"}))
         self._class_response = np.zeros((self.n_classes, n))
         self._class_count = np.zeros(self.n_classes)
         self._counts = np.zeros(n, dtype=np.int64)
@@ -300,7 +295,8 @@ class Experiment:
             theta_plus=0.0,
         )
         self.sim.set_population_params("exc", sleepy)
-        replay = SleepReplay(self.proj, self.sleep_cfg, fisher=self._total_fisher())
+        bounds = (self.cfg.stdp.w_min, self.cfg.stdp.w_max)
+        replay = SleepReplay(self.proj, self.sleep_cfg, bounds=bounds, fisher=self._total_fisher())
         self.sim.add_plasticity(replay)
         monitor = SpikeMonitor("exc", start=self.sim.t) if not self.sleep_spikes else None
         if monitor is not None:
