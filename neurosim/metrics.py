@@ -9,12 +9,94 @@ with ``registry.get_sample_value``. Names follow Prometheus conventions: base un
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+from typing import TYPE_CHECKING
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Enum, Gauge, Histogram
+
+from neurosim.phases.phase import ALLOWED_TRANSITIONS, Phase
+
+MQTT_TOPIC_KINDS = ("phase", "status", "spikes", "metrics")
+# queue_full: the bounded outgoing queue overflowed; disconnected: the connection failed under the message
+MQTT_DROP_REASONS = ("queue_full", "disconnected")
+
+if TYPE_CHECKING:
+    from neurosim.sim.monitors import ChunkResult
+
+# Mean wall time of one simulation step, from 1 microsecond (compiled, small nets) to 0.1 s.
+STEP_DURATION_BUCKETS = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1)
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        # --- phases
+        self.phase = Enum(
+            "neurosim_phase",
+            "The phase the run is in.",
+            states=[p.value for p in Phase],
+            registry=registry,
+        )
+        self.phase_transitions = Counter(
+            "neurosim_phase_transitions",
+            "Phase transitions, by the phase left and the phase entered.",
+            ["from_phase", "to_phase"],
+            registry=registry,
+        )
+        # --- simulation
+        self.spikes = Counter(
+            "neurosim_spikes",
+            "Spikes emitted, summed over neurons and batch instances.",
+            ["population"],
+            registry=registry,
+        )
+        self.simulated_seconds = Counter(
+            "neurosim_simulated_seconds",
+            "Biological time simulated.",
+            registry=registry,
+        )
+        self.step_duration = Histogram(
+            "neurosim_step_duration_seconds",
+            "Wall time per simulation step, averaged over each chunk of steps (one observation per chunk).",
+            buckets=STEP_DURATION_BUCKETS,
+            registry=registry,
+        )
+        # --- learning
+        self.task_accuracy = Gauge(
+            "neurosim_task_accuracy_ratio",
+            "Accuracy on a task at its latest evaluation, in [0, 1].",
+            ["task", "scenario"],
+            registry=registry,
+        )
+        self.average_accuracy = Gauge(
+            "neurosim_average_accuracy_ratio",
+            "Average accuracy over the tasks seen so far, at the latest evaluation.",
+            ["scenario"],
+            registry=registry,
+        )
+        # --- MQTT
+        self.mqtt_published = Counter(
+            "neurosim_mqtt_messages_published",
+            "Messages handed to the MQTT broker, by topic kind.",
+            ["topic"],
+            registry=registry,
+        )
+        self.mqtt_dropped = Counter(
+            "neurosim_mqtt_messages_dropped",
+            "Messages not delivered to the broker: the outgoing queue was full, or the connection failed under them.",
+            ["topic", "reason"],
+            registry=registry,
+        )
+        self.mqtt_connected = Gauge(
+            "neurosim_mqtt_connected",
+            "1 while the publisher is connected to the broker, else 0.",
+            registry=registry,
+        )
+        self.mqtt_reconnects = Counter(
+            "neurosim_mqtt_reconnects",
+            "Connections to the broker after the first one.",
+            registry=registry,
+        )
+        # --- Fisher
         self.fisher_ema_steps = Counter(
             "ewc_fisher_ema_steps",
             "EMA updates of the online Fisher estimate.",
@@ -51,6 +133,28 @@ class Metrics:
             ["task"],
             registry=registry,
         )
+
+        # Every labelled series exists (at zero) from the start, so dashboards and rate() see it.
+        self.phase.state(Phase.WAKE.value)
+        for source, target in ALLOWED_TRANSITIONS:
+            self.phase_transitions.labels(from_phase=source.value, to_phase=target.value)
+        for topic in MQTT_TOPIC_KINDS:
+            self.mqtt_published.labels(topic=topic)
+            for reason in MQTT_DROP_REASONS:
+                self.mqtt_dropped.labels(topic=topic, reason=reason)
+
+    def observe_chunk(self, result: ChunkResult) -> None:
+        """A chunk hook: ``sim.add_chunk_hook(metrics.observe_chunk)`` feeds the simulation metrics."""
+        for population, chunk in result.spikes.items():
+            self.spikes.labels(population=population).inc(chunk.indices.size)
+        self.simulated_seconds.inc(result.n_steps * result.dt)
+        if result.n_steps:
+            self.step_duration.observe(result.wall_s / result.n_steps)
+
+    def observe_transition(self, previous: Phase | None, phase: Phase) -> None:
+        self.phase.state(phase.value)
+        if previous is not None:
+            self.phase_transitions.labels(from_phase=previous.value, to_phase=phase.value).inc()
 
 
 METRICS = Metrics(REGISTRY)

@@ -9,7 +9,7 @@ reader.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -18,9 +18,10 @@ T = TypeVar("T")
 class Subscription(Generic[T]):
     """One subscriber's bounded queue; iterate with ``async for`` or call ``get()``."""
 
-    def __init__(self, bus: EventBus[T], maxsize: int) -> None:
+    def __init__(self, bus: EventBus[T], maxsize: int, on_drop: Callable[[T], None] | None = None) -> None:
         self._bus = bus
         self._queue: asyncio.Queue[T] = asyncio.Queue(maxsize=maxsize)
+        self._on_drop = on_drop
         self.dropped = 0
         self.closed = False
 
@@ -30,6 +31,8 @@ class Subscription(Generic[T]):
             return True
         except asyncio.QueueFull:
             self.dropped += 1
+            if self._on_drop is not None:
+                self._on_drop(event)
             return False
 
     async def get(self) -> T:
@@ -64,11 +67,12 @@ class EventBus(Generic[T]):
         self.published = 0
         self.dropped = 0
 
-    def subscribe(self, maxsize: int | None = None) -> Subscription[T]:
+    def subscribe(self, maxsize: int | None = None, *, on_drop: Callable[[T], None] | None = None) -> Subscription[T]:
+        """A new subscriber queue of ``maxsize`` events; ``on_drop(event)`` is called for each one it drops."""
         size = self.default_maxsize if maxsize is None else maxsize
         if size < 1:
             raise ValueError(f"maxsize must be >= 1, got {size}")
-        sub: Subscription[T] = Subscription(self, size)
+        sub: Subscription[T] = Subscription(self, size, on_drop)
         self._subscribers.append(sub)
         return sub
 

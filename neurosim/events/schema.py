@@ -1,10 +1,49 @@
-"""Event models. ``PhaseEvent`` is what the phase machine emits on every transition."""
+"""Event models and their payloads: what the bus carries and what goes over MQTT.
+
+- ``PhaseEvent``: one phase transition (JSON on ``neurosim/{run_id}/phase``).
+- ``StatusEvent``: a run's liveness, ``online`` or ``offline`` (JSON on ``.../status``).
+- ``EvaluationEvent``: accuracy per task after an evaluation (JSON on ``.../metrics``).
+- ``SpikeBatch``: the spikes of one population over a chunk of steps, in the binary wire
+  format of ``neurosim.events.wire`` (on ``.../spikes/{population}``).
+
+``payload_of`` turns an event into its topic suffix and bytes; ``event_from_message`` reads
+one back from a topic and payload, raising ``MalformedEvent`` (a ``ValueError``) for anything
+it cannot decode, and nothing else.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import enum
+from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from neurosim.events.wire import CONTENT_TYPE as SPIKES_CONTENT_TYPE
+from neurosim.events.wire import SpikeBatch, SpikeBatchError, decode, encode
 from neurosim.phases.phase import Phase
+
+JSON_CONTENT_TYPE = "application/json"
+TOPIC_ROOT = "neurosim"
+
+__all__ = [
+    "JSON_CONTENT_TYPE",
+    "SPIKES_CONTENT_TYPE",
+    "TOPIC_ROOT",
+    "EvaluationEvent",
+    "Event",
+    "MalformedEvent",
+    "PhaseEvent",
+    "RunState",
+    "SpikeBatch",
+    "SpikeBatchError",
+    "StatusEvent",
+    "Topic",
+    "decode",
+    "encode",
+    "event_from_message",
+    "payload_of",
+    "topic_of",
+]
 
 
 class PhaseEvent(BaseModel):
@@ -20,3 +59,107 @@ class PhaseEvent(BaseModel):
     reason: str = ""
     sim_time_s: float = Field(ge=0.0)
     wall_time: float  # Unix time, seconds
+
+
+class RunState(enum.StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class StatusEvent(BaseModel):
+    """A run's liveness. ``clean`` is False on the Last Will (the publisher vanished)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_id: str
+    state: RunState
+    clean: bool = True
+    wall_time: float | None = None  # Unix time; None on the Last Will, written before it applies
+    neurosim_version: str = ""
+
+
+class EvaluationEvent(BaseModel):
+    """Accuracy on every task seen so far, after one evaluation (a WAKE block)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_id: str
+    sequence: int = Field(ge=0)  # 0, 1, 2, ... per run
+    scenario: Literal["class", "task", "domain"]
+    accuracy: dict[str, float]  # task id -> accuracy in [0, 1]
+    average_accuracy: float = Field(ge=0.0, le=1.0)
+    sim_time_s: float = Field(ge=0.0)
+    wall_time: float
+
+
+Event = PhaseEvent | StatusEvent | EvaluationEvent | SpikeBatch
+
+
+class Topic(enum.StrEnum):
+    """The last level(s) of ``neurosim/{run_id}/...``."""
+
+    PHASE = "phase"
+    STATUS = "status"
+    SPIKES = "spikes"
+    METRICS = "metrics"
+
+
+class MalformedEvent(ValueError):
+    """A message on a neurosim topic that does not decode to its event type."""
+
+    def __init__(self, topic: str, reason: str) -> None:
+        super().__init__(f"malformed message on {topic}: {reason}")
+        self.topic = topic
+        self.reason = reason
+
+
+def topic_of(run_id: str, event: Event) -> str:
+    """The full MQTT topic an event is published on."""
+    match event:
+        case PhaseEvent():
+            suffix = Topic.PHASE.value
+        case StatusEvent():
+            suffix = Topic.STATUS.value
+        case EvaluationEvent():
+            suffix = Topic.METRICS.value
+        case SpikeBatch():
+            suffix = f"{Topic.SPIKES.value}/{event.population}"
+    return f"{TOPIC_ROOT}/{run_id}/{suffix}"
+
+
+def payload_of(event: Event) -> tuple[bytes, str]:
+    """The message body and its MQTT v5 content type."""
+    if isinstance(event, SpikeBatch):
+        return encode(event), SPIKES_CONTENT_TYPE
+    return event.model_dump_json().encode("utf-8"), JSON_CONTENT_TYPE
+
+
+def event_from_message(topic: str, payload: bytes | bytearray | memoryview) -> Event:
+    """Decode a message received on ``neurosim/{run_id}/...``; ``MalformedEvent`` if it is not one."""
+    parts = topic.split("/")
+    if len(parts) < 3 or parts[0] != TOPIC_ROOT:
+        raise MalformedEvent(topic, f"not a topic under {TOPIC_ROOT}/{{run_id}}/")
+    kind, rest = parts[2], parts[3:]
+    model: type[PhaseEvent] | type[StatusEvent] | type[EvaluationEvent]
+    if kind == Topic.SPIKES and len(rest) >= 1:
+        try:
+            batch = decode(payload)
+        except SpikeBatchError as err:
+            raise MalformedEvent(topic, str(err)) from None
+        population = "/".join(rest)
+        if batch.population != population:
+            raise MalformedEvent(topic, f"batch of population {batch.population!r} on the topic of {population!r}")
+        return batch
+    if kind == Topic.PHASE and not rest:
+        model = PhaseEvent
+    elif kind == Topic.STATUS and not rest:
+        model = StatusEvent
+    elif kind == Topic.METRICS and not rest:
+        model = EvaluationEvent
+    else:
+        raise MalformedEvent(topic, f"unknown neurosim topic {'/'.join(parts[2:])!r}")
+    try:
+        return model.model_validate_json(bytes(payload))
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}" for e in err.errors()[:3])
+        raise MalformedEvent(topic, f"not a valid {model.__name__}: {problems}") from None

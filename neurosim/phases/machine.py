@@ -27,7 +27,8 @@ from neurosim.events.bus import EventBus
 from neurosim.phases.phase import ALLOWED_TRANSITIONS, Phase
 
 if TYPE_CHECKING:
-    from neurosim.events.schema import PhaseEvent
+    from neurosim.events.schema import Event, PhaseEvent
+    from neurosim.metrics import Metrics
 
 Listener = Callable[["PhaseEvent"], Awaitable[None]]
 
@@ -54,11 +55,16 @@ class PhaseMachine:
         *,
         run_id: str = "run",
         initial: Phase = Phase.WAKE,
-        bus: EventBus[PhaseEvent] | None = None,
+        bus: EventBus[PhaseEvent] | EventBus[Event] | None = None,
         sim_time: Callable[[], float] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.run_id = run_id
-        self.bus: EventBus[PhaseEvent] = bus if bus is not None else EventBus()
+        from neurosim.metrics import METRICS  # here: neurosim.metrics imports this package's Phase
+
+        self.metrics = metrics if metrics is not None else METRICS
+        # the run's bus (every event kind) or one of its own (phase events only)
+        self.bus: EventBus[PhaseEvent] | EventBus[Event] = bus if bus is not None else EventBus()
         self._sim_time = sim_time or (lambda: 0.0)
         self._phase = Phase(initial)
         self._task: str | None = None
@@ -96,6 +102,7 @@ class PhaseMachine:
 
     def _record(self, event: PhaseEvent) -> None:
         self.history.append(event)
+        self.metrics.observe_transition(event.previous, event.phase)
         self.bus.publish(event)
 
     async def start(self, reason: str = "start") -> PhaseEvent:

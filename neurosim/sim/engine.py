@@ -325,7 +325,7 @@ class Simulation:
             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.3f}/{total:.3f} s biological [{elapsed}<{remaining}]",
         ) as bar:
             while self.step < end:
-                chunk_start = self.step
+                chunk_start, chunk_wall0 = self.step, time.perf_counter()
                 chunk_end = min(end, self.step + self.chunk_steps)
                 parts: list[npt.NDArray[np.int64]] = []
                 while self.step < chunk_end:
@@ -338,7 +338,7 @@ class Simulation:
                     else:
                         stats.backends.add(Backend.TORCH)
                         parts.append((yield from self._advance_torch(sub_end - self.step)))
-                result = self._chunk_result(chunk_start, chunk_end - chunk_start, parts)
+                result = self._chunk_result(chunk_start, chunk_end - chunk_start, parts, chunk_wall0)
                 for monitor in self.monitors:
                     monitor.on_chunk(result)
                 for hook in self.chunk_hooks:
@@ -360,14 +360,15 @@ class Simulation:
         dues = [monitor.next_due(step + 1) for monitor in self.monitors]
         return [d for d in dues if d is not None]
 
-    def _chunk_result(self, start: int, n_steps: int, parts: list[npt.NDArray[np.int64]]) -> ChunkResult:
+    def _chunk_result(self, start: int, n_steps: int, parts: list[npt.NDArray[np.int64]], wall0: float) -> ChunkResult:
         records = np.concatenate(parts) if parts else np.zeros((0, 3), np.int64)
         spikes: dict[str, SpikeChunk] = {}
         for name, (lo, hi) in self._offsets.items():
             sel = (records[:, 1] >= lo) & (records[:, 1] < hi)
             spikes[name] = SpikeChunk(records[sel, 0], records[sel, 1] - lo, records[sel, 2])
             self.spike_counts[name] += int(sel.sum())
-        return ChunkResult(start_step=start, n_steps=n_steps, dt=self.dt, spikes=spikes)
+        wall = time.perf_counter() - wall0
+        return ChunkResult(start_step=start, n_steps=n_steps, dt=self.dt, spikes=spikes, wall_s=wall)
 
     def _external_block(self, name: str, n_steps: int) -> npt.NDArray[np.bool_]:
         return self.network.inputs[name].draw(self._input_rngs[name], self.step, n_steps, self.dt)

@@ -59,6 +59,7 @@ class ChunkResult:
     n_steps: int
     dt: float
     spikes: dict[str, SpikeChunk]
+    wall_s: float = 0.0  # wall time the engine spent simulating the chunk (hooks excluded)
 
     @property
     def t_start(self) -> float:

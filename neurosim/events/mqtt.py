@@ -1,0 +1,451 @@
+"""Events over MQTT (v5, with ``aiomqtt``): the run's publisher and a typed subscriber.
+
+Topics (``docs/events.md`` is the reference)::
+
+    neurosim/{run_id}/phase                 PhaseEvent JSON       QoS 1, retained
+    neurosim/{run_id}/status                StatusEvent JSON      QoS 1, retained, and the Last Will
+    neurosim/{run_id}/spikes/{population}   binary spike batch    QoS 0, one message per chunk
+    neurosim/{run_id}/metrics               EvaluationEvent JSON  QoS 1
+
+``MQTTPublisher`` subscribes to the run's in-process ``EventBus`` with a bounded queue and
+forwards what arrives. It never slows the run down to wait for the broker: when the broker
+is slow or down, the queue fills and the overflow is dropped and counted
+(``neurosim_mqtt_messages_dropped_total{reason="queue_full"}``); a message the connection
+fails under is counted with ``reason="disconnected"``; the publisher reconnects with
+exponential backoff and carries on with what is queued.
+
+Broker URLs: ``mqtt://[user[:password]@]host[:port]`` (default port 1883) or ``mqtts://``
+for TLS (default port 8883). A user without a password in the URL takes it from the
+``NEUROSIM_MQTT_PASSWORD`` environment variable, so it need not appear in a process list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Self, TypeVar
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+import neurosim
+from neurosim.events.bus import EventBus, Subscription
+from neurosim.events.schema import (
+    JSON_CONTENT_TYPE,
+    SPIKES_CONTENT_TYPE,
+    Event,
+    MalformedEvent,
+    PhaseEvent,
+    RunState,
+    StatusEvent,
+    Topic,
+    event_from_message,
+    payload_of,
+    topic_of,
+)
+from neurosim.events.wire import SpikeBatch
+from neurosim.metrics import METRICS, Metrics
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PASSWORD_ENV = "NEUROSIM_MQTT_PASSWORD"
+_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+_FORBIDDEN_IN_RUN_ID = set("/+#\0")
+
+
+class BrokerURLError(ValueError):
+    """A broker URL neurosim cannot use."""
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """Where and how to connect. Build one with ``parse_broker_url``."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: Path | None = None  # TLS: the CA bundle that signed the broker (default: the system's)
+    certfile: Path | None = None  # TLS client certificate, if the broker asks for one
+    keyfile: Path | None = None
+    tls_insecure: bool = False  # TLS without checking the broker's host name (self-signed test brokers)
+    keepalive: int = 15
+
+    def __str__(self) -> str:
+        user = f"{self.username}@" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
+
+
+def parse_broker_url(
+    url: str,
+    *,
+    ca_file: str | Path | None = None,
+    certfile: str | Path | None = None,
+    keyfile: str | Path | None = None,
+    tls_insecure: bool = False,
+) -> BrokerSettings:
+    """``mqtt://[user[:password]@]host[:port]`` or ``mqtts://...``; TLS files are options."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise BrokerURLError(f"broker URL {url!r}: the scheme must be mqtt:// or mqtts://, got {parts.scheme!r}")
+    if not parts.hostname:
+        raise BrokerURLError(f"broker URL {url!r} names no host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise BrokerURLError(f"broker URL {url!r}: only scheme, user, password, host and port are understood")
+    try:
+        port = parts.port or _DEFAULT_PORTS[scheme]
+    except ValueError as err:
+        raise BrokerURLError(f"broker URL {url!r}: {err}") from None
+    tls = scheme == "mqtts"
+    if not tls and (ca_file or certfile or keyfile or tls_insecure):
+        raise BrokerURLError(f"TLS options given for {url!r}, which is not an mqtts:// URL")
+    for name, path in (("CA file", ca_file), ("certificate", certfile), ("key file", keyfile)):
+        if path is not None and not Path(path).is_file():
+            raise BrokerURLError(f"TLS {name} {path} does not exist")
+    username = urllib.parse.unquote(parts.username) if parts.username else None
+    password = urllib.parse.unquote(parts.password) if parts.password is not None else None
+    if username and password is None:
+        password = os.environ.get(PASSWORD_ENV)
+    return BrokerSettings(
+        host=parts.hostname,
+        port=port,
+        tls=tls,
+        username=username,
+        password=password,
+        ca_file=Path(ca_file) if ca_file else None,
+        certfile=Path(certfile) if certfile else None,
+        keyfile=Path(keyfile) if keyfile else None,
+        tls_insecure=tls_insecure,
+    )
+
+
+def check_run_id(run_id: str, *, wildcard: bool = False) -> str:
+    """A run id is one topic level: non-empty, without ``/``, ``+``, ``#`` (``+`` alone with ``wildcard``)."""
+    if wildcard and run_id == "+":
+        return run_id
+    if not run_id or _FORBIDDEN_IN_RUN_ID & set(run_id):
+        raise ValueError(f"run id {run_id!r} must be non-empty and free of '/', '+', '#' and NUL")
+    return run_id
+
+
+async def within(awaitable: Awaitable[T], timeout: float, what: str) -> T:
+    """Await with a deadline; a timeout is raised as ``aiomqtt.MqttError``, like the library's own."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except TimeoutError:
+        raise aiomqtt.MqttError(f"{what}: no answer within {timeout:g} s") from None
+
+
+def _properties(packet: int, content_type: str) -> Properties:
+    props = Properties(packet)  # type: ignore[no-untyped-call]  # paho leaves __init__ unannotated
+    props.ContentType = content_type
+    if content_type == JSON_CONTENT_TYPE:
+        props.PayloadFormatIndicator = 1  # UTF-8 text
+    return props
+
+
+def _client(
+    settings: BrokerSettings, *, will: aiomqtt.Will | None = None, identifier: str | None = None
+) -> aiomqtt.Client:
+    tls_params = None
+    if settings.tls:
+        tls_params = aiomqtt.TLSParameters(
+            ca_certs=str(settings.ca_file) if settings.ca_file else None,
+            certfile=str(settings.certfile) if settings.certfile else None,
+            keyfile=str(settings.keyfile) if settings.keyfile else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+    return aiomqtt.Client(
+        settings.host,
+        settings.port,
+        username=settings.username,
+        password=settings.password,
+        identifier=identifier,
+        protocol=aiomqtt.ProtocolVersion.V5,
+        will=will,
+        keepalive=settings.keepalive,
+        tls_params=tls_params,
+        tls_insecure=settings.tls_insecure if settings.tls else None,
+        timeout=10.0,
+    )
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Reconnection delays: ``initial``, then times ``factor`` after each failure, at most ``maximum``."""
+
+    initial: float = 0.1
+    maximum: float = 5.0
+    factor: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not (0 < self.initial <= self.maximum) or self.factor < 1:
+            raise ValueError(f"need 0 < initial <= maximum and factor >= 1, got {self}")
+
+
+@dataclass
+class PublisherStats:
+    published: Counter[str] = field(default_factory=Counter)  # by topic kind
+    dropped: Counter[str] = field(default_factory=Counter)  # by reason
+    connections: int = 0
+    last_error: str | None = None
+
+
+_QOS_RETAIN: dict[Topic, tuple[int, bool]] = {
+    Topic.PHASE: (1, True),
+    Topic.STATUS: (1, True),
+    Topic.SPIKES: (0, False),
+    Topic.METRICS: (1, False),
+}
+
+
+def _kind(event: Event) -> Topic:
+    match event:
+        case PhaseEvent():
+            return Topic.PHASE
+        case StatusEvent():
+            return Topic.STATUS
+        case SpikeBatch():
+            return Topic.SPIKES
+        case _:
+            return Topic.METRICS
+
+
+class MQTTPublisher:
+    """Publishes a run's events from ``bus`` to an MQTT broker; use as ``async with``.
+
+    Entering subscribes to the bus and starts connecting in the background (the run does not
+    wait for the broker; ``wait_connected()`` does). Leaving sends what is queued (up to
+    ``drain_timeout`` seconds while connected), publishes ``offline`` and disconnects cleanly.
+    """
+
+    def __init__(
+        self,
+        broker: str | BrokerSettings,
+        run_id: str,
+        bus: EventBus[Event],
+        *,
+        queue_size: int = 1000,
+        metrics: Metrics | None = None,
+        backoff: Backoff | None = None,
+        drain_timeout: float = 10.0,
+        publish_timeout: float = 5.0,
+        identifier: str | None = None,
+    ) -> None:
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be >= 1, got {queue_size}")
+        self.settings = broker if isinstance(broker, BrokerSettings) else parse_broker_url(broker)
+        self.run_id = check_run_id(run_id)
+        self.bus = bus
+        self.queue_size = queue_size
+        self.metrics = metrics if metrics is not None else METRICS
+        self.backoff = backoff or Backoff()
+        self.drain_timeout = drain_timeout
+        self.publish_timeout = publish_timeout
+        self.identifier = identifier
+        self.stats = PublisherStats()
+        self._sub: Subscription[Event] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._abandon = False
+        self._connected = asyncio.Event()
+        self._properties = {
+            ctype: _properties(PacketTypes.PUBLISH, ctype) for ctype in (JSON_CONTENT_TYPE, SPIKES_CONTENT_TYPE)
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> Self:
+        if self._task is not None:
+            raise RuntimeError("an MQTTPublisher runs once; create a new one")
+        self._sub = self.bus.subscribe(self.queue_size, on_drop=lambda event: self._drop(event, "queue_full"))
+        self._task = asyncio.create_task(self._serve(), name=f"neurosim-mqtt-{self.run_id}")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float = 10.0) -> None:
+        """Wait until the publisher is connected and has announced ``online``."""
+        await within(self._connected.wait(), timeout, f"connecting to {self.settings}")
+
+    async def close(self) -> None:
+        if self._task is None or self._sub is None:
+            return
+        self._sub.close()  # nothing new enters; what is queued is still sent
+        self._stopping.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), self.drain_timeout)
+        except TimeoutError:
+            self._abandon = True  # stop draining, announce offline, disconnect
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), self.publish_timeout + 1.0)
+            except TimeoutError:
+                self._task.cancel()
+        finally:
+            if not self._task.done():
+                await asyncio.gather(self._task, return_exceptions=True)
+            self._drop_pending("disconnected")
+            self.metrics.mqtt_connected.set(0)
+        if self._task.cancelled():
+            return
+        error = self._task.exception()
+        if error is not None:
+            raise error
+
+    # ------------------------------------------------------------------ the connection loop
+    def _will(self) -> aiomqtt.Will:
+        gone = StatusEvent(
+            run_id=self.run_id, state=RunState.OFFLINE, clean=False, neurosim_version=neurosim.__version__
+        )
+        return aiomqtt.Will(
+            topic_of(self.run_id, gone),
+            gone.model_dump_json().encode(),
+            qos=1,
+            retain=True,
+            properties=_properties(PacketTypes.WILLMESSAGE, JSON_CONTENT_TYPE),
+        )
+
+    def _status(self, state: RunState) -> StatusEvent:
+        return StatusEvent(
+            run_id=self.run_id, state=state, wall_time=time.time(), neurosim_version=neurosim.__version__
+        )
+
+    async def _serve(self) -> None:
+        delay = self.backoff.initial
+        while True:
+            try:
+                async with _client(self.settings, will=self._will(), identifier=self.identifier) as client:
+                    if self.stats.connections:
+                        self.metrics.mqtt_reconnects.inc()
+                    self.stats.connections += 1
+                    await self._send(client, self._status(RunState.ONLINE))
+                    self._connected.set()
+                    self.metrics.mqtt_connected.set(1)
+                    delay = self.backoff.initial
+                    log.info("publishing run %s to %s", self.run_id, self.settings)
+                    await self._pump(client)
+                    await self._send(client, self._status(RunState.OFFLINE))
+                    self._connected.clear()
+                    return
+            except aiomqtt.MqttError as err:
+                self._connected.clear()
+                self.metrics.mqtt_connected.set(0)
+                self.stats.last_error = str(err)
+                if self._stopping.is_set():
+                    log.warning("MQTT broker %s unavailable while closing (%s)", self.settings, err)
+                    return
+                log.warning("MQTT broker %s unavailable (%s); retrying in %.1f s", self.settings, err, delay)
+                try:  # sleep the backoff, or less if the run ends meanwhile
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                    return
+                except TimeoutError:
+                    pass
+                delay = min(delay * self.backoff.factor, self.backoff.maximum)
+
+    async def _pump(self, client: aiomqtt.Client) -> None:
+        """Send queued events until closing and drained (or abandoned)."""
+        assert self._sub is not None
+        stop_waiter = asyncio.ensure_future(self._stopping.wait())
+        try:
+            while True:
+                if self._abandon:
+                    return
+                try:
+                    event = self._sub.get_nowait()
+                except asyncio.QueueEmpty:
+                    if self._stopping.is_set():
+                        return
+                    getter = asyncio.ensure_future(self._sub.get())
+                    await asyncio.wait({getter, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+                    if not getter.done():
+                        getter.cancel()
+                        continue
+                    event = getter.result()
+                await self._send(client, event)
+        finally:
+            stop_waiter.cancel()
+
+    async def _send(self, client: aiomqtt.Client, event: Event) -> None:
+        kind = _kind(event)
+        qos, retain = _QOS_RETAIN[kind]
+        payload, content_type = payload_of(event)
+        props = self._properties[content_type]
+        try:
+            await client.publish(
+                topic_of(self.run_id, event),
+                payload,
+                qos=qos,
+                retain=retain,
+                properties=props,
+                timeout=self.publish_timeout,
+            )
+        except aiomqtt.MqttError:
+            self._drop(event, "disconnected")
+            raise
+        self.stats.published[kind.value] += 1
+        self.metrics.mqtt_published.labels(topic=kind.value).inc()
+
+    def _drop(self, event: Event, reason: str) -> None:
+        self.stats.dropped[reason] += 1
+        self.metrics.mqtt_dropped.labels(topic=_kind(event).value, reason=reason).inc()
+
+    def _drop_pending(self, reason: str) -> None:
+        if self._sub is None:
+            return
+        while True:
+            try:
+                self._drop(self._sub.get_nowait(), reason)
+            except asyncio.QueueEmpty:
+                return
+
+
+async def subscribe(
+    broker: str | BrokerSettings,
+    run_id: str = "+",
+    *,
+    identifier: str | None = None,
+    ready: asyncio.Event | None = None,
+) -> AsyncIterator[Event | MalformedEvent]:
+    """Yield a run's events as they arrive: ``async for event in subscribe(url, run_id)``.
+
+    Events are ``PhaseEvent``, ``StatusEvent``, ``EvaluationEvent`` and ``SpikeBatch``; a
+    message that does not decode is yielded as a ``MalformedEvent`` (a ``ValueError`` naming
+    the topic and the reason) and the stream goes on. Retained ``phase`` and ``status``
+    arrive first. ``run_id="+"`` follows every run on the broker. ``ready`` is set once the
+    subscription is in place. Losing the broker ends the iteration with ``aiomqtt.MqttError``.
+    """
+    settings = broker if isinstance(broker, BrokerSettings) else parse_broker_url(broker)
+    check_run_id(run_id, wildcard=True)
+    async with _client(settings, identifier=identifier) as client:
+        await client.subscribe(f"neurosim/{run_id}/#", qos=1)
+        if ready is not None:
+            ready.set()
+        async for message in client.messages:
+            topic = message.topic.value
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
+                yield MalformedEvent(topic, f"expected a bytes payload, got {type(payload).__name__}")
+                continue
+            try:
+                yield event_from_message(topic, payload)
+            except MalformedEvent as err:
+                yield err
