@@ -1,17 +1,23 @@
-"""The ``neurosim`` command line: ``run``, ``validate``."""
+"""The ``neurosim`` command line: ``run``, ``subscribe``, ``validate``."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as _dt
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from neurosim.config import ConfigError, ContinualConfig, SimulationConfig, load_any_config
 from neurosim.outputs import OutputExistsError
+from neurosim.runner import LiveOptions
+
+if TYPE_CHECKING:
+    from neurosim.events.mqtt import BrokerSettings
 
 
 def _overridden(cfg: SimulationConfig, **run_overrides: Any) -> SimulationConfig:
@@ -32,7 +38,9 @@ def _load_any(path: Path) -> SimulationConfig | ContinualConfig:
         raise click.ClickException(f"invalid config {path}:\n{err}") from None
 
 
-def _run_continual(cfg: ContinualConfig, out: Path, *, overwrite: bool, quiet: bool, seed: int | None) -> None:
+def _run_continual(
+    cfg: ContinualConfig, out: Path, *, overwrite: bool, quiet: bool, seed: int | None, live: LiveOptions
+) -> None:
     from neurosim.outputs import prepare_output_dir, write_json
     from neurosim.phases.schedule import run_experiment
 
@@ -43,7 +51,7 @@ def _run_continual(cfg: ContinualConfig, out: Path, *, overwrite: bool, quiet: b
     except OutputExistsError as err:
         raise click.ClickException(str(err)) from None
     write_json(out_dir / "config.json", cfg.model_dump(mode="json", by_alias=True))
-    results = run_experiment(cfg, out_dir, progress=not quiet)
+    results = run_experiment(cfg, out_dir, progress=not quiet, run_id=live.run_id, mqtt=live.mqtt)
     rows = results["accuracy_matrix"]
     final = ", ".join("-" if a is None else f"{a:.2f}" for a in rows[-1]) if rows else ""
     click.echo(
@@ -90,25 +98,79 @@ def main() -> None:
     show_default=True,
     help="Brian2 code generation target (Cython code is compiled once and cached).",
 )
+@click.option("--mqtt", "mqtt_url", default=None, metavar="URL",
+              help="Publish phases, spikes and evaluations live to this broker (mqtt://[user[:pass]@]host[:port] "
+                   "or mqtts://...).")  # fmt: skip
+@click.option("--run-id", default=None, help="Topic level of this run: neurosim/<run-id>/... Default: the --out name.")
+@click.option("--mqtt-ca", type=click.Path(exists=True, dir_okay=False), default=None, help="TLS: CA file.")
+@click.option("--mqtt-cert", type=click.Path(exists=True, dir_okay=False), default=None, help="TLS: client cert.")
+@click.option("--mqtt-key", type=click.Path(exists=True, dir_okay=False), default=None, help="TLS: client key.")
+@click.option("--mqtt-insecure", is_flag=True, help="TLS: do not check the broker's host name.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve Prometheus metrics at http://0.0.0.0:PORT/metrics while the run lasts.")  # fmt: skip
 def run(config: Path, out: Path | None, duration: float | None, seed: int | None, device: str | None,
-        batch: int | None, overwrite: bool, quiet: bool, backend: str, brian2_target: str) -> None:  # fmt: skip
+        batch: int | None, overwrite: bool, quiet: bool, backend: str, brian2_target: str, mqtt_url: str | None,
+        run_id: str | None, mqtt_ca: str | None, mqtt_cert: str | None, mqtt_key: str | None, mqtt_insecure: bool,
+        metrics_port: int | None) -> None:  # fmt: skip
     """Run CONFIG and write config.json, spikes.npz, summary.json and raster.png to --out."""
-    from neurosim.runner import RunBackend, run_simulation
+    from neurosim.metrics import serve_metrics
 
     loaded = _load_any(config)
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{config.stem}-{stamp}"
-    if isinstance(loaded, ContinualConfig):
-        _run_continual(loaded, out, overwrite=overwrite, quiet=quiet, seed=seed)
-        return
+    live = _live_options(out, mqtt_url, run_id, mqtt_ca, mqtt_cert, mqtt_key, mqtt_insecure)
+    if live.mqtt is not None and backend != "neurosim":
+        raise click.ClickException("--mqtt needs --backend neurosim (Brian2 runs the whole simulation at once)")
+    with contextlib.ExitStack() as stack:
+        if metrics_port is not None:
+            try:
+                port = stack.enter_context(serve_metrics(metrics_port))
+            except OSError as err:
+                raise click.ClickException(f"cannot serve metrics on port {metrics_port}: {err}") from None
+            click.echo(f"Prometheus metrics at http://0.0.0.0:{port}/metrics", err=True)
+        if live.mqtt is not None:
+            click.echo(f"publishing to {live.mqtt} under neurosim/{live.run_id}/", err=True)
+        if isinstance(loaded, ContinualConfig):
+            _run_continual(loaded, out, overwrite=overwrite, quiet=quiet, seed=seed, live=live)
+        else:
+            _run_plain(loaded, out, duration=duration, seed=seed, device=device, batch=batch, overwrite=overwrite,
+                       quiet=quiet, backend=backend, brian2_target=brian2_target, live=live)  # fmt: skip
+
+
+def _live_options(out: Path, mqtt_url: str | None, run_id: str | None, ca: str | None, cert: str | None,
+                  key: str | None, insecure: bool) -> LiveOptions:  # fmt: skip
+    from neurosim.events.mqtt import check_run_id, parse_broker_url
+
+    if mqtt_url is None:
+        if run_id or ca or cert or key or insecure:
+            raise click.UsageError("--run-id and the --mqtt-* options need --mqtt URL")
+        return LiveOptions()
+    try:
+        settings = parse_broker_url(mqtt_url, ca_file=ca, certfile=cert, keyfile=key, tls_insecure=insecure)
+        return LiveOptions(mqtt=settings, run_id=check_run_id(run_id or out.name))
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+
+
+def _run_plain(loaded: SimulationConfig, out: Path, *, duration: float | None, seed: int | None,
+               device: str | None, batch: int | None, overwrite: bool, quiet: bool, backend: str,
+               brian2_target: str, live: LiveOptions) -> None:  # fmt: skip
+    from neurosim.runner import RunBackend, run_simulation
+
     try:
         cfg = _overridden(loaded, duration=duration, seed=seed, device=device, batch=batch)
     except ConfigError as err:
         raise click.ClickException(f"invalid option:\n{err}") from None
     try:
         summary = run_simulation(
-            cfg, out, overwrite=overwrite, progress=not quiet, backend=RunBackend(backend), brian2_target=brian2_target
+            cfg,
+            out,
+            overwrite=overwrite,
+            progress=not quiet,
+            backend=RunBackend(backend),
+            brian2_target=brian2_target,
+            live=live,
         )
     except (OutputExistsError, ValueError) as err:
         raise click.ClickException(str(err)) from None
@@ -134,6 +196,67 @@ def validate(config: Path, as_json: bool) -> None:
         n = sum(p.n for p in cfg.network.populations)
         click.echo(f"{config}: valid ({len(cfg.network.populations)} populations, {n} neurons, "
                    f"{len(cfg.network.projections)} projections, {cfg.run.duration} s)")  # fmt: skip
+
+
+@main.command()
+@click.option("--broker", required=True, metavar="URL", help="mqtt://[user[:pass]@]host[:port] or mqtts://...")
+@click.option("--run-id", default="+", show_default=True, help="The run to follow ('+': every run on the broker).")
+@click.option("--count", type=click.IntRange(min=1), default=None, help="Exit after this many events.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Exit after this many seconds without an event (status 1 if --count was not reached).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of text.")
+@click.option("--spikes", type=click.Choice(["summary", "full"]), default="summary", show_default=True,
+              help="Spike batches as counts, or with every spike's step and neuron.")  # fmt: skip
+@click.option("--mqtt-ca", type=click.Path(exists=True, dir_okay=False), default=None, help="TLS: CA file.")
+@click.option("--mqtt-insecure", is_flag=True, help="TLS: do not check the broker's host name.")
+def subscribe(broker: str, run_id: str, count: int | None, timeout: float | None, as_json: bool, spikes: str,
+              mqtt_ca: str | None, mqtt_insecure: bool) -> None:  # fmt: skip
+    """Print a run's events as they arrive: phases, status, evaluations and spike batches.
+
+    Retained messages (the current phase and status) come first. A malformed message is
+    reported on stderr and the stream goes on.
+    """
+    import aiomqtt
+
+    from neurosim.events.mqtt import check_run_id, parse_broker_url
+
+    try:
+        settings = parse_broker_url(broker, ca_file=mqtt_ca, tls_insecure=mqtt_insecure)
+        check_run_id(run_id, wildcard=True)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    try:
+        received = asyncio.run(_follow(settings, run_id, count, timeout, as_json, spikes == "full"))
+    except aiomqtt.MqttError as err:
+        raise click.ClickException(f"MQTT broker {settings}: {err}") from None
+    except KeyboardInterrupt:
+        return
+    if count is not None and received < count:
+        raise click.ClickException(f"{received} of {count} events before {timeout} s passed without one")
+
+
+async def _follow(settings: BrokerSettings, run_id: str, count: int | None, timeout: float | None, as_json: bool,
+                  full: bool) -> int:  # fmt: skip
+    from neurosim.events.mqtt import subscribe as mqtt_subscribe
+    from neurosim.events.render import render_event
+    from neurosim.events.schema import MalformedEvent
+
+    received = 0
+    stream = mqtt_subscribe(settings, run_id)
+    try:
+        while count is None or received < count:
+            try:
+                event = await asyncio.wait_for(anext(stream), timeout)
+            except (TimeoutError, StopAsyncIteration):
+                break
+            if isinstance(event, MalformedEvent):
+                click.echo(f"error: {event}", err=True)
+                continue
+            click.echo(render_event(event, as_json=as_json, full_spikes=full))
+            received += 1
+    finally:
+        await stream.aclose()
+    return received
 
 
 if __name__ == "__main__":  # pragma: no cover

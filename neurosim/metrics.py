@@ -9,9 +9,11 @@ with ``registry.get_sample_value``. Names follow Prometheus conventions: base un
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Enum, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Enum, Gauge, Histogram, start_http_server
 
 from neurosim.phases.phase import ALLOWED_TRANSITIONS, Phase
 
@@ -158,3 +160,18 @@ class Metrics:
 
 
 METRICS = Metrics(REGISTRY)
+
+
+@contextmanager
+def serve_metrics(port: int, *, address: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> Iterator[int]:
+    """Serve ``registry`` at ``http://address:port/metrics`` while the block runs; yields the port
+    (``port=0`` picks a free one). ``OSError`` if the port is taken."""
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be in [0, 65535], got {port}")
+    server, thread = start_http_server(port, addr=address, registry=registry)
+    try:
+        yield int(server.server_port)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -9,6 +9,7 @@ come out of either backend (neurosim's engine or Brian2).
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 from collections.abc import Mapping
@@ -20,7 +21,12 @@ import numpy as np
 
 import neurosim
 from neurosim.config import SimulationConfig
+from neurosim.events.bus import EventBus
+from neurosim.events.mqtt import BrokerSettings, MQTTPublisher
+from neurosim.events.schema import Event
+from neurosim.events.spikes import SpikeStream
 from neurosim.learning.learner import STDPOnlineLearner
+from neurosim.metrics import METRICS, Metrics
 from neurosim.outputs import (
     plot_raster,
     plot_weight_histograms,
@@ -36,6 +42,15 @@ from neurosim.sim.monitors import SpikeMonitor, SpikeTrains, StateMonitor
 class RunBackend(enum.StrEnum):
     NEUROSIM = "neurosim"
     BRIAN2 = "brian2"
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """Where a run reports while it runs: Prometheus metrics, and MQTT when a broker is given."""
+
+    mqtt: BrokerSettings | None = None
+    run_id: str = "run"
+    metrics: Metrics = field(default_factory=lambda: METRICS)
 
 
 @dataclass
@@ -89,8 +104,12 @@ def write_outputs(out_dir: Path, cfg: SimulationConfig, record: RunRecord, summa
     plot_raster(out_dir / "raster.png", record.spikes, record.sizes, record.duration_s)
 
 
-def _run_neurosim(cfg: SimulationConfig, progress: bool, record_out: list[RunRecord]) -> None:
+def _run_neurosim(cfg: SimulationConfig, progress: bool, record_out: list[RunRecord], live: LiveOptions) -> None:
     sim = build_simulation(cfg)
+    sim.add_chunk_hook(live.metrics.observe_chunk)
+    bus: EventBus[Event] = EventBus()
+    if live.mqtt is not None:
+        SpikeStream(bus).attach(sim)
     names = cfg.record.spikes if cfg.record.spikes is not None else [p.name for p in cfg.network.populations]
     monitors = {name: SpikeMonitor(name, max_spikes=cfg.record.max_spikes) for name in names}
     for mon in monitors.values():
@@ -120,8 +139,16 @@ def _run_neurosim(cfg: SimulationConfig, progress: bool, record_out: list[RunRec
     )
     record_out.append(record)
     wall0 = time.perf_counter()
+
+    async def publishing(mqtt: BrokerSettings) -> None:
+        async with MQTTPublisher(mqtt, live.run_id, bus, metrics=live.metrics):
+            await sim.run_async(cfg.run.duration, progress=progress)
+
     try:
-        sim.run(cfg.run.duration, progress=progress)
+        if live.mqtt is None:
+            sim.run(cfg.run.duration, progress=progress)
+        else:
+            asyncio.run(publishing(live.mqtt))
     finally:  # whatever happened, the record holds what was simulated
         record.duration_s, record.wall_s = sim.t, time.perf_counter() - wall0
         record.spikes = {name: mon.trains() for name, mon in monitors.items()}
@@ -166,7 +193,11 @@ def run_simulation(
     progress: bool = True,
     backend: RunBackend = RunBackend.NEUROSIM,
     brian2_target: str = "cython",
+    live: LiveOptions | None = None,
 ) -> dict[str, Any]:
+    live = live or LiveOptions()
+    if backend is RunBackend.BRIAN2 and live.mqtt is not None:
+        raise ValueError("publishing over MQTT needs the neurosim backend (Brian2 runs the whole simulation at once)")
     if backend is RunBackend.BRIAN2:
         from neurosim.sim.backends.brian2 import UnsupportedByBrian2, unsupported_features
 
@@ -181,7 +212,7 @@ def run_simulation(
         if backend is RunBackend.BRIAN2:
             _run_brian2(cfg, brian2_target, records)
         else:
-            _run_neurosim(cfg, progress, records)
+            _run_neurosim(cfg, progress, records, live)
     except BaseException as err:
         error = f"{type(err).__name__}: {err}"
         raise

@@ -106,3 +106,30 @@ def test_schedules_outside_the_transition_graph_are_refused() -> None:
         parse_continual(_tiny(schedule=[{"phase": "sleep"}, {"phase": "learning", "task": 0}]))
     with pytest.raises(ConfigError, match=r"schedule\[0\].task"):
         parse_continual(_tiny(schedule=[{"phase": "learning", "task": 7}]))
+
+
+def test_evaluations_are_announced_on_the_bus_and_in_the_accuracy_metrics(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from neurosim.events.schema import EvaluationEvent, PhaseEvent, SpikeBatch
+    from neurosim.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry())
+    exp = Experiment(parse_continual(_tiny()), tmp_path, progress=False, run_id="acc", metrics=metrics)
+    seen = exp.bus.subscribe(maxsize=100_000)
+    results = asyncio.run(exp.run())
+    events = [seen.get_nowait() for _ in range(seen.pending())]
+    evaluations = [e for e in events if isinstance(e, EvaluationEvent)]
+    assert [e.sequence for e in evaluations] == [0, 1]
+    last = evaluations[-1]
+    assert last.scenario == "class" and list(last.accuracy.values()) == results["accuracy_matrix"][-1]
+    assert last.average_accuracy == pytest.approx(results["average_accuracy"])
+    assert len([e for e in events if isinstance(e, PhaseEvent)]) == 7
+    exc_batches = [e for e in events if isinstance(e, SpikeBatch) and e.population == "exc"]
+    assert sum(b.indices.size for b in exc_batches) > 0
+    value = metrics.registry.get_sample_value
+    for task_id, acc in last.accuracy.items():
+        assert value("neurosim_task_accuracy_ratio", {"task": task_id, "scenario": "class"}) == acc
+    assert value("neurosim_phase_transitions_total", {"from_phase": "learning", "to_phase": "sleep"}) == 2
+    assert value("neurosim_phase", {"neurosim_phase": "wake"}) == 1
+    assert value("neurosim_simulated_seconds_total") == pytest.approx(results["simulated_s"])

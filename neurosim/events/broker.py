@@ -11,6 +11,7 @@ so when it is missing. Optional username/password (a password file is generated 
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -80,6 +81,8 @@ class LocalBroker:
 
     def _write_config(self) -> None:
         lines = [f"listener {self.port} 127.0.0.1", "persistence false", "log_dest stderr", "log_type error"]
+        if os.geteuid() == 0:  # as root, mosquitto would switch to its own user, who cannot read our temp files
+            lines.append("user root")
         if self.username is not None and self.password is not None:
             passwd = self._dir / "passwd"
             subprocess.run(

@@ -28,11 +28,11 @@ import ssl
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -183,6 +183,18 @@ def _client(
     )
 
 
+def _disconnection(client: aiomqtt.Client) -> asyncio.Future[None]:
+    """The future aiomqtt resolves when the connection ends (aiomqtt 2.x has no public one)."""
+    lost: asyncio.Future[None] = client._disconnected
+    return lost
+
+
+def _raise_if_lost(lost: asyncio.Future[None]) -> None:
+    if lost.done():
+        cause = lost.exception()  # retrieving it also keeps asyncio from logging it as never retrieved
+        raise aiomqtt.MqttError(f"connection lost: {cause or 'disconnected'}")
+
+
 @dataclass(frozen=True)
 class Backoff:
     """Reconnection delays: ``initial``, then times ``factor`` after each failure, at most ``maximum``."""
@@ -262,6 +274,10 @@ class MQTTPublisher:
         self._stopping = asyncio.Event()
         self._abandon = False
         self._connected = asyncio.Event()
+        # The current phase must reach the broker even when its message was dropped: the newest
+        # phase event seen is re-published after a reconnect, or as soon as the queue lets it.
+        self._phase_sent: PhaseEvent | None = None
+        self._phase_dropped: PhaseEvent | None = None
         self._properties = {
             ctype: _properties(PacketTypes.PUBLISH, ctype) for ctype in (JSON_CONTENT_TYPE, SPIKES_CONTENT_TYPE)
         }
@@ -338,6 +354,9 @@ class MQTTPublisher:
                         self.metrics.mqtt_reconnects.inc()
                     self.stats.connections += 1
                     await self._send(client, self._status(RunState.ONLINE))
+                    if self.stats.connections > 1 and self._phase_sent is not None:
+                        self._phase_dropped = self._newest_phase()
+                    await self._announce_dropped_phase(client)
                     self._connected.set()
                     self.metrics.mqtt_connected.set(1)
                     delay = self.backoff.initial
@@ -365,6 +384,7 @@ class MQTTPublisher:
         """Send queued events until closing and drained (or abandoned)."""
         assert self._sub is not None
         stop_waiter = asyncio.ensure_future(self._stopping.wait())
+        lost = _disconnection(client)
         try:
             while True:
                 if self._abandon:
@@ -375,36 +395,64 @@ class MQTTPublisher:
                     if self._stopping.is_set():
                         return
                     getter = asyncio.ensure_future(self._sub.get())
-                    await asyncio.wait({getter, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+                    waiters: set[asyncio.Future[Any]] = {getter, stop_waiter, lost}
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                     if not getter.done():
                         getter.cancel()
+                        _raise_if_lost(lost)
                         continue
                     event = getter.result()
                 await self._send(client, event)
+                await self._announce_dropped_phase(client)
         finally:
             stop_waiter.cancel()
+
+    def _newest_phase(self) -> PhaseEvent | None:
+        candidates = [e for e in (self._phase_sent, self._phase_dropped) if e is not None]
+        return max(candidates, key=lambda e: e.sequence, default=None)
+
+    async def _announce_dropped_phase(self, client: aiomqtt.Client) -> None:
+        dropped = self._phase_dropped
+        if dropped is not None and (self._phase_sent is None or dropped.sequence >= self._phase_sent.sequence):
+            self._phase_dropped = None
+            await self._send(client, dropped)
 
     async def _send(self, client: aiomqtt.Client, event: Event) -> None:
         kind = _kind(event)
         qos, retain = _QOS_RETAIN[kind]
         payload, content_type = payload_of(event)
-        props = self._properties[content_type]
+        publishing = client.publish(
+            topic_of(self.run_id, event),
+            payload,
+            qos=qos,
+            retain=retain,
+            properties=self._properties[content_type],
+            timeout=self.publish_timeout,
+        )
         try:
-            await client.publish(
-                topic_of(self.run_id, event),
-                payload,
-                qos=qos,
-                retain=retain,
-                properties=props,
-                timeout=self.publish_timeout,
-            )
+            if qos == 0:  # written to the socket at once: nothing to wait for
+                await publishing
+            else:  # waits for the broker's PUBACK, which never comes if the connection drops meanwhile
+                lost = _disconnection(client)
+                sent = asyncio.ensure_future(publishing)
+                await asyncio.wait({sent, lost}, return_when=asyncio.FIRST_COMPLETED)
+                if not sent.done():
+                    sent.cancel()
+                    _raise_if_lost(lost)
+                sent.result()
         except aiomqtt.MqttError:
             self._drop(event, "disconnected")
             raise
+        if isinstance(event, PhaseEvent) and (self._phase_sent is None or event.sequence >= self._phase_sent.sequence):
+            self._phase_sent = event
         self.stats.published[kind.value] += 1
         self.metrics.mqtt_published.labels(topic=kind.value).inc()
 
     def _drop(self, event: Event, reason: str) -> None:
+        if isinstance(event, PhaseEvent):
+            newest = self._newest_phase()
+            if newest is None or event.sequence >= newest.sequence:
+                self._phase_dropped = event
         self.stats.dropped[reason] += 1
         self.metrics.mqtt_dropped.labels(topic=_kind(event).value, reason=reason).inc()
 
@@ -424,7 +472,7 @@ async def subscribe(
     *,
     identifier: str | None = None,
     ready: asyncio.Event | None = None,
-) -> AsyncIterator[Event | MalformedEvent]:
+) -> AsyncGenerator[Event | MalformedEvent, None]:
     """Yield a run's events as they arrive: ``async for event in subscribe(url, run_id)``.
 
     Events are ``PhaseEvent``, ``StatusEvent``, ``EvaluationEvent`` and ``SpikeBatch``; a

@@ -38,7 +38,10 @@ from tqdm.auto import tqdm
 import neurosim
 from neurosim.config import ContinualConfig
 from neurosim.datasets import Task, load_digits, load_mnist_subset, poisson_rates, split_tasks
-from neurosim.events.schema import PhaseEvent
+from neurosim.events.bus import EventBus
+from neurosim.events.mqtt import BrokerSettings, MQTTPublisher
+from neurosim.events.schema import EvaluationEvent, Event, PhaseEvent
+from neurosim.events.spikes import SpikeStream
 from neurosim.learning.ewc import EWCConfig, EWCMode, EWCRegulariser
 from neurosim.learning.fisher import DirectoryFisherStore, SnapshotReason
 from neurosim.learning.fisher_online import FisherAccumulator, FisherAccumulatorConfig
@@ -46,6 +49,7 @@ from neurosim.learning.learner import STDPOnlineLearner
 from neurosim.learning.readout import LinearReadout
 from neurosim.learning.sleep import SleepConfig, SleepReplay
 from neurosim.learning.surrogate import Surrogate
+from neurosim.metrics import METRICS, Metrics
 from neurosim.outputs import write_json
 from neurosim.phases.machine import PhaseMachine
 from neurosim.phases.phase import Phase
@@ -121,8 +125,21 @@ def backward_transfer(matrix: list[list[float | None]], learned_at: dict[int, in
 class Experiment:
     """Builds everything from a ``ContinualConfig`` and runs its schedule."""
 
-    def __init__(self, cfg: ContinualConfig, out_dir: Path, *, progress: bool = True, run_id: str = "run") -> None:
+    def __init__(
+        self,
+        cfg: ContinualConfig,
+        out_dir: Path,
+        *,
+        progress: bool = True,
+        run_id: str = "run",
+        bus: EventBus[Event] | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.run_id = run_id
+        # every event of the run (phases, spike batches, evaluations) goes through this bus
+        self.bus: EventBus[Event] = bus if bus is not None else EventBus()
+        self.metrics = metrics if metrics is not None else METRICS
         self.out_dir = out_dir
         self.progress = progress
         data = load_digits() if cfg.data.dataset == "digits" else load_mnist_subset()
@@ -167,7 +184,9 @@ class Experiment:
         self._class_count = np.zeros(self.n_classes)
         self._counts = np.zeros(n, dtype=np.int64)
         self.sim.add_chunk_hook(self._count)
-        self.machine = PhaseMachine(run_id=run_id, sim_time=lambda: self.sim.t)
+        self.sim.add_chunk_hook(self.metrics.observe_chunk)
+        self.spike_stream = SpikeStream(self.bus).attach(self.sim)
+        self.machine = PhaseMachine(run_id=run_id, sim_time=lambda: self.sim.t, bus=self.bus, metrics=self.metrics)
         self.machine.on_exit(Phase.LEARNING, self._consolidate)
         self.machine.on_enter(Phase.SLEEP, self._snapshot_for_sleep)
         self.seen: list[int] = []
@@ -339,7 +358,28 @@ class Experiment:
         self.matrix["class"].append(row_class)
         self.matrix["task"].append(row_task)
         self.evaluation_times.append(self.sim.t)
+        self._announce_evaluation({"class": row_class, "task": row_task})
         self.write_results("running")
+
+    def _announce_evaluation(self, rows: dict[str, list[float | None]]) -> None:
+        for scenario, row in rows.items():
+            seen = {self.tasks[t].task_id: a for t, a in enumerate(row) if a is not None}
+            for task_id, acc in seen.items():
+                self.metrics.task_accuracy.labels(task=task_id, scenario=scenario).set(acc)
+            if seen:
+                self.metrics.average_accuracy.labels(scenario=scenario).set(sum(seen.values()) / len(seen))
+        primary = {self.tasks[t].task_id: a for t, a in enumerate(rows[self.cfg.scenario]) if a is not None}
+        self.bus.publish(
+            EvaluationEvent(
+                run_id=self.run_id,
+                sequence=len(self.evaluation_times) - 1,
+                scenario=self.cfg.scenario,
+                accuracy=primary,
+                average_accuracy=sum(primary.values()) / len(primary) if primary else 0.0,
+                sim_time_s=self.sim.t,
+                wall_time=time.time(),
+            )
+        )
 
     def _vote_accuracy(
         self, responses: npt.NDArray[np.int64], labels: npt.NDArray[np.int64], classes: list[int]
@@ -404,13 +444,28 @@ class Experiment:
         return self.results("completed")
 
 
-def run_experiment(cfg: ContinualConfig, out_dir: Path, *, progress: bool = True) -> dict[str, Any]:
-    """Run the experiment in a fresh event loop; writes results.json and the plots."""
+def run_experiment(
+    cfg: ContinualConfig,
+    out_dir: Path,
+    *,
+    progress: bool = True,
+    run_id: str = "run",
+    mqtt: BrokerSettings | None = None,
+) -> dict[str, Any]:
+    """Run the experiment in a fresh event loop; writes results.json and the plots. With
+    ``mqtt``, its phases, spikes and evaluations are published live under ``neurosim/{run_id}/``."""
     from neurosim.phases.report import plot_experiment
 
-    experiment = Experiment(cfg, out_dir, progress=progress)
+    experiment = Experiment(cfg, out_dir, progress=progress, run_id=run_id)
+
+    async def main() -> dict[str, Any]:
+        if mqtt is None:
+            return await experiment.run()
+        async with MQTTPublisher(mqtt, run_id, experiment.bus):
+            return await experiment.run()
+
     try:
-        results = asyncio.run(experiment.run())
+        results = asyncio.run(main())
     finally:
         plot_experiment(out_dir, experiment)
     return results

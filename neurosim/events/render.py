@@ -1,0 +1,59 @@
+"""One line per event, as ``neurosim subscribe`` prints it: JSON or short text."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from neurosim.events.schema import EvaluationEvent, Event, PhaseEvent, StatusEvent
+from neurosim.events.wire import SpikeBatch
+
+
+def spike_batch_fields(batch: SpikeBatch, *, full: bool) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "type": "spikes",
+        "population": batch.population,
+        "first_step": batch.first_step,
+        "n_steps": batch.n_steps,
+        "dt": batch.dt,
+        "t_start_s": batch.first_step * batch.dt,
+        "t_stop_s": (batch.first_step + batch.n_steps) * batch.dt,
+        "n_spikes": int(batch.indices.size),
+    }
+    if full:
+        fields["steps"] = batch.steps.tolist()
+        fields["indices"] = batch.indices.tolist()
+        if batch.instances is not None:
+            fields["instances"] = batch.instances.tolist()
+    return fields
+
+
+def render_event(event: Event, *, as_json: bool, full_spikes: bool = False) -> str:
+    if as_json:
+        if isinstance(event, SpikeBatch):
+            return json.dumps(spike_batch_fields(event, full=full_spikes))
+        kind = {PhaseEvent: "phase", StatusEvent: "status", EvaluationEvent: "evaluation"}[type(event)]
+        return json.dumps({"type": kind, **event.model_dump(mode="json")})
+    match event:
+        case PhaseEvent():
+            came_from = f"{event.previous.value} -> " if event.previous else ""
+            task = f" (task {event.task})" if event.task else ""
+            where = f"at {event.sim_time_s:.3f} s"
+            return f"phase      {event.run_id} #{event.sequence} {came_from}{event.phase.value}{task} {where}"
+        case StatusEvent():
+            how = "" if event.clean else " (connection lost: Last Will)"
+            return f"status     {event.run_id} {event.state.value}{how}"
+        case EvaluationEvent():
+            accs = ", ".join(f"{task} {acc:.3f}" for task, acc in event.accuracy.items())
+            return (
+                f"evaluation {event.run_id} #{event.sequence} {event.scenario}-incremental average "
+                f"{event.average_accuracy:.3f} ({accs}) at {event.sim_time_s:.3f} s"
+            )
+        case SpikeBatch():
+            f = spike_batch_fields(event, full=full_spikes)
+            line = (
+                f"spikes     {event.population} {f['n_spikes']} spikes in [{f['t_start_s']:.4f}, {f['t_stop_s']:.4f}) s"
+            )
+            if full_spikes:
+                line += " " + json.dumps({"steps": f["steps"], "indices": f["indices"]})
+            return line
