@@ -137,3 +137,27 @@ def test_step_is_pure() -> None:
     step(state, None, params, DT)
     for a, b in zip(before, state, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("params", [CurrentLIF(t_ref=2e-3), AdaptiveLIF(theta_plus=1e-3)])
+def test_a_surrogate_step_has_the_same_forward_values_and_passes_gradients(params: CurrentLIF | AdaptiveLIF) -> None:
+    from neurosim.learning.surrogate import Surrogate
+
+    torch.manual_seed(0)
+    dt, n = 1e-4, 50
+    plain = initial_state(params, 2, n, dtype=torch.float64, device=torch.device("cpu"))
+    trained = plain
+    current = torch.rand((200, 2, n), dtype=torch.float64) * 6e-10
+    current.requires_grad_(True)
+    total_spikes = 0
+    readout = torch.zeros((), dtype=torch.float64)
+    for k in range(200):
+        spikes, plain = step(plain, current[k].detach(), params, dt)
+        spikes_f, trained = step(trained, current[k], params, dt, surrogate=Surrogate(width=1e-3))
+        assert torch.equal(spikes, spikes_f.bool())
+        torch.testing.assert_close(trained.v.detach(), plain.v, rtol=0, atol=1e-12)
+        total_spikes += int(spikes.sum())
+        readout = readout + spikes_f.sum()
+    assert total_spikes > 10
+    readout.backward()
+    assert current.grad is not None and float(current.grad.abs().sum()) > 0

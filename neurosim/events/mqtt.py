@@ -57,6 +57,10 @@ from neurosim.events.wire import SpikeBatch
 from neurosim.metrics import METRICS, Metrics
 
 log = logging.getLogger(__name__)
+# aiomqtt warns on every publish once more than 10 wait for their socket write, which the
+# pipelined spike batches do by design (up to ``max_in_flight``); keep its errors only.
+_aiomqtt_log = logging.getLogger(f"{__name__}.aiomqtt")
+_aiomqtt_log.setLevel(logging.ERROR)
 T = TypeVar("T")
 
 PASSWORD_ENV = "NEUROSIM_MQTT_PASSWORD"
@@ -171,6 +175,7 @@ def _client(
     return aiomqtt.Client(
         settings.host,
         settings.port,
+        logger=_aiomqtt_log,
         username=settings.username,
         password=settings.password,
         identifier=identifier,
@@ -256,6 +261,7 @@ class MQTTPublisher:
         drain_timeout: float = 10.0,
         publish_timeout: float = 5.0,
         identifier: str | None = None,
+        max_in_flight: int = 16,
     ) -> None:
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
@@ -268,6 +274,10 @@ class MQTTPublisher:
         self.drain_timeout = drain_timeout
         self.publish_timeout = publish_timeout
         self.identifier = identifier
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        self.max_in_flight = max_in_flight
+        self._published_total = {kind: self.metrics.mqtt_published.labels(topic=kind.value) for kind in Topic}
         self.stats = PublisherStats()
         self._sub: Subscription[Event] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -381,10 +391,16 @@ class MQTTPublisher:
                 delay = min(delay * self.backoff.factor, self.backoff.maximum)
 
     async def _pump(self, client: aiomqtt.Client) -> None:
-        """Send queued events until closing and drained (or abandoned)."""
+        """Send queued events until closing and drained (or abandoned).
+
+        QoS 0 messages (spike batches) are pipelined: up to ``max_in_flight`` publishes wait
+        for their socket write at once, so one event-loop turn flushes many of them. A QoS 1
+        message first waits for those in flight, so every topic keeps the order of the bus.
+        """
         assert self._sub is not None
         stop_waiter = asyncio.ensure_future(self._stopping.wait())
         lost = _disconnection(client)
+        in_flight: dict[asyncio.Future[None], Event] = {}
         try:
             while True:
                 if self._abandon:
@@ -393,19 +409,45 @@ class MQTTPublisher:
                     event = self._sub.get_nowait()
                 except asyncio.QueueEmpty:
                     if self._stopping.is_set():
+                        await self._settle(in_flight, everything=True)
                         return
                     getter = asyncio.ensure_future(self._sub.get())
-                    waiters: set[asyncio.Future[Any]] = {getter, stop_waiter, lost}
+                    waiters: set[asyncio.Future[Any]] = {getter, stop_waiter, lost, *in_flight}
                     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                    await self._settle(in_flight, everything=False)
                     if not getter.done():
                         getter.cancel()
                         _raise_if_lost(lost)
                         continue
                     event = getter.result()
-                await self._send(client, event)
+                if _QOS_RETAIN[_kind(event)][0] == 0:
+                    in_flight[asyncio.ensure_future(self._send(client, event))] = event
+                    if len(in_flight) >= self.max_in_flight:
+                        await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                        await self._settle(in_flight, everything=False)
+                else:
+                    await self._settle(in_flight, everything=True)
+                    await self._send(client, event)
                 await self._announce_dropped_phase(client)
         finally:
             stop_waiter.cancel()
+            for task, event in in_flight.items():  # the connection failed under them
+                if task.cancel():
+                    self._drop(event, "disconnected")
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def _settle(self, in_flight: dict[asyncio.Future[None], Event], *, everything: bool) -> None:
+        """Forget finished publishes (all of them, once they finish, with ``everything``); raise the first error."""
+        if everything and in_flight:
+            await asyncio.wait(in_flight)
+        error: BaseException | None = None
+        for task in [t for t in in_flight if t.done()]:
+            del in_flight[task]
+            failure = task.exception()  # a failed publish counted its drop already
+            error = error or failure
+        if error is not None:
+            raise error
 
     def _newest_phase(self) -> PhaseEvent | None:
         candidates = [e for e in (self._phase_sent, self._phase_dropped) if e is not None]
@@ -430,7 +472,7 @@ class MQTTPublisher:
             timeout=self.publish_timeout,
         )
         try:
-            if qos == 0:  # written to the socket at once: nothing to wait for
+            if qos == 0:  # confirmed once written to the socket
                 await publishing
             else:  # waits for the broker's PUBACK, which never comes if the connection drops meanwhile
                 lost = _disconnection(client)
@@ -446,7 +488,7 @@ class MQTTPublisher:
         if isinstance(event, PhaseEvent) and (self._phase_sent is None or event.sequence >= self._phase_sent.sequence):
             self._phase_sent = event
         self.stats.published[kind.value] += 1
-        self.metrics.mqtt_published.labels(topic=kind.value).inc()
+        self._published_total[kind].inc()
 
     def _drop(self, event: Event, reason: str) -> None:
         if isinstance(event, PhaseEvent):

@@ -24,6 +24,7 @@ length; anything malformed raises ``SpikeBatchError`` (a ``ValueError``), nothin
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 
@@ -97,15 +98,17 @@ def encode(batch: SpikeBatch) -> bytes:
         raise ValueError("steps, indices and instances must have one entry per spike")
     if not 0 <= batch.n_steps <= _U32_MAX or n > _U32_MAX or not 0 <= batch.first_step < 2**63:
         raise ValueError("n_steps and n_spikes must fit 32 bits, first_step must be in [0, 2**63)")
-    if not (np.isfinite(batch.dt) and batch.dt > 0):
+    if not (math.isfinite(batch.dt) and batch.dt > 0):
         raise ValueError(f"dt must be a positive finite number of seconds, got {batch.dt!r}")
     local = batch.steps - batch.first_step
-    if n and (local.min() < 0 or local.max() >= batch.n_steps or np.any(np.diff(local) < 0)):
+    if n and (local[0] < 0 or local[-1] >= batch.n_steps or np.any(local[1:] < local[:-1])):
         raise ValueError("spike steps must be sorted and inside [first_step, first_step + n_steps)")
     for arr in (batch.indices, batch.instances):
         if arr is not None and arr.size and (arr.min() < 0 or arr.max() > _U32_MAX):
             raise ValueError("neuron and instance indices must fit unsigned 32 bits")
-    offsets = np.searchsorted(local, np.arange(batch.n_steps + 1)).astype("<u4")
+    offsets = np.zeros(batch.n_steps + 1, dtype="<u4")
+    if n:  # spikes per step, accumulated: the index of each step's first spike
+        np.cumsum(np.bincount(local, minlength=batch.n_steps), out=offsets[1:])
     flags = FLAG_INSTANCES if batch.instances is not None else 0
     parts = [
         _HEADER.pack(MAGIC, VERSION, flags, len(name), batch.first_step, batch.dt, batch.n_steps, n),
@@ -131,7 +134,7 @@ def decode(payload: bytes | bytearray | memoryview) -> SpikeBatch:
         raise SpikeBatchError(f"unknown flags 0x{flags:02x}")
     if first_step >= 2**63:
         raise SpikeBatchError(f"first_step {first_step} is out of range")
-    if not (np.isfinite(dt) and dt > 0):
+    if not (math.isfinite(dt) and dt > 0):
         raise SpikeBatchError(f"dt must be a positive finite number of seconds, got {dt!r}")
     words = n_steps + 1 + n * (2 if flags & FLAG_INSTANCES else 1)
     expected = _HEADER.size + name_len + 4 * words
@@ -143,9 +146,10 @@ def decode(payload: bytes | bytearray | memoryview) -> SpikeBatch:
         raise SpikeBatchError(f"population name is not UTF-8: {err}") from None
     body = np.frombuffer(data, dtype="<u4", offset=_HEADER.size + name_len).astype(np.int64)
     offsets = body[: n_steps + 1]
-    if offsets[0] != 0 or offsets[-1] != n or np.any(np.diff(offsets) < 0):
+    per_step = np.diff(offsets)
+    if offsets[0] != 0 or offsets[-1] != n or (per_step < 0).any():
         raise SpikeBatchError("step offsets must start at 0, never decrease, and end at n_spikes")
     indices = body[n_steps + 1 : n_steps + 1 + n]
     instances = body[n_steps + 1 + n :] if flags & FLAG_INSTANCES else None
-    steps = first_step + np.repeat(np.arange(n_steps, dtype=np.int64), np.diff(offsets))
+    steps = np.repeat(np.arange(first_step, first_step + n_steps, dtype=np.int64), per_step)
     return SpikeBatch(population, int(first_step), float(dt), int(n_steps), steps, indices, instances)

@@ -40,9 +40,12 @@ import enum
 import math
 from dataclasses import dataclass, fields
 from functools import lru_cache
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
+
+if TYPE_CHECKING:
+    from neurosim.learning.surrogate import Surrogate
 
 Tensor = torch.Tensor
 
@@ -236,19 +239,41 @@ def initial_state(params: NeuronParams, batch: int, n: int, *, dtype: torch.dtyp
 
 
 def _threshold_and_reset(
-    v: Tensor, refractory: Tensor, active: Tensor, threshold: Tensor | float, params: NeuronParams, c: Coefficients
+    v: Tensor,
+    refractory: Tensor,
+    active: Tensor,
+    threshold: Tensor | float,
+    params: NeuronParams,
+    c: Coefficients,
+    surrogate: Surrogate | None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    spikes = (v > threshold) & active
-    v = torch.where(spikes, torch.full_like(v, params.v_reset), v)
-    refractory = torch.where(spikes, torch.full_like(refractory, c.refractory_steps), refractory)
+    if surrogate is None:
+        spikes = (v > threshold) & active
+        v = torch.where(spikes, torch.full_like(v, params.v_reset), v)
+    else:  # the same forward values, differentiable: Heaviside with a surrogate derivative, reset by subtraction
+        spikes_f = surrogate.spike(v, threshold) * active.to(v.dtype)
+        v = v + spikes_f * (params.v_reset - v)
+        spikes = spikes_f
+    refractory = torch.where(spikes.bool(), torch.full_like(refractory, c.refractory_steps), refractory)
     return spikes, v, refractory
 
 
-def step(state: NeuronState, i_ext: Tensor | None, params: NeuronParams, dt: float) -> tuple[Tensor, NeuronState]:
+def step(
+    state: NeuronState,
+    i_ext: Tensor | None,
+    params: NeuronParams,
+    dt: float,
+    *,
+    surrogate: Surrogate | None = None,
+) -> tuple[Tensor, NeuronState]:
     """Advance every neuron by one step of ``dt`` seconds.
 
     ``i_ext`` is the external current in amperes, ``(batch, n)`` or ``None``; it is held
     constant over the step. Returns ``(spikes, new_state)`` with ``spikes`` boolean.
+
+    With a ``surrogate`` (training by backpropagation through time) the forward values are
+    the same, but ``spikes`` are floats (0 or 1) whose derivative is the surrogate's, and the
+    reset ``v -> v_reset`` is written ``v + z (v_reset - v)`` so gradients flow through it.
     """
     c = coefficients(params, dt)
     refractory = torch.clamp_min(state.refractory - 1.0, 0.0)
@@ -272,8 +297,10 @@ def step(state: NeuronState, i_ext: Tensor | None, params: NeuronParams, dt: flo
         if not isinstance(params, AdaptiveLIF):
             raise TypeError(f"AdaptiveLIFState needs AdaptiveLIF params, got {type(params).__name__}")
         theta = state.theta * c.decay_theta
-        spikes, v, refractory = _threshold_and_reset(v, refractory, active, params.v_threshold + theta, params, c)
-        theta = torch.where(spikes, theta + params.theta_plus, theta)
+        spikes, v, refractory = _threshold_and_reset(
+            v, refractory, active, params.v_threshold + theta, params, c, surrogate
+        )
+        theta = theta + spikes.to(theta.dtype) * params.theta_plus
         return spikes, AdaptiveLIFState(v, g_exc, g_inh, refractory, theta)
-    spikes, v, refractory = _threshold_and_reset(v, refractory, active, params.v_threshold, params, c)
+    spikes, v, refractory = _threshold_and_reset(v, refractory, active, params.v_threshold, params, c, surrogate)
     return spikes, LIFState(v, g_exc, g_inh, refractory)

