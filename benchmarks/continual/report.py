@@ -49,6 +49,7 @@ class MethodSummary:
             "validation_search": {f"{k:g}": v for k, v in self.search.items()},
             "wall_s_mean": float(np.mean([r.wall_s for r in self.results])),
             "fisher_s_mean": float(np.mean([r.fisher_s for r in self.results])),
+            "curve_seed0": [[step, acc] for step, acc in self.results[0].curve],
         }
 
 
@@ -91,52 +92,52 @@ def evaluate_protocol(
     return summaries
 
 
-def table(proto: Protocol, summaries: dict[Method, MethodSummary], *,
+def table(name: ProtocolName, methods: dict[str, dict[str, Any]], *,
           cost: str = "Fisher / importance cost per run (s)") -> str:  # fmt: skip
-    published = PUBLISHED[proto.name]
+    """The results table of one protocol, from its JSON (``MethodSummary.as_json`` per method)."""
+    published = PUBLISHED[name]
     lines = [
         "| method | strength (validation) | average accuracy (mean +- std) | published | beats published beyond "
         f"the spread | wall per run (s) | {cost} |",
         "|---|---|---|---|---|---|---|",
     ]
-    for method, s in summaries.items():
-        mean, std = float(np.mean(s.accuracies)), float(np.std(s.accuracies))
-        ref = published.get(method)
-        verdict = "" if ref is None else ("yes" if mean - std > ref else "no")
-        strength = "" if s.strength is None else f"{s.strength:g}"
+    for method, r in methods.items():
+        ref = published.get(Method(method))
+        verdict = "" if ref is None else ("yes" if r["mean"] - r["std"] > ref else "no")
+        strength = "" if r["strength"] is None else f"{r['strength']:g}"
         lines.append(
-            f"| {method.value} | {strength} | {mean:.4f} +- {std:.4f} | {'' if ref is None else f'{ref:.3f}'} | "
-            f"{verdict} | {np.mean([r.wall_s for r in s.results]):.1f} | "
-            f"{np.mean([r.fisher_s for r in s.results]):.2f} |"
+            f"| {method} | {strength} | {r['mean']:.4f} +- {r['std']:.4f} | {'' if ref is None else f'{ref:.3f}'} | "
+            f"{verdict} | {r['wall_s_mean']:.1f} | {r['fisher_s_mean']:.2f} |"
         )
     return "\n".join(lines)
 
 
-def plot(path: Path, all_summaries: dict[ProtocolName, dict[Method, MethodSummary]]) -> None:
+def plot(path: Path, protocols: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """Accuracy on each context over training (seed 0), one row per protocol, one panel per method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = list(next(iter(all_summaries.values())))
-    fig, axes = plt.subplots(len(all_summaries), len(methods), figsize=(3.2 * len(methods), 3.0 * len(all_summaries)),
+    n_cols = max(len(m) for m in protocols.values())
+    fig, axes = plt.subplots(len(protocols), n_cols, figsize=(3.2 * n_cols, 3.0 * len(protocols)),
                              squeeze=False, sharey=True)  # fmt: skip
-    for row, (name, summaries) in enumerate(all_summaries.items()):
-        for col, method in enumerate(methods):
+    for row, (name, methods) in enumerate(protocols.items()):
+        for col, (method, r) in enumerate(methods.items()):
             ax = axes[row][col]
-            curve = summaries[method].results[0].curve
+            curve = r["curve_seed0"]
             steps = [s for s, _ in curve]
             n_ctx = len(curve[-1][1])
             colours = plt.cm.viridis(np.linspace(0, 0.9, n_ctx))
             for k in range(n_ctx):
                 ys = [acc[k] if acc[k] is not None else np.nan for _, acc in curve]
-                ax.plot(steps, ys, color=colours[k], lw=1.2, label=f"context {k + 1}")
-            ax.set_title(f"{name.value}\n{method.value}", fontsize=9)
+                ax.plot(steps, ys, color=colours[k], lw=1.2, marker=".", ms=3, label=f"context {k + 1}")
+            ax.set_title(f"{name}\n{method}", fontsize=9)
             ax.set_ylim(0.0, 1.02)
             ax.set_xlabel("training iteration")
             if col == 0:
                 ax.set_ylabel("test accuracy")
-        axes[row][-1].legend(fontsize=6, loc="lower left", ncol=2)
+        axes[row][len(methods) - 1].legend(fontsize=6, loc="lower left", ncol=2)
     fig.suptitle("Accuracy on each context over training (seed 0)", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

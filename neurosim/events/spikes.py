@@ -42,6 +42,8 @@ class SpikeStream:
         return self
 
     def __call__(self, result: ChunkResult) -> None:
+        if not self.bus.subscribers:  # nobody listening: skip building the batches
+            return
         for population in self.populations or ():
             self.bus.publish(SpikeBatch.from_chunk(result, population))
             self.batches += 1

@@ -1,0 +1,57 @@
+"""The continual-learning benchmark's smoke runs (``--quick``): the whole pipeline, at toy size."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MLP_METHODS = ["none", "joint", "ewc", "online_ewc", "si", "online_fisher_ewc"]
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def _run(module: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", module, "--quick", "--out", str(out), *extra],
+                          cwd=ROOT, capture_output=True, text=True, env=env, check=False)  # fmt: skip
+
+
+def test_quick_run_writes_the_table_json_and_plot(tmp_path: Path) -> None:
+    done = _run("benchmarks.continual", tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "continual.json").read_text())
+    assert results["dataset"] == "digits" and results["machine"]
+    for protocol in ("split_task_il", "permuted_domain_il"):
+        assert sorted(results[protocol]) == sorted(MLP_METHODS)
+        for method in MLP_METHODS:
+            entry = results[protocol][method]
+            assert entry["seeds"] == 2 and len(entry["per_seed"]) == 2
+            assert 0.0 <= entry["mean"] <= 1.0 and entry["std"] >= 0.0
+        for method in ("ewc", "online_ewc", "si", "online_fisher_ewc"):  # chosen on validation, from the grid
+            search = results[protocol][method]["validation_search"]
+            assert len(search) == 2 and results[protocol][method]["strength"] == float(max(search, key=search.get))
+        assert results[protocol]["ewc"]["fisher_s_mean"] > 0
+    split = results["split_task_il"]
+    assert split["joint"]["mean"] > 0.9  # two-way heads on 8x8 digits: easy when learned together
+    for protocol in ("split_task_il", "permuted_domain_il"):  # the per-protocol records the report is built from
+        record = json.loads((tmp_path / f"continual_{protocol}.json").read_text())
+        assert record["settings"]["hidden"] == 100 and record["methods"]["none"]["curve_seed0"]
+    table = (tmp_path / "continual.md").read_text()
+    for published in ("0.958", "0.974", "0.985", "0.838", "0.843", "0.447"):
+        assert published in table
+    assert (tmp_path / "continual.png").stat().st_size > 20_000
+
+
+def test_quick_spiking_run(tmp_path: Path) -> None:
+    done = _run("benchmarks.continual.spiking", tmp_path, "--protocols", "split_task_il")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "continual_spiking.json").read_text())
+    assert sorted(results["split_task_il"]) == ["ewc", "none", "online_fisher_ewc", "sleep"]
+    assert all(0.0 <= r["mean"] <= 1.0 for r in results["split_task_il"].values())
+    assert "sleep" in (tmp_path / "continual_spiking.md").read_text()
