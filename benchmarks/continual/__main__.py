@@ -52,7 +52,7 @@ GRIDS: dict[ProtocolName, dict[Method, list[float]]] = {
     },
     ProtocolName.PERMUTED_DOMAIN_IL: {
         Method.EWC: [1e2, 1e3, 1e4, 1e5],
-        Method.ONLINE_EWC: [1e2, 1e3, 1e4, 1e5],
+        Method.ONLINE_EWC: [1.0, 10.0, 1e2, 1e3, 1e4, 1e5],
         Method.ONLINE_FISHER_EWC: [1e2, 1e3, 1e4, 1e5],
         Method.SI: [0.1, 1.0, 10.0, 100.0],
     },
