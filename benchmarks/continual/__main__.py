@@ -1,13 +1,15 @@
 """Run the continual-learning regularisation benchmark and write its table, JSON and plot.
 
-    .venv/bin/python -m benchmarks.continual                      # the full benchmark (about 40 min, 2 cores)
+    .venv/bin/python -m benchmarks.continual                      # the full benchmark (see docs/continual.md)
     .venv/bin/python -m benchmarks.continual --quick --out /tmp/c  # a smoke run on 8x8 digits (about 1 min)
     .venv/bin/python -m benchmarks.continual --dataset mnist       # full MNIST, if the loader's cache has it
+    .venv/bin/python -m benchmarks.continual --protocols permuted_domain_il --methods ewc \\
+        --grid ewc=1,10 --extend                                   # widen one search, keep the rest
 
 For each protocol: the regularisation strength of every regularised method is chosen on a
-validation split (held out of each context's training data, one search seed), then every
-method runs with ``--seeds`` seeds and is scored on the test sets. Writes
-``continual.md``, ``continual.json`` and ``continual.png`` to ``--out``
+validation split (held out of each context's training data; the mean of 3 search runs per
+strength on split, 1 on permuted), then every method runs with ``--seeds`` seeds and is
+scored on the test sets. Writes ``continual.md``, ``continual.json`` and ``continual.png`` to ``--out``
 (default ``benchmarks/results``). See ``docs/continual.md``.
 """
 
@@ -16,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -27,34 +28,43 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.common import machine_description
 from benchmarks.continual.protocol import (
     MLP_METHODS,
     PUBLISHED,
     PUBLISHED_ITERATIONS,
+    REGULARISED,
     DatasetName,
     Method,
     Protocol,
     ProtocolName,
+    Settings,
     protocol,
 )
-from benchmarks.continual.report import SEARCH_SEED, MethodSummary, evaluate_protocol, plot, table
+from benchmarks.continual.report import (
+    SEARCH_SEED,
+    IncompatibleRecord,
+    ProtocolRecord,
+    evaluate_protocol,
+    planned_iterations,
+    plot,
+    table,
+)
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 # Strength grids of the validation search (lambda for the EWC variants, c for SI).
 GRIDS: dict[ProtocolName, dict[Method, list[float]]] = {
     ProtocolName.SPLIT_TASK_IL: {
-        Method.EWC: [1e4, 1e5, 1e6, 1e7, 1e8],
-        Method.ONLINE_EWC: [1e4, 1e5, 1e6, 1e7, 1e8],
-        Method.ONLINE_FISHER_EWC: [1e3, 1e4, 1e5, 1e6, 1e7],
-        Method.SI: [0.1, 1.0, 10.0, 100.0, 1e3],
+        Method.EWC: [1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10],
+        Method.ONLINE_EWC: [1e4, 1e5, 1e6, 1e7, 1e8, 1e9],
+        Method.ONLINE_FISHER_EWC: [10.0, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7],
+        Method.SI: [0.01, 0.1, 1.0, 10.0, 100.0, 1e3],
     },
     ProtocolName.PERMUTED_DOMAIN_IL: {
-        Method.EWC: [1e2, 1e3, 1e4, 1e5],
+        Method.EWC: [1.0, 10.0, 1e2, 1e3, 1e4, 1e5],
         Method.ONLINE_EWC: [1.0, 10.0, 1e2, 1e3, 1e4, 1e5],
-        Method.ONLINE_FISHER_EWC: [1e2, 1e3, 1e4, 1e5],
-        Method.SI: [0.1, 1.0, 10.0, 100.0],
+        Method.ONLINE_FISHER_EWC: [1.0, 10.0, 1e2, 1e3, 1e4, 1e5],
+        Method.SI: [0.1, 1.0, 10.0, 100.0, 1e3, 1e4],
     },
 }
 # Iterations per context on the 5,000-image subset: about the published number of epochs
@@ -64,12 +74,41 @@ GRIDS: dict[ProtocolName, dict[Method, list[float]]] = {
 SUBSET_ITERATIONS = {ProtocolName.SPLIT_TASK_IL: 300, ProtocolName.PERMUTED_DOMAIN_IL: 300}
 
 
+# Validation runs per strength: split's validation sets are small (about 70 images per
+# context), so one run's score is mostly noise there; permuted's are 400 per context.
+SEARCH_SEEDS = {ProtocolName.SPLIT_TASK_IL: 3, ProtocolName.PERMUTED_DOMAIN_IL: 1}
+
+
+def parse_grid(text: str) -> tuple[Method, list[float]]:
+    """``METHOD=V1,V2,...`` (``--grid``)."""
+    method, _, values = text.partition("=")
+    try:
+        chosen = Method(method.strip())
+        strengths = [float(v) for v in values.split(",") if v.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected METHOD=V1,V2,... ({error})") from None
+    if chosen not in REGULARISED or not strengths or min(strengths) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: METHOD is one of {', '.join(m.value for m in REGULARISED)}, with positive strengths"
+        )
+    return chosen, strengths
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", type=DatasetName, choices=list(DatasetName), default=DatasetName.MNIST_SUBSET)
     parser.add_argument("--protocols", type=ProtocolName, nargs="+", choices=list(ProtocolName),
                         default=list(ProtocolName))  # fmt: skip
+    parser.add_argument("--methods", type=Method, nargs="+", choices=list(MLP_METHODS), default=list(MLP_METHODS),
+                        help="run only these (the saved results of the others are kept)")  # fmt: skip
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--search-seeds", type=int, default=None,
+                        help="validation runs per strength (default: split 3, permuted 1)")  # fmt: skip
+    parser.add_argument("--grid", type=parse_grid, action="append", default=[], metavar="METHOD=V1,V2,...",
+                        help="this strength grid instead of the default (one protocol at a time)")  # fmt: skip
+    parser.add_argument("--extend", action="store_true",
+                        help="add to the saved results in --out: strengths already searched and test runs "
+                             "at the chosen strength are not repeated")  # fmt: skip
     parser.add_argument("--iterations", type=int, default=None, help="per context (default: see the docs)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 8x8 digits, 100 hidden units, 20 iterations per context, 2 seeds, "
@@ -82,12 +121,15 @@ def main() -> None:
     if args.report_only:
         write_report(args.out)
         return
-    if args.seeds < 1:
-        parser.error("--seeds must be >= 1")
+    if args.seeds < 1 or (args.search_seeds is not None and args.search_seeds < 1):
+        parser.error("--seeds and --search-seeds must be >= 1")
+    if args.grid and len(args.protocols) > 1:
+        parser.error("--grid applies to one protocol: give --protocols with one name")
     if args.threads:
         torch.set_num_threads(args.threads)
     dataset = DatasetName.DIGITS if args.quick else args.dataset
     seeds = min(args.seeds, 2) if args.quick else args.seeds
+    methods = tuple(m for m in MLP_METHODS if m in args.methods)
     protos: dict[ProtocolName, Protocol] = {}
     grids: dict[ProtocolName, dict[Method, list[float]]] = {}
     for name in args.protocols:
@@ -98,37 +140,25 @@ def main() -> None:
             )
         else:
             default = PUBLISHED_ITERATIONS[name] if dataset is DatasetName.MNIST else SUBSET_ITERATIONS[name]
-            grids[name] = GRIDS[name]
+            grids[name] = dict(GRIDS[name])
             protos[name] = protocol(name, iterations=args.iterations or default)
-    total = sum(
-        p.iterations * p.n_contexts * (seeds * len(MLP_METHODS) + sum(len(v) for v in grids[n].values()))
-        for n, p in protos.items()
-    )
+        grids[name].update(dict(args.grid))
+    search_seeds = {n: 1 if args.quick else args.search_seeds or SEARCH_SEEDS[n] for n in protos}
+    try:  # before anything runs: a record this run cannot add to is refused now, not hours later
+        records = {n: ProtocolRecord.open(args.out, "continual", n, dataset, Settings.of(p)) for n, p in protos.items()}
+    except IncompatibleRecord as error:
+        parser.error(str(error))
+    total = sum(planned_iterations(p, seeds, grids[n], methods, search_seeds[n]) for n, p in protos.items())
+    command = "python -m benchmarks.continual " + " ".join(sys.argv[1:])
     with tqdm(total=total, unit="it", desc="continual benchmark") as bar:
         for name, proto in protos.items():
             t0 = time.perf_counter()
-            summaries = evaluate_protocol(proto, dataset, seeds, grids[name], bar, methods=MLP_METHODS)
-            save_protocol(args.out, name, proto, dataset, summaries, time.perf_counter() - t0)
+            previous = records[name].previous() if args.extend else {}
+            summaries = evaluate_protocol(proto, dataset, seeds, grids[name], bar, methods=methods,
+                                          search_seeds=search_seeds[name], previous=previous)  # fmt: skip
+            records[name].save(name, dataset, Settings.of(proto), command, time.perf_counter() - t0, summaries,
+                               MLP_METHODS, extended=args.extend)  # fmt: skip
     write_report(args.out)
-
-
-def save_protocol(out: Path, name: ProtocolName, p: Protocol, dataset: DatasetName,
-                  summaries: dict[Method, MethodSummary], wall: float) -> None:  # fmt: skip
-    """One protocol's results, so protocols can run separately (even in parallel) and combine."""
-    out.mkdir(parents=True, exist_ok=True)
-    record = {
-        "protocol": name.value,
-        "dataset": dataset.value,
-        "machine": machine_description(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "command": "python -m benchmarks.continual " + " ".join(sys.argv[1:]),
-        "wall_s": wall,
-        "settings": {"hidden": p.hidden, "contexts": p.n_contexts, "iterations_per_context": p.iterations,
-                     "lr": p.lr, "batch_size": p.batch_size, "fisher_samples": p.fisher_samples},
-        "methods": {m.value: s.as_json() for m, s in summaries.items()},
-    }  # fmt: skip
-    (out / f"continual_{name.value}.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 def write_report(out: Path) -> None:
@@ -158,9 +188,12 @@ def write_report(out: Path) -> None:
     for name, rec in records.items():
         st = rec["settings"]
         seeds = next(iter(rec["methods"].values()))["seeds"]
+        searched = {r.get("search_seeds", 1) for r in rec["methods"].values() if r["validation_search"]}
         sections.append(
             f"## {name.value}: {st['contexts']} contexts, MLP 2 x {st['hidden']}, {st['iterations_per_context']} "
             f"iterations per context, {seeds} seeds\n\n"
+            f"Strengths scored by the mean validation accuracy of {' or '.join(map(str, sorted(searched)))} "
+            f"search run(s) (seeds from {SEARCH_SEED}); the grids and scores are in the JSON.\n\n"
             f"Data set {rec['dataset']}; wall time {rec['wall_s'] / 60:.1f} min; command `{rec['command']}`.\n\n"
             + table(name, rec["methods"])
         )
@@ -169,7 +202,7 @@ def write_report(out: Path) -> None:
 
 Protocol of van de Ven, Tuytelaars & Tolias (2022): average test accuracy over all contexts
 after the last one, mean and standard deviation over seeds; strengths chosen on a
-validation split (seed {SEARCH_SEED}), never on the test set. Adam, batch 128.
+validation split held out of the training data, never on the test set. Adam, batch 128.
 Machine: {first["machine"]}; torch {first["torch"]}, Python {first["python"]}.
 How to reproduce, and what each method does: [docs/continual.md](../../docs/continual.md).
 

@@ -92,6 +92,22 @@ class Protocol:
         return self.name is ProtocolName.SPLIT_TASK_IL
 
 
+@dataclass(frozen=True)
+class Settings:
+    """What a saved result depends on besides its data set: results with equal settings combine."""
+
+    hidden: int
+    contexts: int
+    iterations_per_context: int
+    lr: float
+    batch_size: int
+    fisher_samples: int
+
+    @classmethod
+    def of(cls, p: Protocol) -> Settings:
+        return cls(p.hidden, p.n_contexts, p.iterations, p.lr, p.batch_size, p.fisher_samples)
+
+
 # van de Ven et al.: split 2000 iterations per context (lr 1e-3), permuted 5000 (lr 1e-4).
 PUBLISHED_ITERATIONS = {ProtocolName.SPLIT_TASK_IL: 2000, ProtocolName.PERMUTED_DOMAIN_IL: 5000}
 PUBLISHED = {  # average accuracy after the last context, as reported
@@ -285,7 +301,7 @@ def run(
     proto: Protocol,
     contexts: list[Context],
     cfg: RunConfig,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
     *,
     model_factory: ModelFactory = mlp,
     after_context: AfterContext | None = None,
@@ -299,7 +315,7 @@ def run(
     rng = np.random.default_rng(cfg.seed)
     n_in = contexts[0].train_x.shape[1]
     model = model_factory(n_in, proto.hidden, 10)
-    params = dict(model.named_parameters())
+    params: dict[str, Tensor] = dict(model.named_parameters())
     optimiser = torch.optim.Adam(model.parameters(), lr=proto.lr, betas=(0.9, 0.999))
     loop = asyncio.Runner()
     reg = Regulariser(proto, cfg, params, loop)
@@ -345,7 +361,7 @@ def run(
             task_gradients = {k: p.grad.detach().clone() for k, p in params.items() if p.grad is not None}
             penalty = reg.penalty()
             if penalty is not None:
-                penalty.backward()
+                penalty.backward()  # type: ignore[no-untyped-call]
             before = {k: p.detach().clone() for k, p in params.items()} if reg.si is not None else {}
             optimiser.step()
             deltas = {k: params[k].detach() - before[k] for k in before}

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import json
+import platform
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from benchmarks.continual.protocol import (
@@ -20,6 +24,7 @@ from benchmarks.continual.protocol import (
     ProtocolName,
     RunConfig,
     RunResult,
+    Settings,
     build_contexts,
     mlp,
     run,
@@ -33,7 +38,8 @@ class MethodSummary:
     method: Method
     strength: float | None
     results: list[RunResult]
-    search: dict[float, float]  # strength -> validation average accuracy
+    search: dict[float, float]  # strength -> validation average accuracy (mean over the search seeds)
+    search_seeds: int = 1
 
     @property
     def accuracies(self) -> list[float]:
@@ -46,50 +52,165 @@ class MethodSummary:
             "seeds": len(self.results),
             "per_seed": self.accuracies,
             "strength": self.strength,
-            "validation_search": {f"{k:g}": v for k, v in self.search.items()},
+            "validation_search": {f"{k:g}": v for k, v in sorted(self.search.items())},
+            "search_seeds": self.search_seeds,
             "wall_s_mean": float(np.mean([r.wall_s for r in self.results])),
             "fisher_s_mean": float(np.mean([r.fisher_s for r in self.results])),
             "curve_seed0": [[step, acc] for step, acc in self.results[0].curve],
         }
+
+    @classmethod
+    def from_json(cls, method: Method, saved: Mapping[str, Any]) -> MethodSummary:
+        """A saved summary, so that a later run can extend it (per-seed times are the saved means)."""
+        strength = saved["strength"]
+        curve = [(int(step), list(acc)) for step, acc in saved["curve_seed0"]]
+        results = [
+            RunResult(RunConfig(method, strength or 0.0, seed=seed), [], float(acc), curve if seed == 0 else [],
+                      float(saved["wall_s_mean"]), float(saved["fisher_s_mean"]))
+            for seed, acc in enumerate(saved["per_seed"])
+        ]  # fmt: skip
+        search = {float(k): float(v) for k, v in saved["validation_search"].items()}
+        return cls(method, strength, results, search, int(saved.get("search_seeds", 1)))
 
 
 def evaluate_protocol(
     proto: Protocol,
     dataset: DatasetName,
     seeds: int,
-    grids: dict[Method, list[float]],
-    bar: tqdm,
+    grids: Mapping[Method, Sequence[float]],
+    bar: tqdm[Any],
     *,
-    methods: tuple[Method, ...],
+    methods: Sequence[Method],
+    search_seeds: int = 1,
+    previous: Mapping[Method, MethodSummary] | None = None,
     model_factory: ModelFactory = mlp,
     after_context: Callable[[Method, float], AfterContext | None] = lambda method, strength: None,
 ) -> dict[Method, MethodSummary]:
-    """Every method: its strength searched on validation (if it has a grid), then ``seeds`` test runs."""
+    """Every method: its strength searched on validation (if it has a grid), then ``seeds`` test runs.
+
+    The search scores each strength by the mean validation accuracy over ``search_seeds``
+    runs (seeds ``SEARCH_SEED``, ``SEARCH_SEED + 1``, ...). ``previous`` (a saved result of the
+    same protocol and settings) is extended, not repeated: strengths it already scored with
+    the same number of search seeds are not run again, and its test runs are kept when the
+    best strength over the union is the one they used."""
     contexts = build_contexts(proto, dataset)
     summaries: dict[Method, MethodSummary] = {}
+    run_length = proto.iterations * proto.n_contexts
 
     def one(cfg: RunConfig) -> RunResult:
         hook = after_context(cfg.method, cfg.strength)
         return run(proto, contexts, cfg, bar.update, model_factory=model_factory, after_context=hook)
 
     for method in methods:
-        search: dict[float, float] = {}
-        strength: float | None = None
-        if method in grids:
-            for value in grids[method]:
-                bar.set_description(f"{proto.name.value}: {method.value} search {value:g}")
-                search[value] = one(RunConfig(method, value, seed=SEARCH_SEED, split="val")).average_accuracy
-            strength = max(search, key=lambda v: search[v])
+        prev = (previous or {}).get(method)
+        search = dict(prev.search) if prev is not None and prev.search_seeds == search_seeds else {}
+        for value in grids.get(method, ()):
+            if value in search:
+                skip(bar, search_seeds * run_length)
+                continue
+            bar.set_description(f"{proto.name.value}: {method.value} search {value:g}")
+            scores = [one(RunConfig(method, value, seed=SEARCH_SEED + k, split="val")).average_accuracy
+                      for k in range(search_seeds)]  # fmt: skip
+            search[value] = float(np.mean(scores))
+        strength = max(search, key=lambda v: search[v]) if search else None
+        if prev is not None and prev.strength == strength and len(prev.results) >= seeds:
+            skip(bar, seeds * run_length)
+            summaries[method] = dataclasses.replace(prev, search=search, search_seeds=search_seeds)
+            tqdm.write(f"{proto.name.value} {method.value}: kept the saved test runs (strength {strength})")
+            continue
         results = []
         for seed in range(seeds):
             bar.set_description(f"{proto.name.value}: {method.value} seed {seed}")
             every = max(1, proto.iterations // 2) if seed == 0 else 0  # curves for the plot
             cfg = RunConfig(method, strength or 0.0, seed=seed, evaluate_every=every)
             results.append(one(cfg))
-        summaries[method] = MethodSummary(method, strength, results, search)
+        summaries[method] = MethodSummary(method, strength, results, search, search_seeds)
         tqdm.write(f"{proto.name.value} {method.value}: {np.mean(summaries[method].accuracies):.4f} "
                    f"+- {np.std(summaries[method].accuracies):.4f} (strength {strength})")  # fmt: skip
     return summaries
+
+
+def skip(bar: tqdm[Any], iterations: int) -> None:
+    """Work the progress bar counted that a saved result makes unnecessary."""
+    bar.total = max(bar.n, (bar.total or 0) - iterations)
+    bar.refresh()
+
+
+def planned_iterations(proto: Protocol, seeds: int, grids: Mapping[Method, Sequence[float]],
+                       methods: Sequence[Method], search_seeds: int) -> int:  # fmt: skip
+    """Training iterations of a fresh ``evaluate_protocol`` (the progress bar's total)."""
+    runs = seeds * len(methods) + search_seeds * sum(len(grids.get(m, ())) for m in methods)
+    return runs * proto.iterations * proto.n_contexts
+
+
+class IncompatibleRecord(Exception):
+    """A saved record cannot be extended by this run (other data set or settings)."""
+
+
+@dataclass(frozen=True)
+class ProtocolRecord:
+    """One protocol's results on disk, ``<prefix>_<protocol>.json``: what a run adds to.
+
+    Methods run again replace their saved entries, the others are kept; ``extend`` also
+    reuses saved strength searches and test runs (see ``evaluate_protocol``)."""
+
+    path: Path
+    saved: dict[str, Any] | None
+
+    @classmethod
+    def open(
+        cls, out: Path, prefix: str, name: ProtocolName, dataset: DatasetName, settings: Settings
+    ) -> ProtocolRecord:
+        path = out / f"{prefix}_{name.value}.json"
+        saved = json.loads(path.read_text()) if path.exists() else None
+        if saved is not None:
+            theirs = (saved["dataset"], saved["settings"])
+            ours = (dataset.value, dataclasses.asdict(settings))
+            if theirs != ours:
+                raise IncompatibleRecord(
+                    f"{path} holds results for data set {theirs[0]} with settings {theirs[1]}; this run uses "
+                    f"{ours[0]} with {ours[1]}. Give another --out, or move that file away to start afresh."
+                )
+        return cls(path, saved)
+
+    def previous(self) -> dict[Method, MethodSummary]:
+        if self.saved is None:
+            return {}
+        return {Method(m): MethodSummary.from_json(Method(m), r) for m, r in self.saved["methods"].items()}
+
+    def save(
+        self,
+        name: ProtocolName,
+        dataset: DatasetName,
+        settings: Settings,
+        command: str,
+        wall: float,
+        summaries: Mapping[Method, MethodSummary],
+        order: Sequence[Method],
+        *,
+        extended: bool,
+    ) -> None:
+        from benchmarks.common import machine_description
+
+        methods = dict(self.saved["methods"]) if self.saved else {}
+        kept_any = self.saved is not None and (extended or any(Method(m) not in summaries for m in methods))
+        methods.update({m.value: s.as_json() for m, s in summaries.items()})
+        rank = {m.value: k for k, m in enumerate(order)}
+        record = {
+            "protocol": name.value,
+            "dataset": dataset.value,
+            "machine": machine_description(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "command": f"{self.saved['command']}; then {command}" if kept_any and self.saved else command,
+            "wall_s": wall + (self.saved["wall_s"] if kept_any and self.saved else 0.0),
+            "settings": dataclasses.asdict(settings),
+            "methods": dict(sorted(methods.items(), key=lambda item: rank.get(item[0], len(rank)))),
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_suffix(".json.partial")
+        partial.write_text(json.dumps(record, indent=2) + "\n")
+        partial.replace(self.path)  # never a half-written record
 
 
 def table(name: ProtocolName, methods: dict[str, dict[str, Any]], *,

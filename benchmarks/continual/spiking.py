@@ -16,9 +16,11 @@ contexts seen so far, thresholds raised, and ``neurosim.learning.sleep.sleep_upd
 potentiates input synapses whose pre neuron fired just before a hidden spike and depresses
 the others (``strength`` = potentiation per pairing; depression = strength / 10).
 
-    .venv/bin/python -m benchmarks.continual.spiking [--quick] [--out DIR]
+    .venv/bin/python -m benchmarks.continual.spiking [--quick] [--out DIR] [--protocols ...]
+        [--methods ...] [--extend]
 
-Writes ``continual_spiking.md`` and ``continual_spiking.json``.
+Writes ``continual_spiking_<protocol>.json`` per protocol (runs add to them, as in
+``python -m benchmarks.continual``), and ``continual_spiking.md`` and ``.json`` from them.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -38,7 +39,6 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.common import machine_description
 from benchmarks.continual.protocol import (
     AfterContext,
     Context,
@@ -47,9 +47,10 @@ from benchmarks.continual.protocol import (
     Protocol,
     ProtocolName,
     Regulariser,
+    Settings,
     protocol,
 )
-from benchmarks.continual.report import evaluate_protocol, table
+from benchmarks.continual.report import IncompatibleRecord, ProtocolRecord, evaluate_protocol, planned_iterations, table
 from neurosim.datasets import poisson_rates
 from neurosim.learning.sleep import SleepConfig, sleep_update
 from neurosim.learning.surrogate import Surrogate
@@ -86,7 +87,8 @@ class SpikingNetwork(nn.Module):
         return total / STEPS
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.readout(self.rates(x))
+        logits: torch.Tensor = self.readout(self.rates(x))
+        return logits
 
 
 def sleep_replay(config: SleepConfig) -> AfterContext:
@@ -127,12 +129,13 @@ def hooks(method: Method, strength: float) -> AfterContext | None:
 
 
 GRIDS = {
-    Method.EWC: [1e2, 1e3, 1e4],
-    Method.ONLINE_FISHER_EWC: [1e2, 1e3, 1e4],
-    Method.SLEEP: [1e-4, 1e-3, 1e-2],
+    Method.EWC: [1.0, 10.0, 1e2, 1e3, 1e4],
+    Method.ONLINE_FISHER_EWC: [1.0, 10.0, 1e2, 1e3, 1e4],
+    Method.SLEEP: [1e-6, 1e-5, 1e-4, 1e-3, 1e-2],
 }
 ITERATIONS = {ProtocolName.SPLIT_TASK_IL: 200, ProtocolName.PERMUTED_DOMAIN_IL: 100}
 HIDDEN = 200
+PREFIX = "continual_spiking"
 
 
 def main() -> None:
@@ -140,13 +143,22 @@ def main() -> None:
     parser.add_argument("--dataset", type=DatasetName, choices=list(DatasetName), default=DatasetName.MNIST_SUBSET)
     parser.add_argument("--protocols", type=ProtocolName, nargs="+", choices=list(ProtocolName),
                         default=list(ProtocolName))  # fmt: skip
+    parser.add_argument("--methods", type=Method, nargs="+", choices=list(SPIKING_METHODS),
+                        default=list(SPIKING_METHODS),
+                        help="run only these (the saved results of the others are kept)")  # fmt: skip
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--extend", action="store_true",
+                        help="add to the saved results in --out: strengths already searched and test runs "
+                             "at the chosen strength are not repeated")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="smoke run: digits, 50 hidden, 10 iterations, 2 seeds")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error("--seeds must be >= 1")
     dataset = DatasetName.DIGITS if args.quick else args.dataset
     seeds = min(args.seeds, 2) if args.quick else args.seeds
     grids = {m: v[:2] for m, v in GRIDS.items()} if args.quick else GRIDS
+    methods = tuple(m for m in SPIKING_METHODS if m in args.methods)
     protos: dict[ProtocolName, Protocol] = {}
     for name in args.protocols:
         iterations, hidden = (10, 50) if args.quick else (ITERATIONS[name], HIDDEN)
@@ -154,38 +166,54 @@ def main() -> None:
         # in 100 iterations per permuted context
         protos[name] = dataclasses.replace(protocol(name, iterations=iterations, hidden=hidden), fisher_samples=200,
                                            lr=1e-3)  # fmt: skip
-    total = sum(p.iterations * p.n_contexts * (seeds * len(SPIKING_METHODS) + sum(len(v) for v in grids.values()))
-                for p in protos.values())  # fmt: skip
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "continual_spiking.json"
-    # protocols run separately add up: the record keeps those not run this time
-    record: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    record.setdefault("protocols", {})
+    try:
+        records = {n: ProtocolRecord.open(args.out, PREFIX, n, dataset, Settings.of(p)) for n, p in protos.items()}
+    except IncompatibleRecord as error:
+        parser.error(str(error))
+    total = sum(planned_iterations(p, seeds, grids, methods, 1) for p in protos.values())
+    command = "python -m benchmarks.continual.spiking " + " ".join(sys.argv[1:])
     with tqdm(total=total, unit="it", desc="spiking continual benchmark") as bar:
         for name, proto in protos.items():
             t0 = time.perf_counter()
-            summaries = evaluate_protocol(proto, dataset, seeds, grids, bar, methods=SPIKING_METHODS,
+            previous = records[name].previous() if args.extend else {}
+            summaries = evaluate_protocol(proto, dataset, seeds, grids, bar, methods=methods, previous=previous,
                                           model_factory=SpikingNetwork, after_context=hooks)  # fmt: skip
-            record[name.value] = {m.value: s.as_json() for m, s in summaries.items()}
-            record["protocols"][name.value] = {
-                "dataset": dataset.value, "hidden": proto.hidden, "iterations_per_context": proto.iterations,
-                "lr": proto.lr, "seeds": seeds, "wall_s": time.perf_counter() - t0,
-                "command": "python -m benchmarks.continual.spiking " + " ".join(sys.argv[1:]),
-            }  # fmt: skip
-            record.update({"machine": machine_description(), "network": {"steps": STEPS, "dt": DT,
-                                                                          "max_rate_hz": MAX_RATE}})  # fmt: skip
-            path.write_text(json.dumps(record, indent=2) + "\n")
+            records[name].save(name, dataset, Settings.of(proto), command, time.perf_counter() - t0, summaries,
+                               SPIKING_METHODS, extended=args.extend)  # fmt: skip
+    write_report(args.out)
+
+
+def write_report(out: Path) -> None:
+    """``continual_spiking.md`` and ``.json`` from the per-protocol records in ``out``."""
+    records = {}
+    for name in ProtocolName:
+        path = out / f"{PREFIX}_{name.value}.json"
+        if path.exists():
+            records[name] = json.loads(path.read_text())
+    if not records:
+        raise SystemExit(f"no per-protocol results ({PREFIX}_<protocol>.json) in {out}")
+    first = next(iter(records.values()))
+    payload: dict[str, Any] = {
+        name.value: {m: {k: v for k, v in r.items() if k != "curve_seed0"} for m, r in rec["methods"].items()}
+        for name, rec in records.items()
+    }
+    payload.update({
+        "dataset": ", ".join(sorted({r["dataset"] for r in records.values()})),
+        "machine": first["machine"],
+        "network": {"steps": STEPS, "dt": DT, "max_rate_hz": MAX_RATE},
+        "protocols": {n.value: {**r["settings"], "wall_s": r["wall_s"], "command": r["command"]}
+                      for n, r in records.items()},
+    })  # fmt: skip
+    (out / f"{PREFIX}.json").write_text(json.dumps(payload, indent=2) + "\n")
     sections = []
-    for n in ProtocolName:
-        if n.value not in record:
-            continue
-        st = record["protocols"][n.value]
+    for name, rec in records.items():
+        st = rec["settings"]
+        seeds = next(iter(rec["methods"].values()))["seeds"]
         sections.append(
-            f"## {n.value}: {st['hidden']} LIF neurons, {st['iterations_per_context']} iterations per context, "
-            f"Adam lr {st['lr']:g}, {st['seeds']} seeds\n\nData set {st['dataset']}; wall time "
-            f"{st['wall_s'] / 60:.1f} min; command `{st['command']}`.\n\n"
-            + table(n, record[n.value], cost="Fisher / sleep cost per run (s)")
+            f"## {name.value}: {st['hidden']} LIF neurons, {st['iterations_per_context']} iterations per context, "
+            f"Adam lr {st['lr']:g}, {seeds} seeds\n\nData set {rec['dataset']}; wall time "
+            f"{rec['wall_s'] / 60:.1f} min; command `{rec['command']}`.\n\n"
+            + table(name, rec["methods"], cost="Fisher / sleep cost per run (s)")
         )
     text = f"""# Continual learning on a spiking network (surrogate gradients through neurosim's LIF step)
 
@@ -194,13 +222,13 @@ The protocols of [continual.md](continual.md) on the spiking network of
 of {DT * 1e3:.0f} ms) -> CurrentLIF neurons advanced by `neurosim.sim.neurons.step` with a
 fast-sigmoid surrogate -> a linear readout of their rates. Mean +- std over seeds;
 strengths (EWC lambda, sleep potentiation) chosen on the validation split. The "published"
-column holds the MLP numbers of the reference table, for scale. Machine: {record["machine"]};
-torch {torch.__version__}, Python {platform.python_version()}.
+column holds the MLP numbers of the reference table, for scale. Machine: {first["machine"]};
+torch {first["torch"]}, Python {first["python"]}.
 
 {(chr(10) + chr(10)).join(sections)}
 """
-    (out / "continual_spiking.md").write_text(text)
-    print(f"wrote {out / 'continual_spiking.md'} and continual_spiking.json")
+    (out / f"{PREFIX}.md").write_text(text)
+    print(f"wrote {out / (PREFIX + '.md')} and {PREFIX}.json")
 
 
 if __name__ == "__main__":
