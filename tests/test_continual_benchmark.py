@@ -55,3 +55,33 @@ def test_quick_spiking_run(tmp_path: Path) -> None:
     assert sorted(results["split_task_il"]) == ["ewc", "none", "online_fisher_ewc", "sleep"]
     assert all(0.0 <= r["mean"] <= 1.0 for r in results["split_task_il"].values())
     assert "sleep" in (tmp_path / "continual_spiking.md").read_text()
+
+
+def test_extend_adds_to_saved_results_without_repeating_them(tmp_path: Path) -> None:
+    split = ("--protocols", "split_task_il", "--iterations", "5")
+    first = _run("benchmarks.continual", tmp_path, *split)
+    assert first.returncode == 0, first.stderr[-3000:]
+    path = tmp_path / "continual_split_task_il.json"
+    before = json.loads(path.read_text())
+
+    widened = _run("benchmarks.continual", tmp_path, *split, "--methods", "ewc", "si",
+                   "--grid", "ewc=1e3,1e5,1e6", "--grid", "si=1", "--extend")  # fmt: skip
+    assert widened.returncode == 0, widened.stderr[-3000:]
+    after = json.loads(path.read_text())
+    for method in ("none", "joint", "online_ewc", "online_fisher_ewc"):  # not run: kept as they were
+        assert after["methods"][method] == before["methods"][method]
+    ewc_before, ewc_after = before["methods"]["ewc"], after["methods"]["ewc"]
+    assert set(ewc_after["validation_search"]) == {"1000", "100000", "1e+06"}
+    for value, score in ewc_before["validation_search"].items():  # scored once, never again
+        assert ewc_after["validation_search"][value] == score
+    best = max(ewc_after["validation_search"], key=ewc_after["validation_search"].get)
+    assert ewc_after["strength"] == float(best)
+    if ewc_after["strength"] == ewc_before["strength"]:  # same choice: the saved test runs stand
+        assert ewc_after["per_seed"] == ewc_before["per_seed"]
+    assert after["methods"]["si"] == before["methods"]["si"]  # si=1 was searched already: nothing to do
+    assert "; then " in after["command"] and after["wall_s"] > before["wall_s"]
+    assert "kept the saved test runs" in widened.stderr + widened.stdout
+
+    other = _run("benchmarks.continual", tmp_path, "--protocols", "split_task_il", "--iterations", "7")
+    assert other.returncode == 2 and "Give another --out" in other.stderr
+    assert json.loads(path.read_text()) == after  # a record with other settings is left alone

@@ -275,19 +275,17 @@ class Regulariser:
 
     def end_context(self, context: Context, log_prob: Callable[[Tensor], Tensor], seed: int) -> None:
         t0 = time.perf_counter()
-        if self.cfg.method in (Method.EWC, Method.ONLINE_EWC):
-            assert self.ewc is not None
+        if self.ewc is not None and self.accumulator is not None:  # online-Fisher EWC
+            self.loop.run(self.accumulator.force_snapshot(SnapshotReason.FORCED))
+            self.accumulator.close()
+            self.ewc.consolidate(context.name, self.params)  # the Fisher is the snapshot in the store
+        elif self.ewc is not None:  # EWC, online EWC: the true Fisher, full batch
             n = min(self.proto.fisher_samples, len(context.train_y))
             generator = torch.Generator().manual_seed(seed)
             pick = torch.randperm(len(context.train_y), generator=generator)[:n]
             samples = [(context.train_x[pick], context.train_y[pick])]
             fisher = estimate_fisher(self.params, log_prob, samples, kind=FisherKind.TRUE, generator=generator)
             self.ewc.consolidate(context.name, self.params, fisher)
-        elif self.cfg.method is Method.ONLINE_FISHER_EWC:
-            assert self.ewc is not None and self.accumulator is not None
-            self.loop.run(self.accumulator.force_snapshot(SnapshotReason.FORCED))
-            self.accumulator.close()
-            self.ewc.consolidate(context.name, self.params)  # the Fisher is the snapshot in the store
         elif self.si is not None:
             self.si.consolidate(self.params)
         self.fisher_s += time.perf_counter() - t0

@@ -96,7 +96,8 @@ def sleep_replay(config: SleepConfig) -> AfterContext:
 
     @torch.no_grad()
     def after(model: nn.Module, seen: list[Context], reg: Regulariser) -> None:
-        assert isinstance(model, SpikingNetwork)
+        if not isinstance(model, SpikingNetwork):
+            raise TypeError(f"sleep replay acts on a SpikingNetwork's input synapses, not a {type(model).__name__}")
         weights = model.inputs.weight  # (hidden, n_in); synapse k = post * n_in + pre
         n_post, n_pre = weights.shape
         synapse = torch.arange(n_post * n_pre)
