@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from neurosim.learning.ewc import EWCConfig, EWCMode, EWCRegulariser
+from neurosim.learning.ewc import EWCConfig, EWCMode, EWCRegulariser, quadratic_penalty
 from neurosim.learning.fisher import FisherKind, FisherSnapshot, InMemoryFisherStore, estimate_fisher
 from neurosim.learning.si import SIConfig, SynapticIntelligence
 
@@ -34,6 +34,29 @@ def test_penalty_gradient_is_the_ewc_force() -> None:
     w = torch.tensor([1.0, 1.0, 1.0], requires_grad=True)
     reg.penalty({"w": w}).backward()
     np.testing.assert_allclose(w.grad.numpy(), [3.0, 6.0, 0.0])
+
+
+def test_many_tasks_cost_one_quadratic_with_the_same_value_and_gradient() -> None:
+    # ten anchors (some Fisher entries zero in every task, one parameter missing from the
+    # input) against the term-by-term definition
+    gen = torch.Generator().manual_seed(3)
+    reg = EWCRegulariser(EWCConfig(lambda_=7.0))
+    for task in range(10):
+        fisher = {"w": torch.rand(50, 20, generator=gen), "b": torch.rand(20, generator=gen)}
+        fisher["w"][:5] = 0.0
+        reg.consolidate(f"t{task}", {"w": torch.randn(50, 20, generator=gen), "b": torch.randn(20, generator=gen)},
+                        fisher)  # fmt: skip
+    now = {"w": torch.randn(50, 20, generator=gen, requires_grad=True)}
+    reference = {"w": now["w"].detach().clone().requires_grad_(True)}
+    merged_value = reg.penalty(now)
+    term_by_term = quadratic_penalty(reference, list(reg.anchors.values()), 7.0)
+    assert float(merged_value.detach()) == pytest.approx(float(term_by_term.detach()), rel=1e-5)
+    merged_value.backward()
+    term_by_term.backward()
+    np.testing.assert_allclose(now["w"].grad.numpy(), reference["w"].grad.numpy(), rtol=1e-4, atol=1e-5)
+    assert not now["w"].grad[:5].any()
+    with pytest.raises(TypeError):
+        reg.anchors["x"] = reg.anchors["t0"]  # type: ignore[index]
 
 
 def test_pull_moves_towards_the_anchor_without_overshooting() -> None:

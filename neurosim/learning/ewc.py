@@ -7,6 +7,12 @@ At a learning boundary the regulariser records an anchor for the task: the param
     online:   F <- gamma * F + F_new;  theta* <- theta   (one running anchor; Schwarz et al. 2018)
               L = 0.5 * lambda * sum_i F_i (theta_i - theta*_i)^2
 
+The separate penalty is a sum of quadratics in the same parameters, and so itself one
+quadratic: ``sum_t F_t (theta - theta*_t)^2 = F (theta - m)^2 + c`` with ``F = sum_t F_t``,
+``m`` the Fisher-weighted mean of the anchors and ``c`` a constant. The regulariser keeps
+that merged form (``MergedAnchor``, rebuilt at each consolidation), so a training step costs
+the same with one earlier task or a hundred.
+
 ``penalty()`` is differentiable and serves any torch model as a loss term; ``pull()`` is
 the per-step weight change an online learner applies, ``-pull_rate * dL/dtheta``, capped so
 that it never overshoots the anchor. With ``online_fisher=True`` the Fisher comes from the
@@ -18,8 +24,9 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import NamedTuple
 
 import numpy as np
@@ -60,14 +67,42 @@ class Anchor(NamedTuple):
     fisher: dict[str, Tensor]
 
 
-def quadratic_penalty(parameters: Mapping[str, Tensor], anchors: list[Anchor], strength: float) -> Tensor:
-    """``0.5 * strength * sum_anchors sum_i F_i (theta_i - theta*_i)^2`` (differentiable)."""
+def quadratic_penalty(parameters: Mapping[str, Tensor], anchors: Sequence[Anchor], strength: float) -> Tensor:
+    """``0.5 * strength * sum_anchors sum_i F_i (theta_i - theta*_i)^2`` (differentiable), term by term.
+
+    The definition; ``EWCRegulariser.penalty`` computes the same from the merged anchor."""
     total = torch.zeros(())
     for anchor in anchors:
         for name, theta in parameters.items():
             if name in anchor.fisher:
                 total = total + (anchor.fisher[name] * (theta - anchor.params[name]) ** 2).sum()
     return 0.5 * strength * total
+
+
+class MergedAnchor(NamedTuple):
+    """Several anchors as one quadratic: ``sum_t F_t (theta - theta*_t)^2 = F (theta - centre)^2 + offset``."""
+
+    fisher: dict[str, Tensor]  # F = sum_t F_t
+    centre: dict[str, Tensor]  # sum_t F_t theta*_t / F (the last anchor's theta* where F = 0)
+    offset: dict[str, float]  # sum_t sum_i F_t,i (theta*_t,i - centre_i)^2, per parameter
+
+
+@torch.no_grad()
+def merge_anchors(anchors: Sequence[Anchor]) -> MergedAnchor:
+    """The merged quadratic of ``anchors``, accumulated in float64 (no cancellation in the constant)."""
+    fisher: dict[str, Tensor] = {}
+    centre: dict[str, Tensor] = {}
+    offset: dict[str, float] = {}
+    names = dict.fromkeys(name for anchor in anchors for name in anchor.fisher)
+    for name in names:
+        pairs = [(a.fisher[name].double(), a.params[name].double()) for a in anchors if name in a.fisher]
+        total = torch.stack([f for f, _ in pairs]).sum(0)
+        weighted = torch.stack([f * theta for f, theta in pairs]).sum(0)
+        mean = torch.where(total > 0, weighted / total.clamp_min(1e-300), pairs[-1][1])
+        offset[name] = float(sum(float((f * (theta - mean) ** 2).sum()) for f, theta in pairs))
+        dtype = next(a.fisher[name].dtype for a in anchors if name in a.fisher)
+        fisher[name], centre[name] = total.to(dtype), mean.to(dtype)
+    return MergedAnchor(fisher, centre, offset)
 
 
 @torch.no_grad()
@@ -98,8 +133,14 @@ class EWCRegulariser:
             raise ValueError("online_fisher=True needs the store the FisherAccumulators write to")
         self.config = config
         self.store = store
-        self.anchors: dict[str, Anchor] = {}  # separate mode: task -> anchor; online: "online" -> anchor
+        self._anchors: dict[str, Anchor] = {}  # separate mode: task -> anchor; online: "online" -> anchor
+        self._merged = MergedAnchor({}, {}, {})
         self.tasks: list[str] = []
+
+    @property
+    def anchors(self) -> Mapping[str, Anchor]:
+        """The recorded anchors (read-only: ``consolidate`` is the way to add one)."""
+        return MappingProxyType(self._anchors)
 
     def consolidate(self, task_id: str, parameters: Mapping[str, Tensor], fisher: FisherLike | None = None) -> None:
         """Record the anchor of ``task_id`` (call at the end of its LEARNING phase)."""
@@ -120,20 +161,29 @@ class EWCRegulariser:
                     f"Fisher for {name!r} has shape {tuple(f.shape)}, parameter {tuple(params[name].shape)}"
                 )
         if self.config.mode is EWCMode.ONLINE:
-            old = self.anchors.get("online")
+            old = self._anchors.get("online")
             if old is not None:
                 new_f = {k: self.config.gamma * old.fisher[k] + f for k, f in new_f.items()}
-            self.anchors["online"] = Anchor(params, new_f)
+            self._anchors["online"] = Anchor(params, new_f)
         else:
-            self.anchors[task_id] = Anchor(params, new_f)
+            self._anchors[task_id] = Anchor(params, new_f)
+        self._merged = merge_anchors(list(self._anchors.values()))
         self.tasks.append(task_id)
 
     def penalty(self, parameters: Mapping[str, Tensor]) -> Tensor:
-        return quadratic_penalty(parameters, list(self.anchors.values()), self.config.lambda_)
+        """``quadratic_penalty`` over every anchor, in one pass over the parameters."""
+        merged = self._merged
+        total = torch.zeros(())
+        constant = 0.0
+        for name, theta in parameters.items():
+            if name in merged.fisher:
+                total = total + (merged.fisher[name] * (theta - merged.centre[name]) ** 2).sum()
+                constant += merged.offset[name]
+        return 0.5 * self.config.lambda_ * (total + constant)
 
     def pull(self, name: str, weights: Tensor) -> Tensor | None:
         """The per-step change an online learner applies to parameter ``name``."""
-        relevant = [(a.params[name], a.fisher[name]) for a in self.anchors.values() if name in a.fisher]
-        if not relevant or self.config.pull_rate == 0 or self.config.lambda_ == 0:
+        if name not in self._merged.fisher or self.config.pull_rate == 0 or self.config.lambda_ == 0:
             return None
+        relevant = [(self._merged.centre[name], self._merged.fisher[name])]
         return quadratic_pull(weights, relevant, self.config.lambda_, self.config.pull_rate)
