@@ -45,6 +45,7 @@ from benchmarks.continual.report import (
     IncompatibleRecord,
     ProtocolRecord,
     evaluate_protocol,
+    online_fisher_verdict,
     planned_iterations,
     plot,
     table,
@@ -55,8 +56,8 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 # Strength grids of the validation search (lambda for the EWC variants, c for SI).
 GRIDS: dict[ProtocolName, dict[Method, list[float]]] = {
     ProtocolName.SPLIT_TASK_IL: {
-        Method.EWC: [1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10],
-        Method.ONLINE_EWC: [1e4, 1e5, 1e6, 1e7, 1e8, 1e9],
+        Method.EWC: [1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12],
+        Method.ONLINE_EWC: [1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11],
         Method.ONLINE_FISHER_EWC: [10.0, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7],
         Method.SI: [0.01, 0.1, 1.0, 10.0, 100.0, 1e3],
     },
@@ -196,6 +197,7 @@ def write_report(out: Path) -> None:
             f"search run(s) (seeds from {SEARCH_SEED}); the grids and scores are in the JSON.\n\n"
             f"Data set {rec['dataset']}; wall time {rec['wall_s'] / 60:.1f} min; command `{rec['command']}`.\n\n"
             + table(name, rec["methods"])
+            + online_fisher_verdict(rec["methods"])
         )
     first = next(iter(records.values()))
     text = f"""# Continual-learning benchmark: the published regularisation table

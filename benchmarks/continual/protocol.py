@@ -291,6 +291,33 @@ class Regulariser:
         self.fisher_s += time.perf_counter() - t0
 
 
+def _task_loss(model: nn.Module, x: Tensor, y: Tensor, owner: Tensor, heads: list[Tensor | None],
+               task_incremental: bool) -> Tensor:  # fmt: skip
+    """Cross-entropy of a mini-batch; task-incremental: each sample over its own context's head."""
+    logits = model(x)
+    if task_incremental:
+        masked = torch.cat([masked_logits(logits[owner == k], head) for k, head in enumerate(heads)])
+        y = torch.cat([y[owner == k] for k in range(len(heads))])
+    else:
+        masked = logits
+    return nn.functional.cross_entropy(masked, y)
+
+
+def _train_step(task_loss: Tensor, params: dict[str, Tensor], optimiser: torch.optim.Optimizer, reg: Regulariser,
+                batch_size: int) -> None:  # fmt: skip
+    """One optimiser step on the task loss plus the method's penalty; the method sees the task gradients."""
+    optimiser.zero_grad(set_to_none=True)
+    task_loss.backward()  # type: ignore[no-untyped-call]
+    task_gradients = {k: p.grad.detach().clone() for k, p in params.items() if p.grad is not None}
+    penalty = reg.penalty()
+    if penalty is not None:
+        penalty.backward()  # type: ignore[no-untyped-call]
+    before = {k: p.detach().clone() for k, p in params.items()} if reg.si is not None else {}
+    optimiser.step()
+    deltas = {k: params[k].detach() - before[k] for k in before}
+    reg.after_step(task_gradients, deltas, batch_size)
+
+
 ModelFactory = Callable[[int, int, int], nn.Module]  # (inputs, hidden, outputs) -> model
 AfterContext = Callable[[nn.Module, list[Context], Regulariser], None]
 
@@ -317,7 +344,6 @@ def run(
     optimiser = torch.optim.Adam(model.parameters(), lr=proto.lr, betas=(0.9, 0.999))
     loop = asyncio.Runner()
     reg = Regulariser(proto, cfg, params, loop)
-    loss_fn = nn.CrossEntropyLoss()
     wall0 = time.perf_counter()
     curve: list[tuple[int, list[float | None]]] = []
 
@@ -345,25 +371,8 @@ def run(
         reg.begin_context(context)
         for idx in _batches(len(y_all), proto.batch_size, iterations, rng):
             index = torch.from_numpy(idx)
-            x, y = x_all[index], y_all[index]
-            logits = model(x)
-            if proto.task_incremental:
-                which = owner[index]
-                masked = torch.cat([masked_logits(logits[which == k], heads[k]) for k in range(len(group))])
-                y = torch.cat([y[which == k] for k in range(len(group))])
-            else:
-                masked = logits
-            task_loss = loss_fn(masked, y)
-            optimiser.zero_grad(set_to_none=True)
-            task_loss.backward()
-            task_gradients = {k: p.grad.detach().clone() for k, p in params.items() if p.grad is not None}
-            penalty = reg.penalty()
-            if penalty is not None:
-                penalty.backward()  # type: ignore[no-untyped-call]
-            before = {k: p.detach().clone() for k, p in params.items()} if reg.si is not None else {}
-            optimiser.step()
-            deltas = {k: params[k].detach() - before[k] for k in before}
-            reg.after_step(task_gradients, deltas, len(idx))
+            task_loss = _task_loss(model, x_all[index], y_all[index], owner[index], heads, proto.task_incremental)
+            _train_step(task_loss, params, optimiser, reg, len(idx))
             step += 1
             if progress is not None:
                 progress(1)

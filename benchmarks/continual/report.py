@@ -233,6 +233,22 @@ def table(name: ProtocolName, methods: dict[str, dict[str, Any]], *,
     return "\n".join(lines)
 
 
+def online_fisher_verdict(methods: dict[str, dict[str, Any]]) -> str:
+    """The issue's question: is online-Fisher EWC within one std of full-batch EWC, at lower cost?"""
+    ewc, online = methods.get(Method.EWC.value), methods.get(Method.ONLINE_FISHER_EWC.value)
+    if ewc is None or online is None:
+        return ""
+    gap = online["mean"] - ewc["mean"]
+    accuracy = ("better than EWC" if gap > 0 else "within one EWC standard deviation" if -gap <= ewc["std"]
+                else "more than one EWC standard deviation below")  # fmt: skip
+    cost = online["fisher_s_mean"] / ewc["fisher_s_mean"] if ewc["fisher_s_mean"] else float("nan")
+    return (
+        f"\n\nOnline-Fisher EWC against EWC: {online['mean']:.4f} against {ewc['mean']:.4f} +- {ewc['std']:.4f} "
+        f"({gap:+.4f}: {accuracy}); Fisher cost {online['fisher_s_mean']:.1f} s against {ewc['fisher_s_mean']:.1f} s "
+        f"per run ({cost:.2f}x)."
+    )
+
+
 def plot(path: Path, protocols: dict[str, dict[str, dict[str, Any]]]) -> None:
     """Accuracy on each context over training (seed 0), one row per protocol, one panel per method."""
     import matplotlib

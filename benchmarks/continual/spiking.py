@@ -50,7 +50,14 @@ from benchmarks.continual.protocol import (
     Settings,
     protocol,
 )
-from benchmarks.continual.report import IncompatibleRecord, ProtocolRecord, evaluate_protocol, planned_iterations, table
+from benchmarks.continual.report import (
+    IncompatibleRecord,
+    ProtocolRecord,
+    evaluate_protocol,
+    online_fisher_verdict,
+    planned_iterations,
+    table,
+)
 from neurosim.datasets import poisson_rates
 from neurosim.learning.sleep import SleepConfig, sleep_update
 from neurosim.learning.surrogate import Surrogate
@@ -215,6 +222,7 @@ def write_report(out: Path) -> None:
             f"Adam lr {st['lr']:g}, {seeds} seeds\n\nData set {rec['dataset']}; wall time "
             f"{rec['wall_s'] / 60:.1f} min; command `{rec['command']}`.\n\n"
             + table(name, rec["methods"], cost="Fisher / sleep cost per run (s)")
+            + online_fisher_verdict(rec["methods"])
         )
     text = f"""# Continual learning on a spiking network (surrogate gradients through neurosim's LIF step)
 
