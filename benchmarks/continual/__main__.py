@@ -57,7 +57,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 GRIDS: dict[ProtocolName, dict[Method, list[float]]] = {
     ProtocolName.SPLIT_TASK_IL: {
         Method.EWC: [1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12],
-        Method.ONLINE_EWC: [1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11],
+        Method.ONLINE_EWC: [1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13],
         Method.ONLINE_FISHER_EWC: [10.0, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7],
         Method.SI: [0.01, 0.1, 1.0, 10.0, 100.0, 1e3],
     },

@@ -258,7 +258,7 @@ def plot(path: Path, protocols: dict[str, dict[str, dict[str, Any]]]) -> None:
 
     n_cols = max(len(m) for m in protocols.values())
     fig, axes = plt.subplots(len(protocols), n_cols, figsize=(3.2 * n_cols, 3.0 * len(protocols)),
-                             squeeze=False, sharey=True)  # fmt: skip
+                             squeeze=False, sharey="row")  # fmt: skip
     for row, (name, methods) in enumerate(protocols.items()):
         for col, (method, r) in enumerate(methods.items()):
             ax = axes[row][col]
@@ -270,10 +270,11 @@ def plot(path: Path, protocols: dict[str, dict[str, dict[str, Any]]]) -> None:
                 ys = [acc[k] if acc[k] is not None else np.nan for _, acc in curve]
                 ax.plot(steps, ys, color=colours[k], lw=1.2, marker=".", ms=3, label=f"context {k + 1}")
             ax.set_title(f"{name}\n{method}", fontsize=9)
-            ax.set_ylim(0.0, 1.02)
             ax.set_xlabel("training iteration")
             if col == 0:
                 ax.set_ylabel("test accuracy")
+        lowest = min(a for r in methods.values() for _, accs in r["curve_seed0"] for a in accs if a is not None)
+        axes[row][0].set_ylim(max(0.0, np.floor(lowest * 20) / 20 - 0.05), 1.01)  # the row's range: differences show
         axes[row][len(methods) - 1].legend(fontsize=6, loc="lower left", ncol=2)
     fig.suptitle("Accuracy on each context over training (seed 0)", fontsize=11)
     fig.tight_layout()
