@@ -45,9 +45,11 @@ from benchmarks.continual.report import (
     IncompatibleRecord,
     ProtocolRecord,
     evaluate_protocol,
+    load_records,
     online_fisher_verdict,
     planned_iterations,
     plot,
+    results_without_curves,
     table,
 )
 
@@ -164,18 +166,9 @@ def main() -> None:
 
 def write_report(out: Path) -> None:
     """continual.json, continual.md and continual.png from the per-protocol records in ``out``."""
-    records = {}
-    for name in ProtocolName:
-        path = out / f"continual_{name.value}.json"
-        if path.exists():
-            records[name] = json.loads(path.read_text())
-    if not records:
-        raise SystemExit(f"no per-protocol results (continual_<protocol>.json) in {out}")
+    records = load_records(out, "continual")
     datasets = sorted({r["dataset"] for r in records.values()})
-    payload: dict[str, Any] = {
-        name.value: {m: {k: v for k, v in r.items() if k != "curve_seed0"} for m, r in rec["methods"].items()}
-        for name, rec in records.items()
-    }
+    payload: dict[str, Any] = results_without_curves(records)
     payload.update({
         "dataset": ", ".join(datasets),
         "machine": next(iter(records.values()))["machine"],

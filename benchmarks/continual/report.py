@@ -233,6 +233,26 @@ def table(name: ProtocolName, methods: dict[str, dict[str, Any]], *,
     return "\n".join(lines)
 
 
+def load_records(out: Path, prefix: str) -> dict[ProtocolName, dict[str, Any]]:
+    """The per-protocol records (``<prefix>_<protocol>.json``) in ``out``; a report needs at least one."""
+    records = {}
+    for name in ProtocolName:
+        path = out / f"{prefix}_{name.value}.json"
+        if path.exists():
+            records[name] = json.loads(path.read_text())
+    if not records:
+        raise SystemExit(f"no per-protocol results ({prefix}_<protocol>.json) in {out}")
+    return records
+
+
+def results_without_curves(records: Mapping[ProtocolName, Mapping[str, Any]]) -> dict[str, Any]:
+    """``{protocol: {method: summary}}``, the summaries without their plotting curves."""
+    return {
+        name.value: {m: {k: v for k, v in r.items() if k != "curve_seed0"} for m, r in rec["methods"].items()}
+        for name, rec in records.items()
+    }
+
+
 def online_fisher_verdict(methods: dict[str, dict[str, Any]]) -> str:
     """The issue's question: is online-Fisher EWC within one std of full-batch EWC, at lower cost?"""
     ewc, online = methods.get(Method.EWC.value), methods.get(Method.ONLINE_FISHER_EWC.value)

@@ -54,8 +54,10 @@ from benchmarks.continual.report import (
     IncompatibleRecord,
     ProtocolRecord,
     evaluate_protocol,
+    load_records,
     online_fisher_verdict,
     planned_iterations,
+    results_without_curves,
     table,
 )
 from neurosim.datasets import poisson_rates
@@ -193,18 +195,9 @@ def main() -> None:
 
 def write_report(out: Path) -> None:
     """``continual_spiking.md`` and ``.json`` from the per-protocol records in ``out``."""
-    records = {}
-    for name in ProtocolName:
-        path = out / f"{PREFIX}_{name.value}.json"
-        if path.exists():
-            records[name] = json.loads(path.read_text())
-    if not records:
-        raise SystemExit(f"no per-protocol results ({PREFIX}_<protocol>.json) in {out}")
+    records = load_records(out, PREFIX)
     first = next(iter(records.values()))
-    payload: dict[str, Any] = {
-        name.value: {m: {k: v for k, v in r.items() if k != "curve_seed0"} for m, r in rec["methods"].items()}
-        for name, rec in records.items()
-    }
+    payload: dict[str, Any] = results_without_curves(records)
     payload.update({
         "dataset": ", ".join(sorted({r["dataset"] for r in records.values()})),
         "machine": first["machine"],
