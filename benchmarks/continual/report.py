@@ -112,7 +112,8 @@ def evaluate_protocol(
             scores = [one(RunConfig(method, value, seed=SEARCH_SEED + k, split="val")).average_accuracy
                       for k in range(search_seeds)]  # fmt: skip
             search[value] = float(np.mean(scores))
-        strength = max(search, key=lambda v: search[v]) if search else None
+        # ties go to the weakest strength, whatever order the values were scored in
+        strength = max(sorted(search), key=lambda v: search[v]) if search else None
         if prev is not None and prev.strength == strength and len(prev.results) >= seeds:
             skip(bar, seeds * run_length)
             summaries[method] = dataclasses.replace(prev, search=search, search_seeds=search_seeds)

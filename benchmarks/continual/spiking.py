@@ -139,8 +139,8 @@ def hooks(method: Method, strength: float) -> AfterContext | None:
 
 
 GRIDS = {
-    Method.EWC: [1.0, 10.0, 1e2, 1e3, 1e4],
-    Method.ONLINE_FISHER_EWC: [1.0, 10.0, 1e2, 1e3, 1e4],
+    Method.EWC: [0.1, 1.0, 10.0, 1e2, 1e3, 1e4],
+    Method.ONLINE_FISHER_EWC: [0.1, 1.0, 10.0, 1e2, 1e3, 1e4],
     Method.SLEEP: [1e-6, 1e-5, 1e-4, 1e-3, 1e-2],
 }
 ITERATIONS = {ProtocolName.SPLIT_TASK_IL: 200, ProtocolName.PERMUTED_DOMAIN_IL: 100}
