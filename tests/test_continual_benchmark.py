@@ -85,3 +85,33 @@ def test_extend_adds_to_saved_results_without_repeating_them(tmp_path: Path) -> 
     other = _run("benchmarks.continual", tmp_path, "--protocols", "split_task_il", "--iterations", "7")
     assert other.returncode == 2 and "Give another --out" in other.stderr
     assert json.loads(path.read_text()) == after  # a record with other settings is left alone
+
+
+def test_separate_processes_on_one_protocol_keep_each_others_results(tmp_path: Path) -> None:
+    from benchmarks.continual.protocol import (
+        MLP_METHODS,
+        DatasetName,
+        Method,
+        ProtocolName,
+        RunConfig,
+        RunResult,
+        Settings,
+    )
+    from benchmarks.continual.report import MethodSummary, ProtocolRecord
+
+    settings = Settings(hidden=10, contexts=2, iterations_per_context=1, lr=1e-3, batch_size=8, fisher_samples=4)
+
+    def summary(method: Method, accuracy: float) -> dict[Method, MethodSummary]:
+        result = RunResult(RunConfig(method), [accuracy], accuracy, [(1, [accuracy])], wall_s=1.0)
+        return {method: MethodSummary(method, None, [result], {})}
+
+    # both open the record before either finishes, as two runs started side by side do
+    args = (tmp_path, "continual", ProtocolName.SPLIT_TASK_IL, DatasetName.DIGITS, settings)
+    ewc_run, si_run = ProtocolRecord.open(*args), ProtocolRecord.open(*args)
+    save = (ProtocolName.SPLIT_TASK_IL, DatasetName.DIGITS, settings)
+    ewc_run.save(*save, "run ewc", 1.0, summary(Method.EWC, 0.9), MLP_METHODS, extended=False)
+    written = si_run.save(*save, "run si", 2.0, summary(Method.SI, 0.8), MLP_METHODS, extended=False)
+    record = json.loads(written.read_text())
+    assert written == tmp_path / "continual_split_task_il.json"
+    assert record["methods"]["ewc"]["mean"] == 0.9 and record["methods"]["si"]["mean"] == 0.8
+    assert record["command"] == "run ewc; then run si" and record["wall_s"] == 3.0

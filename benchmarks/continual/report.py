@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import platform
-from collections.abc import Callable, Mapping, Sequence
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,28 +194,57 @@ class ProtocolRecord:
         order: Sequence[Method],
         *,
         extended: bool,
-    ) -> None:
+    ) -> Path:
+        """Merge ``summaries`` into the record as it is on disk now; return where they went.
+
+        The record is read again under a lock, so runs of other methods of the same protocol
+        that finished meanwhile (separate processes) are kept, not overwritten. Should the
+        file have been replaced by one with other settings, this run's results go to a
+        sibling file instead of over it."""
         from benchmarks.common import machine_description
 
-        methods = dict(self.saved["methods"]) if self.saved else {}
-        kept_any = self.saved is not None and (extended or any(Method(m) not in summaries for m in methods))
-        methods.update({m.value: s.as_json() for m, s in summaries.items()})
-        rank = {m.value: k for k, m in enumerate(order)}
-        record = {
-            "protocol": name.value,
-            "dataset": dataset.value,
-            "machine": machine_description(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "command": f"{self.saved['command']}; then {command}" if kept_any and self.saved else command,
-            "wall_s": wall + (self.saved["wall_s"] if kept_any and self.saved else 0.0),
-            "settings": dataclasses.asdict(settings),
-            "methods": dict(sorted(methods.items(), key=lambda item: rank.get(item[0], len(rank)))),
-        }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_suffix(".json.partial")
-        partial.write_text(json.dumps(record, indent=2) + "\n")
-        partial.replace(self.path)  # never a half-written record
+        with _locked(self.path):
+            current = json.loads(self.path.read_text()) if self.path.exists() else None
+            target = self.path
+            if current is not None and (current["dataset"], current["settings"]) != (
+                dataset.value,
+                dataclasses.asdict(settings),
+            ):
+                target = self.path.with_name(f"{self.path.stem}.{int(time.time())}.json")
+                warnings.warn(f"{self.path} now holds other settings; this run's results are in {target}",
+                              stacklevel=2)  # fmt: skip
+                current = None
+            methods = dict(current["methods"]) if current else {}
+            kept_any = current is not None and (extended or any(Method(m) not in summaries for m in methods))
+            methods.update({m.value: s.as_json() for m, s in summaries.items()})
+            rank = {m.value: k for k, m in enumerate(order)}
+            record = {
+                "protocol": name.value,
+                "dataset": dataset.value,
+                "machine": machine_description(),
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "command": f"{current['command']}; then {command}" if kept_any and current else command,
+                "wall_s": wall + (current["wall_s"] if kept_any and current else 0.0),
+                "settings": dataclasses.asdict(settings),
+                "methods": dict(sorted(methods.items(), key=lambda item: rank.get(item[0], len(rank)))),
+            }
+            partial = target.with_suffix(".json.partial")
+            partial.write_text(json.dumps(record, indent=2) + "\n")
+            partial.replace(target)  # never a half-written record
+        return target
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (a ``.lock`` file beside it) between processes."""
+    with path.with_suffix(".json.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def table(name: ProtocolName, methods: dict[str, dict[str, Any]], *,
