@@ -157,14 +157,16 @@ def main() -> None:
                         default=list(SPIKING_METHODS),
                         help="run only these (the saved results of the others are kept)")  # fmt: skip
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="per context (default: split 200, permuted 100)")  # fmt: skip
     parser.add_argument("--extend", action="store_true",
                         help="add to the saved results in --out: strengths already searched and test runs "
                              "at the chosen strength are not repeated")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="smoke run: digits, 50 hidden, 10 iterations, 2 seeds")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    if args.seeds < 1:
-        parser.error("--seeds must be >= 1")
+    if args.seeds < 1 or (args.iterations is not None and args.iterations < 1):
+        parser.error("--seeds and --iterations must be >= 1")
     dataset = DatasetName.DIGITS if args.quick else args.dataset
     seeds = min(args.seeds, 2) if args.quick else args.seeds
     grids = {m: v[:2] for m, v in GRIDS.items()} if args.quick else GRIDS
@@ -172,6 +174,7 @@ def main() -> None:
     protos: dict[ProtocolName, Protocol] = {}
     for name in args.protocols:
         iterations, hidden = (10, 50) if args.quick else (ITERATIONS[name], HIDDEN)
+        iterations = args.iterations or iterations
         # Adam at 1e-3 for both protocols: the spiking network does not learn at the MLP's 1e-4
         # in 100 iterations per permuted context
         protos[name] = dataclasses.replace(protocol(name, iterations=iterations, hidden=hidden), fisher_samples=200,
