@@ -143,7 +143,7 @@ GRIDS = {
     Method.ONLINE_FISHER_EWC: [0.1, 1.0, 10.0, 1e2, 1e3, 1e4],
     Method.SLEEP: [1e-6, 1e-5, 1e-4, 1e-3, 1e-2],
 }
-ITERATIONS = {ProtocolName.SPLIT_TASK_IL: 200, ProtocolName.PERMUTED_DOMAIN_IL: 100}
+ITERATIONS = {ProtocolName.SPLIT_TASK_IL: 200, ProtocolName.PERMUTED_DOMAIN_IL: 200}
 HIDDEN = 200
 PREFIX = "continual_spiking"
 
@@ -158,7 +158,7 @@ def main() -> None:
                         help="run only these (the saved results of the others are kept)")  # fmt: skip
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=None,
-                        help="per context (default: split 200, permuted 100)")  # fmt: skip
+                        help="per context (default: 200)")  # fmt: skip
     parser.add_argument("--extend", action="store_true",
                         help="add to the saved results in --out: strengths already searched and test runs "
                              "at the chosen strength are not repeated")  # fmt: skip
@@ -176,7 +176,7 @@ def main() -> None:
         iterations, hidden = (10, 50) if args.quick else (ITERATIONS[name], HIDDEN)
         iterations = args.iterations or iterations
         # Adam at 1e-3 for both protocols: the spiking network does not learn at the MLP's 1e-4
-        # in 100 iterations per permuted context
+        # in a few hundred iterations per context
         protos[name] = dataclasses.replace(protocol(name, iterations=iterations, hidden=hidden), fisher_samples=200,
                                            lr=1e-3)  # fmt: skip
     try:
