@@ -17,7 +17,7 @@ potentiates input synapses whose pre neuron fired just before a hidden spike and
 the others (``strength`` = potentiation per pairing; depression = strength / 10).
 
     .venv/bin/python -m benchmarks.continual.spiking [--quick] [--out DIR] [--protocols ...]
-        [--methods ...] [--extend]
+        [--methods ...] [--iterations N] [--extend]
 
 Writes ``continual_spiking_<protocol>.json`` per protocol (runs add to them, as in
 ``python -m benchmarks.continual``), and ``continual_spiking.md`` and ``.json`` from them.
