@@ -115,3 +115,14 @@ def test_separate_processes_on_one_protocol_keep_each_others_results(tmp_path: P
     assert written == tmp_path / "continual_split_task_il.json"
     assert record["methods"]["ewc"]["mean"] == 0.9 and record["methods"]["si"]["mean"] == 0.8
     assert record["command"] == "run ewc; then run si" and record["wall_s"] == 3.0
+
+
+def test_full_mnist_missing_from_the_cache_is_a_clear_error(tmp_path: Path) -> None:
+    env = {**os.environ, "NEUROSIM_DATA": str(tmp_path / "empty")}
+    for module in ("benchmarks.continual", "benchmarks.continual.spiking"):
+        done = subprocess.run([sys.executable, "-m", module, "--dataset", "mnist", "--out", str(tmp_path)],
+                              cwd=ROOT, capture_output=True, text=True, env=env, check=False)  # fmt: skip
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert "train-images-idx3-ubyte.gz" in done.stderr and "--dataset mnist-subset" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert not list(tmp_path.glob("continual*.json"))  # nothing ran, nothing written

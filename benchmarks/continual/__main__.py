@@ -38,6 +38,7 @@ from benchmarks.continual.protocol import (
     Protocol,
     ProtocolName,
     Settings,
+    load_dataset,
     protocol,
 )
 from benchmarks.continual.report import (
@@ -52,6 +53,7 @@ from benchmarks.continual.report import (
     results_without_curves,
     table,
 )
+from neurosim.datasets.mnist import MNISTUnavailable
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -97,7 +99,7 @@ def parse_grid(text: str) -> tuple[Method, list[float]]:
     return chosen, strengths
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", type=DatasetName, choices=list(DatasetName), default=DatasetName.MNIST_SUBSET)
     parser.add_argument("--protocols", type=ProtocolName, nargs="+", choices=list(ProtocolName),
@@ -120,6 +122,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: PyTorch's)")
     parser.add_argument("--report-only", action="store_true",
                         help="only rebuild continual.md/.json/.png from the per-protocol records in --out")  # fmt: skip
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     if args.report_only:
         write_report(args.out)
@@ -146,6 +153,10 @@ def main() -> None:
             grids[name] = dict(GRIDS[name])
             protos[name] = protocol(name, iterations=args.iterations or default)
         grids[name].update(dict(args.grid))
+    try:  # the data first: a missing data set is a one-line error, not a traceback mid-run
+        load_dataset(dataset)
+    except MNISTUnavailable as error:
+        parser.error(f"{error}\nOr run on the shipped subset: --dataset mnist-subset")
     search_seeds = {n: 1 if args.quick else args.search_seeds or SEARCH_SEEDS[n] for n in protos}
     try:  # before anything runs: a record this run cannot add to is refused now, not hours later
         records = {n: ProtocolRecord.open(args.out, "continual", n, dataset, Settings.of(p)) for n, p in protos.items()}

@@ -48,6 +48,7 @@ from benchmarks.continual.protocol import (
     ProtocolName,
     Regulariser,
     Settings,
+    load_dataset,
     protocol,
 )
 from benchmarks.continual.report import (
@@ -61,6 +62,7 @@ from benchmarks.continual.report import (
     table,
 )
 from neurosim.datasets import poisson_rates
+from neurosim.datasets.mnist import MNISTUnavailable
 from neurosim.learning.sleep import SleepConfig, sleep_update
 from neurosim.learning.surrogate import Surrogate
 from neurosim.sim.neurons import CurrentLIF, initial_state, step
@@ -179,6 +181,10 @@ def main() -> None:
         # in a few hundred iterations per context
         protos[name] = dataclasses.replace(protocol(name, iterations=iterations, hidden=hidden), fisher_samples=200,
                                            lr=1e-3)  # fmt: skip
+    try:  # the data first: a missing data set is a one-line error, not a traceback mid-run
+        load_dataset(dataset)
+    except MNISTUnavailable as error:
+        parser.error(f"{error}\nOr run on the shipped subset: --dataset mnist-subset")
     try:
         records = {n: ProtocolRecord.open(args.out, PREFIX, n, dataset, Settings.of(p)) for n, p in protos.items()}
     except IncompatibleRecord as error:
