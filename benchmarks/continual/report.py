@@ -35,6 +35,7 @@ from benchmarks.continual.protocol import (
 )
 
 SEARCH_SEED = 1000
+DEFAULT_FISHER_ALPHA = RunConfig.fisher_alpha  # what saved results made before the option used
 
 
 @dataclass
@@ -44,6 +45,7 @@ class MethodSummary:
     results: list[RunResult]
     search: dict[float, float]  # strength -> validation average accuracy (mean over the search seeds)
     search_seeds: int = 1
+    fisher_alpha: float | None = None  # online-Fisher EWC: the accumulator's EMA rate
 
     @property
     def accuracies(self) -> list[float]:
@@ -58,6 +60,7 @@ class MethodSummary:
             "strength": self.strength,
             "validation_search": {f"{k:g}": v for k, v in sorted(self.search.items())},
             "search_seeds": self.search_seeds,
+            **({"fisher_alpha": self.fisher_alpha} if self.fisher_alpha is not None else {}),
             "wall_s_mean": float(np.mean([r.wall_s for r in self.results])),
             "fisher_s_mean": float(np.mean([r.fisher_s for r in self.results])),
             "curve_seed0": [[step, acc] for step, acc in self.results[0].curve],
@@ -74,7 +77,8 @@ class MethodSummary:
             for seed, acc in enumerate(saved["per_seed"])
         ]  # fmt: skip
         search = {float(k): float(v) for k, v in saved["validation_search"].items()}
-        return cls(method, strength, results, search, int(saved.get("search_seeds", 1)))
+        alpha = saved.get("fisher_alpha", DEFAULT_FISHER_ALPHA if method is Method.ONLINE_FISHER_EWC else None)
+        return cls(method, strength, results, search, int(saved.get("search_seeds", 1)), alpha)
 
 
 def evaluate_protocol(
@@ -86,6 +90,7 @@ def evaluate_protocol(
     *,
     methods: Sequence[Method],
     search_seeds: int = 1,
+    fisher_alpha: float = DEFAULT_FISHER_ALPHA,
     previous: Mapping[Method, MethodSummary] | None = None,
     model_factory: ModelFactory = mlp,
     after_context: Callable[[Method, float], AfterContext | None] = lambda method, strength: None,
@@ -96,7 +101,8 @@ def evaluate_protocol(
     runs (seeds ``SEARCH_SEED``, ``SEARCH_SEED + 1``, ...). ``previous`` (a saved result of the
     same protocol and settings) is extended, not repeated: strengths it already scored with
     the same number of search seeds are not run again, and its test runs are kept when the
-    best strength over the union is the one they used."""
+    best strength over the union is the one they used. ``fisher_alpha`` is online-Fisher
+    EWC's EMA rate; a saved result with another one is not reused."""
     contexts = build_contexts(proto, dataset)
     summaries: dict[Method, MethodSummary] = {}
     run_length = proto.iterations * proto.n_contexts
@@ -106,15 +112,18 @@ def evaluate_protocol(
         return run(proto, contexts, cfg, bar.update, model_factory=model_factory, after_context=hook)
 
     for method in methods:
+        alpha = fisher_alpha if method is Method.ONLINE_FISHER_EWC else None
         prev = (previous or {}).get(method)
-        search = dict(prev.search) if prev is not None and prev.search_seeds == search_seeds else {}
+        if prev is not None and (prev.search_seeds, prev.fisher_alpha) != (search_seeds, alpha):
+            prev = None  # scored another way: nothing to reuse
+        search = dict(prev.search) if prev is not None else {}
         for value in grids.get(method, ()):
             if value in search:
                 skip(bar, search_seeds * run_length)
                 continue
             bar.set_description(f"{proto.name.value}: {method.value} search {value:g}")
-            scores = [one(RunConfig(method, value, seed=SEARCH_SEED + k, split="val")).average_accuracy
-                      for k in range(search_seeds)]  # fmt: skip
+            scores = [one(RunConfig(method, value, seed=SEARCH_SEED + k, split="val", fisher_alpha=fisher_alpha))
+                      .average_accuracy for k in range(search_seeds)]  # fmt: skip
             search[value] = float(np.mean(scores))
         # ties go to the weakest strength, whatever order the values were scored in
         strength = max(sorted(search), key=lambda v: search[v]) if search else None
@@ -127,9 +136,9 @@ def evaluate_protocol(
         for seed in range(seeds):
             bar.set_description(f"{proto.name.value}: {method.value} seed {seed}")
             every = max(1, proto.iterations // 2) if seed == 0 else 0  # curves for the plot
-            cfg = RunConfig(method, strength or 0.0, seed=seed, evaluate_every=every)
+            cfg = RunConfig(method, strength or 0.0, seed=seed, evaluate_every=every, fisher_alpha=fisher_alpha)
             results.append(one(cfg))
-        summaries[method] = MethodSummary(method, strength, results, search, search_seeds)
+        summaries[method] = MethodSummary(method, strength, results, search, search_seeds, alpha)
         tqdm.write(f"{proto.name.value} {method.value}: {np.mean(summaries[method].accuracies):.4f} "
                    f"+- {np.std(summaries[method].accuracies):.4f} (strength {strength})")  # fmt: skip
     return summaries
