@@ -269,6 +269,8 @@ def table(name: ProtocolName, methods: dict[str, dict[str, Any]], *,
         ref = published.get(Method(method))
         verdict = "" if ref is None else ("yes" if r["mean"] - r["std"] > ref else "no")
         strength = "" if r["strength"] is None else f"{r['strength']:g}"
+        if method == Method.ONLINE_FISHER_EWC.value:  # records from before the rate was saved used the default
+            strength += f" (EMA rate {r.get('fisher_alpha', DEFAULT_FISHER_ALPHA):g})"
         lines.append(
             f"| {method} | {strength} | {r['mean']:.4f} +- {r['std']:.4f} | {'' if ref is None else f'{ref:.3f}'} | "
             f"{verdict} | {r['wall_s_mean']:.1f} | {r['fisher_s_mean']:.2f} |"
