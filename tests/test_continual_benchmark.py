@@ -126,3 +126,28 @@ def test_full_mnist_missing_from_the_cache_is_a_clear_error(tmp_path: Path) -> N
         assert "train-images-idx3-ubyte.gz" in done.stderr and "--dataset mnist-subset" in done.stderr
         assert "Traceback" not in done.stderr
         assert not list(tmp_path.glob("continual*.json"))  # nothing ran, nothing written
+
+
+def test_saved_online_fisher_scores_are_reused_only_at_the_same_ema_rate() -> None:
+    import dataclasses
+
+    from tqdm.auto import tqdm
+
+    from benchmarks.continual.protocol import DatasetName, Method, ProtocolName, RunConfig, RunResult, protocol
+    from benchmarks.continual.report import MethodSummary, evaluate_protocol
+
+    tiny = dataclasses.replace(protocol(ProtocolName.SPLIT_TASK_IL, iterations=2, hidden=10), fisher_samples=10)
+    method = Method.ONLINE_FISHER_EWC
+    saved_run = RunResult(RunConfig(method, 100.0), [2.0], 2.0, [(1, [2.0])], wall_s=1.0)
+    # impossible scores (2.0) mark what was reused rather than run again
+    saved = MethodSummary(method, 100.0, [saved_run], {100.0: 2.0}, search_seeds=1, fisher_alpha=0.01)
+
+    def evaluate(alpha: float) -> MethodSummary:
+        with tqdm(disable=True) as bar:
+            return evaluate_protocol(tiny, DatasetName.DIGITS, 1, {method: [100.0]}, bar, methods=[method],
+                                     fisher_alpha=alpha, previous={method: saved})[method]  # fmt: skip
+
+    same = evaluate(0.01)
+    assert same.search == {100.0: 2.0} and same.accuracies == [2.0] and same.fisher_alpha == 0.01
+    other = evaluate(0.1)
+    assert other.search[100.0] <= 1.0 and other.accuracies[0] <= 1.0 and other.fisher_alpha == 0.1

@@ -177,14 +177,12 @@ class ProtocolRecord:
     ) -> ProtocolRecord:
         path = out / f"{prefix}_{name.value}.json"
         saved = json.loads(path.read_text()) if path.exists() else None
-        if saved is not None:
-            theirs = (saved["dataset"], saved["settings"])
-            ours = (dataset.value, dataclasses.asdict(settings))
-            if theirs != ours:
-                raise IncompatibleRecord(
-                    f"{path} holds results for data set {theirs[0]} with settings {theirs[1]}; this run uses "
-                    f"{ours[0]} with {ours[1]}. Give another --out, or move that file away to start afresh."
-                )
+        if saved is not None and not _same_run_settings(saved, dataset, settings):
+            raise IncompatibleRecord(
+                f"{path} holds results for data set {saved['dataset']} with settings {saved['settings']}; this run "
+                f"uses {dataset.value} with {dataclasses.asdict(settings)}. Give another --out, or move that file "
+                "away to start afresh."
+            )
         return cls(path, saved)
 
     def previous(self) -> dict[Method, MethodSummary]:
@@ -216,10 +214,7 @@ class ProtocolRecord:
         with _locked(self.path):
             current = json.loads(self.path.read_text()) if self.path.exists() else None
             target = self.path
-            if current is not None and (current["dataset"], current["settings"]) != (
-                dataset.value,
-                dataclasses.asdict(settings),
-            ):
+            if current is not None and not _same_run_settings(current, dataset, settings):
                 target = self.path.with_name(f"{self.path.stem}.{int(time.time())}.json")
                 warnings.warn(f"{self.path} now holds other settings; this run's results are in {target}",
                               stacklevel=2)  # fmt: skip
@@ -243,6 +238,11 @@ class ProtocolRecord:
             partial.write_text(json.dumps(record, indent=2) + "\n")
             partial.replace(target)  # never a half-written record
         return target
+
+
+def _same_run_settings(record: Mapping[str, Any], dataset: DatasetName, settings: Settings) -> bool:
+    """Whether a saved record's results combine with a run on ``dataset`` with ``settings``."""
+    return (record["dataset"], record["settings"]) == (dataset.value, dataclasses.asdict(settings))
 
 
 @contextlib.contextmanager

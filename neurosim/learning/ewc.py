@@ -106,18 +106,12 @@ def merge_anchors(anchors: Sequence[Anchor]) -> MergedAnchor:
 
 
 @torch.no_grad()
-def quadratic_pull(weights: Tensor, anchors: list[tuple[Tensor, Tensor]], strength: float, rate: float) -> Tensor:
-    """``-rate * dL/dtheta = -rate * strength * sum_t F_t (theta - theta*_t)``, with the total
-    coefficient ``rate * strength * sum_t F_t`` capped at 1 so a step never passes the
-    Fisher-weighted anchor."""
-    fisher_sum = torch.zeros_like(weights)
-    weighted_anchor = torch.zeros_like(weights)
-    for theta_star, fisher in anchors:
-        fisher_sum += fisher
-        weighted_anchor += fisher * theta_star
-    target = torch.where(fisher_sum > 0, weighted_anchor / fisher_sum.clamp_min(1e-30), weights)
-    coefficient = torch.clamp(rate * strength * fisher_sum, max=1.0)
-    return -coefficient * (weights - target)
+def quadratic_pull(weights: Tensor, centre: Tensor, fisher: Tensor, strength: float, rate: float) -> Tensor:
+    """``-rate * dL/dtheta = -rate * strength * F (theta - centre)`` for one quadratic (several
+    anchors merged by ``merge_anchors``), the coefficient ``rate * strength * F`` capped at 1 so
+    a step never passes the centre."""
+    coefficient = torch.clamp(rate * strength * fisher, max=1.0)
+    return -coefficient * (weights - centre)
 
 
 def _as_tensor(value: Tensor | npt.NDArray[np.float32], like: Tensor) -> Tensor:
@@ -185,5 +179,6 @@ class EWCRegulariser:
         """The per-step change an online learner applies to parameter ``name``."""
         if name not in self._merged.fisher or self.config.pull_rate == 0 or self.config.lambda_ == 0:
             return None
-        relevant = [(self._merged.centre[name], self._merged.fisher[name])]
-        return quadratic_pull(weights, relevant, self.config.lambda_, self.config.pull_rate)
+        merged = self._merged
+        return quadratic_pull(weights, merged.centre[name], merged.fisher[name], self.config.lambda_,
+                              self.config.pull_rate)  # fmt: skip

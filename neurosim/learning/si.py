@@ -95,5 +95,5 @@ class SynapticIntelligence:
             return None
         # L = c sum Omega (theta - theta*)^2 = 0.5 (2c) sum Omega (...)^2: the EWC form with strength 2c
         return quadratic_pull(
-            weights, [(self.anchor[name], self.importance[name])], 2 * self.config.strength, self.config.pull_rate
+            weights, self.anchor[name], self.importance[name], 2 * self.config.strength, self.config.pull_rate
         )
