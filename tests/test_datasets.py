@@ -62,15 +62,15 @@ def test_poisson_rates() -> None:
         poisson_rates(np.array([[2.0]], np.float32), 10.0)
 
 
-def _idx(path: Path, array: np.ndarray) -> None:
+def _idx(array: np.ndarray) -> bytes:
     header = bytes([0, 0, 8, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
-    with gzip.open(path, "wb") as fh:
-        fh.write(header + array.astype(np.uint8).tobytes())
+    return header + array.astype(np.uint8).tobytes()
 
 
 def test_idx_reader_and_truncation(tmp_path: Path) -> None:
     data = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
-    _idx(tmp_path / "x.gz", data)
+    with gzip.open(tmp_path / "x.gz", "wb") as fh:
+        fh.write(_idx(data))
     assert np.array_equal(read_idx(tmp_path / "x.gz"), data)
     with gzip.open(tmp_path / "bad.gz", "wb") as fh:
         fh.write(bytes([0, 0, 8, 1, 0, 0, 0, 10, 1, 2]))
@@ -87,3 +87,32 @@ def test_offline_full_mnist_fails_with_a_clear_message(tmp_path: Path) -> None:
     assert not (tmp_path / "train-images-idx3-ubyte.gz").exists()
     with pytest.raises(MNISTUnavailable, match="missing"):
         load_mnist(tmp_path, download=False)
+
+
+def test_full_mnist_cache_may_hold_the_files_uncompressed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Uncompressed files are accepted when they match their MD5; a mismatching one is named, and kept."""
+    import hashlib
+
+    from neurosim.datasets import mnist
+
+    rng = np.random.default_rng(0)
+    contents = {
+        "train-images-idx3-ubyte": _idx(rng.integers(0, 256, (6, 28, 28))),
+        "train-labels-idx1-ubyte": _idx(np.arange(6) % 10),
+        "t10k-images-idx3-ubyte": _idx(rng.integers(0, 256, (4, 28, 28))),
+        "t10k-labels-idx1-ubyte": _idx(np.array([7, 2, 1, 0])),
+    }
+    for name, data in contents.items():
+        (tmp_path / name).write_bytes(data)
+    monkeypatch.setattr(mnist, "UNCOMPRESSED", {n: hashlib.md5(d).hexdigest() for n, d in contents.items()})
+    train, test = load_mnist(tmp_path, download=False)
+    assert train.images.shape == (6, 784) and test.labels.tolist() == [7, 2, 1, 0]
+    assert train.images.max() <= 1.0 and np.allclose(
+        test.images[0] * 255, np.frombuffer(contents["t10k-images-idx3-ubyte"][16 : 16 + 784], np.uint8)
+    )
+
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx(np.array([7, 2, 1, 1])))  # altered
+    with pytest.raises(MNISTUnavailable, match="t10k-labels-idx1-ubyte: checksum mismatch") as info:
+        load_mnist(tmp_path, download=False)
+    assert "t10k-labels-idx1-ubyte.gz: missing" in str(info.value)
+    assert (tmp_path / "t10k-labels-idx1-ubyte").exists()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.continual.protocol import (
     MLP_METHODS,
+    MNIST_MISSING_HINT,
     PUBLISHED,
     PUBLISHED_ITERATIONS,
     REGULARISED,
@@ -56,6 +58,7 @@ from benchmarks.continual.report import (
 from neurosim.datasets.mnist import MNISTUnavailable
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 # Strength grids of the validation search (lambda for the EWC variants, c for SI).
 GRIDS: dict[ProtocolName, dict[Method, list[float]]] = {
@@ -160,7 +163,7 @@ def main() -> None:
     try:  # the data first: a missing data set is a one-line error, not a traceback mid-run
         load_dataset(dataset)
     except MNISTUnavailable as error:
-        parser.error(f"{error}\nOr run on the shipped subset: --dataset mnist-subset")
+        parser.error(f"{error}\n{MNIST_MISSING_HINT}")
     search_seeds = {n: 1 if args.quick else args.search_seeds or SEARCH_SEEDS[n] for n in protos}
     try:  # before anything runs: a record this run cannot add to is refused now, not hours later
         records = {n: ProtocolRecord.open(args.out, "continual", n, dataset, Settings.of(p)) for n, p in protos.items()}
@@ -199,23 +202,29 @@ def write_report(out: Path) -> None:
         st = rec["settings"]
         seeds = next(iter(rec["methods"].values()))["seeds"]
         searched = {r.get("search_seeds", 1) for r in rec["methods"].values() if r["validation_search"]}
+        search = (
+            f"Strengths scored by the mean validation accuracy of {' or '.join(map(str, sorted(searched)))} "
+            f"search run(s) (seeds from {SEARCH_SEED}); the grids and scores are in the JSON.\n\n"
+            if searched
+            else ""
+        )
         sections.append(
             f"## {name.value}: {st['contexts']} contexts, MLP 2 x {st['hidden']}, {st['iterations_per_context']} "
             f"iterations per context, {seeds} seeds\n\n"
-            f"Strengths scored by the mean validation accuracy of {' or '.join(map(str, sorted(searched)))} "
-            f"search run(s) (seeds from {SEARCH_SEED}); the grids and scores are in the JSON.\n\n"
-            f"Data set {rec['dataset']}; wall time {rec['wall_s'] / 60:.1f} min; command `{rec['command']}`.\n\n"
+            + search
+            + f"Data set {rec['dataset']}; wall time {rec['wall_s'] / 60:.1f} min; command `{rec['command']}`.\n\n"
             + table(name, rec["methods"])
             + online_fisher_verdict(rec["methods"])
         )
     first = next(iter(records.values()))
+    docs_link = Path(os.path.relpath(DOCS / "continual.md", out.resolve())).as_posix()
     text = f"""# Continual-learning benchmark: the published regularisation table
 
 Protocol of van de Ven, Tuytelaars & Tolias (2022): average test accuracy over all contexts
 after the last one, mean and standard deviation over seeds; strengths chosen on a
 validation split held out of the training data, never on the test set. Adam, batch 128.
 Machine: {first["machine"]}; torch {first["torch"]}, Python {first["python"]}.
-How to reproduce, and what each method does: [docs/continual.md](../../docs/continual.md).
+How to reproduce, and what each method does: [docs/continual.md]({docs_link}).
 
 "Fisher / importance cost" is the time spent estimating the Fisher information (EWC and
 online EWC: a per-sample pass over up to 1,000 training samples after each context;

