@@ -124,30 +124,76 @@ def test_full_mnist_missing_from_the_cache_is_a_clear_error(tmp_path: Path) -> N
                               cwd=ROOT, capture_output=True, text=True, env=env, check=False)  # fmt: skip
         assert done.returncode == 2, done.stderr[-2000:]
         assert "train-images-idx3-ubyte.gz" in done.stderr and "--dataset mnist-subset" in done.stderr
+        assert "scripts/get_mnist.sh" in done.stderr
         assert "Traceback" not in done.stderr
         assert not list(tmp_path.glob("continual*.json"))  # nothing ran, nothing written
 
 
-def test_saved_online_fisher_scores_are_reused_only_at_the_same_ema_rate() -> None:
+def test_saved_online_fisher_scores_are_reused_only_when_fed_the_same_way() -> None:
     import dataclasses
 
     from tqdm.auto import tqdm
 
-    from benchmarks.continual.protocol import DatasetName, Method, ProtocolName, RunConfig, RunResult, protocol
+    from benchmarks.continual.protocol import (
+        DatasetName,
+        Method,
+        OnlineFisher,
+        ProtocolName,
+        RunConfig,
+        RunResult,
+        protocol,
+    )
     from benchmarks.continual.report import MethodSummary, evaluate_protocol
 
-    tiny = dataclasses.replace(protocol(ProtocolName.SPLIT_TASK_IL, iterations=2, hidden=10), fisher_samples=10)
+    tiny = dataclasses.replace(protocol(ProtocolName.SPLIT_TASK_IL, iterations=4, hidden=10), fisher_samples=10)
     method = Method.ONLINE_FISHER_EWC
     saved_run = RunResult(RunConfig(method, 100.0), [2.0], 2.0, [(1, [2.0])], wall_s=1.0)
     # impossible scores (2.0) mark what was reused rather than run again
-    saved = MethodSummary(method, 100.0, [saved_run], {100.0: 2.0}, search_seeds=1, fisher_alpha=0.01)
+    saved = MethodSummary(method, 100.0, [saved_run], {100.0: 2.0}, search_seeds=1, online_fisher=OnlineFisher(0.01))
+    # a record from before the options were saved holds neither: it was fed every step at 0.01
+    older = {k: v for k, v in saved.as_json().items() if k not in ("fisher_alpha", "fisher_every")}
+    assert MethodSummary.from_json(method, older).online_fisher == OnlineFisher(0.01)
 
-    def evaluate(alpha: float) -> MethodSummary:
+    def evaluate(online: OnlineFisher) -> MethodSummary:
         with tqdm(disable=True) as bar:
             return evaluate_protocol(tiny, DatasetName.DIGITS, 1, {method: [100.0]}, bar, methods=[method],
-                                     fisher_alpha=alpha, previous={method: saved})[method]  # fmt: skip
+                                     online_fisher=online, previous={method: saved})[method]  # fmt: skip
 
-    same = evaluate(0.01)
-    assert same.search == {100.0: 2.0} and same.accuracies == [2.0] and same.fisher_alpha == 0.01
-    other = evaluate(0.1)
-    assert other.search[100.0] <= 1.0 and other.accuracies[0] <= 1.0 and other.fisher_alpha == 0.1
+    same = evaluate(OnlineFisher(0.01))
+    assert same.search == {100.0: 2.0} and same.accuracies == [2.0] and same.online_fisher == OnlineFisher(0.01)
+    for other_way in (OnlineFisher(0.1), OnlineFisher(0.01, every=2)):
+        other = evaluate(other_way)
+        assert other.search[100.0] <= 1.0 and other.accuracies[0] <= 1.0 and other.online_fisher == other_way
+        assert MethodSummary.from_json(method, other.as_json()).online_fisher == other_way
+
+
+def test_online_fisher_every_n_steps_feeds_the_accumulator_that_often() -> None:
+    """Every N-th step's gradient reaches the accumulator, from each context's first step on."""
+    import asyncio
+
+    import torch
+
+    from benchmarks.continual.protocol import (
+        DatasetName,
+        Method,
+        OnlineFisher,
+        ProtocolName,
+        Regulariser,
+        RunConfig,
+        build_contexts,
+        protocol,
+    )
+
+    proto = protocol(ProtocolName.SPLIT_TASK_IL, iterations=7, hidden=4)
+    context = build_contexts(proto, DatasetName.DIGITS)[0]
+    params = {"w": torch.zeros(3, requires_grad=True)}
+    with asyncio.Runner() as loop:
+        for every, expected in ((1, 7), (3, 3), (10, 1)):
+            cfg = RunConfig(Method.ONLINE_FISHER_EWC, 1.0, online_fisher=OnlineFisher(0.5, every=every))
+            reg = Regulariser(proto, cfg, params, loop)
+            reg.begin_context(context)
+            for _ in range(proto.iterations):
+                reg.after_step({"w": torch.ones(3)}, {"w": torch.zeros(3)}, batch_size=4)
+            assert reg.accumulator is not None and reg.accumulator.stats().steps == expected
+    with pytest.raises(ValueError, match="positive integer"):
+        OnlineFisher(0.1, every=0)

@@ -37,6 +37,7 @@ from benchmarks.continual.protocol import (
     REGULARISED,
     DatasetName,
     Method,
+    OnlineFisher,
     Protocol,
     ProtocolName,
     Settings,
@@ -106,6 +107,16 @@ def parse_grid(text: str) -> tuple[Method, list[float]]:
     return chosen, strengths
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", type=DatasetName, choices=list(DatasetName), default=DatasetName.MNIST_SUBSET)
@@ -122,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="add to the saved results in --out: strengths already searched and test runs "
                              "at the chosen strength are not repeated")  # fmt: skip
     parser.add_argument("--iterations", type=int, default=None, help="per context (default: see the docs)")
+    parser.add_argument("--fisher-every", type=positive_int, default=1, metavar="N",
+                        help="online-Fisher EWC: feed the accumulator every N-th training step's gradient "
+                             "(default 1: every step)")  # fmt: skip
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 8x8 digits, 100 hidden units, 20 iterations per context, 2 seeds, "
                              "2-value grids")  # fmt: skip
@@ -175,9 +189,10 @@ def main() -> None:
         for name, proto in protos.items():
             t0 = time.perf_counter()
             previous = records[name].previous() if args.extend else {}
+            online_fisher = OnlineFisher(FISHER_ALPHA[name], args.fisher_every)
             summaries = evaluate_protocol(proto, dataset, seeds, grids[name], bar, methods=methods,
                                           search_seeds=search_seeds[name], previous=previous,
-                                          fisher_alpha=FISHER_ALPHA[name])  # fmt: skip
+                                          online_fisher=online_fisher)  # fmt: skip
             records[name].save(name, dataset, Settings.of(proto), command, time.perf_counter() - t0, summaries,
                                MLP_METHODS, extended=args.extend)  # fmt: skip
     write_report(args.out)

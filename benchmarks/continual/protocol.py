@@ -198,13 +198,25 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, classes: Tensor | None) -> 
 
 
 @dataclass(frozen=True)
+class OnlineFisher:
+    """How online-Fisher EWC feeds its ``FisherAccumulator``."""
+
+    alpha: float = 0.01  # EMA rate: about the last 1 / alpha updates count
+    every: int = 1  # one update per this many training steps (the others cost nothing)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.every, int) and self.every >= 1):
+            raise ValueError(f"OnlineFisher.every must be a positive integer, got {self.every!r}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     method: Method
     strength: float = 0.0  # lambda (EWC variants) or c (SI)
     seed: int = 0
     gamma: float = 1.0  # online EWC
     si_damping: float = 0.1  # xi, as van de Ven et al.
-    fisher_alpha: float = 0.01  # FisherAccumulator EMA rate (about the last 100 steps)
+    online_fisher: OnlineFisher = OnlineFisher()  # online-Fisher EWC only
     evaluate_every: int = 0  # 0: only at each context's end (curves for the plot otherwise)
     split: Literal["val", "test"] = "test"  # "val" during the strength search
 
@@ -241,6 +253,7 @@ class Regulariser:
         self.ewc: EWCRegulariser | None = None
         self.si: SynapticIntelligence | None = None
         self.accumulator: FisherAccumulator | None = None
+        self._steps = 0  # training steps in the current context
         self._metrics = Metrics(CollectorRegistry())
         m = cfg.method
         if m in (Method.EWC, Method.ONLINE_EWC, Method.ONLINE_FISHER_EWC):
@@ -254,7 +267,8 @@ class Regulariser:
 
     def begin_context(self, context: Context) -> None:
         if self.cfg.method is Method.ONLINE_FISHER_EWC:
-            config = FisherAccumulatorConfig(alpha=self.cfg.fisher_alpha, min_samples=1,
+            self._steps = 0
+            config = FisherAccumulatorConfig(alpha=self.cfg.online_fisher.alpha, min_samples=1,
                                              snapshot_every=10**9, max_staleness_steps=10**9)  # fmt: skip
             self.accumulator = FisherAccumulator(config, self.store, context.name, metrics=self._metrics)
 
@@ -270,7 +284,8 @@ class Regulariser:
             t0 = time.perf_counter()
             self.si.accumulate(task_gradients, deltas)
             self.fisher_s += time.perf_counter() - t0
-        if self.accumulator is not None:
+        self._steps += 1
+        if self.accumulator is not None and (self._steps - 1) % self.cfg.online_fisher.every == 0:
             t0 = time.perf_counter()
             # E[B * mean_b(g)^2] ~ the per-sample Fisher when the mean gradient is small, so
             # the same lambda grid serves both EWC variants

@@ -24,6 +24,7 @@ from benchmarks.continual.protocol import (
     DatasetName,
     Method,
     ModelFactory,
+    OnlineFisher,
     Protocol,
     ProtocolName,
     RunConfig,
@@ -35,7 +36,7 @@ from benchmarks.continual.protocol import (
 )
 
 SEARCH_SEED = 1000
-DEFAULT_FISHER_ALPHA = RunConfig.fisher_alpha  # what saved results made before the option used
+DEFAULT_ONLINE_FISHER = OnlineFisher()  # what saved results made before the options used
 
 
 @dataclass
@@ -45,7 +46,7 @@ class MethodSummary:
     results: list[RunResult]
     search: dict[float, float]  # strength -> validation average accuracy (mean over the search seeds)
     search_seeds: int = 1
-    fisher_alpha: float | None = None  # online-Fisher EWC: the accumulator's EMA rate
+    online_fisher: OnlineFisher | None = None  # online-Fisher EWC: how its accumulator was fed
 
     @property
     def accuracies(self) -> list[float]:
@@ -60,7 +61,11 @@ class MethodSummary:
             "strength": self.strength,
             "validation_search": {f"{k:g}": v for k, v in sorted(self.search.items())},
             "search_seeds": self.search_seeds,
-            **({"fisher_alpha": self.fisher_alpha} if self.fisher_alpha is not None else {}),
+            **(
+                {"fisher_alpha": self.online_fisher.alpha, "fisher_every": self.online_fisher.every}
+                if self.online_fisher is not None
+                else {}
+            ),
             "wall_s_mean": float(np.mean([r.wall_s for r in self.results])),
             "fisher_s_mean": float(np.mean([r.fisher_s for r in self.results])),
             "curve_seed0": [[step, acc] for step, acc in self.results[0].curve],
@@ -77,8 +82,12 @@ class MethodSummary:
             for seed, acc in enumerate(saved["per_seed"])
         ]  # fmt: skip
         search = {float(k): float(v) for k, v in saved["validation_search"].items()}
-        alpha = saved.get("fisher_alpha", DEFAULT_FISHER_ALPHA if method is Method.ONLINE_FISHER_EWC else None)
-        return cls(method, strength, results, search, int(saved.get("search_seeds", 1)), alpha)
+        online = None
+        if method is Method.ONLINE_FISHER_EWC:
+            default = DEFAULT_ONLINE_FISHER
+            alpha, every = saved.get("fisher_alpha", default.alpha), saved.get("fisher_every", default.every)
+            online = OnlineFisher(float(alpha), int(every))
+        return cls(method, strength, results, search, int(saved.get("search_seeds", 1)), online)
 
 
 def evaluate_protocol(
@@ -90,7 +99,7 @@ def evaluate_protocol(
     *,
     methods: Sequence[Method],
     search_seeds: int = 1,
-    fisher_alpha: float = DEFAULT_FISHER_ALPHA,
+    online_fisher: OnlineFisher = DEFAULT_ONLINE_FISHER,
     previous: Mapping[Method, MethodSummary] | None = None,
     model_factory: ModelFactory = mlp,
     after_context: Callable[[Method, float], AfterContext | None] = lambda method, strength: None,
@@ -101,8 +110,8 @@ def evaluate_protocol(
     runs (seeds ``SEARCH_SEED``, ``SEARCH_SEED + 1``, ...). ``previous`` (a saved result of the
     same protocol and settings) is extended, not repeated: strengths it already scored with
     the same number of search seeds are not run again, and its test runs are kept when the
-    best strength over the union is the one they used. ``fisher_alpha`` is online-Fisher
-    EWC's EMA rate; a saved result with another one is not reused."""
+    best strength over the union is the one they used. ``online_fisher`` says how online-Fisher
+    EWC feeds its accumulator; a saved result fed another way is not reused."""
     contexts = build_contexts(proto, dataset)
     summaries: dict[Method, MethodSummary] = {}
     run_length = proto.iterations * proto.n_contexts
@@ -112,9 +121,9 @@ def evaluate_protocol(
         return run(proto, contexts, cfg, bar.update, model_factory=model_factory, after_context=hook)
 
     for method in methods:
-        alpha = fisher_alpha if method is Method.ONLINE_FISHER_EWC else None
+        online = online_fisher if method is Method.ONLINE_FISHER_EWC else None
         prev = (previous or {}).get(method)
-        if prev is not None and (prev.search_seeds, prev.fisher_alpha) != (search_seeds, alpha):
+        if prev is not None and (prev.search_seeds, prev.online_fisher) != (search_seeds, online):
             prev = None  # scored another way: nothing to reuse
         search = dict(prev.search) if prev is not None else {}
         for value in grids.get(method, ()):
@@ -122,7 +131,7 @@ def evaluate_protocol(
                 skip(bar, search_seeds * run_length)
                 continue
             bar.set_description(f"{proto.name.value}: {method.value} search {value:g}")
-            scores = [one(RunConfig(method, value, seed=SEARCH_SEED + k, split="val", fisher_alpha=fisher_alpha))
+            scores = [one(RunConfig(method, value, seed=SEARCH_SEED + k, split="val", online_fisher=online_fisher))
                       .average_accuracy for k in range(search_seeds)]  # fmt: skip
             search[value] = float(np.mean(scores))
         # ties go to the weakest strength, whatever order the values were scored in
@@ -136,9 +145,9 @@ def evaluate_protocol(
         for seed in range(seeds):
             bar.set_description(f"{proto.name.value}: {method.value} seed {seed}")
             every = max(1, proto.iterations // 2) if seed == 0 else 0  # curves for the plot
-            cfg = RunConfig(method, strength or 0.0, seed=seed, evaluate_every=every, fisher_alpha=fisher_alpha)
+            cfg = RunConfig(method, strength or 0.0, seed=seed, evaluate_every=every, online_fisher=online_fisher)
             results.append(one(cfg))
-        summaries[method] = MethodSummary(method, strength, results, search, search_seeds, alpha)
+        summaries[method] = MethodSummary(method, strength, results, search, search_seeds, online)
         tqdm.write(f"{proto.name.value} {method.value}: {np.mean(summaries[method].accuracies):.4f} "
                    f"+- {np.std(summaries[method].accuracies):.4f} (strength {strength})")  # fmt: skip
     return summaries
@@ -269,8 +278,10 @@ def table(name: ProtocolName, methods: dict[str, dict[str, Any]], *,
         ref = published.get(Method(method))
         verdict = "" if ref is None else ("yes" if r["mean"] - r["std"] > ref else "no")
         strength = "" if r["strength"] is None else f"{r['strength']:g}"
-        if method == Method.ONLINE_FISHER_EWC.value:  # records from before the rate was saved used the default
-            strength += f" (EMA rate {r.get('fisher_alpha', DEFAULT_FISHER_ALPHA):g})"
+        if method == Method.ONLINE_FISHER_EWC.value:  # records from before the options were saved used the defaults
+            every = int(r.get("fisher_every", DEFAULT_ONLINE_FISHER.every))
+            strength += f" (EMA rate {r.get('fisher_alpha', DEFAULT_ONLINE_FISHER.alpha):g}"
+            strength += ")" if every == 1 else f", every {every} steps)"
         lines.append(
             f"| {method} | {strength} | {r['mean']:.4f} +- {r['std']:.4f} | {'' if ref is None else f'{ref:.3f}'} | "
             f"{verdict} | {r['wall_s_mean']:.1f} | {r['fisher_s_mean']:.2f} |"
