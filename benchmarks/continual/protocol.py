@@ -266,8 +266,8 @@ class Regulariser:
             self.si.begin_task(params)
 
     def begin_context(self, context: Context) -> None:
+        self._steps = 0
         if self.cfg.method is Method.ONLINE_FISHER_EWC:
-            self._steps = 0
             config = FisherAccumulatorConfig(alpha=self.cfg.online_fisher.alpha, min_samples=1,
                                              snapshot_every=10**9, max_staleness_steps=10**9)  # fmt: skip
             self.accumulator = FisherAccumulator(config, self.store, context.name, metrics=self._metrics)
@@ -284,14 +284,15 @@ class Regulariser:
             t0 = time.perf_counter()
             self.si.accumulate(task_gradients, deltas)
             self.fisher_s += time.perf_counter() - t0
-        self._steps += 1
-        if self.accumulator is not None and (self._steps - 1) % self.cfg.online_fisher.every == 0:
+        # every N-th step from the context's first: a context of fewer than N steps still gets one
+        if self.accumulator is not None and self._steps % self.cfg.online_fisher.every == 0:
             t0 = time.perf_counter()
             # E[B * mean_b(g)^2] ~ the per-sample Fisher when the mean gradient is small, so
             # the same lambda grid serves both EWC variants
             scale = math.sqrt(batch_size)
             self.loop.run(self.accumulator.update({k: g * scale for k, g in task_gradients.items()}))
             self.fisher_s += time.perf_counter() - t0
+        self._steps += 1
 
     def end_context(self, context: Context, log_prob: Callable[[Tensor], Tensor], seed: int) -> None:
         t0 = time.perf_counter()
