@@ -197,3 +197,23 @@ def test_online_fisher_every_n_steps_feeds_the_accumulator_that_often() -> None:
             assert reg.accumulator is not None and reg.accumulator.stats().steps == expected
     with pytest.raises(ValueError, match="positive integer"):
         OnlineFisher(0.1, every=0)
+
+
+def test_one_run_appends_a_json_line_per_run(tmp_path: Path) -> None:
+    out = tmp_path / "runs.jsonl"
+    command = [sys.executable, "-m", "benchmarks.continual.one_run", "--dataset", "digits",
+               "--protocol", "split_task_il", "--iterations", "3", "--method", "ewc", "--strength", "10",
+               "--out", str(out)]  # fmt: skip
+    for seed, split in ((1000, "val"), (0, "test")):
+        done = subprocess.run([*command, "--seed", str(seed), "--split", split], cwd=ROOT, capture_output=True,
+                              text=True, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["seed"], r["split"]) for r in lines] == [(1000, "val"), (0, "test")]
+    for r in lines:
+        assert r["method"] == "ewc" and r["strength"] == 10.0 and r["settings"]["iterations_per_context"] == 3
+        assert len(r["per_context"]) == 5 and abs(r["average"] - sum(r["per_context"]) / 5) < 1e-9
+        assert 0.0 <= r["average"] <= 1.0 and r["fisher_s"] > 0.0
+    bad = subprocess.run([*command, "--strength", "-1"], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and "--strength must be >= 0" in bad.stderr
+    assert len(out.read_text().splitlines()) == 2  # nothing appended by the refused run

@@ -33,7 +33,6 @@ from benchmarks.continual.protocol import (
     MLP_METHODS,
     MNIST_MISSING_HINT,
     PUBLISHED,
-    PUBLISHED_ITERATIONS,
     REGULARISED,
     DatasetName,
     Method,
@@ -41,6 +40,7 @@ from benchmarks.continual.protocol import (
     Protocol,
     ProtocolName,
     Settings,
+    default_iterations,
     load_dataset,
     protocol,
 )
@@ -76,11 +76,6 @@ GRIDS: dict[ProtocolName, dict[Method, list[float]]] = {
         Method.SI: [0.1, 1.0, 10.0, 100.0, 1e3, 1e4],
     },
 }
-# Iterations per context on the 5,000-image subset: about the published number of epochs
-# per context or more (split: 2000 x 128 / 12,000 = 21 epochs, here 300 x 128 / 705 = 54;
-# permuted: 5000 x 128 / 60,000 = 10.7, here 300 x 128 / 3,600 = 10.7); the published counts
-# on full MNIST.
-SUBSET_ITERATIONS = {ProtocolName.SPLIT_TASK_IL: 300, ProtocolName.PERMUTED_DOMAIN_IL: 300}
 
 
 # Online-Fisher EWC's EMA rate, checked on validation (3 search runs per strength): on split
@@ -170,7 +165,7 @@ def main() -> None:
                 protocol(name, iterations=args.iterations or 20, hidden=100), fisher_samples=100
             )
         else:
-            default = PUBLISHED_ITERATIONS[name] if dataset is DatasetName.MNIST else SUBSET_ITERATIONS[name]
+            default = default_iterations(name, dataset)
             grids[name] = dict(GRIDS[name])
             protos[name] = protocol(name, iterations=args.iterations or default)
         grids[name].update(dict(args.grid))
