@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from benchmarks.common import machine_description
 from benchmarks.continual.protocol import (
     MLP_METHODS,
     MNIST_MISSING_HINT,
@@ -78,8 +79,6 @@ def main() -> None:
     cfg = RunConfig(args.method, args.strength, seed=args.seed, split=args.split, online_fisher=online)
     t0 = time.perf_counter()
     result = run(proto, contexts, cfg)
-    from benchmarks.common import machine_description
-
     line = json.dumps({
         "protocol": proto.name.value, "dataset": args.dataset.value, "settings": dataclasses.asdict(Settings.of(proto)),
         "method": args.method.value, "strength": args.strength, "seed": args.seed, "split": args.split,
