@@ -217,3 +217,33 @@ def test_one_run_appends_a_json_line_per_run(tmp_path: Path) -> None:
     bad = subprocess.run([*command, "--strength", "-1"], cwd=ROOT, capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "--strength must be >= 0" in bad.stderr
     assert len(out.read_text().splitlines()) == 2  # nothing appended by the refused run
+
+
+def test_summarise_runs_groups_seeds_and_holds_test_rows_against_the_published_cell(tmp_path: Path) -> None:
+    from benchmarks.continual.summarise_runs import read_runs, summarise
+
+    def line(method: str, strength: float, seed: int, split: str, average: float) -> str:
+        return json.dumps({"protocol": "permuted_domain_il", "dataset": "mnist",
+                           "settings": {"iterations_per_context": 5000}, "method": method, "strength": strength,
+                           "seed": seed, "split": split, "average": average, "wall_s": 1200.0})  # fmt: skip
+
+    runs = tmp_path / "runs.jsonl"
+    runs.write_text("\n".join([
+        line("ewc", 100, 0, "test", 0.91), line("ewc", 100, 1000, "val", 0.92), line("ewc", 100, 1, "test", 0.93),
+        line("si", 10, 0, "test", 0.84), line("si", 10, 1, "test", 0.90), line("online_ewc", 1, 0, "test", 0.84),
+    ]) + "\n")  # fmt: skip
+    rows = summarise(read_runs(runs)).splitlines()[2:]
+    assert len(rows) == 4
+    val, ewc_test, online_test, si_test = ([c.strip() for c in row.strip("|").split("|")] for row in rows)
+    assert online_test[9:11] == ["0.843", "no"]
+    assert val[3:8] == ["ewc", "100", "val", "1", "0.9200 +- 0.0000"] and val[9:11] == ["", ""]
+    # EWC: 0.92 +- 0.01, beyond 0.838; SI: 0.87 +- 0.03 is above 0.447 as well, by far
+    assert ewc_test[6:11] == ["2", "0.9200 +- 0.0100", "0.9100 (0), 0.9300 (1)", "0.838", "yes"]
+    assert si_test[6:11] == ["2", "0.8700 +- 0.0300", "0.8400 (0), 0.9000 (1)", "0.447", "yes"]
+    assert ewc_test[11] == "20"
+    runs.write_text(runs.read_text() + '{"protocol": "split_task_il"}\n')
+    with pytest.raises(ValueError, match="run 7 lacks dataset"):
+        summarise(read_runs(runs))
+    runs.write_text("not json\n")
+    with pytest.raises(ValueError, match=r"runs\.jsonl:1: not JSON"):
+        read_runs(runs)

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -78,7 +79,9 @@ def main() -> None:
     contexts = build_contexts(proto, args.dataset)
     cfg = RunConfig(args.method, args.strength, seed=args.seed, split=args.split, online_fisher=online)
     t0 = time.perf_counter()
-    result = run(proto, contexts, cfg)
+    desc = f"{proto.name.value}: {args.method.value} {args.strength:g}, seed {args.seed} ({args.split})"
+    with tqdm(total=proto.iterations * proto.n_contexts, unit="it", desc=desc) as bar:  # stderr: stdout is the line
+        result = run(proto, contexts, cfg, bar.update)
     line = json.dumps({
         "protocol": proto.name.value, "dataset": args.dataset.value, "settings": dataclasses.asdict(Settings.of(proto)),
         "method": args.method.value, "strength": args.strength, "seed": args.seed, "split": args.split,
