@@ -208,6 +208,7 @@ def test_one_run_appends_a_json_line_per_run(tmp_path: Path) -> None:
         done = subprocess.run([*command, "--seed", str(seed), "--split", split], cwd=ROOT, capture_output=True,
                               text=True, check=False)  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
+        assert json.loads(done.stdout)["seed"] == seed  # the line alone on stdout; the progress bar is on stderr
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["seed"], r["split"]) for r in lines] == [(1000, "val"), (0, "test")]
     for r in lines:

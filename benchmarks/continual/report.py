@@ -265,6 +265,16 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def beats_published(mean: float, std: float, published: float | None) -> str:
+    """The table's verdict: "yes" when the cell is beaten beyond the seed spread, "" without a cell."""
+    return "" if published is None else ("yes" if mean - std > published else "no")
+
+
+def online_fisher_label(alpha: float, every: int) -> str:
+    """How online-Fisher EWC's accumulator was fed, as the tables print it after the strength."""
+    return f"EMA rate {alpha:g}" + ("" if every == 1 else f", every {every} steps")
+
+
 def table(name: ProtocolName, methods: dict[str, dict[str, Any]], *,
           cost: str = "Fisher / importance cost per run (s)") -> str:  # fmt: skip
     """The results table of one protocol, from its JSON (``MethodSummary.as_json`` per method)."""
@@ -276,12 +286,12 @@ def table(name: ProtocolName, methods: dict[str, dict[str, Any]], *,
     ]
     for method, r in methods.items():
         ref = published.get(Method(method))
-        verdict = "" if ref is None else ("yes" if r["mean"] - r["std"] > ref else "no")
+        verdict = beats_published(r["mean"], r["std"], ref)
         strength = "" if r["strength"] is None else f"{r['strength']:g}"
         if method == Method.ONLINE_FISHER_EWC.value:  # records from before the options were saved used the defaults
+            alpha = float(r.get("fisher_alpha", DEFAULT_ONLINE_FISHER.alpha))
             every = int(r.get("fisher_every", DEFAULT_ONLINE_FISHER.every))
-            strength += f" (EMA rate {r.get('fisher_alpha', DEFAULT_ONLINE_FISHER.alpha):g}"
-            strength += ")" if every == 1 else f", every {every} steps)"
+            strength += f" ({online_fisher_label(alpha, every)})"
         lines.append(
             f"| {method} | {strength} | {r['mean']:.4f} +- {r['std']:.4f} | {'' if ref is None else f'{ref:.3f}'} | "
             f"{verdict} | {r['wall_s_mean']:.1f} | {r['fisher_s_mean']:.2f} |"

@@ -25,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.continual.protocol import PUBLISHED, Method, ProtocolName
+from benchmarks.continual.report import beats_published, online_fisher_label
 
 RunKey = tuple[str, str, int, str, float, str, str]
 REQUIRED = ("protocol", "dataset", "settings", "method", "strength", "seed", "split", "average", "wall_s")
@@ -32,8 +33,7 @@ REQUIRED = ("protocol", "dataset", "settings", "method", "strength", "seed", "sp
 
 def run_key(run: Mapping[str, Any]) -> RunKey:
     """What makes two runs the same setting: everything but the seed."""
-    feeding = (f"alpha {run['fisher_alpha']:g}, every {run['fisher_every']}"
-               if "fisher_alpha" in run else "")  # fmt: skip
+    feeding = online_fisher_label(run["fisher_alpha"], run["fisher_every"]) if "fisher_alpha" in run else ""
     return (run["protocol"], run["dataset"], int(run["settings"]["iterations_per_context"]), run["method"],
             float(run["strength"]), feeding, run["split"])  # fmt: skip
 
@@ -56,7 +56,7 @@ def summarise(runs: Iterable[Mapping[str, Any]]) -> str:
         scores = np.array([r["average"] for r in group])
         mean, std = float(scores.mean()), float(scores.std())
         published = PUBLISHED[ProtocolName(protocol)].get(Method(method)) if split == "test" else None
-        verdict = "" if published is None else ("yes" if mean - std > published else "no")
+        verdict = beats_published(mean, std, published)
         minutes = float(np.mean([r["wall_s"] for r in group])) / 60
         seeds = ", ".join(f"{r['average']:.4f} ({r['seed']})" for r in group)
         strength_text = f"{strength:g}" + (f" ({feeding})" if feeding else "")
