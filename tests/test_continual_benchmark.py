@@ -248,3 +248,43 @@ def test_summarise_runs_groups_seeds_and_holds_test_rows_against_the_published_c
     runs.write_text("not json\n")
     with pytest.raises(ValueError, match=r"runs\.jsonl:1: not JSON"):
         read_runs(runs)
+
+
+def test_fisher_agreement_scale_and_correlations() -> None:
+    import numpy as np
+
+    from benchmarks.continual.fisher_agreement import agreement
+
+    reference = np.array([1e-6, 1e-4, 1e-2, 0.0])
+    halved = agreement("halved", reference / 2, reference, 0.0)
+    assert halved.scale == pytest.approx(0.5) and halved.log_correlation == pytest.approx(1.0, abs=1e-4)
+    assert halved.linear_correlation == pytest.approx(1.0)
+    reversed_ = agreement("reversed", reference[::-1].copy(), reference, 0.0)
+    assert reversed_.linear_correlation < 0
+    with pytest.raises(ValueError, match="3 Fisher entries against the reference's 4"):
+        agreement("short", reference[:3], reference, 0.0)
+    with pytest.raises(ValueError, match="zero everywhere"):
+        agreement("zero", reference, np.zeros(4), 0.0)
+
+
+def test_fisher_agreement_compares_online_ema_with_ewcs_fisher(tmp_path: Path) -> None:
+    out = tmp_path / "agreement.md"
+    command = [sys.executable, "-m", "benchmarks.continual.fisher_agreement", "--dataset", "digits",
+               "--protocol", "permuted_domain_il", "--iterations", "60", "--reference-samples", "400"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*command, "--online", "0.1:10", "0.05:1", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, env=env, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in out.read_text().splitlines()
+            if line.startswith("| ") and "---" not in line and not line.startswith("| estimate")}  # fmt: skip
+    assert list(rows) == ["true Fisher, 1000 samples (EWC)", "empirical Fisher, 1000 samples",
+                          "online EMA, rate 0.1, every 10 steps", "online EMA, rate 0.05, every 1 steps"]  # fmt: skip
+    for name, (scale, factor, log_corr, lin_corr, seconds) in rows.items():
+        assert float(scale) > 0 and float(factor) == pytest.approx(1 / float(scale), rel=0.01), name
+        assert float(log_corr) > 0.5, name  # every estimate ranks parameters as the true Fisher does
+        assert -1 <= float(lin_corr) <= 1 and float(seconds) >= 0, name
+    # EWC's own estimate is the true Fisher on other samples: the same scale, within sampling noise
+    assert 0.7 < float(rows["true Fisher, 1000 samples (EWC)"][0]) < 1.4
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    bad = subprocess.run([*command, "--online", "0.1"], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and "expected ALPHA:EVERY" in bad.stderr
