@@ -186,7 +186,7 @@ def plot(path: Path, entries: dict[str, FloatArray], title: str) -> None:
     names = [n for n in entries if n != "reference"]
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4 * rows), squeeze=False, sharex=True, sharey=True)
     rng = np.random.default_rng(0)
     shown = rng.choice(reference.size, size=min(20000, reference.size), replace=False)
     positive = reference[shown] > 0
