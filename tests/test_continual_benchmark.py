@@ -226,7 +226,8 @@ def test_summarise_runs_groups_seeds_and_holds_test_rows_against_the_published_c
     def line(method: str, strength: float, seed: int, split: str, average: float) -> str:
         return json.dumps({"protocol": "permuted_domain_il", "dataset": "mnist",
                            "settings": {"iterations_per_context": 5000}, "method": method, "strength": strength,
-                           "seed": seed, "split": split, "average": average, "wall_s": 1200.0})  # fmt: skip
+                           "seed": seed, "split": split, "average": average, "wall_s": 1200.0,
+                           "fisher_s": 10.0 + seed})  # fmt: skip
 
     runs = tmp_path / "runs.jsonl"
     runs.write_text("\n".join([
@@ -241,7 +242,7 @@ def test_summarise_runs_groups_seeds_and_holds_test_rows_against_the_published_c
     # EWC: 0.92 +- 0.01, beyond 0.838; SI: 0.87 +- 0.03 is above 0.447 as well, by far
     assert ewc_test[6:11] == ["2", "0.9200 +- 0.0100", "0.9100 (0), 0.9300 (1)", "0.838", "yes"]
     assert si_test[6:11] == ["2", "0.8700 +- 0.0300", "0.8400 (0), 0.9000 (1)", "0.447", "yes"]
-    assert ewc_test[11] == "20"
+    assert ewc_test[11:13] == ["20", "10.5"]  # minutes per run; Fisher seconds, averaged over seeds 0 and 1
     runs.write_text(runs.read_text() + '{"protocol": "split_task_il"}\n')
     with pytest.raises(ValueError, match="run 7 lacks dataset"):
         summarise(read_runs(runs))

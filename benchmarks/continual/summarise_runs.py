@@ -8,7 +8,8 @@ grouped by protocol, data set, iterations per context, method, strength (and the
 Fisher's feeding), and split; validation rows are the strength search, test rows the
 result, held against the published cell as the benchmark's table does (beaten beyond the
 seed spread when mean - std is above it). The standard deviation is the population one,
-as in ``continual.md``.
+as in ``continual.md``. The last column is the seconds per run spent on Fisher estimation
+(SI: on its importance), the cost online-Fisher EWC is held to against EWC.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ def summarise(runs: Iterable[Mapping[str, Any]]) -> str:
             raise ValueError(f"run {number} lacks {', '.join(missing)}: not a line written by one_run")
         groups.setdefault(run_key(run), []).append(run)
     header = ("| protocol | data | iterations / context | method | strength | split | seeds | average accuracy "
-              "(mean +- std) | per seed | published | beats it beyond the spread | minutes per run |")  # fmt: skip
-    rows = [header, "|" + "---|" * 12]
+              "(mean +- std) | per seed | published | beats it beyond the spread | minutes per run | "
+              "Fisher seconds per run |")  # fmt: skip
+    rows = [header, "|" + "---|" * 13]
     order = sorted(groups, key=lambda k: (k[0], k[1], k[2], k[3], k[6] != "val", k[4], k[5]))
     for key in order:
         protocol, dataset, iterations, method, strength, feeding, split = key
@@ -58,11 +60,13 @@ def summarise(runs: Iterable[Mapping[str, Any]]) -> str:
         published = PUBLISHED[ProtocolName(protocol)].get(Method(method)) if split == "test" else None
         verdict = beats_published(mean, std, published)
         minutes = float(np.mean([r["wall_s"] for r in group])) / 60
+        fisher = [r["fisher_s"] for r in group if "fisher_s" in r]  # none for fine-tuning or joint training
+        fisher_text = f"{np.mean(fisher):.1f}" if fisher and group[0]["method"] not in ("none", "joint") else ""
         seeds = ", ".join(f"{r['average']:.4f} ({r['seed']})" for r in group)
         strength_text = f"{strength:g}" + (f" ({feeding})" if feeding else "")
         rows.append(f"| {protocol} | {dataset} | {iterations} | {method} | {strength_text} | {split} | {len(group)} | "
                     f"{mean:.4f} +- {std:.4f} | {seeds} | {'' if published is None else f'{published:.3f}'} | "
-                    f"{verdict} | {minutes:.0f} |")  # fmt: skip
+                    f"{verdict} | {minutes:.0f} | {fisher_text} |")  # fmt: skip
     return "\n".join(rows) + "\n"
 
 
