@@ -289,3 +289,40 @@ def test_fisher_agreement_compares_online_ema_with_ewcs_fisher(tmp_path: Path) -
     assert out.with_suffix(".png").stat().st_size > 10_000
     bad = subprocess.run([*command, "--online", "0.1"], cwd=ROOT, capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "expected ALPHA:EVERY" in bad.stderr
+
+
+def test_summarise_runs_reports_the_setting_chosen_on_validation(tmp_path: Path) -> None:
+    from benchmarks.continual.summarise_runs import chosen_results, read_runs
+
+    def line(method: str, strength: float, seed: int, split: str, average: float, **extra: object) -> str:
+        return json.dumps({"protocol": "permuted_domain_il", "dataset": "mnist", "machine": "test machine",
+                           "settings": {"iterations_per_context": 5000}, "method": method, "strength": strength,
+                           "seed": seed, "split": split, "average": average, "wall_s": 600.0, "fisher_s": 5.0,
+                           "per_context": [average - 0.01, average + 0.01], **extra})  # fmt: skip
+
+    feeding = {"fisher_alpha": 0.05, "fisher_every": 20}
+    runs = tmp_path / "runs.jsonl"
+    runs.write_text("\n".join([
+        line("ewc", 10, 1000, "val", 0.80), line("ewc", 100, 1000, "val", 0.90),
+        line("ewc", 10, 0, "test", 0.95), line("ewc", 100, 0, "test", 0.91), line("ewc", 100, 1, "test", 0.93),
+        line("online_fisher_ewc", 100, 0, "test", 0.99),  # never validated: ranks last
+        line("online_fisher_ewc", 300, 1000, "val", 0.90, **feeding),
+        line("online_fisher_ewc", 300, 0, "test", 0.92, **feeding),
+    ]) + "\n")  # fmt: skip
+    results = chosen_results(read_runs(runs))
+    ewc, online = results["permuted_domain_il"]["ewc"], results["permuted_domain_il"]["online_fisher_ewc"]
+    assert (ewc["strength"], ewc["seeds"], ewc["validation"]) == (100.0, 2, 0.90)  # not the better test score
+    assert ewc["mean"] == pytest.approx(0.92) and ewc["std"] == pytest.approx(0.01) and ewc["published"] == 0.838
+    assert ewc["per_context"] == pytest.approx([0.91, 0.93])
+    assert (online["strength"], online["fisher_alpha"], online["fisher_every"]) == (300.0, 0.05, 20)
+    assert (results["dataset"], results["iterations_per_context"], results["machine"]) == ("mnist", 5000,
+                                                                                         "test machine")  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "benchmarks.continual.summarise_runs", str(runs)], cwd=ROOT,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(runs.with_suffix(".json").read_text()) == results
+    assert runs.with_suffix(".png").stat().st_size > 10_000
+    assert "Online-Fisher EWC against EWC: 0.9200 against 0.9200 +- 0.0100" in runs.with_suffix(".md").read_text()
+    runs.write_text(runs.read_text() + line("ewc", 100, 2, "test", 0.9).replace('"mnist"', '"digits"') + "\n")
+    with pytest.raises(ValueError, match="several dataset values"):
+        chosen_results(read_runs(runs))
