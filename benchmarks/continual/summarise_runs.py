@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.continual.protocol import PUBLISHED, Method, ProtocolName
+from benchmarks.continual.protocol import PUBLISHED, REGULARISED, Method, ProtocolName
 from benchmarks.continual.report import beats_published, online_fisher_label, online_fisher_verdict
 
 RunKey = tuple[str, str, int, str, float, str, str]
@@ -72,7 +72,7 @@ def summarise(runs: Iterable[Mapping[str, Any]]) -> str:
         verdict = beats_published(mean, std, published)
         minutes = float(np.mean([r["wall_s"] for r in group])) / 60
         fisher = [r["fisher_s"] for r in group if "fisher_s" in r]  # none for fine-tuning or joint training
-        fisher_text = f"{np.mean(fisher):.1f}" if fisher and group[0]["method"] not in ("none", "joint") else ""
+        fisher_text = f"{np.mean(fisher):.1f}" if fisher and Method(method) in REGULARISED else ""
         seeds = ", ".join(f"{r['average']:.4f} ({r['seed']})" for r in group)
         strength_text = f"{strength:g}" + (f" ({feeding})" if feeding else "")
         rows.append(f"| {protocol} | {dataset} | {iterations} | {method} | {strength_text} | {split} | {len(group)} | "
@@ -98,15 +98,15 @@ def chosen_results(runs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         val = groups.get((*key[:-1], "val"))
         return None if val is None else float(np.mean([r["average"] for r in val]))
 
-    best: dict[tuple[str, str], RunKey] = {}
+    def rank(key: RunKey) -> tuple[float, int]:
+        score = validation(key)
+        return (-np.inf if score is None else score, len(groups[key]))
+
+    candidates: dict[tuple[str, str], list[RunKey]] = {}
     for key in groups:
-        if key[6] != "test":
-            continue
-        rank = (validation(key) if validation(key) is not None else -np.inf, len(groups[key]))
-        current = best.get((key[0], key[3]))
-        if current is None or rank > (validation(current) if validation(current) is not None else -np.inf,
-                                      len(groups[current])):  # fmt: skip
-            best[(key[0], key[3])] = key
+        if key[6] == "test":
+            candidates.setdefault((key[0], key[3]), []).append(key)
+    best = {pair: max(keys, key=rank) for pair, keys in candidates.items()}
     out: dict[str, Any] = {}
     for (protocol, method), key in sorted(best.items()):
         group = groups[key]
