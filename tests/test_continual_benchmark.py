@@ -199,6 +199,70 @@ def test_online_fisher_every_n_steps_feeds_the_accumulator_that_often() -> None:
         OnlineFisher(0.1, every=0)
 
 
+def test_sampled_label_gradients_estimate_the_true_fisher_without_bias() -> None:
+    """B * mean(g)^2 at model-sampled labels averages to the per-sample true Fisher; at fixed
+    labels it does not (their mean gradient is not zero)."""
+    import torch
+
+    from benchmarks.continual.protocol import sampled_label_gradients
+
+    torch.manual_seed(0)
+    batch, n_in, n_out = 16, 4, 3
+    weight = torch.randn(n_out, n_in, requires_grad=True)
+    x = torch.randn(batch, n_in)
+    params = {"weight": weight}
+    logits = x @ weight.T
+    # the exact true Fisher: mean over samples of sum_y p(y|x) (d log p(y|x) / dW)^2
+    probs = torch.softmax(logits.detach(), dim=1)
+    exact = torch.zeros(n_out, n_in)
+    for n in range(batch):
+        for y in range(n_out):
+            g = (torch.nn.functional.one_hot(torch.tensor(y), n_out) - probs[n])[:, None] * x[n][None, :]
+            exact += probs[n, y] * g**2 / batch
+    generator = torch.Generator().manual_seed(1)
+    draws = 4000
+    sampled = sum(batch * sampled_label_gradients(logits, params, generator)["weight"] ** 2 for _ in range(draws))
+    assert isinstance(sampled, torch.Tensor)
+    estimate = sampled / draws
+    assert float(estimate.sum() / exact.sum()) == pytest.approx(1.0, abs=0.05)
+    assert torch.allclose(estimate, exact, rtol=0.2, atol=0.02 * float(exact.max()))
+    fixed = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, probs.argmin(1)), weight)[0]
+    assert float((batch * fixed**2).sum() / exact.sum()) > 1.5  # observed-label cross terms do not cancel
+
+
+def test_online_true_fisher_is_fed_sampled_label_gradients_end_to_end() -> None:
+    import asyncio
+
+    import torch
+
+    from benchmarks.continual.protocol import (
+        DatasetName,
+        Method,
+        OnlineFisher,
+        ProtocolName,
+        Regulariser,
+        RunConfig,
+        build_contexts,
+        protocol,
+        run,
+    )
+    from neurosim.learning.fisher import FisherKind
+
+    proto = protocol(ProtocolName.PERMUTED_DOMAIN_IL, iterations=6, hidden=8)
+    contexts = build_contexts(proto, DatasetName.DIGITS)[:2]
+    true_fisher = OnlineFisher(0.5, every=3, labels=FisherKind.TRUE)
+    cfg = RunConfig(Method.ONLINE_FISHER_EWC, 10.0, online_fisher=true_fisher)
+    result = run(proto, contexts, cfg)
+    assert len(result.final_accuracy) == 2 and result.fisher_s > 0
+    with asyncio.Runner() as loop:  # the step's task gradient is not what this Fisher wants
+        reg = Regulariser(proto, cfg, {"w": torch.zeros(3, requires_grad=True)}, loop)
+        reg.begin_context(contexts[0])
+        with pytest.raises(ValueError, match="sampled-label gradients"):
+            reg.after_step({"w": torch.ones(3)}, {}, batch_size=4)
+    assert OnlineFisher.from_record(true_fisher.as_record()) == true_fisher
+    assert OnlineFisher.from_record({"fisher_alpha": 0.1}) == OnlineFisher(0.1)  # older records: observed labels
+
+
 def test_one_run_appends_a_json_line_per_run(tmp_path: Path) -> None:
     out = tmp_path / "runs.jsonl"
     command = [sys.executable, "-m", "benchmarks.continual.one_run", "--dataset", "digits",
@@ -218,6 +282,12 @@ def test_one_run_appends_a_json_line_per_run(tmp_path: Path) -> None:
     bad = subprocess.run([*command, "--strength", "-1"], cwd=ROOT, capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "--strength must be >= 0" in bad.stderr
     assert len(out.read_text().splitlines()) == 2  # nothing appended by the refused run
+    online = [*command[:-6], "--method", "online_fisher_ewc", "--strength", "10", "--fisher-every", "2",
+              "--fisher-labels", "true"]  # fmt: skip
+    done = subprocess.run(online, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads(done.stdout)
+    assert (record["fisher_every"], record["fisher_labels"]) == (2, "true") and record["fisher_s"] > 0.0
 
 
 def test_summarise_runs_groups_seeds_and_holds_test_rows_against_the_published_cell(tmp_path: Path) -> None:
@@ -273,14 +343,15 @@ def test_fisher_agreement_compares_online_ema_with_ewcs_fisher(tmp_path: Path) -
     command = [sys.executable, "-m", "benchmarks.continual.fisher_agreement", "--dataset", "digits",
                "--protocol", "permuted_domain_il", "--iterations", "60", "--reference-samples", "400"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([*command, "--online", "0.1:10", "0.05:1", "--out", str(out)], cwd=ROOT,
+    done = subprocess.run([*command, "--online", "0.1:10", "0.05:1", "0.2:2:true", "--out", str(out)], cwd=ROOT,
                           capture_output=True, text=True, env=env, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in out.read_text().splitlines()
              if line.startswith("| ") and not line.startswith("| estimate")]  # fmt: skip
     rows = {c[0]: c[1:] for c in cells}
     assert list(rows) == ["true Fisher, 1000 samples (EWC)", "empirical Fisher, 1000 samples",
-                          "online EMA, rate 0.1, every 10 steps", "online EMA, rate 0.05, every 1 steps"]  # fmt: skip
+                          "online EMA, rate 0.1, every 10 steps", "online EMA, rate 0.05, every 1 steps",
+                          "online EMA, rate 0.2, every 2 steps, sampled labels"]  # fmt: skip
     for name, (scale, factor, log_corr, lin_corr, seconds) in rows.items():
         assert float(scale) > 0 and float(factor) == pytest.approx(1 / float(scale), rel=0.01), name
         assert float(log_corr) > 0.5, name  # every estimate ranks parameters as the true Fisher does
@@ -290,6 +361,9 @@ def test_fisher_agreement_compares_online_ema_with_ewcs_fisher(tmp_path: Path) -
     assert out.with_suffix(".png").stat().st_size > 10_000
     bad = subprocess.run([*command, "--online", "0.1"], cwd=ROOT, capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "expected ALPHA:EVERY" in bad.stderr
+    bad = subprocess.run([*command, "--online", "0.1:10:guessed"], cwd=ROOT, capture_output=True, text=True,
+                         check=False)  # fmt: skip
+    assert bad.returncode == 2 and "empirical|true" in bad.stderr
 
 
 def test_summarise_runs_reports_the_setting_chosen_on_validation(tmp_path: Path) -> None:
@@ -309,6 +383,9 @@ def test_summarise_runs_reports_the_setting_chosen_on_validation(tmp_path: Path)
         line("online_fisher_ewc", 100, 0, "test", 0.99),  # never validated: ranks last
         line("online_fisher_ewc", 300, 1000, "val", 0.90, **feeding),
         line("online_fisher_ewc", 300, 0, "test", 0.92, **feeding),
+        # the same strength fed at sampled labels is its own setting, and loses on validation
+        line("online_fisher_ewc", 300, 1000, "val", 0.89, **feeding, fisher_labels="true"),
+        line("online_fisher_ewc", 300, 0, "test", 0.97, **feeding, fisher_labels="true"),
     ]) + "\n")  # fmt: skip
     results = chosen_results(read_runs(runs))
     ewc, online = results["permuted_domain_il"]["ewc"], results["permuted_domain_il"]["online_fisher_ewc"]
@@ -316,6 +393,7 @@ def test_summarise_runs_reports_the_setting_chosen_on_validation(tmp_path: Path)
     assert ewc["mean"] == pytest.approx(0.92) and ewc["std"] == pytest.approx(0.01) and ewc["published"] == 0.838
     assert ewc["per_context"] == pytest.approx([0.91, 0.93])
     assert (online["strength"], online["fisher_alpha"], online["fisher_every"]) == (300.0, 0.05, 20)
+    assert online["fisher_labels"] == "empirical" and online["mean"] == pytest.approx(0.92)
     assert (results["dataset"], results["iterations_per_context"], results["machine"]) == ("mnist", 5000,
                                                                                          "test machine")  # fmt: skip
     done = subprocess.run([sys.executable, "-m", "benchmarks.continual.summarise_runs", str(runs)], cwd=ROOT,
@@ -323,7 +401,9 @@ def test_summarise_runs_reports_the_setting_chosen_on_validation(tmp_path: Path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(runs.with_suffix(".json").read_text()) == results
     assert runs.with_suffix(".png").stat().st_size > 10_000
-    assert "Online-Fisher EWC against EWC: 0.9200 against 0.9200 +- 0.0100" in runs.with_suffix(".md").read_text()
+    table = runs.with_suffix(".md").read_text()
+    assert "Online-Fisher EWC against EWC: 0.9200 against 0.9200 +- 0.0100" in table
+    assert "| 300 (EMA rate 0.05, every 20 steps, sampled labels) | val | 1 | 0.8900" in table
     runs.write_text(runs.read_text() + line("ewc", 100, 2, "test", 0.9).replace('"mnist"', '"digits"') + "\n")
     with pytest.raises(ValueError, match="several dataset values"):
         chosen_results(read_runs(runs))

@@ -57,6 +57,7 @@ from benchmarks.continual.report import (
     table,
 )
 from neurosim.datasets.mnist import MNISTUnavailable
+from neurosim.learning.fisher import FisherKind
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -131,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fisher-every", type=positive_int, default=1, metavar="N",
                         help="online-Fisher EWC: feed the accumulator every N-th training step's gradient "
                              "(default 1: every step)")  # fmt: skip
+    parser.add_argument("--fisher-labels", type=FisherKind, choices=list(FisherKind), default=FisherKind.EMPIRICAL,
+                        help="online-Fisher EWC: feed the task gradient (empirical, free) or the gradient at "
+                             "labels sampled from the model (true, one extra backward pass per update)")  # fmt: skip
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 8x8 digits, 100 hidden units, 20 iterations per context, 2 seeds, "
                              "2-value grids")  # fmt: skip
@@ -184,7 +188,7 @@ def main() -> None:
         for name, proto in protos.items():
             t0 = time.perf_counter()
             previous = records[name].previous() if args.extend else {}
-            online_fisher = OnlineFisher(FISHER_ALPHA[name], args.fisher_every)
+            online_fisher = OnlineFisher(FISHER_ALPHA[name], args.fisher_every, args.fisher_labels)
             summaries = evaluate_protocol(proto, dataset, seeds, grids[name], bar, methods=methods,
                                           search_seeds=search_seeds[name], previous=previous,
                                           online_fisher=online_fisher)  # fmt: skip

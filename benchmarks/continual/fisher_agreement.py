@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from prometheus_client import CollectorRegistry
+from torch import nn
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -49,14 +50,15 @@ from benchmarks.continual.protocol import (
     OnlineFisher,
     Protocol,
     ProtocolName,
-    _batches,
-    _task_loss,
     build_contexts,
     default_iterations,
     load_dataset,
     masked_logits,
+    minibatches,
     mlp,
     protocol,
+    sampled_label_gradients,
+    task_logits,
 )
 from neurosim.datasets.mnist import MNISTUnavailable
 from neurosim.learning.fisher import FisherKind, InMemoryFisherStore, estimate_fisher
@@ -65,7 +67,13 @@ from neurosim.metrics import Metrics
 
 Tensor = torch.Tensor
 FloatArray = npt.NDArray[np.float64]
-DEFAULT_ONLINE = (OnlineFisher(0.1, 10), OnlineFisher(0.05, 20), OnlineFisher(0.02, 20), OnlineFisher(0.01, 1))
+DEFAULT_ONLINE = (
+    OnlineFisher(0.1, 10),
+    OnlineFisher(0.05, 20),
+    OnlineFisher(0.02, 20),
+    OnlineFisher(0.01, 1),
+    OnlineFisher(0.1, 50, FisherKind.TRUE),
+)
 
 
 @dataclass(frozen=True)
@@ -96,10 +104,13 @@ def agreement(name: str, estimate: FloatArray, reference: FloatArray, seconds: f
 
 def parse_online(text: str) -> OnlineFisher:
     try:
-        alpha, every = text.split(":")
-        setting = OnlineFisher(float(alpha), int(every))
+        alpha, every, *labels = text.split(":")
+        if len(labels) > 1:
+            raise ValueError("too many fields")
+        setting = OnlineFisher(float(alpha), int(every), FisherKind(labels[0]) if labels else FisherKind.EMPIRICAL)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected ALPHA:EVERY, e.g. 0.05:20 ({error})") from error
+        raise argparse.ArgumentTypeError(f"{text!r}: expected ALPHA:EVERY[:empirical|true], e.g. 0.05:20 "
+                                         f"or 0.1:50:true ({error})") from error  # fmt: skip
     if not 0 < setting.alpha <= 1:
         raise argparse.ArgumentTypeError(f"{text!r}: the EMA rate must be in (0, 1]")
     return setting
@@ -120,22 +131,31 @@ def measure(proto: Protocol, context: Context, online: tuple[OnlineFisher, ...],
                     for o in online]  # fmt: skip
     online_s = [0.0] * len(online)
     rng = np.random.default_rng(seed)
+    label_generator = torch.Generator().manual_seed(seed)
     heads = [context.classes]
     owner = torch.zeros(len(context.train_y), dtype=torch.long)
-    batches = _batches(len(context.train_y), proto.batch_size, proto.iterations, rng)
+    batches = minibatches(len(context.train_y), proto.batch_size, proto.iterations, rng)
     for step, idx in enumerate(tqdm(batches, unit="it", desc=f"training {context.name}")):
         index = torch.from_numpy(idx)
-        loss = _task_loss(model, context.train_x[index], context.train_y[index], owner[index], heads,
-                          proto.task_incremental)  # fmt: skip
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
+        logits, labels = task_logits(model, context.train_x[index], context.train_y[index], owner[index], heads,
+                                      proto.task_incremental)  # fmt: skip
         scale = math.sqrt(len(idx))
-        for k, (setting, accumulator) in enumerate(zip(online, accumulators, strict=True)):
+        fed: list[tuple[int, dict[str, Tensor] | None]] = []  # (accumulator, its sampled-label gradients)
+        for k, setting in enumerate(online):
             if step % setting.every == 0:  # as online-Fisher EWC: every N-th step from the first
                 t0 = time.perf_counter()
-                gradients = {name: p.grad.detach() * scale for name, p in params.items() if p.grad is not None}
-                loop.run(accumulator.update(gradients))
+                sampled = (sampled_label_gradients(logits, params, label_generator)
+                           if setting.labels is FisherKind.TRUE else None)  # fmt: skip
+                fed.append((k, sampled))
                 online_s[k] += time.perf_counter() - t0
+        optimiser.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(logits, labels).backward()  # type: ignore[no-untyped-call]
+        for k, sampled in fed:
+            t0 = time.perf_counter()
+            task = {name: p.grad.detach() for name, p in params.items() if p.grad is not None}
+            gradients = sampled if sampled is not None else task
+            loop.run(accumulators[k].update({name: g * scale for name, g in gradients.items()}))
+            online_s[k] += time.perf_counter() - t0
         optimiser.step()
 
     def log_prob(x: Tensor) -> Tensor:
@@ -153,13 +173,14 @@ def measure(proto: Protocol, context: Context, online: tuple[OnlineFisher, ...],
     # EWC's samples from the front of one permutation, the reference's from its back: disjoint
     # when the context has enough, so the reference is not the estimate being judged
     n_ewc = min(proto.fisher_samples, len(context.train_y))
-    reference, _ = full_batch(FisherKind.TRUE, order[-min(reference_samples, len(context.train_y)):])
+    reference, _ = full_batch(FisherKind.TRUE, order[-min(reference_samples, len(context.train_y)) :])
     estimates: dict[str, tuple[FloatArray, float]] = {
         f"true Fisher, {n_ewc} samples (EWC)": full_batch(FisherKind.TRUE, order[:n_ewc]),
         f"empirical Fisher, {n_ewc} samples": full_batch(FisherKind.EMPIRICAL, order[:n_ewc]),
     }
     for setting, accumulator, seconds in zip(online, accumulators, online_s, strict=True):
-        label = f"online EMA, rate {setting.alpha:g}, every {setting.every} steps"
+        sampling = ", sampled labels" if setting.labels is FisherKind.TRUE else ""
+        label = f"online EMA, rate {setting.alpha:g}, every {setting.every} steps{sampling}"
         estimates[label] = (flatten({k: v.cpu() for k, v in accumulator.fisher.items()}), seconds)
         accumulator.close()
     loop.close()
@@ -200,7 +221,7 @@ def plot(path: Path, entries: dict[str, FloatArray], title: str) -> None:
         ax.set_xlabel("reference: true Fisher")
         ax.set_ylabel("estimate")
         ax.legend(fontsize=7, loc="upper left")
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -215,7 +236,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=None, help="per context (default: as the benchmark)")
     parser.add_argument("--context", type=int, default=0, help="which context to train on (0: the first)")
     parser.add_argument("--online", type=parse_online, nargs="+", default=list(DEFAULT_ONLINE),
-                        metavar="ALPHA:EVERY", help="accumulator feedings to measure")  # fmt: skip
+                        metavar="ALPHA:EVERY[:LABELS]", help="accumulator feedings to measure")  # fmt: skip
     parser.add_argument("--reference-samples", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=1000, help="a validation seed: this informs the search")
     parser.add_argument("--threads", type=int, default=1)

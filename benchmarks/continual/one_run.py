@@ -43,6 +43,7 @@ from benchmarks.continual.protocol import (
     run,
 )
 from neurosim.datasets.mnist import MNISTUnavailable
+from neurosim.learning.fisher import FisherKind
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="per context (default: as the benchmark)")  # fmt: skip
     parser.add_argument("--fisher-alpha", type=float, default=OnlineFisher.alpha)
     parser.add_argument("--fisher-every", type=int, default=OnlineFisher.every)
+    parser.add_argument("--fisher-labels", type=FisherKind, choices=list(FisherKind), default=OnlineFisher.labels,
+                        help="online-Fisher EWC: feed the task gradient (empirical) or one at model-sampled "
+                        "labels (true, an extra backward pass per update)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="append the JSON line to this file")
     return parser
@@ -68,7 +72,7 @@ def main() -> None:
     if args.strength < 0 or (args.iterations is not None and args.iterations < 1):
         parser.error("--strength must be >= 0 and --iterations >= 1")
     try:
-        online = OnlineFisher(args.fisher_alpha, args.fisher_every)
+        online = OnlineFisher(args.fisher_alpha, args.fisher_every, args.fisher_labels)
         proto = protocol(args.protocol, iterations=args.iterations or default_iterations(args.protocol, args.dataset))
         load_dataset(args.dataset)
     except ValueError as error:
@@ -85,8 +89,7 @@ def main() -> None:
     line = json.dumps({
         "protocol": proto.name.value, "dataset": args.dataset.value, "settings": dataclasses.asdict(Settings.of(proto)),
         "method": args.method.value, "strength": args.strength, "seed": args.seed, "split": args.split,
-        **({"fisher_alpha": online.alpha, "fisher_every": online.every}
-           if args.method is Method.ONLINE_FISHER_EWC else {}),
+        **(online.as_record() if args.method is Method.ONLINE_FISHER_EWC else {}),
         "average": result.average_accuracy, "per_context": result.final_accuracy,
         "wall_s": time.perf_counter() - t0, "fisher_s": result.fisher_s, "machine": machine_description(),
     })  # fmt: skip

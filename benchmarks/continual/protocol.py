@@ -31,9 +31,9 @@ import asyncio
 import enum
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -214,10 +214,28 @@ class OnlineFisher:
 
     alpha: float = 0.01  # EMA rate: about the last 1 / alpha updates count
     every: int = 1  # one update per this many training steps (the others cost nothing)
+    # EMPIRICAL: the step's task gradient (observed labels, free); TRUE: the gradient at labels
+    # drawn from the model's own p(y|x), one extra backward pass per update
+    labels: FisherKind = FisherKind.EMPIRICAL
 
     def __post_init__(self) -> None:
         if not (isinstance(self.every, int) and self.every >= 1):
             raise ValueError(f"OnlineFisher.every must be a positive integer, got {self.every!r}")
+
+    def as_record(self) -> dict[str, Any]:
+        """The fields a saved result keeps."""
+        return {"fisher_alpha": self.alpha, "fisher_every": self.every, "fisher_labels": self.labels.value}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> OnlineFisher:
+        """The feeding a saved result names; a field older results lack takes its default."""
+        return cls(float(record.get("fisher_alpha", cls.alpha)), int(record.get("fisher_every", cls.every)),
+                   FisherKind(record.get("fisher_labels", cls.labels)))  # fmt: skip
+
+    def label(self) -> str:
+        """As the tables print it after the strength."""
+        return (f"EMA rate {self.alpha:g}" + ("" if self.every == 1 else f", every {self.every} steps")
+                + (", sampled labels" if self.labels is FisherKind.TRUE else ""))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -242,7 +260,7 @@ class RunResult:
     fisher_s: float = 0.0  # time spent estimating Fisher information (or SI importance)
 
 
-def _batches(n: int, batch_size: int, iterations: int, rng: np.random.Generator) -> list[npt.NDArray[np.int64]]:
+def minibatches(n: int, batch_size: int, iterations: int, rng: np.random.Generator) -> list[npt.NDArray[np.int64]]:
     """``iterations`` mini-batches, epoch by epoch (each a fresh permutation)."""
     out: list[npt.NDArray[np.int64]] = []
     while len(out) < iterations:
@@ -266,6 +284,7 @@ class Regulariser:
         self.accumulator: FisherAccumulator | None = None
         self._steps = 0  # training steps in the current context
         self._metrics = Metrics(CollectorRegistry())
+        self.label_generator = torch.Generator().manual_seed(cfg.seed)  # online true Fisher's sampled labels
         m = cfg.method
         if m in (Method.EWC, Method.ONLINE_EWC, Method.ONLINE_FISHER_EWC):
             mode = EWCMode.ONLINE if m is Method.ONLINE_EWC else EWCMode.SEPARATE
@@ -290,18 +309,31 @@ class Regulariser:
             return self.si.penalty(self.params)
         return None
 
-    def after_step(self, task_gradients: dict[str, Tensor], deltas: dict[str, Tensor], batch_size: int) -> None:
+    def feeds_fisher_now(self) -> bool:
+        """Whether this training step updates the online Fisher: every N-th step from the context's first."""
+        return self.accumulator is not None and self._steps % self.cfg.online_fisher.every == 0
+
+    def after_step(self, task_gradients: dict[str, Tensor], deltas: dict[str, Tensor], batch_size: int,
+                   sampled_gradients: dict[str, Tensor] | None = None) -> None:  # fmt: skip
+        """Per-step bookkeeping; ``sampled_gradients``: the step's gradient at model-sampled labels
+        (``sampled_label_gradients``), which an online true Fisher needs on the steps it is fed."""
         if self.si is not None:
             t0 = time.perf_counter()
             self.si.accumulate(task_gradients, deltas)
             self.fisher_s += time.perf_counter() - t0
-        # every N-th step from the context's first: a context of fewer than N steps still gets one
-        if self.accumulator is not None and self._steps % self.cfg.online_fisher.every == 0:
+        if self.accumulator is not None and self.feeds_fisher_now():
             t0 = time.perf_counter()
-            # E[B * mean_b(g)^2] ~ the per-sample Fisher when the mean gradient is small, so
-            # the same lambda grid serves both EWC variants
+            if self.cfg.online_fisher.labels is FisherKind.TRUE:
+                if sampled_gradients is None:
+                    raise ValueError("an online true Fisher needs the step's sampled-label gradients")
+                gradients = sampled_gradients
+            else:
+                gradients = task_gradients
+            # B * mean_b(g)^2 estimates the per-sample Fisher mean_b(g^2): without bias at sampled
+            # labels (each g has zero mean given x, so the cross terms vanish), only roughly at
+            # the observed ones, whose mean gradient is not zero
             scale = math.sqrt(batch_size)
-            self.loop.run(self.accumulator.update({k: g * scale for k, g in task_gradients.items()}))
+            self.loop.run(self.accumulator.update({k: g * scale for k, g in gradients.items()}))
             self.fisher_s += time.perf_counter() - t0
         self._steps += 1
 
@@ -323,23 +355,41 @@ class Regulariser:
         self.fisher_s += time.perf_counter() - t0
 
 
-def _task_loss(model: nn.Module, x: Tensor, y: Tensor, owner: Tensor, heads: list[Tensor | None],
-               task_incremental: bool) -> Tensor:  # fmt: skip
-    """Cross-entropy of a mini-batch; task-incremental: each sample over its own context's head."""
+def task_logits(model: nn.Module, x: Tensor, y: Tensor, owner: Tensor, heads: list[Tensor | None],
+                 task_incremental: bool) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """A mini-batch's logits and labels; task-incremental: each sample over its own context's head."""
     logits = model(x)
-    if task_incremental:
-        masked = torch.cat([masked_logits(logits[owner == k], head) for k, head in enumerate(heads)])
-        y = torch.cat([y[owner == k] for k in range(len(heads))])
-    else:
-        masked = logits
-    return nn.functional.cross_entropy(masked, y)
+    if not task_incremental:
+        return logits, y
+    masked = torch.cat([masked_logits(logits[owner == k], head) for k, head in enumerate(heads)])
+    return masked, torch.cat([y[owner == k] for k in range(len(heads))])
 
 
-def _train_step(task_loss: Tensor, params: dict[str, Tensor], optimiser: torch.optim.Optimizer, reg: Regulariser,
-                batch_size: int) -> None:  # fmt: skip
+def sampled_label_gradients(
+    logits: Tensor, params: Mapping[str, Tensor], generator: torch.Generator
+) -> dict[str, Tensor]:
+    """Gradient of a mini-batch's mean log-likelihood at labels drawn from the model's own p(y|x).
+
+    The graph of ``logits`` is kept, so the training step can still backpropagate through it.
+    """
+    with torch.no_grad():
+        labels = torch.multinomial(torch.softmax(logits, dim=1), 1, generator=generator).squeeze(1)
+    names = list(params)
+    grads = torch.autograd.grad(nn.functional.cross_entropy(logits, labels), [params[n] for n in names],
+                                retain_graph=True, allow_unused=True)  # fmt: skip
+    return {n: g for n, g in zip(names, grads, strict=True) if g is not None}
+
+
+def _train_step(logits: Tensor, labels: Tensor, params: dict[str, Tensor], optimiser: torch.optim.Optimizer,
+                reg: Regulariser) -> None:  # fmt: skip
     """One optimiser step on the task loss plus the method's penalty; the method sees the task gradients."""
+    sampled: dict[str, Tensor] | None = None
+    if reg.feeds_fisher_now() and reg.cfg.online_fisher.labels is FisherKind.TRUE:
+        t0 = time.perf_counter()
+        sampled = sampled_label_gradients(logits, params, reg.label_generator)
+        reg.fisher_s += time.perf_counter() - t0
     optimiser.zero_grad(set_to_none=True)
-    task_loss.backward()  # type: ignore[no-untyped-call]
+    nn.functional.cross_entropy(logits, labels).backward()  # type: ignore[no-untyped-call]
     task_gradients = {k: p.grad.detach().clone() for k, p in params.items() if p.grad is not None}
     penalty = reg.penalty()
     if penalty is not None:
@@ -347,7 +397,7 @@ def _train_step(task_loss: Tensor, params: dict[str, Tensor], optimiser: torch.o
     before = {k: p.detach().clone() for k, p in params.items()} if reg.si is not None else {}
     optimiser.step()
     deltas = {k: params[k].detach() - before[k] for k in before}
-    reg.after_step(task_gradients, deltas, batch_size)
+    reg.after_step(task_gradients, deltas, len(labels), sampled)
 
 
 ModelFactory = Callable[[int, int, int], nn.Module]  # (inputs, hidden, outputs) -> model
@@ -401,10 +451,11 @@ def run(
         owner = torch.cat([torch.full((len(c.train_y),), k) for k, c in enumerate(group)])
         heads = [c.classes for c in group]
         reg.begin_context(context)
-        for idx in _batches(len(y_all), proto.batch_size, iterations, rng):
+        for idx in minibatches(len(y_all), proto.batch_size, iterations, rng):
             index = torch.from_numpy(idx)
-            task_loss = _task_loss(model, x_all[index], y_all[index], owner[index], heads, proto.task_incremental)
-            _train_step(task_loss, params, optimiser, reg, len(idx))
+            logits, labels = task_logits(model, x_all[index], y_all[index], owner[index], heads,
+                                          proto.task_incremental)  # fmt: skip
+            _train_step(logits, labels, params, optimiser, reg)
             step += 1
             if progress is not None:
                 progress(1)

@@ -61,11 +61,7 @@ class MethodSummary:
             "strength": self.strength,
             "validation_search": {f"{k:g}": v for k, v in sorted(self.search.items())},
             "search_seeds": self.search_seeds,
-            **(
-                {"fisher_alpha": self.online_fisher.alpha, "fisher_every": self.online_fisher.every}
-                if self.online_fisher is not None
-                else {}
-            ),
+            **(self.online_fisher.as_record() if self.online_fisher is not None else {}),
             "wall_s_mean": float(np.mean([r.wall_s for r in self.results])),
             "fisher_s_mean": float(np.mean([r.fisher_s for r in self.results])),
             "curve_seed0": [[step, acc] for step, acc in self.results[0].curve],
@@ -84,9 +80,7 @@ class MethodSummary:
         search = {float(k): float(v) for k, v in saved["validation_search"].items()}
         online = None
         if method is Method.ONLINE_FISHER_EWC:
-            default = DEFAULT_ONLINE_FISHER
-            alpha, every = saved.get("fisher_alpha", default.alpha), saved.get("fisher_every", default.every)
-            online = OnlineFisher(float(alpha), int(every))
+            online = OnlineFisher.from_record(saved)
         return cls(method, strength, results, search, int(saved.get("search_seeds", 1)), online)
 
 
@@ -270,11 +264,6 @@ def beats_published(mean: float, std: float, published: float | None) -> str:
     return "" if published is None else ("yes" if mean - std > published else "no")
 
 
-def online_fisher_label(alpha: float, every: int) -> str:
-    """How online-Fisher EWC's accumulator was fed, as the tables print it after the strength."""
-    return f"EMA rate {alpha:g}" + ("" if every == 1 else f", every {every} steps")
-
-
 def table(name: ProtocolName, methods: dict[str, dict[str, Any]], *,
           cost: str = "Fisher / importance cost per run (s)") -> str:  # fmt: skip
     """The results table of one protocol, from its JSON (``MethodSummary.as_json`` per method)."""
@@ -289,9 +278,7 @@ def table(name: ProtocolName, methods: dict[str, dict[str, Any]], *,
         verdict = beats_published(r["mean"], r["std"], ref)
         strength = "" if r["strength"] is None else f"{r['strength']:g}"
         if method == Method.ONLINE_FISHER_EWC.value:  # records from before the options were saved used the defaults
-            alpha = float(r.get("fisher_alpha", DEFAULT_ONLINE_FISHER.alpha))
-            every = int(r.get("fisher_every", DEFAULT_ONLINE_FISHER.every))
-            strength += f" ({online_fisher_label(alpha, every)})"
+            strength += f" ({OnlineFisher.from_record(r).label()})"
         lines.append(
             f"| {method} | {strength} | {r['mean']:.4f} +- {r['std']:.4f} | {'' if ref is None else f'{ref:.3f}'} | "
             f"{verdict} | {r['wall_s_mean']:.1f} | {r['fisher_s_mean']:.2f} |"

@@ -30,8 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.continual.protocol import PUBLISHED, REGULARISED, Method, ProtocolName
-from benchmarks.continual.report import beats_published, online_fisher_label, online_fisher_verdict
+from benchmarks.continual.protocol import PUBLISHED, REGULARISED, Method, OnlineFisher, ProtocolName
+from benchmarks.continual.report import beats_published, online_fisher_verdict
 
 RunKey = tuple[str, str, int, str, float, str, str]
 REQUIRED = ("protocol", "dataset", "settings", "method", "strength", "seed", "split", "average", "wall_s")
@@ -39,7 +39,7 @@ REQUIRED = ("protocol", "dataset", "settings", "method", "strength", "seed", "sp
 
 def run_key(run: Mapping[str, Any]) -> RunKey:
     """What makes two runs the same setting: everything but the seed."""
-    feeding = online_fisher_label(run["fisher_alpha"], run["fisher_every"]) if "fisher_alpha" in run else ""
+    feeding = OnlineFisher.from_record(run).label() if "fisher_alpha" in run else ""
     return (run["protocol"], run["dataset"], int(run["settings"]["iterations_per_context"]), run["method"],
             float(run["strength"]), feeding, run["split"])  # fmt: skip
 
@@ -122,7 +122,7 @@ def chosen_results(runs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             if all("per_context" in r for r in group) else None,
         }  # fmt: skip
         if "fisher_alpha" in group[0]:
-            entry |= {"fisher_alpha": group[0]["fisher_alpha"], "fisher_every": group[0]["fisher_every"]}
+            entry |= OnlineFisher.from_record(group[0]).as_record()
         out.setdefault(protocol, {})[method] = entry
     machines = sorted({str(r.get("machine", "")) for g in groups.values() for r in g} - {""})
     return {**out, **shared, "machine": "; ".join(machines)}
