@@ -257,10 +257,38 @@ def test_online_true_fisher_is_fed_sampled_label_gradients_end_to_end() -> None:
     with asyncio.Runner() as loop:  # the step's task gradient is not what this Fisher wants
         reg = Regulariser(proto, cfg, {"w": torch.zeros(3, requires_grad=True)}, loop)
         reg.begin_context(contexts[0])
-        with pytest.raises(ValueError, match="sampled-label gradients"):
+        with pytest.raises(ValueError, match="needs the step's online_fisher_input"):
             reg.after_step({"w": torch.ones(3)}, {}, batch_size=4)
     assert OnlineFisher.from_record(true_fisher.as_record()) == true_fisher
     assert OnlineFisher.from_record({"fisher_alpha": 0.1}) == OnlineFisher(0.1)  # older records: observed labels
+    per_sample = OnlineFisher(0.5, every=3, labels=FisherKind.TRUE, per_sample=True)
+    result = run(proto, contexts, RunConfig(Method.ONLINE_FISHER_EWC, 10.0, online_fisher=per_sample))
+    assert len(result.final_accuracy) == 2 and result.fisher_s > 0
+    assert OnlineFisher.from_record(per_sample.as_record()) == per_sample
+
+
+def test_linear_taps_give_each_samples_own_squared_gradient() -> None:
+    """The per-sample squares online-Fisher EWC can feed equal one backward pass per sample."""
+    import torch
+
+    from benchmarks.continual.protocol import LinearTaps, mlp
+
+    torch.manual_seed(0)
+    model = mlp(6, 5, 4)
+    taps = LinearTaps(model)
+    x, y = torch.randn(7, 6), torch.randint(0, 4, (7,))
+    expected = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
+    for n in range(7):
+        loss = torch.nn.functional.cross_entropy(model(x[n : n + 1]), y[n : n + 1])
+        for (name, _), g in zip(model.named_parameters(), torch.autograd.grad(loss, list(model.parameters())),
+                                strict=True):  # fmt: skip
+            expected[name] += g**2 / 7
+    squares = taps.per_sample_squares(torch.nn.functional.cross_entropy(model(x), y), batch_size=7)
+    assert squares.keys() == expected.keys()
+    for name, value in squares.items():
+        torch.testing.assert_close(value, expected[name], msg=name)
+    with pytest.raises(ValueError, match="every parameter in an nn"):
+        LinearTaps(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.LayerNorm(2)))
 
 
 def test_one_run_appends_a_json_line_per_run(tmp_path: Path) -> None:
@@ -283,11 +311,12 @@ def test_one_run_appends_a_json_line_per_run(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "--strength must be >= 0" in bad.stderr
     assert len(out.read_text().splitlines()) == 2  # nothing appended by the refused run
     online = [*command[:-6], "--method", "online_fisher_ewc", "--strength", "10", "--fisher-every", "2",
-              "--fisher-labels", "true"]  # fmt: skip
+              "--fisher-labels", "true", "--fisher-per-sample"]  # fmt: skip
     done = subprocess.run(online, cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     record = json.loads(done.stdout)
-    assert (record["fisher_every"], record["fisher_labels"]) == (2, "true") and record["fisher_s"] > 0.0
+    assert (record["fisher_every"], record["fisher_labels"], record["fisher_per_sample"]) == (2, "true", True)
+    assert record["fisher_s"] > 0.0
 
 
 def test_summarise_runs_groups_seeds_and_holds_test_rows_against_the_published_cell(tmp_path: Path) -> None:
@@ -343,7 +372,8 @@ def test_fisher_agreement_compares_online_ema_with_ewcs_fisher(tmp_path: Path) -
     command = [sys.executable, "-m", "benchmarks.continual.fisher_agreement", "--dataset", "digits",
                "--protocol", "permuted_domain_il", "--iterations", "60", "--reference-samples", "400"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([*command, "--online", "0.1:10", "0.05:1", "0.2:2:true", "--out", str(out)], cwd=ROOT,
+    feedings = ["0.1:10", "0.05:1", "0.2:2:true", "0.2:2:true:per-sample"]
+    done = subprocess.run([*command, "--online", *feedings, "--out", str(out)], cwd=ROOT,
                           capture_output=True, text=True, env=env, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in out.read_text().splitlines()
@@ -351,7 +381,8 @@ def test_fisher_agreement_compares_online_ema_with_ewcs_fisher(tmp_path: Path) -
     rows = {c[0]: c[1:] for c in cells}
     assert list(rows) == ["true Fisher, 1000 samples (EWC)", "empirical Fisher, 1000 samples",
                           "online EMA, rate 0.1, every 10 steps", "online EMA, rate 0.05, every 1 steps",
-                          "online EMA, rate 0.2, every 2 steps, sampled labels"]  # fmt: skip
+                          "online EMA, rate 0.2, every 2 steps, sampled labels",
+                          "online EMA, rate 0.2, every 2 steps, sampled labels, per-sample squares"]  # fmt: skip
     for name, (scale, factor, log_corr, lin_corr, seconds) in rows.items():
         assert float(scale) > 0 and float(factor) == pytest.approx(1 / float(scale), rel=0.01), name
         assert float(log_corr) > 0.5, name  # every estimate ranks parameters as the true Fisher does
@@ -363,7 +394,7 @@ def test_fisher_agreement_compares_online_ema_with_ewcs_fisher(tmp_path: Path) -
     assert bad.returncode == 2 and "expected ALPHA:EVERY" in bad.stderr
     bad = subprocess.run([*command, "--online", "0.1:10:guessed"], cwd=ROOT, capture_output=True, text=True,
                          check=False)  # fmt: skip
-    assert bad.returncode == 2 and "empirical|true" in bad.stderr
+    assert bad.returncode == 2 and "empirical|true][:per-sample]" in bad.stderr
 
 
 def test_summarise_runs_reports_the_setting_chosen_on_validation(tmp_path: Path) -> None:

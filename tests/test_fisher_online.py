@@ -264,3 +264,44 @@ async def test_stdp_learner_feeds_a_real_accumulator() -> None:
         await acc.flush()  # a write in flight postpones the next interval snapshot
     assert acc.stats().steps == 30 and acc.stats().snapshots_written == 3
     assert acc.store.load("t1").arrays["ff.weight"].shape == (proj.n_synapses,)
+
+
+async def test_update_squares_is_the_ema_of_given_squares() -> None:
+    """update_squares(s) is update(g) with s = g^2; negative squares are refused, non-finite ones
+    follow the policy."""
+    by_gradient, _ = _acc(alpha=0.25)
+    by_squares, metrics = _acc(alpha=0.25, non_finite=NonFinitePolicy.SKIP)
+    for g in (1.0, -2.0, 0.5):
+        await by_gradient.update(_grads(g))
+        await by_squares.update_squares({k: v**2 for k, v in _grads(g).items()})
+    for name in ("w", "b"):
+        np.testing.assert_allclose(by_squares.fisher[name].numpy(), by_gradient.fisher[name].numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="squares for 'w' are negative"):
+        await by_squares.update_squares({"w": np.array([1, -1e-3, 0, 0], np.float32), "b": np.ones(1, np.float32)})
+    await by_squares.update_squares({"w": np.full(4, np.nan, np.float32), "b": np.ones(1, np.float32)})
+    assert by_squares.stats().steps == 3 and by_squares.stats().skipped_non_finite == 1
+    assert metrics.registry.get_sample_value("ewc_fisher_ema_steps_total", {"task": "t1"}) == 3
+
+
+def test_per_sample_linear_fisher_equals_one_backward_pass_per_sample() -> None:
+    from neurosim.learning.fisher import per_sample_linear_fisher
+
+    gen = torch.Generator().manual_seed(0)
+    layer = torch.nn.Linear(5, 3)
+    x = torch.randn((8, 5), generator=gen)
+    y = torch.randint(0, 3, (8,), generator=gen)
+    expected_w, expected_b = torch.zeros(3, 5), torch.zeros(3)
+    for n in range(8):
+        gw, gb = torch.autograd.grad(torch.log_softmax(layer(x[n : n + 1]), dim=1)[0, y[n]], [layer.weight, layer.bias])
+        expected_w += gw**2 / 8
+        expected_b += gb**2 / 8
+    z = layer(x)
+    # the gradient of the batch-mean loss at the outputs, times the batch: each sample's own
+    (at_outputs,) = torch.autograd.grad(torch.nn.functional.cross_entropy(z, y), z)
+    weight, bias = per_sample_linear_fisher(x, at_outputs * 8)
+    torch.testing.assert_close(weight, expected_w)
+    torch.testing.assert_close(bias, expected_b)
+    with pytest.raises(ValueError, match="one batch size"):
+        per_sample_linear_fisher(x, at_outputs[:4])
+    with pytest.raises(ValueError, match="at least one sample"):
+        per_sample_linear_fisher(x[:0], at_outputs[:0])

@@ -47,17 +47,19 @@ from benchmarks.continual.protocol import (
     MNIST_MISSING_HINT,
     Context,
     DatasetName,
+    LinearTaps,
     OnlineFisher,
     Protocol,
     ProtocolName,
     build_contexts,
     default_iterations,
+    feed_online_fisher,
     load_dataset,
     masked_logits,
     minibatches,
     mlp,
+    online_fisher_input,
     protocol,
-    sampled_label_gradients,
     task_logits,
 )
 from neurosim.datasets.mnist import MNISTUnavailable
@@ -104,13 +106,15 @@ def agreement(name: str, estimate: FloatArray, reference: FloatArray, seconds: f
 
 def parse_online(text: str) -> OnlineFisher:
     try:
-        alpha, every, *labels = text.split(":")
-        if len(labels) > 1:
-            raise ValueError("too many fields")
-        setting = OnlineFisher(float(alpha), int(every), FisherKind(labels[0]) if labels else FisherKind.EMPIRICAL)
+        alpha, every, *options = text.split(":")
+        labels = [FisherKind(o) for o in options if o != "per-sample"]
+        if len(labels) > 1 or options.count("per-sample") > 1:
+            raise ValueError("each option at most once")
+        kind = labels[0] if labels else FisherKind.EMPIRICAL
+        setting = OnlineFisher(float(alpha), int(every), kind, per_sample="per-sample" in options)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected ALPHA:EVERY[:empirical|true], e.g. 0.05:20 "
-                                         f"or 0.1:50:true ({error})") from error  # fmt: skip
+        raise argparse.ArgumentTypeError(f"{text!r}: expected ALPHA:EVERY[:empirical|true][:per-sample], e.g. "
+                                         f"0.05:20 or 0.1:50:true:per-sample ({error})") from error  # fmt: skip
     if not 0 < setting.alpha <= 1:
         raise argparse.ArgumentTypeError(f"{text!r}: the EMA rate must be in (0, 1]")
     return setting
@@ -132,6 +136,7 @@ def measure(proto: Protocol, context: Context, online: tuple[OnlineFisher, ...],
     online_s = [0.0] * len(online)
     rng = np.random.default_rng(seed)
     label_generator = torch.Generator().manual_seed(seed)
+    taps = LinearTaps(model) if any(o.per_sample for o in online) else None
     heads = [context.classes]
     owner = torch.zeros(len(context.train_y), dtype=torch.long)
     batches = minibatches(len(context.train_y), proto.batch_size, proto.iterations, rng)
@@ -139,22 +144,18 @@ def measure(proto: Protocol, context: Context, online: tuple[OnlineFisher, ...],
         index = torch.from_numpy(idx)
         logits, labels = task_logits(model, context.train_x[index], context.train_y[index], owner[index], heads,
                                       proto.task_incremental)  # fmt: skip
-        scale = math.sqrt(len(idx))
-        fed: list[tuple[int, dict[str, Tensor] | None]] = []  # (accumulator, its sampled-label gradients)
+        fed: list[tuple[int, dict[str, Tensor] | None]] = []  # (accumulator, what the graph gave it)
         for k, setting in enumerate(online):
             if step % setting.every == 0:  # as online-Fisher EWC: every N-th step from the first
                 t0 = time.perf_counter()
-                sampled = (sampled_label_gradients(logits, params, label_generator)
-                           if setting.labels is FisherKind.TRUE else None)  # fmt: skip
-                fed.append((k, sampled))
+                fed.append((k, online_fisher_input(setting, logits, labels, params, taps, label_generator)))
                 online_s[k] += time.perf_counter() - t0
         optimiser.zero_grad(set_to_none=True)
         nn.functional.cross_entropy(logits, labels).backward()  # type: ignore[no-untyped-call]
-        for k, sampled in fed:
+        task = {name: p.grad.detach() for name, p in params.items() if p.grad is not None}
+        for k, fisher_input in fed:
             t0 = time.perf_counter()
-            task = {name: p.grad.detach() for name, p in params.items() if p.grad is not None}
-            gradients = sampled if sampled is not None else task
-            loop.run(accumulators[k].update({name: g * scale for name, g in gradients.items()}))
+            loop.run(feed_online_fisher(accumulators[k], online[k], fisher_input, task, len(idx)))
             online_s[k] += time.perf_counter() - t0
         optimiser.step()
 
@@ -179,8 +180,9 @@ def measure(proto: Protocol, context: Context, online: tuple[OnlineFisher, ...],
         f"empirical Fisher, {n_ewc} samples": full_batch(FisherKind.EMPIRICAL, order[:n_ewc]),
     }
     for setting, accumulator, seconds in zip(online, accumulators, online_s, strict=True):
-        sampling = ", sampled labels" if setting.labels is FisherKind.TRUE else ""
-        label = f"online EMA, rate {setting.alpha:g}, every {setting.every} steps{sampling}"
+        label = (f"online EMA, rate {setting.alpha:g}, every {setting.every} steps"
+                 + (", sampled labels" if setting.labels is FisherKind.TRUE else "")
+                 + (", per-sample squares" if setting.per_sample else ""))  # fmt: skip
         estimates[label] = (flatten({k: v.cpu() for k, v in accumulator.fisher.items()}), seconds)
         accumulator.close()
     loop.close()

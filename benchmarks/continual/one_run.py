@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fisher-labels", type=FisherKind, choices=list(FisherKind), default=OnlineFisher.labels,
                         help="online-Fisher EWC: feed the task gradient (empirical) or one at model-sampled "
                         "labels (true, an extra backward pass per update)")  # fmt: skip
+    parser.add_argument("--fisher-per-sample", action="store_true",
+                        help="online-Fisher EWC: feed the mean of the batch's per-sample squared gradients "
+                        "instead of one squared mean gradient (one extra backward pass per update)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="append the JSON line to this file")
     return parser
@@ -72,7 +75,7 @@ def main() -> None:
     if args.strength < 0 or (args.iterations is not None and args.iterations < 1):
         parser.error("--strength must be >= 0 and --iterations >= 1")
     try:
-        online = OnlineFisher(args.fisher_alpha, args.fisher_every, args.fisher_labels)
+        online = OnlineFisher(args.fisher_alpha, args.fisher_every, args.fisher_labels, args.fisher_per_sample)
         proto = protocol(args.protocol, iterations=args.iterations or default_iterations(args.protocol, args.dataset))
         load_dataset(args.dataset)
     except ValueError as error:

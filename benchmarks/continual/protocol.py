@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -44,7 +45,13 @@ from torch import nn
 from neurosim.datasets import ImageDataset, load_digits, load_mnist_subset
 from neurosim.datasets.tasks import Task, permuted_tasks, split_tasks
 from neurosim.learning.ewc import EWCConfig, EWCMode, EWCRegulariser
-from neurosim.learning.fisher import FisherKind, InMemoryFisherStore, SnapshotReason, estimate_fisher
+from neurosim.learning.fisher import (
+    FisherKind,
+    InMemoryFisherStore,
+    SnapshotReason,
+    estimate_fisher,
+    per_sample_linear_fisher,
+)
 from neurosim.learning.fisher_online import FisherAccumulator, FisherAccumulatorConfig
 from neurosim.learning.si import SIConfig, SynapticIntelligence
 from neurosim.metrics import Metrics
@@ -217,6 +224,10 @@ class OnlineFisher:
     # EMPIRICAL: the step's task gradient (observed labels, free); TRUE: the gradient at labels
     # drawn from the model's own p(y|x), one extra backward pass per update
     labels: FisherKind = FisherKind.EMPIRICAL
+    # False: one squared mean gradient per update, times the batch size; True: the mean of the
+    # batch's per-sample squared gradients (``per_sample_linear_fisher``), one extra backward
+    # pass to the layers' outputs per update; needs a model of ``nn.Linear`` layers
+    per_sample: bool = False
 
     def __post_init__(self) -> None:
         if not (isinstance(self.every, int) and self.every >= 1):
@@ -224,18 +235,21 @@ class OnlineFisher:
 
     def as_record(self) -> dict[str, Any]:
         """The fields a saved result keeps."""
-        return {"fisher_alpha": self.alpha, "fisher_every": self.every, "fisher_labels": self.labels.value}
+        return {"fisher_alpha": self.alpha, "fisher_every": self.every, "fisher_labels": self.labels.value,
+                "fisher_per_sample": self.per_sample}  # fmt: skip
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> OnlineFisher:
         """The feeding a saved result names; a field older results lack takes its default."""
         return cls(float(record.get("fisher_alpha", cls.alpha)), int(record.get("fisher_every", cls.every)),
-                   FisherKind(record.get("fisher_labels", cls.labels)))  # fmt: skip
+                   FisherKind(record.get("fisher_labels", cls.labels)),
+                   bool(record.get("fisher_per_sample", cls.per_sample)))  # fmt: skip
 
     def label(self) -> str:
         """As the tables print it after the strength."""
         return (f"EMA rate {self.alpha:g}" + ("" if self.every == 1 else f", every {self.every} steps")
-                + (", sampled labels" if self.labels is FisherKind.TRUE else ""))  # fmt: skip
+                + (", sampled labels" if self.labels is FisherKind.TRUE else "")
+                + (", per-sample squares" if self.per_sample else ""))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -272,7 +286,8 @@ def minibatches(n: int, batch_size: int, iterations: int, rng: np.random.Generat
 class Regulariser:
     """What a method adds to training: a penalty, per-step bookkeeping, a consolidation at each context's end."""
 
-    def __init__(self, proto: Protocol, cfg: RunConfig, params: dict[str, Tensor], loop: asyncio.Runner) -> None:
+    def __init__(self, proto: Protocol, cfg: RunConfig, params: dict[str, Tensor], loop: asyncio.Runner, *,
+                 model: nn.Module | None = None) -> None:  # fmt: skip
         self.loop = loop  # the FisherAccumulator's API is async
         self.cfg = cfg
         self.params = params
@@ -285,7 +300,12 @@ class Regulariser:
         self._steps = 0  # training steps in the current context
         self._metrics = Metrics(CollectorRegistry())
         self.label_generator = torch.Generator().manual_seed(cfg.seed)  # online true Fisher's sampled labels
+        self.taps: LinearTaps | None = None
         m = cfg.method
+        if m is Method.ONLINE_FISHER_EWC and cfg.online_fisher.per_sample:
+            if model is None:
+                raise ValueError("per-sample online Fisher squares need the model (Regulariser(..., model=...))")
+            self.taps = LinearTaps(model)
         if m in (Method.EWC, Method.ONLINE_EWC, Method.ONLINE_FISHER_EWC):
             mode = EWCMode.ONLINE if m is Method.ONLINE_EWC else EWCMode.SEPARATE
             online_fisher = m is Method.ONLINE_FISHER_EWC
@@ -313,27 +333,29 @@ class Regulariser:
         """Whether this training step updates the online Fisher: every N-th step from the context's first."""
         return self.accumulator is not None and self._steps % self.cfg.online_fisher.every == 0
 
+    def fisher_input(self, logits: Tensor, labels: Tensor) -> dict[str, Tensor] | None:
+        """What the online Fisher needs from this step's graph before the training backward frees it
+        (``online_fisher_input``); None on the steps it is not fed."""
+        if not self.feeds_fisher_now():
+            return None
+        t0 = time.perf_counter()
+        out = online_fisher_input(self.cfg.online_fisher, logits, labels, self.params, self.taps,
+                                  self.label_generator)  # fmt: skip
+        self.fisher_s += time.perf_counter() - t0
+        return out
+
     def after_step(self, task_gradients: dict[str, Tensor], deltas: dict[str, Tensor], batch_size: int,
-                   sampled_gradients: dict[str, Tensor] | None = None) -> None:  # fmt: skip
-        """Per-step bookkeeping; ``sampled_gradients``: the step's gradient at model-sampled labels
-        (``sampled_label_gradients``), which an online true Fisher needs on the steps it is fed."""
+                   fisher_input: dict[str, Tensor] | None = None) -> None:  # fmt: skip
+        """Per-step bookkeeping; ``fisher_input``: what ``fisher_input()`` returned for this step."""
         if self.si is not None:
             t0 = time.perf_counter()
             self.si.accumulate(task_gradients, deltas)
             self.fisher_s += time.perf_counter() - t0
         if self.accumulator is not None and self.feeds_fisher_now():
             t0 = time.perf_counter()
-            if self.cfg.online_fisher.labels is FisherKind.TRUE:
-                if sampled_gradients is None:
-                    raise ValueError("an online true Fisher needs the step's sampled-label gradients")
-                gradients = sampled_gradients
-            else:
-                gradients = task_gradients
-            # B * mean_b(g)^2 estimates the per-sample Fisher mean_b(g^2): without bias at sampled
-            # labels (each g has zero mean given x, so the cross terms vanish), only roughly at
-            # the observed ones, whose mean gradient is not zero
-            scale = math.sqrt(batch_size)
-            self.loop.run(self.accumulator.update({k: g * scale for k, g in gradients.items()}))
+            update = feed_online_fisher(self.accumulator, self.cfg.online_fisher, fisher_input, task_gradients,
+                                        batch_size)  # fmt: skip
+            self.loop.run(update)
             self.fisher_s += time.perf_counter() - t0
         self._steps += 1
 
@@ -365,29 +387,90 @@ def task_logits(model: nn.Module, x: Tensor, y: Tensor, owner: Tensor, heads: li
     return masked, torch.cat([y[owner == k] for k in range(len(heads))])
 
 
+def sample_labels(logits: Tensor, generator: torch.Generator) -> Tensor:
+    """One label per sample, drawn from the model's own p(y|x)."""
+    with torch.no_grad():
+        return torch.multinomial(torch.softmax(logits, dim=1), 1, generator=generator).squeeze(1)
+
+
+def mean_gradients(loss: Tensor, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The gradient of ``loss``, keeping its graph so the training step can still backpropagate."""
+    names = list(params)
+    grads = torch.autograd.grad(loss, [params[n] for n in names], retain_graph=True, allow_unused=True)
+    return {n: g for n, g in zip(names, grads, strict=True) if g is not None}
+
+
 def sampled_label_gradients(
     logits: Tensor, params: Mapping[str, Tensor], generator: torch.Generator
 ) -> dict[str, Tensor]:
-    """Gradient of a mini-batch's mean log-likelihood at labels drawn from the model's own p(y|x).
+    """Gradient of a mini-batch's mean log-likelihood at labels drawn from the model's own p(y|x)."""
+    return mean_gradients(nn.functional.cross_entropy(logits, sample_labels(logits, generator)), params)
 
-    The graph of ``logits`` is kept, so the training step can still backpropagate through it.
-    """
-    with torch.no_grad():
-        labels = torch.multinomial(torch.softmax(logits, dim=1), 1, generator=generator).squeeze(1)
-    names = list(params)
-    grads = torch.autograd.grad(nn.functional.cross_entropy(logits, labels), [params[n] for n in names],
-                                retain_graph=True, allow_unused=True)  # fmt: skip
-    return {n: g for n, g in zip(names, grads, strict=True) if g is not None}
+
+def online_fisher_input(feed: OnlineFisher, logits: Tensor, labels: Tensor, params: Mapping[str, Tensor],
+                        taps: LinearTaps | None, generator: torch.Generator) -> dict[str, Tensor] | None:  # fmt: skip
+    """What a fed step gives the online Fisher from its graph: the mean gradient at sampled labels, or
+    per-sample squares (at sampled or observed labels); None when the task gradient serves."""
+    if feed.labels is FisherKind.EMPIRICAL and not feed.per_sample:
+        return None
+    targets = sample_labels(logits, generator) if feed.labels is FisherKind.TRUE else labels
+    loss = nn.functional.cross_entropy(logits, targets)
+    if not feed.per_sample:
+        return mean_gradients(loss, params)
+    if taps is None:
+        raise ValueError("per-sample online Fisher squares need the model's LinearTaps")
+    return taps.per_sample_squares(loss, len(labels))
+
+
+def feed_online_fisher(accumulator: FisherAccumulator, feed: OnlineFisher, fisher_input: dict[str, Tensor] | None,
+                       task_gradients: dict[str, Tensor], batch_size: int) -> Coroutine[Any, Any, None]:  # fmt: skip
+    """The accumulator's update for one fed step (``fisher_input``: from ``online_fisher_input``)."""
+    if fisher_input is None:
+        if feed.labels is not FisherKind.EMPIRICAL or feed.per_sample:
+            raise ValueError(f"an online Fisher fed {feed.label()} needs the step's online_fisher_input")
+        fisher_input = task_gradients
+    if feed.per_sample:
+        return accumulator.update_squares(fisher_input)
+    # B * mean_b(g)^2 estimates the per-sample Fisher mean_b(g^2): without bias at sampled labels
+    # (each g has zero mean given x, so the cross terms vanish), only roughly at the observed
+    # ones, whose mean gradient is not zero
+    scale = math.sqrt(batch_size)
+    return accumulator.update({k: g * scale for k, g in fisher_input.items()})
+
+
+class LinearTaps:
+    """The input and output of every ``nn.Linear`` of a model in its latest forward pass."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.layers = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+        covered = {f"{name}.{p}" for name, m in self.layers.items() for p, _ in m.named_parameters(recurse=False)}
+        outside = [name for name, _ in model.named_parameters() if name not in covered]
+        if outside:
+            raise ValueError(f"per-sample Fisher squares need every parameter in an nn.Linear; not: {outside}")
+        self.seen: dict[str, tuple[Tensor, Tensor]] = {}
+        for name, layer in self.layers.items():
+            layer.register_forward_hook(functools.partial(self._keep, name))
+
+    def _keep(self, name: str, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        self.seen[name] = (inputs[0], output)
+
+    def per_sample_squares(self, mean_loss: Tensor, batch_size: int) -> dict[str, Tensor]:
+        """The mean per-sample squared gradient of every parameter, for a loss that is a mean over the batch."""
+        names = [n for n in self.layers if n in self.seen]
+        grads = torch.autograd.grad(mean_loss, [self.seen[n][1] for n in names], retain_graph=True)
+        out: dict[str, Tensor] = {}
+        for name, grad in zip(names, grads, strict=True):
+            weight, bias = per_sample_linear_fisher(self.seen[name][0].detach(), grad * batch_size)
+            out[f"{name}.weight"] = weight
+            if self.layers[name].bias is not None:
+                out[f"{name}.bias"] = bias
+        return out
 
 
 def _train_step(logits: Tensor, labels: Tensor, params: dict[str, Tensor], optimiser: torch.optim.Optimizer,
                 reg: Regulariser) -> None:  # fmt: skip
     """One optimiser step on the task loss plus the method's penalty; the method sees the task gradients."""
-    sampled: dict[str, Tensor] | None = None
-    if reg.feeds_fisher_now() and reg.cfg.online_fisher.labels is FisherKind.TRUE:
-        t0 = time.perf_counter()
-        sampled = sampled_label_gradients(logits, params, reg.label_generator)
-        reg.fisher_s += time.perf_counter() - t0
+    fisher_input = reg.fisher_input(logits, labels)
     optimiser.zero_grad(set_to_none=True)
     nn.functional.cross_entropy(logits, labels).backward()  # type: ignore[no-untyped-call]
     task_gradients = {k: p.grad.detach().clone() for k, p in params.items() if p.grad is not None}
@@ -397,7 +480,7 @@ def _train_step(logits: Tensor, labels: Tensor, params: dict[str, Tensor], optim
     before = {k: p.detach().clone() for k, p in params.items()} if reg.si is not None else {}
     optimiser.step()
     deltas = {k: params[k].detach() - before[k] for k in before}
-    reg.after_step(task_gradients, deltas, len(labels), sampled)
+    reg.after_step(task_gradients, deltas, len(labels), fisher_input)
 
 
 ModelFactory = Callable[[int, int, int], nn.Module]  # (inputs, hidden, outputs) -> model
@@ -425,7 +508,7 @@ def run(
     params: dict[str, Tensor] = dict(model.named_parameters())
     optimiser = torch.optim.Adam(model.parameters(), lr=proto.lr, betas=(0.9, 0.999))
     loop = asyncio.Runner()
-    reg = Regulariser(proto, cfg, params, loop)
+    reg = Regulariser(proto, cfg, params, loop, model=model)
     wall0 = time.perf_counter()
     curve: list[tuple[int, list[float | None]]] = []
 

@@ -311,6 +311,29 @@ class DirectoryFisherStore(FisherMatrixBase):
 
 
 # --------------------------------------------------------------------------- full-batch estimation
+def per_sample_linear_fisher(inputs: torch.Tensor, output_gradients: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean per-sample squared gradients of a linear layer ``z = W a + b``, in one matrix product.
+
+    ``inputs`` ``(batch, in)`` are the layer's inputs ``a_n``; ``output_gradients`` ``(batch,
+    out)`` each sample's own gradient ``e_n = d log p(y_n|x_n) / d z_n`` at the layer's outputs
+    (for a loss that is a mean over the batch: ``batch`` times the loss gradient at ``z``).
+    Sample ``n``'s weight gradient is ``e_n a_n^T``, so the mean of its squares is
+    ``(e^2)^T (a^2) / batch`` and needs no per-sample backward pass (Goodfellow 2015,
+    "Efficient per-example gradient computations", arXiv:1510.01799). Returns the weight's
+    ``(out, in)`` and the bias's ``(out,)``.
+    """
+    if inputs.ndim != 2 or output_gradients.ndim != 2 or inputs.shape[0] != output_gradients.shape[0]:
+        raise ValueError(
+            f"per_sample_linear_fisher needs inputs (batch, in) and output gradients (batch, out) with one "
+            f"batch size, got {tuple(inputs.shape)} and {tuple(output_gradients.shape)}"
+        )
+    if inputs.shape[0] == 0:
+        raise ValueError("per_sample_linear_fisher needs at least one sample")
+    squares = output_gradients.square()
+    batch = inputs.shape[0]
+    return squares.T @ inputs.square() / batch, squares.mean(0)
+
+
 class FisherKind(enum.StrEnum):
     EMPIRICAL = "empirical"  # gradients at the observed labels
     TRUE = "true"  # gradients at labels sampled from the model's own p(y|x)

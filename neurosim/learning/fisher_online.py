@@ -2,6 +2,10 @@
 
 ``F_i(t) = alpha * g_i(t)^2 + (1 - alpha) * F_i(t - 1)``, ``F_i(0) = 0``, one EMA step per
 ``update()`` (one STDP step), per named parameter, on the gradients' own device.
+``update_squares(s)`` takes the squares already averaged, ``F_i(t) = alpha * s_i(t) +
+(1 - alpha) * F_i(t - 1)``: for a mini-batch, ``s`` the mean of the per-sample squared
+gradients (``per_sample_linear_fisher``) carries the batch's samples one by one, where one
+squared mean gradient carries a single direction.
 
 Snapshots go to a ``FisherMatrixBase`` store every ``snapshot_every`` steps once
 ``min_samples`` steps were seen, and on demand with ``force_snapshot()`` (learning
@@ -151,10 +155,14 @@ class FisherAccumulator:
                     )
         return tensors
 
-    def _finite(self, tensors: Mapping[str, torch.Tensor]) -> bool:
+    def _finite(self, tensors: Mapping[str, torch.Tensor], *, squared: bool = False) -> bool:
         # g . g is finite exactly when every g_i is finite and the squares the EMA adds do
-        # not overflow; one BLAS pass, far cheaper than isfinite(g).all() on the CPU
-        bad = [name for name, g in tensors.items() if not bool(torch.isfinite(torch.dot(g.reshape(-1), g.reshape(-1))))]
+        # not overflow; one BLAS pass, far cheaper than isfinite(g).all() on the CPU (for
+        # squares, non-negative by the check in update_squares, their sum says the same)
+        def total(g: torch.Tensor) -> torch.Tensor:
+            return g.sum() if squared else torch.dot(g.reshape(-1), g.reshape(-1))
+
+        bad = [name for name, g in tensors.items() if not bool(torch.isfinite(total(g)))]
         if not bad:
             return True
         if self.config.non_finite is NonFinitePolicy.RAISE:
@@ -164,7 +172,7 @@ class FisherAccumulator:
         return False
 
     @torch.no_grad()
-    def _ema_step(self, tensors: Mapping[str, torch.Tensor]) -> None:
+    def _ema_step(self, tensors: Mapping[str, torch.Tensor], *, squared: bool = False) -> None:
         a = self.config.alpha
         if not self._ema:
             self._ema = {k: torch.zeros_like(g, dtype=torch.float32) for k, g in tensors.items()}
@@ -177,13 +185,19 @@ class FisherAccumulator:
                 if out is None or out.shape != old.shape or out.device != old.device:
                     out = torch.empty_like(old)
                 torch.mul(old, 1.0 - a, out=out)
-                out.addcmul_(g, g, value=a)
+                if squared:
+                    out.add_(g, alpha=a)
+                else:
+                    out.addcmul_(g, g, value=a)
                 fresh[name] = out
             self._ema = fresh
             self._must_move = False
             return
         for name, g in tensors.items():
-            self._ema[name].mul_(1.0 - a).addcmul_(g, g, value=a)
+            if squared:
+                self._ema[name].mul_(1.0 - a).add_(g, alpha=a)
+            else:
+                self._ema[name].mul_(1.0 - a).addcmul_(g, g, value=a)
 
     def _writer_done(self) -> bool:
         """True when no write is in flight; hands the buffers a finished write released to
@@ -202,11 +216,22 @@ class FisherAccumulator:
 
     async def update(self, gradients: Mapping[str, Gradient]) -> None:
         """One EMA step. Writes a snapshot when due."""
-        tensors = self._as_tensors(gradients)
+        await self._update(self._as_tensors(gradients), squared=False)
+
+    async def update_squares(self, squares: Mapping[str, Gradient]) -> None:
+        """One EMA step from squared gradients already averaged (``F = alpha s + (1 - alpha) F``),
+        e.g. a mini-batch's mean per-sample squares. Writes a snapshot when due."""
+        tensors = self._as_tensors(squares)
+        for name, s in tensors.items():
+            if s.numel() and float(s.min()) < 0.0:
+                raise ValueError(f"task {self.task_id!r}: squares for {name!r} are negative (min {float(s.min())!r})")
+        await self._update(tensors, squared=True)
+
+    async def _update(self, tensors: Mapping[str, torch.Tensor], *, squared: bool) -> None:
         self._calls += 1
-        if not self._finite(tensors):
+        if not self._finite(tensors, squared=squared):
             return
-        self._ema_step(tensors)
+        self._ema_step(tensors, squared=squared)
         self._steps += 1
         self._since_snapshot += 1
         self._m_steps.inc()
