@@ -204,7 +204,11 @@ def test_sampled_label_gradients_estimate_the_true_fisher_without_bias() -> None
     labels it does not (their mean gradient is not zero)."""
     import torch
 
-    from benchmarks.continual.protocol import sampled_label_gradients
+    from benchmarks.continual.protocol import mean_gradients, sample_labels
+
+    def sampled_label_gradients(logits: torch.Tensor, params: dict[str, torch.Tensor],
+                                generator: torch.Generator) -> dict[str, torch.Tensor]:  # fmt: skip
+        return mean_gradients(torch.nn.functional.cross_entropy(logits, sample_labels(logits, generator)), params)
 
     torch.manual_seed(0)
     batch, n_in, n_out = 16, 4, 3

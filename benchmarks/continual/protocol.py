@@ -21,8 +21,11 @@ Methods (``Method``), all from ``neurosim.learning``:
 - ``online_ewc``: ``EWCRegulariser`` in online mode (one running Fisher, gamma = 1);
 - ``si``: ``SynapticIntelligence`` (path integral of the task-loss gradient);
 - ``online_fisher_ewc``: ``EWCRegulariser(online_fisher=True)`` in separate mode, the Fisher
-  of each context being the ``FisherAccumulator`` EMA of the squared training gradients
-  (empirical Fisher, no extra pass over the data), snapshotted at the context's end.
+  of each context being a ``FisherAccumulator`` EMA fed during training, snapshotted at the
+  context's end. ``OnlineFisher`` says how it is fed: by default the squared mini-batch task
+  gradient (empirical Fisher, no extra pass over the data); optionally the gradient at labels
+  sampled from the model (true Fisher), and the batch's per-sample squares instead of one
+  squared mean (``per_sample_linear_fisher``), each for one extra backward pass per update.
 """
 
 from __future__ import annotations
@@ -398,13 +401,6 @@ def mean_gradients(loss: Tensor, params: Mapping[str, Tensor]) -> dict[str, Tens
     names = list(params)
     grads = torch.autograd.grad(loss, [params[n] for n in names], retain_graph=True, allow_unused=True)
     return {n: g for n, g in zip(names, grads, strict=True) if g is not None}
-
-
-def sampled_label_gradients(
-    logits: Tensor, params: Mapping[str, Tensor], generator: torch.Generator
-) -> dict[str, Tensor]:
-    """Gradient of a mini-batch's mean log-likelihood at labels drawn from the model's own p(y|x)."""
-    return mean_gradients(nn.functional.cross_entropy(logits, sample_labels(logits, generator)), params)
 
 
 def online_fisher_input(feed: OnlineFisher, logits: Tensor, labels: Tensor, params: Mapping[str, Tensor],
