@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fisher-labels", type=FisherKind, choices=list(FisherKind), default=FisherKind.EMPIRICAL,
                         help="online-Fisher EWC: feed the task gradient (empirical, free) or the gradient at "
                              "labels sampled from the model (true, one extra backward pass per update)")  # fmt: skip
+    parser.add_argument("--fisher-per-sample", action="store_true",
+                        help="online-Fisher EWC: feed the mean of the batch's per-sample squared gradients "
+                             "instead of one squared mean gradient (one extra backward pass per update)")  # fmt: skip
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 8x8 digits, 100 hidden units, 20 iterations per context, 2 seeds, "
                              "2-value grids")  # fmt: skip
@@ -188,7 +191,7 @@ def main() -> None:
         for name, proto in protos.items():
             t0 = time.perf_counter()
             previous = records[name].previous() if args.extend else {}
-            online_fisher = OnlineFisher(FISHER_ALPHA[name], args.fisher_every, args.fisher_labels)
+            online_fisher = OnlineFisher(FISHER_ALPHA[name], args.fisher_every, args.fisher_labels, args.fisher_per_sample)
             summaries = evaluate_protocol(proto, dataset, seeds, grids[name], bar, methods=methods,
                                           search_seeds=search_seeds[name], previous=previous,
                                           online_fisher=online_fisher)  # fmt: skip
