@@ -191,7 +191,8 @@ def main() -> None:
         for name, proto in protos.items():
             t0 = time.perf_counter()
             previous = records[name].previous() if args.extend else {}
-            online_fisher = OnlineFisher(FISHER_ALPHA[name], args.fisher_every, args.fisher_labels, args.fisher_per_sample)
+            online_fisher = OnlineFisher(FISHER_ALPHA[name], args.fisher_every, args.fisher_labels,
+                                         args.fisher_per_sample)  # fmt: skip
             summaries = evaluate_protocol(proto, dataset, seeds, grids[name], bar, methods=methods,
                                           search_seeds=search_seeds[name], previous=previous,
                                           online_fisher=online_fisher)  # fmt: skip
