@@ -75,6 +75,7 @@ DEFAULT_ONLINE = (
     OnlineFisher(0.02, 20),
     OnlineFisher(0.01, 1),
     OnlineFisher(0.1, 50, FisherKind.TRUE),
+    OnlineFisher(0.1, 50, FisherKind.TRUE, per_sample=True),
 )
 
 
@@ -135,7 +136,8 @@ def measure(proto: Protocol, context: Context, online: tuple[OnlineFisher, ...],
                     for o in online]  # fmt: skip
     online_s = [0.0] * len(online)
     rng = np.random.default_rng(seed)
-    label_generator = torch.Generator().manual_seed(seed)
+    # one label stream per setting, as in a run of its own: its draws do not depend on the others measured
+    label_generators = [torch.Generator().manual_seed(seed) for _ in online]
     taps = LinearTaps(model) if any(o.per_sample for o in online) else None
     heads = [context.classes]
     owner = torch.zeros(len(context.train_y), dtype=torch.long)
@@ -148,7 +150,7 @@ def measure(proto: Protocol, context: Context, online: tuple[OnlineFisher, ...],
         for k, setting in enumerate(online):
             if step % setting.every == 0:  # as online-Fisher EWC: every N-th step from the first
                 t0 = time.perf_counter()
-                fed.append((k, online_fisher_input(setting, logits, labels, params, taps, label_generator)))
+                fed.append((k, online_fisher_input(setting, logits, labels, params, taps, label_generators[k])))
                 online_s[k] += time.perf_counter() - t0
         optimiser.zero_grad(set_to_none=True)
         nn.functional.cross_entropy(logits, labels).backward()  # type: ignore[no-untyped-call]
