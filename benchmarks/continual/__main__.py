@@ -40,6 +40,7 @@ from benchmarks.continual.protocol import (
     Protocol,
     ProtocolName,
     Settings,
+    add_feeding_arguments,
     default_iterations,
     load_dataset,
     protocol,
@@ -57,7 +58,6 @@ from benchmarks.continual.report import (
     table,
 )
 from neurosim.datasets.mnist import MNISTUnavailable
-from neurosim.learning.fisher import FisherKind
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -132,12 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fisher-every", type=positive_int, default=1, metavar="N",
                         help="online-Fisher EWC: feed the accumulator every N-th training step's gradient "
                              "(default 1: every step)")  # fmt: skip
-    parser.add_argument("--fisher-labels", type=FisherKind, choices=list(FisherKind), default=FisherKind.EMPIRICAL,
-                        help="online-Fisher EWC: feed the task gradient (empirical, free) or the gradient at "
-                             "labels sampled from the model (true, one extra backward pass per update)")  # fmt: skip
-    parser.add_argument("--fisher-per-sample", action="store_true",
-                        help="online-Fisher EWC: feed the mean of the batch's per-sample squared gradients "
-                             "instead of one squared mean gradient (one extra backward pass per update)")  # fmt: skip
+    add_feeding_arguments(parser)
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 8x8 digits, 100 hidden units, 20 iterations per context, 2 seeds, "
                              "2-value grids")  # fmt: skip

@@ -36,6 +36,7 @@ from benchmarks.continual.protocol import (
     ProtocolName,
     RunConfig,
     Settings,
+    add_feeding_arguments,
     build_contexts,
     default_iterations,
     load_dataset,
@@ -43,7 +44,6 @@ from benchmarks.continual.protocol import (
     run,
 )
 from neurosim.datasets.mnist import MNISTUnavailable
-from neurosim.learning.fisher import FisherKind
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,12 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="per context (default: as the benchmark)")  # fmt: skip
     parser.add_argument("--fisher-alpha", type=float, default=OnlineFisher.alpha)
     parser.add_argument("--fisher-every", type=int, default=OnlineFisher.every)
-    parser.add_argument("--fisher-labels", type=FisherKind, choices=list(FisherKind), default=OnlineFisher.labels,
-                        help="online-Fisher EWC: feed the task gradient (empirical) or one at model-sampled "
-                        "labels (true, an extra backward pass per update)")  # fmt: skip
-    parser.add_argument("--fisher-per-sample", action="store_true",
-                        help="online-Fisher EWC: feed the mean of the batch's per-sample squared gradients "
-                        "instead of one squared mean gradient (one extra backward pass per update)")  # fmt: skip
+    add_feeding_arguments(parser)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="append the JSON line to this file")
     return parser

@@ -30,6 +30,7 @@ Methods (``Method``), all from ``neurosim.learning``:
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import enum
 import functools
@@ -236,6 +237,11 @@ class OnlineFisher:
         if not (isinstance(self.every, int) and self.every >= 1):
             raise ValueError(f"OnlineFisher.every must be a positive integer, got {self.every!r}")
 
+    @property
+    def uses_task_gradient(self) -> bool:
+        """Fed the step's own task gradient (no extra backward pass)."""
+        return self.labels is FisherKind.EMPIRICAL and not self.per_sample
+
     def as_record(self) -> dict[str, Any]:
         """The fields a saved result keeps."""
         return {"fisher_alpha": self.alpha, "fisher_every": self.every, "fisher_labels": self.labels.value,
@@ -253,6 +259,16 @@ class OnlineFisher:
         return (f"EMA rate {self.alpha:g}" + ("" if self.every == 1 else f", every {self.every} steps")
                 + (", sampled labels" if self.labels is FisherKind.TRUE else "")
                 + (", per-sample squares" if self.per_sample else ""))  # fmt: skip
+
+
+def add_feeding_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command-line options that choose what feeds online-Fisher EWC's accumulator."""
+    parser.add_argument("--fisher-labels", type=FisherKind, choices=list(FisherKind), default=OnlineFisher.labels,
+                        help="online-Fisher EWC: feed the task gradient (empirical, free) or the gradient at "
+                             "labels sampled from the model (true, one extra backward pass per update)")  # fmt: skip
+    parser.add_argument("--fisher-per-sample", action="store_true",
+                        help="online-Fisher EWC: feed the mean of the batch's per-sample squared gradients "
+                             "instead of one squared mean gradient (one extra backward pass per update)")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -354,7 +370,7 @@ class Regulariser:
             t0 = time.perf_counter()
             self.si.accumulate(task_gradients, deltas)
             self.fisher_s += time.perf_counter() - t0
-        if self.accumulator is not None and self.feeds_fisher_now():
+        if self.accumulator is not None and self._steps % self.cfg.online_fisher.every == 0:
             t0 = time.perf_counter()
             update = feed_online_fisher(self.accumulator, self.cfg.online_fisher, fisher_input, task_gradients,
                                         batch_size)  # fmt: skip
@@ -381,7 +397,7 @@ class Regulariser:
 
 
 def task_logits(model: nn.Module, x: Tensor, y: Tensor, owner: Tensor, heads: list[Tensor | None],
-                 task_incremental: bool) -> tuple[Tensor, Tensor]:  # fmt: skip
+                task_incremental: bool) -> tuple[Tensor, Tensor]:  # fmt: skip
     """A mini-batch's logits and labels; task-incremental: each sample over its own context's head."""
     logits = model(x)
     if not task_incremental:
@@ -407,7 +423,7 @@ def online_fisher_input(feed: OnlineFisher, logits: Tensor, labels: Tensor, para
                         taps: LinearTaps | None, generator: torch.Generator) -> dict[str, Tensor] | None:  # fmt: skip
     """What a fed step gives the online Fisher from its graph: the mean gradient at sampled labels, or
     per-sample squares (at sampled or observed labels); None when the task gradient serves."""
-    if feed.labels is FisherKind.EMPIRICAL and not feed.per_sample:
+    if feed.uses_task_gradient:
         return None
     targets = sample_labels(logits, generator) if feed.labels is FisherKind.TRUE else labels
     loss = nn.functional.cross_entropy(logits, targets)
@@ -422,7 +438,7 @@ def feed_online_fisher(accumulator: FisherAccumulator, feed: OnlineFisher, fishe
                        task_gradients: dict[str, Tensor], batch_size: int) -> Coroutine[Any, Any, None]:  # fmt: skip
     """The accumulator's update for one fed step (``fisher_input``: from ``online_fisher_input``)."""
     if fisher_input is None:
-        if feed.labels is not FisherKind.EMPIRICAL or feed.per_sample:
+        if not feed.uses_task_gradient:
             raise ValueError(f"an online Fisher fed {feed.label()} needs the step's online_fisher_input")
         fisher_input = task_gradients
     if feed.per_sample:
