@@ -22,10 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import EXAMPLES, machine_description
 from neurosim.config import load_any_config
 from neurosim.phases.schedule import run_experiment
-
-from benchmarks.common import EXAMPLES, machine_description
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = {"none": (False, False), "ewc": (True, False), "sleep": (False, True), "ewc+sleep": (True, True)}

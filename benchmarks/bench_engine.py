@@ -30,10 +30,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import cuba_config, machine_description, table_header
 from neurosim.sim import Backend, Simulation
 from neurosim.sim.build import build_network
-
-from benchmarks.common import cuba_config, machine_description
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -126,7 +125,8 @@ def main() -> None:
         cy_wall, cy_rate = min((brian2_cuba(n, standalone=False) for _ in range(args.repeats)), key=lambda r: r[0])
         sa_wall, sa_rate = min((brian2_cuba(n, standalone=True) for _ in range(args.repeats)), key=lambda r: r[0])
         rows.append(
-            f"| {n} | {ns_wall:.3f} | {cy_wall:.3f} | {sa_wall:.3f} | {ns_wall / cy_wall:.2f} | {ns_wall / sa_wall:.2f} "
+            f"| {n} | {ns_wall:.3f} | {cy_wall:.3f} | {sa_wall:.3f} "
+            f"| {ns_wall / cy_wall:.2f} | {ns_wall / sa_wall:.2f} "
             f"| {ns_rate:.2f} / {cy_rate:.2f} / {sa_rate:.2f} |"
         )
         print(rows[-1], flush=True)
@@ -150,6 +150,15 @@ def main() -> None:
             )
             print(batch_rows[-1], flush=True)
 
+    header = table_header(
+        "N",
+        "neurosim (s)",
+        "Brian2 Cython runtime (s)",
+        "Brian2 C++ standalone (s)",
+        "neurosim / Cython",
+        "neurosim / standalone",
+        "mean rate Hz (neurosim / Cython / standalone)",
+    )
     text = f"""# Engine benchmark: CUBA, 1 s of biological time
 
 Machine: {machine_description()}; one thread (`torch.set_num_threads(1)`, Brian2 standalone
@@ -160,8 +169,7 @@ Command: `python benchmarks/bench_engine.py {" ".join(sys.argv[1:])}`.
 CUBA as in Brian2's `examples/CUBA.py` (80/20 exc/inh, p = 0.02, dt = 0.1 ms).
 neurosim runs its compiled path (`backend="auto"`, no per-step hooks).
 
-| N | neurosim (s) | Brian2 Cython runtime (s) | Brian2 C++ standalone (s) | neurosim / Cython | neurosim / standalone | mean rate Hz (neurosim / Cython / standalone) |
-|---|---|---|---|---|---|---|
+{header}
 {chr(10).join(rows)}
 
 Targets at N = 4000: neurosim at most 0.5x Brian2 Cython runtime, at most 3x C++ standalone.

@@ -27,11 +27,10 @@ from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import machine_description, table_header
 from neurosim.learning.fisher import DirectoryFisherStore, InMemoryFisherStore
 from neurosim.learning.fisher_online import FisherAccumulator, FisherAccumulatorConfig
 from neurosim.metrics import Metrics
-
-from benchmarks.common import machine_description
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ALPHA = 0.01
@@ -117,10 +116,23 @@ def main() -> None:
                 f"| {plain_p99 * 1e6:.1f} | {p50 * 1e6:.1f} | {p99 * 1e6:.1f} | {worst * 1e6:.0f} | {calls} |"
             )
             print(rows[-1], flush=True)
+    header = table_header(
+        "parameters",
+        "numpy floor (µs)",
+        "torch floor (µs)",
+        "update() median, no snapshots (µs)",
+        "/ floor",
+        "p99, no snapshots (µs)",
+        "median, snapshots on (µs)",
+        "p99, snapshots on (µs)",
+        "max, snapshots on (µs)",
+        "calls",
+    )
     text = f"""# FisherAccumulator.update() against the memory-bound floor
 
 Machine: {machine_description()}; one thread (`torch.set_num_threads(1)`), torch {torch.__version__},
-numpy {np.__version__}, Python {platform.python_version()}. Command: `python benchmarks/bench_fisher.py {" ".join(sys.argv[1:])}`.
+numpy {np.__version__}, Python {platform.python_version()}.
+Command: `python benchmarks/bench_fisher.py {" ".join(sys.argv[1:])}`.
 
 The floor is one in-place EMA `F = (1 - a) F + a g^2` over the same float32 arrays, in numpy
 (scratch buffer) and in torch (`mul_().addcmul_()`), whichever is faster. `update()`
@@ -128,8 +140,7 @@ includes the non-finite check, the bookkeeping and the Prometheus counters. With
 a snapshot is written every 50 steps to a `DirectoryFisherStore` (checksummed, fsynced) by
 the writer thread; the latencies are over every call, writes included.
 
-| parameters | numpy floor (µs) | torch floor (µs) | update() median, no snapshots (µs) | / floor | p99, no snapshots (µs) | median, snapshots on (µs) | p99, snapshots on (µs) | max, snapshots on (µs) | calls |
-|---|---|---|---|---|---|---|---|---|---|
+{header}
 {chr(10).join(rows)}
 
 Target: update() at most 2x the floor at 1e6 parameters and above; snapshot writes do not

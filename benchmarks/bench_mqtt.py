@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import cuba_config, machine_description
 from neurosim.events.broker import LocalBroker
 from neurosim.events.bus import EventBus
 from neurosim.events.mqtt import MQTTPublisher
@@ -46,8 +47,6 @@ from neurosim.events.spikes import SpikeStream
 from neurosim.metrics import Metrics
 from neurosim.sim import Simulation
 from neurosim.sim.build import build_network
-
-from benchmarks.common import cuba_config, machine_description
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -204,7 +203,7 @@ async def run(args: argparse.Namespace) -> str:
         rows: list[str] = []
         for size in args.sizes:
             results = [await throughput_neurosim(broker.url, size) for _ in range(args.repeats)]
-            rate, got, dropped = max(results, key=lambda r: r[0])
+            rate, _got, dropped = max(results, key=lambda r: r[0])
             json_rate = max([await throughput_json(broker.url, size, broker.port) for _ in range(args.repeats)])
             rows.append(
                 f"| {size:,} | {messages_for(size):,} | {rate / 1e6:.2f} | {json_rate / 1e6:.3f} | "
@@ -274,7 +273,7 @@ Target: at most 10% slowdown.
 def mosquitto_version() -> str:
     from neurosim.events.broker import _executable
 
-    out = subprocess.run([_executable("mosquitto"), "-h"], capture_output=True, text=True).stdout
+    out = subprocess.run([_executable("mosquitto"), "-h"], check=False, capture_output=True, text=True).stdout
     return out.splitlines()[0].split("version")[-1].strip() if out else "?"
 
 

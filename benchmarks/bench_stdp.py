@@ -28,11 +28,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import EXAMPLES, machine_description, table_header
 from neurosim.config import load_config, parse_config
 from neurosim.learning import STDPOnlineLearner
 from neurosim.sim.build import build_simulation
-
-from benchmarks.common import EXAMPLES, machine_description
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -64,8 +63,9 @@ def brian2_song(n_post: int, duration: float, standalone: bool) -> tuple[float, 
         b2.set_device("runtime")
     ms, mV, hz = b2.ms, b2.mV, b2.Hz
     gmax = 0.01
-    ns = {"taum": 10 * ms, "taupre": 20 * ms, "taupost": 20 * ms, "Ee": 0 * mV, "vt": -54 * mV, "vr": -60 * mV,
-          "El": -74 * mV, "taue": 5 * ms, "gmax": gmax, "dApre": 0.01 * gmax, "dApost": -0.01 * gmax * 1.05}  # fmt: skip
+    ns = {"taum": 10 * ms, "taupre": 20 * ms, "taupost": 20 * ms, "Ee": 0 * mV, "vt": -54 * mV,
+          "vr": -60 * mV, "El": -74 * mV, "taue": 5 * ms, "gmax": gmax, "dApre": 0.01 * gmax,
+          "dApost": -0.01 * gmax * 1.05}  # fmt: skip
     b2.defaultclock.dt = 0.1 * ms
     inp = b2.PoissonGroup(1000, rates=15 * hz)
     neurons = b2.NeuronGroup(
@@ -122,6 +122,16 @@ def main() -> None:
             f"{ns[2] * 1e3:.2f} / {cy[2] * 1e3:.2f} / {sa[2] * 1e3:.2f} |"
         )
         print(rows[-1], flush=True)
+    header = table_header(
+        "network",
+        "neurosim (s)",
+        "Brian2 Cython (s)",
+        "Brian2 standalone (s)",
+        "neurosim / Cython",
+        "neurosim / standalone",
+        "output rate Hz (neurosim / Cython / standalone)",
+        "mean final weight x1e3 (same order)",
+    )
     text = f"""# STDP benchmark: Song, Miller & Abbott (2000), {args.duration:g} s of biological time
 
 Machine: {machine_description()}; one thread. Brian2 {__import__("brian2").__version__} (Cython runtime;
@@ -132,8 +142,7 @@ Best of {args.repeats}; compile and build excluded. Command: `python benchmarks/
 gmax = 0.01, dApre = 0.01 gmax, dApost = -1.05 dApre), conductance LIF targets, dt = 0.1 ms.
 neurosim runs its compiled path with compiled pair STDP (`backend="auto"`).
 
-| network | neurosim (s) | Brian2 Cython (s) | Brian2 standalone (s) | neurosim / Cython | neurosim / standalone | output rate Hz (neurosim / Cython / standalone) | mean final weight x1e3 (same order) |
-|---|---|---|---|---|---|---|---|
+{header}
 {chr(10).join(rows)}
 
 Target: neurosim at most Brian2 Cython's wall time. The random streams differ between

@@ -34,3 +34,8 @@ def machine_description() -> str:
         pass
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{cpu}, {os.cpu_count()} cores, {mem_gb:.0f} GiB, {platform.system()} {platform.release()}"
+
+
+def table_header(*columns: str) -> str:
+    """A Markdown table's header and rule, for tables too wide to write out on one source line."""
+    return f"| {' | '.join(columns)} |\n|{'---|' * len(columns)}"

@@ -26,7 +26,8 @@ def main() -> None:
         for batch in [int(b) for b in sys.argv[1:]] or [1, 32, 256, 1024]:
             wall, rate = neurosim_time(4000, batch=batch, backend=Backend.TORCH, device="cuda", weight_format=fmt)
             print(
-                f"| torch, cuda, {fmt} weights | {batch} | {wall:.3f} | {wall / batch:.5f} | {wall / batch / single:.3f} "
+                f"| torch, cuda, {fmt} weights | {batch} | {wall:.3f} | {wall / batch:.5f} "
+                f"| {wall / batch / single:.3f} "
                 f"| rate {rate:.2f} Hz |",
                 flush=True,
             )
