@@ -23,6 +23,16 @@ def _run(module: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str
 
 
 def test_quick_run_writes_the_table_json_and_plot(tmp_path: Path) -> None:
+    single_runs = {  # summarise_runs' results for runs at the published length, as they lie beside the report
+        "permuted_domain_il": {"ewc": {"mean": 0.91, "std": 0.003, "seeds": 3, "strength": 100.0,
+                                       "wall_s_mean": 1200.0, "fisher_s_mean": 30.0},
+                               "online_fisher_ewc": {"mean": 0.905, "std": 0.004, "seeds": 3, "strength": 300.0,
+                                                     "wall_s_mean": 1300.0, "fisher_s_mean": 15.0,
+                                                     "fisher_alpha": 0.3, "fisher_every": 50,
+                                                     "fisher_labels": "true", "fisher_per_sample": True}},
+        "dataset": "mnist", "iterations_per_context": 5000, "machine": "elsewhere",
+    }  # fmt: skip
+    (tmp_path / "permuted_published_iterations.json").write_text(json.dumps(single_runs))
     done = _run("benchmarks.continual", tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "continual.json").read_text())
@@ -46,6 +56,13 @@ def test_quick_run_writes_the_table_json_and_plot(tmp_path: Path) -> None:
     for published in ("0.958", "0.974", "0.985", "0.838", "0.843", "0.447"):
         assert published in table
     assert (tmp_path / "continual.png").stat().st_size > 20_000
+    # the single runs at the published length get their own section, verdict and JSON entry
+    section = table.split("## permuted_domain_il at the published 5000 iterations per context", 1)[1]
+    assert "| ewc | 100 | 0.9100 +- 0.0030 | 0.838 | yes |" in section
+    assert "300 (EMA rate 0.3, every 50 steps, sampled labels, per-sample squares)" in section
+    assert "0.9050 against 0.9100 +- 0.0030 (-0.0050: more than one EWC standard deviation below)" in section
+    assert "(0.50x)" in section
+    assert results["published_length_single_runs"] == single_runs
 
 
 def test_quick_spiking_run(tmp_path: Path) -> None:

@@ -47,6 +47,7 @@ from benchmarks.continual.protocol import (
 )
 from benchmarks.continual.report import (
     SEARCH_SEED,
+    SINGLE_RUNS,
     IncompatibleRecord,
     ProtocolRecord,
     evaluate_protocol,
@@ -55,6 +56,7 @@ from benchmarks.continual.report import (
     planned_iterations,
     plot,
     results_without_curves,
+    single_runs_section,
     table,
 )
 from neurosim.datasets.mnist import MNISTUnavailable
@@ -208,6 +210,10 @@ def write_report(out: Path) -> None:
         "protocols": {n.value: r["settings"] for n, r in records.items()},
         "published": {n.value: {m.value: v for m, v in PUBLISHED[n].items()} for n in records},
     })  # fmt: skip
+    single_runs = out / f"{SINGLE_RUNS}.json"
+    single = json.loads(single_runs.read_text()) if single_runs.exists() else None
+    if single is not None:
+        payload["published_length_single_runs"] = single
     (out / "continual.json").write_text(json.dumps(payload, indent=2) + "\n")
     plot(out / "continual.png", {n.value: r["methods"] for n, r in records.items()})
     sections = []
@@ -229,6 +235,8 @@ def write_report(out: Path) -> None:
             + table(name, rec["methods"])
             + online_fisher_verdict(rec["methods"])
         )
+    if single is not None:
+        sections.append(single_runs_section(single))
     first = next(iter(records.values()))
     docs_link = Path(os.path.relpath(DOCS / "continual.md", out.resolve())).as_posix()
     text = f"""# Continual-learning benchmark: the published regularisation table

@@ -76,6 +76,7 @@ DEFAULT_ONLINE = (
     OnlineFisher(0.01, 1),
     OnlineFisher(0.1, 50, FisherKind.TRUE),
     OnlineFisher(0.1, 50, FisherKind.TRUE, per_sample=True),
+    OnlineFisher(0.3, 50, FisherKind.TRUE, per_sample=True),
 )
 
 

@@ -36,6 +36,7 @@ from benchmarks.continual.protocol import (
 )
 
 SEARCH_SEED = 1000
+SINGLE_RUNS = "permuted_published_iterations"  # summarise_runs' results for one_run's runs, beside the report
 DEFAULT_ONLINE_FISHER = OnlineFisher()  # what saved results made before the options used
 
 
@@ -320,6 +321,26 @@ def online_fisher_verdict(methods: dict[str, dict[str, Any]]) -> str:
         f"({gap:+.4f}: {accuracy}); Fisher cost {online['fisher_s_mean']:.1f} s against {ewc['fisher_s_mean']:.1f} s "
         f"per run ({cost:.2f}x)."
     )
+
+
+def single_runs_section(results: Mapping[str, Any], stem: str = SINGLE_RUNS) -> str:
+    """The report's section on runs at the published length: ``summarise_runs``' chosen results
+    (``<stem>.json``), each method's test setting chosen on validation."""
+    sections = []
+    for name in ProtocolName:
+        methods = results.get(name.value)
+        if not methods:
+            continue
+        seeds = sorted({m["seeds"] for m in methods.values()})
+        sections.append(
+            f"## {name.value} at the published {results['iterations_per_context']} iterations per context: "
+            f"single runs, {' or '.join(map(str, seeds))} seeds\n\n"
+            f"One run at a time with `benchmarks.continual.one_run` ([{stem}.jsonl]({stem}.jsonl)); each "
+            f"method's test setting is the one with the best validation score, and every search and test row "
+            f"is in [{stem}.md]({stem}.md). Data set {results['dataset']}; the Fisher seconds grow with the "
+            f"runs sharing the cores.\n\n" + table(name, methods) + online_fisher_verdict(methods)
+        )
+    return "\n\n".join(sections)
 
 
 def plot(path: Path, protocols: dict[str, dict[str, dict[str, Any]]]) -> None:
