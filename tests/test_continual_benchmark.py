@@ -456,6 +456,22 @@ def test_summarise_runs_reports_the_setting_chosen_on_validation(tmp_path: Path)
     table = runs.with_suffix(".md").read_text()
     assert "Online-Fisher EWC against EWC: 0.9200 against 0.9200 +- 0.0100" in table
     assert "| 300 (EMA rate 0.05, every 20 steps, sampled labels) | val | 1 | 0.8900" in table
+    assert "undecided" not in results
+    # test settings alone (a file of extra seeds): one per method is still reported, several are not chosen
+    extra = tmp_path / "extra_seeds.jsonl"
+    extra.write_text("\n".join([
+        line("ewc", 100, 3, "test", 0.91), line("online_fisher_ewc", 300, 3, "test", 0.90, **feeding),
+        line("online_fisher_ewc", 200, 3, "test", 0.92, **feeding),
+    ]) + "\n")  # fmt: skip
+    results = chosen_results(read_runs(extra))
+    assert results["undecided"] == ["permuted_domain_il/online_fisher_ewc"]
+    assert list(results["permuted_domain_il"]) == ["ewc"]
+    done = subprocess.run([sys.executable, "-m", "benchmarks.continual.summarise_runs", str(extra)], cwd=ROOT,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = extra.with_suffix(".md").read_text()
+    assert "Chosen on validation" not in summary
+    assert "permuted_domain_il/online_fisher_ewc: several test settings and no validation run" in summary
     runs.write_text(runs.read_text() + line("ewc", 100, 2, "test", 0.9).replace('"mnist"', '"digits"') + "\n")
     with pytest.raises(ValueError, match="several dataset values"):
         chosen_results(read_runs(runs))

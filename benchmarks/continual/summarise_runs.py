@@ -85,7 +85,9 @@ def chosen_results(runs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Per protocol and method, the test setting chosen on validation, in ``continual.json``'s shape.
 
     Of a method's test settings, the one whose validation runs score best is its result (one
-    never validated ranks last; equal scores: more test seeds first)."""
+    never validated ranks last; equal scores: more test seeds first). A method with several test
+    settings and no validation run for any of them has nothing to choose by: it is left out, and
+    listed under ``"undecided"`` (``protocol/method``)."""
     groups = group_runs(runs)
     shared = {}
     for field, values in (("dataset", {k[1] for k in groups}), ("iterations_per_context", {k[2] for k in groups})):
@@ -106,7 +108,9 @@ def chosen_results(runs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     for key in groups:
         if key[6] == "test":
             candidates.setdefault((key[0], key[3]), []).append(key)
-    best = {pair: max(keys, key=rank) for pair, keys in candidates.items()}
+    best = {pair: max(keys, key=rank) for pair, keys in candidates.items()
+            if len(keys) == 1 or any(validation(k) is not None for k in keys)}  # fmt: skip
+    undecided = sorted(f"{protocol}/{method}" for protocol, method in set(candidates) - set(best))
     out: dict[str, Any] = {}
     for (protocol, method), key in sorted(best.items()):
         group = groups[key]
@@ -125,7 +129,7 @@ def chosen_results(runs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             entry |= OnlineFisher.from_record(group[0]).as_record()
         out.setdefault(protocol, {})[method] = entry
     machines = sorted({str(r.get("machine", "")) for g in groups.values() for r in g} - {""})
-    return {**out, **shared, "machine": "; ".join(machines)}
+    return {**out, **shared, "machine": "; ".join(machines), **({"undecided": undecided} if undecided else {})}
 
 
 def plot(path: Path, results: Mapping[str, Any]) -> None:
@@ -191,7 +195,10 @@ def main() -> None:
         pair = [methods.get(m.value) for m in (Method.EWC, Method.ONLINE_FISHER_EWC)]
         if all(r is not None and r["fisher_s_mean"] for r in pair):  # both scored, both costs known
             verdict += f"\n\n{protocol.value}: " + online_fisher_verdict(methods).strip()
-    out.write_text(title + table + note + (f"\nChosen on validation:{verdict}\n" if verdict else ""))
+    undecided = "".join(f"\n\n{name}: several test settings and no validation run to choose between them."
+                        for name in results.get("undecided", []))  # fmt: skip
+    out.write_text(title + table + note + (f"\nChosen on validation:{verdict}\n" if verdict else "")
+                   + (f"\nNot chosen:{undecided}\n" if undecided else ""))  # fmt: skip
     out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     if any(p.value in results for p in ProtocolName):
         plot(out.with_suffix(".png"), results)
