@@ -149,7 +149,7 @@ def measure(proto: Protocol, context: Context, online: tuple[OnlineFisher, ...],
                                       proto.task_incremental)  # fmt: skip
         fed: list[tuple[int, dict[str, Tensor] | None]] = []  # (accumulator, what the graph gave it)
         for k, setting in enumerate(online):
-            if step % setting.every == 0:  # as online-Fisher EWC: every N-th step from the first
+            if setting.feeds_on(step):  # as online-Fisher EWC feeds it
                 t0 = time.perf_counter()
                 fed.append((k, online_fisher_input(setting, logits, labels, params, taps, label_generators[k])))
                 online_s[k] += time.perf_counter() - t0

@@ -237,6 +237,10 @@ class OnlineFisher:
         if not (isinstance(self.every, int) and self.every >= 1):
             raise ValueError(f"OnlineFisher.every must be a positive integer, got {self.every!r}")
 
+    def feeds_on(self, step: int) -> bool:
+        """Whether training step ``step`` (0: a context's first) updates the accumulator."""
+        return step % self.every == 0
+
     @property
     def uses_task_gradient(self) -> bool:
         """Fed the step's own task gradient (no extra backward pass)."""
@@ -350,7 +354,7 @@ class Regulariser:
 
     def feeds_fisher_now(self) -> bool:
         """Whether this training step updates the online Fisher: every N-th step from the context's first."""
-        return self.accumulator is not None and self._steps % self.cfg.online_fisher.every == 0
+        return self.accumulator is not None and self.cfg.online_fisher.feeds_on(self._steps)
 
     def fisher_input(self, logits: Tensor, labels: Tensor) -> dict[str, Tensor] | None:
         """What the online Fisher needs from this step's graph before the training backward frees it
@@ -370,7 +374,7 @@ class Regulariser:
             t0 = time.perf_counter()
             self.si.accumulate(task_gradients, deltas)
             self.fisher_s += time.perf_counter() - t0
-        if self.accumulator is not None and self._steps % self.cfg.online_fisher.every == 0:
+        if self.accumulator is not None and self.cfg.online_fisher.feeds_on(self._steps):
             t0 = time.perf_counter()
             update = feed_online_fisher(self.accumulator, self.cfg.online_fisher, fisher_input, task_gradients,
                                         batch_size)  # fmt: skip
