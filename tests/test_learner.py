@@ -147,4 +147,5 @@ def test_learner_applies_the_ewc_pull_towards_the_anchor() -> None:
     torch.testing.assert_close(after[::2], before[::2])
     expected = 0.05 + (before[1::2] - 0.05) * 0.9**20  # each step removes 10% of the distance
     torch.testing.assert_close(after[1::2], expected, rtol=1e-4, atol=1e-6)
-    assert learner.compiled_form(Simulation(net)) is None  # a regulariser needs the torch path
+    form = learner.compiled_form(Simulation(net))
+    assert form is not None and form.pull is not None  # the EWC pull runs in the compiled loop too

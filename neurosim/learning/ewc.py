@@ -110,8 +110,13 @@ def quadratic_pull(weights: Tensor, centre: Tensor, fisher: Tensor, strength: fl
     """``-rate * dL/dtheta = -rate * strength * F (theta - centre)`` for one quadratic (several
     anchors merged by ``merge_anchors``), the coefficient ``rate * strength * F`` capped at 1 so
     a step never passes the centre."""
-    coefficient = torch.clamp(rate * strength * fisher, max=1.0)
-    return -coefficient * (weights - centre)
+    return -pull_coefficient(fisher, strength, rate) * (weights - centre)
+
+
+@torch.no_grad()
+def pull_coefficient(fisher: Tensor, strength: float, rate: float) -> Tensor:
+    """``min(rate * strength * F, 1)``: the fraction of the way to the centre one step moves."""
+    return torch.clamp(rate * strength * fisher, max=1.0)
 
 
 def _as_tensor(value: Tensor | npt.NDArray[np.float32], like: Tensor) -> Tensor:
@@ -129,6 +134,7 @@ class EWCRegulariser:
         self.store = store
         self._anchors: dict[str, Anchor] = {}  # separate mode: task -> anchor; online: "online" -> anchor
         self._merged = MergedAnchor({}, {}, {})
+        self._pull_cache: dict[tuple[str, torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
         self.tasks: list[str] = []
 
     @property
@@ -162,6 +168,7 @@ class EWCRegulariser:
         else:
             self._anchors[task_id] = Anchor(params, new_f)
         self._merged = merge_anchors(list(self._anchors.values()))
+        self._pull_cache.clear()
         self.tasks.append(task_id)
 
     def penalty(self, parameters: Mapping[str, Tensor]) -> Tensor:
@@ -176,9 +183,26 @@ class EWCRegulariser:
         return 0.5 * self.config.lambda_ * (total + constant)
 
     def pull(self, name: str, weights: Tensor) -> Tensor | None:
-        """The per-step change an online learner applies to parameter ``name``."""
+        """The per-step change an online learner applies to parameter ``name``:
+        ``quadratic_pull`` of the merged anchor."""
+        terms = self.pull_terms(name, weights)
+        if terms is None:
+            return None
+        coefficient, centre = terms
+        return -coefficient * (weights - centre)
+
+    @torch.no_grad()
+    def pull_terms(self, name: str, weights: Tensor) -> tuple[Tensor, Tensor] | None:
+        """The pull as ``-coefficient * (w - centre)``: ``(coefficient, centre)`` in the weights'
+        dtype and device (``coefficient = min(pull_rate * lambda * F, 1)``), or None when
+        there is nothing to pull. Computed once per consolidation (the compiled loop's form)."""
         if name not in self._merged.fisher or self.config.pull_rate == 0 or self.config.lambda_ == 0:
             return None
-        merged = self._merged
-        return quadratic_pull(weights, merged.centre[name], merged.fisher[name], self.config.lambda_,
-                              self.config.pull_rate)  # fmt: skip
+        key = (name, weights.dtype, weights.device)
+        cached = self._pull_cache.get(key)
+        if cached is None:
+            merged = self._merged
+            coefficient = pull_coefficient(merged.fisher[name], self.config.lambda_, self.config.pull_rate)
+            cached = (coefficient.to(weights).contiguous(), merged.centre[name].to(weights).contiguous())
+            self._pull_cache[key] = cached
+        return cached

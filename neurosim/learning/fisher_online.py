@@ -215,31 +215,105 @@ class FisherAccumulator:
         return True
 
     async def update(self, gradients: Mapping[str, Gradient]) -> None:
-        """One EMA step. Writes a snapshot when due."""
-        await self._update(self._as_tensors(gradients), squared=False)
+        """One EMA step. Writes a snapshot when due (the public, awaitable form of ``fold``)."""
+        self.fold(gradients)
 
     async def update_squares(self, squares: Mapping[str, Gradient]) -> None:
         """One EMA step from squared gradients already averaged (``F = alpha s + (1 - alpha) F``),
         e.g. a mini-batch's mean per-sample squares. Writes a snapshot when due."""
+        self.fold_squares(squares)
+
+    def fold(self, gradients: Mapping[str, Gradient]) -> bool:
+        """The synchronous core of ``update``: one EMA step, and the interval snapshot handed
+        to the writer thread when due (nothing to await: the write never stalls the step).
+        Returns True when a snapshot was taken. Learners call this on their hot path."""
+        return self._update(self._as_tensors(gradients), squared=False)
+
+    def fold_squares(self, squares: Mapping[str, Gradient]) -> bool:
+        """The synchronous core of ``update_squares``."""
         tensors = self._as_tensors(squares)
         for name, s in tensors.items():
             if s.numel() and float(s.min()) < 0.0:
                 raise ValueError(f"task {self.task_id!r}: squares for {name!r} are negative (min {float(s.min())!r})")
-        await self._update(tensors, squared=True)
+        return self._update(tensors, squared=True)
 
-    async def _update(self, tensors: Mapping[str, torch.Tensor], *, squared: bool) -> None:
+    def _update(self, tensors: Mapping[str, torch.Tensor], *, squared: bool) -> bool:
         self._calls += 1
         if not self._finite(tensors, squared=squared):
-            return
+            return False
         self._ema_step(tensors, squared=squared)
-        self._steps += 1
-        self._since_snapshot += 1
-        self._m_steps.inc()
+        return self._count_steps(1, wait_for_writer=False)
+
+    def _count_steps(self, steps: int, *, wait_for_writer: bool) -> bool:
+        """Book ``steps`` EMA steps already folded in; take the interval snapshot when due."""
+        self._steps += steps
+        self._since_snapshot += steps
+        self._m_steps.inc(steps)
         self._m_age.set(self._steps - self._last_written_step)
         self._check_staleness()
-        due = self._steps >= self.config.min_samples and self._since_snapshot >= self.config.snapshot_every
-        if due and self._writer_done():
+        if not self._snapshot_due():
+            return False
+        if wait_for_writer and self._writer is not None:
+            self._writer.exception()  # blocks until the write in flight is done (its error is in last_error)
+        if self._writer_done():
             self._take_snapshot(SnapshotReason.INTERVAL)
+            return True
+        return False
+
+    def _snapshot_due(self) -> bool:
+        return self._steps >= self.config.min_samples and self._since_snapshot >= self.config.snapshot_every
+
+    # ------------------------------------------------------------------ the compiled loop's EMA
+    def steps_until_snapshot(self) -> int:
+        """EMA steps until the next interval snapshot falls due (at least 1): the compiled path
+        ends its stretch there, so that snapshots land exactly on ``snapshot_every``."""
+        return max(1, self.config.min_samples - self._steps, self.config.snapshot_every - self._since_snapshot)
+
+    @torch.no_grad()
+    def external_buffer(self, name: str, size: int) -> npt.NDArray[np.float32]:
+        """The EMA of parameter ``name`` (``size`` values) as a writable float32 host array,
+        for a compiled loop that folds ``F = alpha g^2 + (1 - alpha) F`` in place; book the
+        steps it folded with ``fold_external``. The only parameter tracked, or none yet."""
+        if self._ema and set(self._ema) != {name}:
+            raise ValueError(
+                f"task {self.task_id!r}: the compiled loop feeds only {name!r}, "
+                f"but the accumulator tracks {sorted(self._ema)}"
+            )
+        current = self._ema.get(name)
+        if current is None:
+            self._ema = {name: torch.zeros(size, dtype=torch.float32)}
+        elif current.shape != (size,) or current.device.type != "cpu":
+            raise ValueError(
+                f"task {self.task_id!r}: {name!r} has {tuple(current.shape)} values on {current.device}; "
+                f"the compiled loop needs ({size},) on the cpu"
+            )
+        elif self._must_move:  # the last snapshot owns this buffer: continue in a spare
+            self._writer_done()
+            out = self._spare.pop(name, None)
+            if out is None or out.shape != current.shape:
+                out = torch.empty_like(current)
+            out.copy_(current)
+            self._ema = {name: out}
+        self._must_move = False
+        return self._ema[name].numpy()
+
+    def fold_external(self, steps: int, non_finite: int = 0) -> bool:
+        """Book ``steps`` EMA steps that a compiled loop folded into ``external_buffer``, and
+        ``non_finite`` steps it left out (their gradient held NaN, infinity, or squares that
+        overflow). With the RAISE policy a non-finite step raises ``NonFiniteGradientError``
+        (the EMA holds the steps before it); with SKIP it is counted. An interval snapshot
+        that falls due is taken now (after the write in flight, if any, has finished).
+        Returns True when a snapshot was taken."""
+        if steps < 0 or non_finite < 0:
+            raise ValueError(f"steps and non_finite must be >= 0, got {steps}, {non_finite}")
+        self._calls += steps + non_finite
+        taken = self._count_steps(steps, wait_for_writer=True) if steps else False
+        if non_finite:
+            if self.config.non_finite is NonFinitePolicy.RAISE:
+                raise NonFiniteGradientError(f"task {self.task_id!r}: non-finite gradient in the compiled loop")
+            self._skipped += non_finite
+            self._m_skipped.inc(non_finite)
+        return taken
 
     def _check_staleness(self) -> None:
         age = self._steps - self._last_written_step

@@ -9,22 +9,45 @@ accumulator. Plug it into a simulation with ``learner.attach(sim)``.
 Order inside ``step``: the STDP change (scaled by ``scale``; none while ``enabled`` is
 False, though the traces keep running), then the regulariser's pull (EWC), then the
 rule's weight bounds.
+
+Two paths run it. On the PyTorch path ``on_step`` calls ``step`` and folds the gradients into
+a ``FisherAccumulator`` through its synchronous core (no coroutine per step). On the CPU with
+one instance, ``compiled_form`` hands the whole learning step (rule, pull, gradient, Fisher
+EMA, reward) to the compiled loop (``neurosim.sim.compiled_learning``), which needs no
+Python per step; it falls back to the PyTorch path for ``scale != 1``, a regulariser without
+a linear pull, or an accumulator that is not a ``FisherAccumulator``.
+
+Reward for ``RewardSTDP`` comes three ways: ``step(..., reward=r)`` per step (PyTorch path),
+a reward source (``reward_source``: a population or input whose spikes each deliver
+``reward_per_spike``, as dopamine; both paths), or per sample with ``reward_episode(r)``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
 from neurosim.learning import stdp
+from neurosim.learning.fisher_online import FisherAccumulator, NonFinitePolicy
 from neurosim.learning.readout import LinearReadout
-from neurosim.learning.surrogate import Surrogate, online_gradient
-from neurosim.sim.compiled import CompiledPairSTDP
+from neurosim.learning.surrogate import Surrogate, SurrogateKind, online_gradient
+from neurosim.sim.compiled_learning import (
+    CompiledLearner,
+    CompiledOutcome,
+    FisherTerms,
+    GradientTerms,
+    Kernel,
+    PairKernel,
+    PullTerms,
+    RewardKernel,
+    SurrogateCode,
+    TripletKernel,
+)
 from neurosim.sim.neurons import AdaptiveLIFState
 from neurosim.sim.synapses import Projection
 
@@ -47,8 +70,24 @@ class WeightPull(Protocol):
     def pull(self, name: str, weights: Tensor) -> Tensor | None: ...
 
 
+@runtime_checkable
+class LinearWeightPull(Protocol):
+    """A pull of the form ``-coefficient * (w - centre)``, which the compiled loop can run:
+    ``pull_terms`` gives ``(coefficient, centre)`` per synapse, or None for no pull."""
+
+    def pull(self, name: str, weights: Tensor) -> Tensor | None: ...
+
+    def pull_terms(self, name: str, weights: Tensor) -> tuple[Tensor, Tensor] | None: ...
+
+
 class NoGradientSource(RuntimeError):
     """An accumulator was given, but the learner has no surrogate, readout or labels."""
+
+
+_NO_GRADIENT = (
+    "an accumulator needs gradients: give the learner a surrogate and a readout, call begin_sample(labels), "
+    "and pass post_v"
+)
 
 
 class STDPOnlineLearner:
@@ -69,9 +108,15 @@ class STDPOnlineLearner:
         scale: float = 1.0,
         surrogate: Surrogate | None = None,
         readout: LinearReadout | None = None,
+        reward_source: str | None = None,
+        reward_per_spike: float = 1.0,
     ) -> None:
         if scale < 0:
             raise ValueError(f"scale must be >= 0, got {scale}")
+        if reward_source is not None and not isinstance(rule, stdp.RewardSTDP):
+            raise ValueError(f"reward_source={reward_source!r} needs a RewardSTDP rule, got {type(rule).__name__}")
+        if not math.isfinite(reward_per_spike):
+            raise ValueError(f"reward_per_spike must be finite, got {reward_per_spike!r}")
         if readout is not None and readout.weight.shape[1] != projection.n_post:
             raise ValueError(
                 f"readout takes {readout.weight.shape[1]} inputs but projection {projection.name!r} "
@@ -87,6 +132,8 @@ class STDPOnlineLearner:
         self.surrogate = surrogate
         self.readout = readout
         self.regulariser: WeightPull | None = None
+        self.reward_source = reward_source
+        self.reward_per_spike = float(reward_per_spike)
         self.synapses = stdp.Synapses(projection.pre_index, projection.post_index)
         w = projection.synapse_weights()
         self.state = stdp.initial_state(
@@ -212,11 +259,27 @@ class STDPOnlineLearner:
         if accumulator is None:
             return
         if grads is None:
-            raise NoGradientSource(
-                "an accumulator needs gradients: give the learner a surrogate and a readout, call "
-                "begin_sample(labels), and pass post_v"
-            )
+            raise NoGradientSource(_NO_GRADIENT)
         await accumulator.update(grads)
+
+    def reward_episode(self, reward: float) -> None:
+        """End of a sample (episode) of a ``RewardSTDP`` learner: ``w += learning_rate * reward
+        * c``, then the eligibility is cleared (``stdp.apply_episode_reward``)."""
+        rule, state = self.rule, self.state
+        if not isinstance(rule, stdp.RewardSTDP) or not isinstance(state, stdp.RewardState):
+            raise TypeError(f"reward_episode needs a RewardSTDP learner, this one runs {type(rule).__name__}")
+        if not math.isfinite(reward):
+            raise ValueError(f"reward must be finite, got {reward!r}")
+        w, self.state = stdp.apply_episode_reward(self.projection.synapse_weights(), state, reward, rule)
+        self.projection.set_synapse_weights(w)
+
+    def _source_reward(self, ctx: StepContext) -> float | None:
+        """The reward source's spikes of this step as a reward rate (mean over instances)."""
+        if self.reward_source is None:
+            return None
+        spikes = ctx.spikes[self.reward_source]
+        n = float(spikes.sum()) / spikes.shape[0]
+        return self.reward_per_spike * n / self.dt if n > 0 else None
 
     def on_step(self, ctx: StepContext) -> Awaitable[None] | None:
         """The engine's plasticity slot: this step's spikes and the post membrane potential."""
@@ -225,38 +288,124 @@ class STDPOnlineLearner:
         state = ctx.sim.state[self.projection.target]
         params = ctx.sim.network.populations[self.projection.target].params
         threshold = params.v_threshold + state.theta if isinstance(state, AdaptiveLIFState) else params.v_threshold
-        if self._accumulator is None:
-            self.step(pre, post, post_v=state.v, post_threshold=threshold)
+        reward = self._source_reward(ctx)
+        sink = self._accumulator
+        if sink is None:
+            self.step(pre, post, post_v=state.v, post_threshold=threshold, reward=reward)
             return None
-        return self.update(pre, post, post_v=state.v, post_threshold=threshold, accumulator=self._accumulator)
+        if isinstance(sink, FisherAccumulator):  # its synchronous core: no coroutine per step
+            grads = self.step(pre, post, post_v=state.v, post_threshold=threshold, reward=reward)
+            if grads is None:
+                raise NoGradientSource(_NO_GRADIENT)
+            sink.fold(grads)
+            return None
+        return self.update(pre, post, post_v=state.v, post_threshold=threshold, reward=reward, accumulator=sink)
 
-    def compiled_form(self, sim: Simulation) -> CompiledPairSTDP | None:
-        """Pair STDP on one CPU instance, with nothing else to compute, runs compiled."""
+    # ------------------------------------------------------------------ the compiled loop
+    def _kernel(self) -> Kernel | None:
         rule, state = self.rule, self.state
-        if not isinstance(rule, stdp.PairSTDP) or not isinstance(state, stdp.PairTraces):
+
+        def view(t: Tensor) -> npt.NDArray[np.floating]:
+            return t.numpy()[0] if t.dim() == 2 else t.numpy()
+
+        if isinstance(rule, stdp.TripletSTDP) and isinstance(state, stdp.TripletTraces):
+            return TripletKernel(
+                view(state.r1), view(state.r2), view(state.o1), view(state.o2),
+                decay_r1=math.exp(-self.dt / rule.tau_plus), decay_r2=math.exp(-self.dt / rule.tau_x),
+                decay_o1=math.exp(-self.dt / rule.tau_minus), decay_o2=math.exp(-self.dt / rule.tau_y),
+                a2_plus=rule.a2_plus, a3_plus=rule.a3_plus, a2_minus=rule.a2_minus, a3_minus=rule.a3_minus,
+                w_min=rule.w_min, w_max=rule.w_max,
+            )  # fmt: skip
+        pair_rule = rule.pair if isinstance(rule, stdp.RewardSTDP) else rule
+        traces = state.traces if isinstance(state, stdp.RewardState) else state
+        if not isinstance(pair_rule, stdp.PairSTDP) or not isinstance(traces, stdp.PairTraces):
             return None
-        if self.batch != 1 or self._accumulator is not None or self.regulariser is not None or self.scale != 1.0:
+        pair = PairKernel(
+            pre_trace=view(traces.pre),
+            post_trace=view(traces.post),
+            decay_pre=math.exp(-self.dt / pair_rule.tau_pre),
+            decay_post=math.exp(-self.dt / pair_rule.tau_post),
+            a_plus=pair_rule.a_plus,
+            a_minus=pair_rule.a_minus,
+            w_min=pair_rule.w_min,
+            w_max=pair_rule.w_max,
+            multiplicative=pair_rule.dependence is stdp.WeightDependence.MULTIPLICATIVE,
+            nearest=pair_rule.traces is stdp.TraceMode.NEAREST,
+        )
+        if isinstance(rule, stdp.RewardSTDP) and isinstance(state, stdp.RewardState):
+            return RewardKernel(
+                pair,
+                eligibility=view(state.eligibility),
+                decay_eligibility=math.exp(-self.dt / rule.tau_eligibility),
+                learning_rate=rule.learning_rate,
+                reward_source=self.reward_source,
+                reward_per_spike=self.reward_per_spike,
+            )
+        return pair
+
+    def _gradient_terms(self, sim: Simulation) -> GradientTerms | None:
+        if self.surrogate is None or self.readout is None or self.labels is None:
             return None
-        if state.pre.device.type != "cpu":
-            return None
-        return CompiledPairSTDP(
-            projection=self.projection,
-            pre_trace=state.pre.numpy()[0],
-            post_trace=state.post.numpy()[0],
-            decay_pre=math.exp(-self.dt / rule.tau_pre),
-            decay_post=math.exp(-self.dt / rule.tau_post),
-            a_plus=rule.a_plus,
-            a_minus=rule.a_minus,
-            w_min=rule.w_min,
-            w_max=rule.w_max,
-            multiplicative=rule.dependence is stdp.WeightDependence.MULTIPLICATIVE,
-            nearest=rule.traces is stdp.TraceMode.NEAREST,
+        w = self.projection.synapse_weights()
+        return GradientTerms(
+            readout_weight=self.readout.weight.detach().to(w.dtype).contiguous().numpy(),
+            readout_bias=self.readout.bias.detach().to(w.dtype).contiguous().numpy(),
+            label=int(self.labels[0]),
+            counts=self._counts.numpy()[0],
+            sample_steps=self._sample_steps,
+            surrogate=SurrogateCode.FAST_SIGMOID
+            if self.surrogate.kind is SurrogateKind.FAST_SIGMOID
+            else SurrogateCode.ARCTAN,
+            width=self.surrogate.width,
+            adaptive_threshold=isinstance(sim.state[self.projection.target], AdaptiveLIFState),
         )
 
+    def compiled_form(self, sim: Simulation) -> CompiledLearner | None:
+        """The whole learning step for the compiled loop (one CPU instance), or None when this
+        learner needs the PyTorch path."""
+        w = self.projection.synapse_weights()
+        if self.batch != 1 or self.scale != 1.0 or w.device.type != "cpu":
+            return None
+        kernel = self._kernel()
+        if kernel is None:
+            return None
+        pull = None
+        if self.regulariser is not None:
+            if not isinstance(self.regulariser, LinearWeightPull):
+                return None
+            terms = self.regulariser.pull_terms(self.parameter_name, w)
+            if terms is not None:
+                pull = PullTerms(terms[0].contiguous().numpy(), terms[1].contiguous().numpy())
+        gradient = self._gradient_terms(sim)
+        fisher = None
+        max_steps = None
+        sink = self._accumulator
+        if sink is not None:
+            if not isinstance(sink, FisherAccumulator) or gradient is None:
+                return None  # the PyTorch path feeds it (or says why it cannot)
+            fisher = FisherTerms(
+                ema=sink.external_buffer(self.parameter_name, self.projection.n_synapses),
+                alpha=sink.config.alpha,
+                stop_on_non_finite=sink.config.non_finite is NonFinitePolicy.RAISE,
+            )
+            max_steps = sink.steps_until_snapshot()
+        return CompiledLearner(self.projection, kernel, pull=pull, gradient=gradient, fisher=fisher,
+                               max_steps=max_steps)  # fmt: skip
+
+    def after_compiled(self, outcome: CompiledOutcome) -> None:
+        """Book a compiled stretch: the sample's step count and the Fisher steps folded."""
+        if self.surrogate is not None and self.readout is not None and self.labels is not None:
+            self._sample_steps = outcome.sample_steps
+        else:
+            self._sample_steps += outcome.steps
+        sink = self._accumulator
+        if isinstance(sink, FisherAccumulator):
+            sink.fold_external(outcome.fisher_steps, outcome.non_finite)
+
     def attach(self, sim: Simulation, *, accumulator: GradientSink | None = None) -> None:
-        """Run this learner in the plasticity slot of every step of ``sim``. With an
-        accumulator the learner runs on the PyTorch path and is async: use
-        ``sim.run_async``."""
+        """Run this learner in the plasticity slot of every step of ``sim`` (compiled on the
+        CPU with one instance, see the module docs). ``sim.run`` works with a
+        ``FisherAccumulator``; another gradient sink is awaited: use ``sim.run_async``."""
         if sim.dt != self.dt or sim.batch != self.batch:
             raise ValueError(
                 f"learner built for dt={self.dt}, batch={self.batch}; simulation has dt={sim.dt}, batch={sim.batch}"

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from neurosim.sim.compiled_learning import CompiledLearner, CompiledOutcome, SleepKernel
 from neurosim.sim.synapses import Projection
 
 if TYPE_CHECKING:
-    from neurosim.sim.compiled import CompiledPairSTDP
     from neurosim.sim.engine import Simulation, StepContext
 
 Tensor = torch.Tensor
@@ -122,8 +122,23 @@ class SleepReplay:
             )
         return None
 
-    def compiled_form(self, sim: Simulation) -> CompiledPairSTDP | None:
-        return None  # runs on the PyTorch path
+    def compiled_form(self, sim: Simulation) -> CompiledLearner | None:
+        """The rule for the compiled loop (one CPU instance), or None for the PyTorch path."""
+        if self._last_pre.shape[0] != 1 or self._last_pre.device.type != "cpu":
+            return None
+        kernel = SleepKernel(
+            last_pre_spike=self._last_pre.numpy()[0],
+            protection=self._protection.contiguous().numpy(),
+            inc=self.cfg.inc,
+            dec=self.cfg.dec,
+            window=self.cfg.window,
+            w_min=self.bounds[0],
+            w_max=self.bounds[1],
+        )
+        return CompiledLearner(self.projection, kernel)
+
+    def after_compiled(self, outcome: CompiledOutcome) -> None:
+        """Nothing to book: the rule's state is its arrays."""
 
     def finish(self) -> None:
         """End of sleep: synaptic downscaling, if configured."""

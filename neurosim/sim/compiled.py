@@ -15,7 +15,6 @@ paths (conductance models differ only by the ``exp`` implementation, within a fe
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numba
@@ -23,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from neurosim.sim.compiled_learning import CompiledLearner, CompiledOutcome, LearningTables, learn_step
 from neurosim.sim.neurons import AdaptiveLIF, ConductanceLIF, NeuronParams, NeuronState, coefficients
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ def _advance(  # noqa: PLR0912 - one flat compiled loop is the point of this mod
     external: Any, n_neurons: int,
     history: Any, spike_list: Any, spike_count: Any,
     proj: Any, indptr: Any, post: Any, weight: Any,
-    plastic: Any, plastic_f: Any, x_pre: Any, x_post: Any, col_ptr: Any, col_syn: Any, col_pre: Any,
+    learning: Any, n_learners: int, dt: float,
     records: Any, n_records: int,
 ) -> tuple[int, int]:  # fmt: skip
     batch = v.shape[0]
@@ -175,77 +175,11 @@ def _advance(  # noqa: PLR0912 - one flat compiled loop is the point of this mod
                     row = ptr0 + s - src0
                     for syn in range(indptr[row], indptr[row + 1]):
                         tb[tgt0 + post[syn0 + syn]] += weight[syn0 + syn]
-        for r in range(plastic.shape[0]):
-            _pair_stdp(r, slot, plastic, plastic_f, x_pre, x_post, col_ptr, col_syn, col_pre,
-                       proj, indptr, post, weight, spike_list, spike_count)  # fmt: skip
+        if n_learners and learn_step(
+            step, slot, dt, learning, proj, indptr, post, weight, spike_list, spike_count, v, theta, coef
+        ):
+            return k + 1, n_records  # a learner stopped the loop (see its outcome)
     return n_steps, n_records
-
-
-# Columns of the plasticity tables (one row per plastic projection; batch 1 only).
-(S_PROJ, S_MULTIPLICATIVE, S_NEAREST, S_PRE0, S_POST0, S_NPOST, S_COL0, S_COLSYN0) = range(8)  # fmt: skip
-(S_DECAY_PRE, S_DECAY_POST, S_A_PLUS, S_A_MINUS, S_W_MIN, S_W_MAX, S_ONE) = range(7)  # fmt: skip
-
-
-@numba.njit(cache=True, nogil=True)
-def _pair_stdp(
-    r: int, slot: int, plastic: Any, f: Any, x_pre: Any, x_post: Any, col_ptr: Any, col_syn: Any, col_pre: Any,
-    proj: Any, indptr: Any, post: Any, weight: Any, spike_list: Any, spike_count: Any,
-) -> None:  # fmt: skip
-    """``neurosim.learning.stdp.pair_stdp_step`` for one instance, event-driven: the same
-    float32 operations in the same order on the synapses it changes (the others get +0)."""
-    q = plastic[r, S_PROJ]
-    src0, n_pre, tgt0 = proj[q, P_SRC0], proj[q, P_NSRC], proj[q, P_TGT0]
-    syn0, ptr0 = proj[q, P_SYN0], proj[q, P_PTR0]
-    pre0, post0, n_post = plastic[r, S_PRE0], plastic[r, S_POST0], plastic[r, S_NPOST]
-    col0, colsyn0 = plastic[r, S_COL0], plastic[r, S_COLSYN0]
-    multiplicative = plastic[r, S_MULTIPLICATIVE] == 1
-    nearest = plastic[r, S_NEAREST] == 1
-    one, w_min, w_max = f[r, S_ONE], f[r, S_W_MIN], f[r, S_W_MAX]
-    for i in range(n_pre):
-        x_pre[pre0 + i] = x_pre[pre0 + i] * f[r, S_DECAY_PRE]
-    for j in range(n_post):
-        x_post[post0 + j] = x_post[post0 + j] * f[r, S_DECAY_POST]
-    # pre pathway: bump the pre trace, depress by the post trace
-    for m in range(spike_count[slot, 0]):
-        s = spike_list[slot, 0, m]
-        if s < src0 or s >= src0 + n_pre:
-            continue
-        i = s - src0
-        x_pre[pre0 + i] = one if nearest else x_pre[pre0 + i] + one
-        for syn in range(indptr[ptr0 + i], indptr[ptr0 + i + 1]):
-            dep = f[r, S_A_MINUS] * x_post[post0 + post[syn0 + syn]]
-            w = weight[syn0 + syn]
-            weight[syn0 + syn] = w - dep * (w - w_min) if multiplicative else min(max(w - dep, w_min), w_max)
-    # post pathway: bump the post trace, potentiate by the (already bumped) pre trace
-    for m in range(spike_count[slot, 0]):
-        s = spike_list[slot, 0, m]
-        if s < tgt0 or s >= tgt0 + n_post:
-            continue
-        j = s - tgt0
-        x_post[post0 + j] = one if nearest else x_post[post0 + j] + one
-        for c in range(col_ptr[col0 + j], col_ptr[col0 + j + 1]):
-            k = syn0 + col_syn[colsyn0 + c]
-            pot = f[r, S_A_PLUS] * x_pre[pre0 + col_pre[colsyn0 + c]]
-            w = weight[k]
-            weight[k] = w + pot * (w_max - w) if multiplicative else min(max(w + pot, w_min), w_max)
-
-
-@dataclass
-class CompiledPairSTDP:
-    """What the compiled path needs to run pair STDP on one projection (batch 1): the rule's
-    constants and the learner's trace arrays, which it updates in place."""
-
-    projection: Projection
-    pre_trace: npt.NDArray[Any]  # (n_pre,), a view of the learner's trace
-    post_trace: npt.NDArray[Any]  # (n_post,)
-    decay_pre: float
-    decay_post: float
-    a_plus: float
-    a_minus: float
-    w_min: float
-    w_max: float
-    multiplicative: bool
-    nearest: bool
 
 
 # numba's Dispatcher is typed as a generic callable; this alias states what it returns.
@@ -305,6 +239,8 @@ class CompiledRunner:
         self._lists: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None = None
         self._csc: dict[int, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]] = {}
         self._records = np.zeros((4 * batch * self.n_sources + 1024, 3), dtype=np.int64)
+        self.dt = dt
+        self._all_to_all: dict[int, bool] = {}
 
     def invalidate_spike_lists(self) -> None:
         """The history was written by someone else (the torch path): rebuild before use."""
@@ -357,14 +293,27 @@ class CompiledRunner:
         n_steps: int,
         external: npt.NDArray[np.bool_],
         drive: npt.NDArray[Any] | None,
-        plastic: Sequence[CompiledPairSTDP] = (),
-    ) -> npt.NDArray[np.int64]:
+        learners: Sequence[CompiledLearner] = (),
+    ) -> tuple[npt.NDArray[np.int64], int, list[CompiledOutcome]]:
         """Run ``n_steps`` from ``step``; ``state`` is updated in place (its tensors become
-        views of this runner's arrays), and so are the weights and traces of ``plastic``.
-        Returns spike records ``(step, source, instance)``."""
+        views of this runner's arrays), and so are the weights and the learners' arrays.
+        Returns the spike records ``(step, source, instance)``, the steps run (fewer than
+        ``n_steps`` only when a learner stopped the loop) and one outcome per learner."""
+        if learners and self.batch != 1:
+            raise ValueError("learning in the compiled loop needs batch 1; use backend='torch' for batches")
         self._sync_state(state)
         weights = self._sync_weights()
-        tables = self._plasticity_tables(plastic)
+        tables = LearningTables(
+            learners,
+            projection_index={id(p): q for q, p in enumerate(self.network.projections.values())},
+            population_index={name: p for p, name in enumerate(self.network.populations)},
+            source_ranges={name: (lo, lo + self.network.source_size(name)) for name, lo in self.offsets.items()},
+            columns=self._columns,
+            full_rows=self._full_rows,
+            dtype=self.dtype,
+        )
+        syn0 = {id(p): int(row[P_SYN0]) for p, row in zip(self.network.projections.values(), self.proj, strict=True)}
+        tables.clip_bounded_weights(weights, syn0)
         spike_list, spike_count = self._spike_lists(history)
         has_drive = drive is not None
         drive_arr = drive if drive is not None else np.zeros((1, self.n_neurons), dtype=self.dtype)
@@ -376,15 +325,35 @@ class CompiledRunner:
                 remaining, step + done, *(self._state[v] for v in _STATE_VARIABLES),
                 self.pop_range, self.pop_kind, self.coef, drive_arr[done:] if has_drive else drive_arr, has_drive,
                 external[done:], self.n_neurons, history, spike_list, spike_count,
-                self.proj, self.indptr, self.post, weights, *tables, self._records, 0,
+                self.proj, self.indptr, self.post, weights, tables.arrays, len(learners), self.dt,
+                self._records, 0,
             )  # fmt: skip
             parts.append(self._records[:n_rec].copy())
             done += steps_done
+            if tables.stopped:
+                break
             if steps_done < remaining:  # the record buffer filled up: give it room
                 self._records = np.zeros((2 * self._records.shape[0], 3), dtype=np.int64)
         self._issue_state(state)
-        self._write_back_plasticity(plastic, weights, tables)
-        return np.concatenate(parts) if len(parts) != 1 else parts[0]
+        outcomes = tables.finish(done)
+        for learner in learners:
+            start = syn0[id(learner.projection)]
+            learner.projection.set_synapse_weights(
+                torch.from_numpy(weights[start : start + learner.projection.n_synapses].copy())
+            )
+        if learners:  # the concatenated weights are already current
+            self._weight_versions = [(id(p.weights), p.weights._version) for p in self.network.projections.values()]
+        records = np.concatenate(parts) if len(parts) != 1 else parts[0]
+        return records, done, outcomes
+
+    def _full_rows(self, proj: Projection) -> bool:
+        """Every pre neuron reaches post neurons 0..n_post-1 in order (all-to-all)."""
+        key = id(proj)
+        if key not in self._all_to_all:
+            post = proj.post_index.cpu().numpy()
+            expected = np.tile(np.arange(proj.n_post), proj.n_pre)
+            self._all_to_all[key] = post.shape == expected.shape and bool(np.array_equal(post, expected))
+        return self._all_to_all[key]
 
     def _columns(self, proj: Projection) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """CSC view of a projection: per post neuron, its synapses and their pre neurons."""
@@ -395,52 +364,3 @@ class CompiledRunner:
             ptr = np.concatenate([[0], np.cumsum(np.bincount(post, minlength=proj.n_post))]).astype(np.int64)
             self._csc[key] = (ptr, order.astype(np.int64), proj.pre_index.cpu().numpy()[order].astype(np.int64))
         return self._csc[key]
-
-    def _plasticity_tables(self, plastic: Sequence[CompiledPairSTDP]) -> tuple[npt.NDArray[Any], ...]:
-        index = {id(p): q for q, p in enumerate(self.network.projections.values())}
-        ints, floats = [], []
-        pre_traces, post_traces, ptrs, syns, pres = [], [], [], [], []
-        pre0 = post0 = col0 = syn0 = 0
-        for rule in plastic:
-            proj = rule.projection
-            ptr, syn, pre = self._columns(proj)
-            ints.append(
-                (index[id(proj)], int(rule.multiplicative), int(rule.nearest), pre0, post0, proj.n_post, col0, syn0)
-            )
-            floats.append((rule.decay_pre, rule.decay_post, rule.a_plus, rule.a_minus, rule.w_min, rule.w_max, 1.0))
-            pre_traces.append(rule.pre_trace)
-            post_traces.append(rule.post_trace)
-            ptrs.append(ptr)
-            syns.append(syn)
-            pres.append(pre)
-            pre0 += proj.n_pre
-            post0 += proj.n_post
-            col0 += ptr.size
-            syn0 += syn.size
-
-        def cat(parts: list[npt.NDArray[Any]], dtype: Any) -> npt.NDArray[Any]:
-            return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
-
-        return (
-            np.asarray(ints, dtype=np.int64).reshape(-1, 8),
-            np.asarray(floats, dtype=self.dtype).reshape(-1, 7),
-            cat(pre_traces, self.dtype),
-            cat(post_traces, self.dtype),
-            cat(ptrs, np.int64),
-            cat(syns, np.int64),
-            cat(pres, np.int64),
-        )
-
-    def _write_back_plasticity(
-        self, plastic: Sequence[CompiledPairSTDP], weights: npt.NDArray[Any], tables: tuple[npt.NDArray[Any], ...]
-    ) -> None:
-        ints, _, x_pre, x_post = tables[:4]
-        for r, rule in enumerate(plastic):
-            q = ints[r, S_PROJ]
-            syn0 = self.proj[q, P_SYN0]
-            proj = rule.projection
-            proj.set_synapse_weights(torch.from_numpy(weights[syn0 : syn0 + proj.n_synapses].copy()))
-            rule.pre_trace[:] = x_pre[ints[r, S_PRE0] : ints[r, S_PRE0] + proj.n_pre]
-            rule.post_trace[:] = x_post[ints[r, S_POST0] : ints[r, S_POST0] + proj.n_post]
-        if plastic:  # the concatenated weights are already current
-            self._weight_versions = [(id(p.weights), p.weights._version) for p in self.network.projections.values()]

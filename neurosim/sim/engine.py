@@ -45,7 +45,8 @@ from neurosim.sim.network import Network
 from neurosim.sim.synapses import Channel
 
 if TYPE_CHECKING:
-    from neurosim.sim.compiled import CompiledPairSTDP, CompiledRunner
+    from neurosim.sim.compiled import CompiledRunner
+    from neurosim.sim.compiled_learning import CompiledLearner, CompiledOutcome
 
 Tensor = torch.Tensor
 
@@ -73,15 +74,19 @@ class Plasticity(Protocol):
     """A learner run in the plasticity slot of every step (``STDPOnlineLearner`` is one).
 
     ``on_step`` runs on the PyTorch path; ``compiled_form`` offers a form the compiled path
-    runs instead, or None when this learner needs the PyTorch path. Inactive learners are
-    skipped on both paths."""
+    runs instead (asked again before every compiled stretch), or None when this learner
+    needs the PyTorch path; ``after_compiled`` books what a stretch did (Fisher steps, the
+    sample's step count) and may raise what ``on_step`` would have raised. Inactive
+    learners are skipped on both paths."""
 
     @property
     def active(self) -> bool: ...
 
     def on_step(self, ctx: StepContext) -> Awaitable[None] | None: ...
 
-    def compiled_form(self, sim: Simulation) -> CompiledPairSTDP | None: ...
+    def compiled_form(self, sim: Simulation) -> CompiledLearner | None: ...
+
+    def after_compiled(self, outcome: CompiledOutcome) -> None: ...
 
 
 ChunkHook = Callable[[ChunkResult], Awaitable[None] | None]
@@ -251,7 +256,7 @@ class Simulation:
     def add_chunk_hook(self, hook: ChunkHook) -> None:
         self.chunk_hooks.append(hook)
 
-    def _compiled_plasticity(self) -> list[CompiledPairSTDP] | None:
+    def _compiled_plasticity(self) -> list[tuple[Plasticity, CompiledLearner]] | None:
         """The compiled forms of the active learners, or None if one has none."""
         forms = []
         for learner in self.plasticity:
@@ -259,10 +264,10 @@ class Simulation:
                 form = learner.compiled_form(self)
                 if form is None:
                     return None
-                forms.append(form)
+                forms.append((learner, form))
         return forms
 
-    def _use_compiled(self) -> list[CompiledPairSTDP] | None:
+    def _use_compiled(self) -> list[tuple[Plasticity, CompiledLearner]] | None:
         """The compiled path's plasticity when it runs the next stretch, else None."""
         if self.backend is Backend.TORCH or self.device.type != "cpu":
             return None
@@ -334,6 +339,8 @@ class Simulation:
                     compiled_plasticity = self._use_compiled()
                     if compiled_plasticity is not None:
                         stats.backends.add(Backend.COMPILED)
+                        limits = [f.max_steps for _, f in compiled_plasticity if f.max_steps is not None]
+                        sub_end = min([sub_end, *(self.step + n for n in limits)])
                         parts.append(self._advance_compiled(sub_end - self.step, compiled_plasticity))
                     else:
                         stats.backends.add(Backend.TORCH)
@@ -435,7 +442,9 @@ class Simulation:
                 yield maybe
 
     # ----------------------------------------------------------------------------- compiled path
-    def _advance_compiled(self, n_steps: int, plasticity: list[CompiledPairSTDP]) -> npt.NDArray[np.int64]:
+    def _advance_compiled(
+        self, n_steps: int, plasticity: list[tuple[Plasticity, CompiledLearner]]
+    ) -> npt.NDArray[np.int64]:
         from neurosim.sim.compiled import CompiledRunner
 
         if self._compiled is None:
@@ -454,6 +463,11 @@ class Simulation:
         for name in self.network.inputs:
             lo, hi = self._offsets[name]
             external[:, :, lo - runner.n_neurons : hi - runner.n_neurons] = self._external_block(name, n_steps)
-        records = runner.advance(self.state, self._history.numpy(), self.step, n_steps, external, drive, plasticity)
-        self.step += n_steps
+        records, done, outcomes = runner.advance(
+            self.state, self._history.numpy(), self.step, n_steps, external, drive, [f for _, f in plasticity]
+        )
+        # fewer steps than asked only when a learner stopped the loop; its after_compiled raises
+        self.step += done
+        for (learner, _), outcome in zip(plasticity, outcomes, strict=True):
+            learner.after_compiled(outcome)
         return records
