@@ -481,8 +481,6 @@ def _gradient_and_fisher(r: int, slot: int, dt: float, la: Any, proj: Any, indpt
     scratch[X_SPAN] = steps * dt
     _learning_signal(r, la, scratch[X_SPAN])
     _surrogate(r, la, tgt0, v, theta, coef)
-    fisher, e0 = la[A_FISHER], it[r, I_SYN0]
-    alpha, one_minus_alpha = f[r, F_ALPHA], la[A_FLOAT32][r, FF_ONE_MINUS_ALPHA]
     n_syn = indptr[ptr0 + n_pre] - indptr[ptr0]
     # finite when every factor is and no square can overflow; else check exactly, as PyTorch does
     bound = _largest(signal, post0, n_post) * _largest(psi, post0, n_post) * _largest(x_pre, pre0, n_pre)
@@ -502,6 +500,19 @@ def _gradient_and_fisher(r: int, slot: int, dt: float, la: Any, proj: Any, indpt
             st[r, S_STOPPED] = 1
             return True
         return False
+    _fold_fisher(r, la, n_pre, syn0, ptr0, indptr, post)
+    st[r, S_APPLIED] += 1
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
+def _fold_fisher(r: int, la: Any, n_pre: int, syn0: int, ptr0: int, indptr: Any, post: Any) -> None:
+    """``F = (1 - alpha) F + alpha g^2`` with ``g = L_post * (psi_post * xbar_pre)``, row by row."""
+    it, f = la[A_INT], la[A_FLOAT]
+    x_pre, signal, psi, fisher = la[A_PRE1], la[A_SIGNAL], la[A_PSI], la[A_FISHER]
+    pre0, post0, n_post, e0 = it[r, I_PRE0], it[r, I_POST0], it[r, I_NPOST], it[r, I_SYN0]
+    alpha, one_minus_alpha = f[r, F_ALPHA], la[A_FLOAT32][r, FF_ONE_MINUS_ALPHA]
+    zero = alpha - alpha
     sig, ps = signal[post0 : post0 + n_post], psi[post0 : post0 + n_post]
     full_rows = it[r, I_FULL_ROWS] == 1  # every row is post 0..n_post-1 in order: no gather
     for i in range(n_pre):
@@ -521,8 +532,6 @@ def _gradient_and_fisher(r: int, slot: int, dt: float, la: Any, proj: Any, indpt
                 j = targets[t]
                 g = sig[j] * (ps[j] * xi)
                 row[t] = row[t] * one_minus_alpha + alpha * g * g
-    st[r, S_APPLIED] += 1
-    return False
 
 
 @numba.njit(cache=True, nogil=True)
