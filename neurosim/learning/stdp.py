@@ -186,10 +186,10 @@ def _pairing(spikes: Tensor, spike_side: Tensor, trace: Tensor, trace_side: Tens
     return (spikes.to(trace.dtype)[:, spike_side] * trace[:, trace_side]).mean(0)
 
 
-def pair_stdp_change(
+def pair_stdp_step(
     w: Tensor, traces: PairTraces, pre: Tensor, post: Tensor, syn: Synapses, rule: PairSTDP, dt: float
 ) -> tuple[Tensor, PairTraces]:
-    """The weight change of one step (bounds applied) and the new traces."""
+    """The weights after one step (bounds applied) and the new traces."""
     x_pre = traces.pre * math.exp(-dt / rule.tau_pre)
     x_post = traces.post * math.exp(-dt / rule.tau_post)
     x_pre = _bump(x_pre, pre, rule.traces)
@@ -204,14 +204,15 @@ def pair_stdp_change(
         w_new = w_mid + potentiation * (rule.w_max - w_mid)
     else:
         w_new = torch.clamp(w_mid + potentiation, rule.w_min, rule.w_max)
-    return w_new - w, PairTraces(x_pre, x_post)
+    return w_new, PairTraces(x_pre, x_post)
 
 
-def pair_stdp_step(
+def pair_stdp_change(
     w: Tensor, traces: PairTraces, pre: Tensor, post: Tensor, syn: Synapses, rule: PairSTDP, dt: float
 ) -> tuple[Tensor, PairTraces]:
-    change, traces = pair_stdp_change(w, traces, pre, post, syn, rule, dt)
-    return w + change, traces
+    """The weight change of one step (bounds applied), ``w_new - w``, and the new traces."""
+    w_new, traces = pair_stdp_step(w, traces, pre, post, syn, rule, dt)
+    return w_new - w, traces
 
 
 def triplet_stdp_step(

@@ -54,7 +54,7 @@ from neurosim.outputs import write_json
 from neurosim.phases.machine import PhaseMachine
 from neurosim.phases.phase import Phase
 from neurosim.sim import connectivity as conn
-from neurosim.sim.engine import Simulation
+from neurosim.sim.engine import Backend, Simulation
 from neurosim.sim.inputs import PoissonInput
 from neurosim.sim.monitors import ChunkResult, SpikeMonitor, SpikeTrains
 from neurosim.sim.network import Network, Population
@@ -64,7 +64,7 @@ from neurosim.sim.synapses import Channel, Projection
 mV, ms = 1e-3, 1e-3
 
 
-def build_network(cfg: ContinualConfig, n_inputs: int) -> Network:
+def build_network(cfg: ContinualConfig, n_inputs: int, *, dtype: torch.dtype = torch.float32) -> Network:
     rng = np.random.default_rng(cfg.seed)
     n = cfg.network.n_hidden
     net = Network()
@@ -81,10 +81,12 @@ def build_network(cfg: ContinualConfig, n_inputs: int) -> Network:
     net.add_population(Population("inh", n, inh, {"v": -60 * mV}))
     pre, post = conn.all_to_all(n_inputs, n)
     w = conn.uniform_weights(pre.size, 0.0, cfg.network.w_init_max, rng)
-    net.add_projection(Projection.from_pairs("input_exc", "input", "exc", n_inputs, n, pre, post, w))
+    net.add_projection(Projection.from_pairs("input_exc", "input", "exc", n_inputs, n, pre, post, w, dtype=dtype))
     idx = np.arange(n, dtype=np.int64)
     net.add_projection(
-        Projection.from_pairs("exc_inh", "exc", "inh", n, n, idx, idx, conn.constant_weights(n, cfg.network.exc_to_inh))
+        Projection.from_pairs(
+            "exc_inh", "exc", "inh", n, n, idx, idx, conn.constant_weights(n, cfg.network.exc_to_inh), dtype=dtype
+        )
     )
     pre, post = conn.all_to_all(n, n, autapses=False)
     net.add_projection(
@@ -98,6 +100,7 @@ def build_network(cfg: ContinualConfig, n_inputs: int) -> Network:
             post,
             conn.constant_weights(pre.size, cfg.network.inh_to_exc),
             channel=Channel.INH,
+            dtype=dtype,
         )
     )
     return net
@@ -134,7 +137,11 @@ class Experiment:
         run_id: str = "run",
         bus: EventBus[Event] | None = None,
         metrics: Metrics | None = None,
+        backend: Backend = Backend.AUTO,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
+        """``backend``: the engine's path (``AUTO`` runs the whole learning loop compiled);
+        ``dtype``: float32, or float64 to hold the two paths to each other."""
         self.cfg = cfg
         self.run_id = run_id
         # every event of the run (phases, spike batches, evaluations) goes through this bus
@@ -150,13 +157,13 @@ class Experiment:
         )
         self.n_classes = int(data.n_classes)
         self.n_inputs = int(data.images.shape[1])
-        self.net = build_network(cfg, self.n_inputs)
-        self.sim = Simulation(self.net, dt=cfg.dt, seed=cfg.seed)
+        self.net = build_network(cfg, self.n_inputs, dtype=dtype)
+        self.sim = Simulation(self.net, dt=cfg.dt, seed=cfg.seed, backend=backend, dtype=dtype)
         self.proj = self.net.projections["input_exc"]
         n = cfg.network.n_hidden
         self.weight_sum = cfg.network.weight_sum or 78.0 * (self.n_inputs / 784) ** 0.5
         self._normalise()
-        self.readout = LinearReadout(n, self.n_classes)
+        self.readout = LinearReadout(n, self.n_classes, dtype=dtype)
         self.learner = STDPOnlineLearner(
             self.proj, cfg.stdp.to_rule(), dt=cfg.dt, surrogate=Surrogate(width=2 * mV), readout=self.readout
         )

@@ -17,24 +17,39 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numba
 import numpy as np
 import numpy.typing as npt
 import torch
 
-from neurosim.sim.compiled_learning import CompiledLearner, CompiledOutcome, LearningTables, learn_step
+from neurosim.sim.compiled_learning import CompiledLearner, CompiledOutcome, LearningTables
+from neurosim.sim.kernels import (
+    DECAY_EXC,
+    DECAY_INH,
+    DECAY_M,
+    DECAY_THETA,
+    E_EXC,
+    E_INH,
+    K_EXC,
+    K_EXT,
+    K_INH,
+    N_COEFFICIENTS,
+    NEG_DT_OVER_TAU_M,
+    ONE,
+    P_SYN0,
+    R_M,
+    REF_STEPS,
+    THETA_PLUS,
+    V_RESET,
+    V_REST,
+    V_THRESHOLD,
+    ZERO,
+    advance,
+)  # fmt: skip
 from neurosim.sim.neurons import AdaptiveLIF, ConductanceLIF, NeuronParams, NeuronState, coefficients
 
 if TYPE_CHECKING:
     from neurosim.sim.network import Network
     from neurosim.sim.synapses import Projection
-
-# Columns of the per-population coefficient table.
-(V_REST, V_THRESHOLD, V_RESET, DECAY_M, DECAY_EXC, DECAY_INH, K_EXC, K_INH, K_EXT, REF_STEPS,
- DECAY_THETA, NEG_DT_OVER_TAU_M, E_EXC, E_INH, R_M, THETA_PLUS, ONE, ZERO) = range(18)  # fmt: skip
-N_COEFFICIENTS = 18
-# Columns of the projection table.
-P_SRC0, P_NSRC, P_TGT0, P_CHANNEL, P_DELAY, P_PTR0, P_SYN0 = range(7)
 
 
 def coefficient_row(params: NeuronParams, dt: float) -> list[float]:
@@ -52,138 +67,8 @@ def coefficient_row(params: NeuronParams, dt: float) -> list[float]:
     return row
 
 
-@numba.njit(cache=True, inline="always")
-def _conductance_v(vi: Any, ge: Any, gi: Any, drive_i: Any, c: Any) -> Any:
-    g_total = c[ONE] + ge + gi
-    target = c[V_REST] + ge * c[E_EXC] + gi * c[E_INH] + drive_i * c[R_M]
-    v_inf = target / g_total
-    return v_inf + (vi - v_inf) * np.exp(g_total * c[NEG_DT_OVER_TAU_M])
-
-
-@numba.njit(cache=True, inline="always")
-def _leave_refractory(ref: Any, c: Any) -> Any:
-    ref = ref - c[ONE]
-    return ref if ref >= c[ZERO] else c[ZERO]
-
-
-@numba.njit(cache=True, nogil=True)
-def _update_population(
-    kind: int, c: Any, vb: Any, geb: Any, gib: Any, rb: Any, thb: Any, hb: Any,
-    drive_row: Any,
-) -> None:  # fmt: skip
-    """One state update + threshold + reset of one population of one instance (the arrays
-    are its slices); branch-free inner loops from index 0, which LLVM vectorises.
-    ``drive_row`` holds zeros where no current is injected (adding +0.0 changes nothing)."""
-    if kind == 0:
-        for i in range(vb.shape[0]):
-            ref = _leave_refractory(rb[i], c)
-            active = ref <= c[ZERO]
-            v_new = (vb[i] - c[V_REST]) * c[DECAY_M] + c[V_REST] + c[K_EXC] * geb[i] + c[K_INH] * gib[i]
-            v_new = v_new + c[K_EXT] * (drive_row[i] * c[R_M])
-            vi = v_new if active else vb[i]
-            geb[i] = geb[i] * c[DECAY_EXC]
-            gib[i] = gib[i] * c[DECAY_INH]
-            spiked = active & (vi > c[V_THRESHOLD])
-            vb[i] = c[V_RESET] if spiked else vi
-            rb[i] = c[REF_STEPS] if spiked else ref
-            hb[i] = spiked
-    elif kind == 1:
-        for i in range(vb.shape[0]):
-            ref = _leave_refractory(rb[i], c)
-            active = ref <= c[ZERO]
-            v_new = _conductance_v(vb[i], geb[i], gib[i], drive_row[i], c)
-            vi = v_new if active else vb[i]
-            geb[i] = geb[i] * c[DECAY_EXC]
-            gib[i] = gib[i] * c[DECAY_INH]
-            spiked = active & (vi > c[V_THRESHOLD])
-            vb[i] = c[V_RESET] if spiked else vi
-            rb[i] = c[REF_STEPS] if spiked else ref
-            hb[i] = spiked
-    else:
-        for i in range(vb.shape[0]):
-            ref = _leave_refractory(rb[i], c)
-            active = ref <= c[ZERO]
-            v_new = _conductance_v(vb[i], geb[i], gib[i], drive_row[i], c)
-            vi = v_new if active else vb[i]
-            geb[i] = geb[i] * c[DECAY_EXC]
-            gib[i] = gib[i] * c[DECAY_INH]
-            th = thb[i] * c[DECAY_THETA]
-            spiked = active & (vi > c[V_THRESHOLD] + th)
-            vb[i] = c[V_RESET] if spiked else vi
-            rb[i] = c[REF_STEPS] if spiked else ref
-            thb[i] = th + c[THETA_PLUS] if spiked else th
-            hb[i] = spiked
-
-
-@numba.njit(cache=True, nogil=True)
-def _advance(  # noqa: PLR0912 - one flat compiled loop is the point of this module
-    n_steps: int,
-    step0: int,
-    v: Any, g_exc: Any, g_inh: Any, refractory: Any, theta: Any,
-    pop_range: Any, pop_kind: Any, coef: Any,
-    drive: Any, has_drive: bool,
-    external: Any, n_neurons: int,
-    history: Any, spike_list: Any, spike_count: Any,
-    proj: Any, indptr: Any, post: Any, weight: Any,
-    learning: Any, n_learners: int, dt: float,
-    records: Any, n_records: int,
-) -> tuple[int, int]:  # fmt: skip
-    batch = v.shape[0]
-    n_sources = history.shape[2]
-    slots = history.shape[0]
-    capacity = records.shape[0]
-    for k in range(n_steps):
-        if n_records + batch * n_sources > capacity:
-            return k, n_records
-        step = step0 + k
-        slot = step % slots
-        drive_row = drive[k if has_drive else 0]
-        for b in range(batch):
-            hb = history[slot, b]
-            for p in range(pop_kind.shape[0]):
-                i0, i1 = pop_range[p, 0], pop_range[p, 1]
-                _update_population(
-                    pop_kind[p], coef[p], v[b, i0:i1], g_exc[b, i0:i1], g_inh[b, i0:i1],
-                    refractory[b, i0:i1], theta[b, i0:i1], hb[i0:i1], drive_row[i0:i1],
-                )  # fmt: skip
-            for j in range(n_sources - n_neurons):
-                hb[n_neurons + j] = external[k, b, j]
-            count = 0
-            for i in range(n_sources):
-                if hb[i]:
-                    spike_list[slot, b, count] = i
-                    count += 1
-                    records[n_records, 0] = step
-                    records[n_records, 1] = i
-                    records[n_records, 2] = b
-                    n_records += 1
-            spike_count[slot, b] = count
-        for q in range(proj.shape[0]):
-            src0 = proj[q, P_SRC0]
-            src1 = src0 + proj[q, P_NSRC]
-            tgt0 = proj[q, P_TGT0]
-            syn0 = proj[q, P_SYN0]
-            ptr0 = proj[q, P_PTR0]
-            read = (step - proj[q, P_DELAY]) % slots
-            target = g_exc if proj[q, P_CHANNEL] == 0 else g_inh
-            for b in range(batch):
-                tb = target[b]
-                for m in range(spike_count[read, b]):
-                    s = spike_list[read, b, m]
-                    if s < src0 or s >= src1:
-                        continue
-                    row = ptr0 + s - src0
-                    for syn in range(indptr[row], indptr[row + 1]):
-                        tb[tgt0 + post[syn0 + syn]] += weight[syn0 + syn]
-        if n_learners and learn_step(
-            step, slot, dt, learning, proj, indptr, post, weight, spike_list, spike_count, v, theta, coef
-        ):
-            return k + 1, n_records  # a learner stopped the loop (see its outcome)
-    return n_steps, n_records
-
-
 # numba's Dispatcher is typed as a generic callable; this alias states what it returns.
-_advance_kernel: Callable[..., tuple[int, int]] = _advance
+_advance_kernel: Callable[..., tuple[int, int]] = advance
 
 _STATE_VARIABLES = ("v", "g_exc", "g_inh", "refractory", "theta")
 
