@@ -28,9 +28,7 @@ import argparse
 import asyncio
 import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import EXAMPLES, machine_description, table_header
+from benchmarks.common import EXAMPLES, machine_description, run_brian2_standalone, table_header
 from neurosim.config import ContinualConfig, load_any_config
 from neurosim.learning import LinearReadout, STDPOnlineLearner, Surrogate
 from neurosim.learning.ewc import EWCConfig, EWCRegulariser
@@ -187,17 +185,9 @@ def brian2_step(n_in: int, n_hidden: int, duration: float, standalone: bool) -> 
     steps = round(duration / DT)
     if standalone:
         net.run(duration * b2.second)
-        build_dir = tempfile.mkdtemp(prefix="brian2_learning_")
-        try:
-            b2.device.build(directory=build_dir, compile=True, run=True, debug=False)
-            wall = float(b2.device._last_run_time)
-            result = (wall / steps, mon.num_spikes / (n_hidden * duration))
-        finally:
-            b2.device.reinit()
-            b2.device.activate()
-            b2.set_device("runtime")
-            shutil.rmtree(build_dir, ignore_errors=True)
-        return result
+        return run_brian2_standalone(
+            "brian2_learning_", lambda wall: (wall / steps, mon.num_spikes / (n_hidden * duration))
+        )
     net.run(20 * ms)
     before = mon.num_spikes
     t0 = time.perf_counter()

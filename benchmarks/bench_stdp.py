@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import EXAMPLES, machine_description, table_header
+from benchmarks.common import EXAMPLES, machine_description, run_brian2_standalone, table_header
 from neurosim.config import load_config, parse_config
 from neurosim.learning import STDPOnlineLearner
 from neurosim.sim.build import build_simulation
@@ -86,17 +84,9 @@ def brian2_song(n_post: int, duration: float, standalone: bool) -> tuple[float, 
     net = b2.Network(inp, neurons, syn, mon)
     if standalone:
         net.run(duration * b2.second)
-        build_dir = tempfile.mkdtemp(prefix="brian2_stdp_")
-        try:
-            b2.device.build(directory=build_dir, compile=True, run=True, debug=False)
-            wall = float(b2.device._last_run_time)
-            result = (wall, mon.num_spikes / (n_post * duration), float(np.mean(syn.w[:])))
-        finally:
-            b2.device.reinit()
-            b2.device.activate()
-            b2.set_device("runtime")
-            shutil.rmtree(build_dir, ignore_errors=True)
-        return result
+        return run_brian2_standalone(
+            "brian2_stdp_", lambda wall: (wall, mon.num_spikes / (n_post * duration), float(np.mean(syn.w[:])))
+        )
     net.run(10 * ms)
     t0 = time.perf_counter()
     net.run(duration * b2.second)

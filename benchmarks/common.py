@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from neurosim.config import SimulationConfig, load_config, parse_config
+
+T = TypeVar("T")
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -39,3 +45,21 @@ def machine_description() -> str:
 def table_header(*columns: str) -> str:
     """A Markdown table's header and rule, for tables too wide to write out on one source line."""
     return f"| {' | '.join(columns)} |\n|{'---|' * len(columns)}"
+
+
+def run_brian2_standalone(prefix: str, collect: Callable[[float], T]) -> T:
+    """Build and run the C++ standalone project that ``net.run`` recorded (after
+    ``set_device("cpp_standalone", build_on_run=False)``) in a throwaway directory; ``collect``
+    gets Brian2's own run time (s, build excluded) and reads the results. The runtime device
+    is restored afterwards, whatever happens."""
+    import brian2 as b2
+
+    build_dir = tempfile.mkdtemp(prefix=prefix)
+    try:
+        b2.device.build(directory=build_dir, compile=True, run=True, debug=False)
+        return collect(float(b2.device._last_run_time))
+    finally:
+        b2.device.reinit()
+        b2.device.activate()
+        b2.set_device("runtime")
+        shutil.rmtree(build_dir, ignore_errors=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -206,7 +206,7 @@ class CompiledOutcome:
     fisher_steps: int = 0
     non_finite: int = 0
     sample_steps: int = 0
-    stopped: bool = field(default=False)
+    stopped: bool = False
 
 
 def _layout(parts: Sequence[npt.NDArray[Any] | None], sizes: Sequence[int], dtype: Any) -> npt.NDArray[Any]:
@@ -268,9 +268,6 @@ def _rule_row(kernel: Kernel) -> tuple[RuleKind, list[float], bool, bool]:
     return RuleKind.SLEEP, row, False, False
 
 
-Columns = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]
-
-
 class LearningTables:
     """The kernel's view of a list of learners for one stretch: tables and arrays (the
     learners' own arrays where one learner owns them, else concatenations written back)."""
@@ -297,8 +294,6 @@ class LearningTables:
         self._pre_offsets: list[int] = []
         self._post_offsets: list[int] = []
         self._syn_offsets: list[int] = []
-        self._class_offsets: list[int] = []
-        self._ro_offsets: list[int] = []
         pre_sizes, post_sizes, syn_sizes, class_sizes, ro_sizes = [], [], [], [], []
         ptrs, syns, pres = [], [], []
         for r, learner in enumerate(self.learners):
@@ -332,8 +327,6 @@ class LearningTables:
             self._pre_offsets.append(pre0)
             self._post_offsets.append(post0)
             self._syn_offsets.append(syn0)
-            self._class_offsets.append(class0)
-            self._ro_offsets.append(ro0)
             pre_sizes.append(proj.n_pre)
             post_sizes.append(proj.n_post)
             syn_sizes.append(proj.n_synapses)

@@ -267,7 +267,7 @@ def _pair_rule(r: int, slot: int, la: Any, proj: Any, indptr: Any, post: Any, w:
 def _triplet_rule(r: int, slot: int, la: Any, proj: Any, indptr: Any, post: Any, weight: Any,
                   spike_list: Any, spike_count: Any) -> None:  # fmt: skip
     """``stdp.triplet_stdp_step``: depression at pre spikes with r2 from before the spike,
-    potentiation at post spikes with o2 from before it; then the post traces are bumped."""
+    potentiation at post spikes with o2 from before it, then that neuron's post traces bumped."""
     it, f = la[A_INT], la[A_FLOAT]
     r1, r2, o1, o2 = la[A_PRE1], la[A_PRE2], la[A_POST1], la[A_POST2]
     col_ptr, col_syn, col_pre = la[A_COL_PTR], la[A_COL_SYN], la[A_COL_PRE]
@@ -301,12 +301,7 @@ def _triplet_rule(r: int, slot: int, la: Any, proj: Any, indptr: Any, post: Any,
         for c in range(col_ptr[col0 + j], col_ptr[col0 + j + 1]):
             k = syn0 + col_syn[colsyn0 + c]
             weight[k] = _clip(weight[k] + r1[pre0 + col_pre[colsyn0 + c]] * factor, w_min, w_max)
-    for m in range(spike_count[slot, 0]):
-        s = spike_list[slot, 0, m]
-        if s < tgt0 or s >= tgt0 + n_post:
-            continue
-        j = s - tgt0
-        o1[post0 + j] = o1[post0 + j] + one
+        o1[post0 + j] = o1[post0 + j] + one  # only neuron j's own traces: bumping here is bumping after
         o2[post0 + j] = o2[post0 + j] + one
 
 
