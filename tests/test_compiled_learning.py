@@ -263,3 +263,16 @@ def test_a_whole_learning_sleep_wake_cycle_is_the_same_on_both_paths(tmp_path: P
     assert len(f_t) == 2
     for task in f_t:
         np.testing.assert_allclose(f_c[task], f_t[task], rtol=1e-6, atol=1e-9 * float(np.max(f_t[task])))
+
+
+def test_the_compiled_ema_buffer_refuses_an_accumulator_it_cannot_feed() -> None:
+    acc = FisherAccumulator(FisherAccumulatorConfig(), InMemoryFisherStore(), "t")
+    acc.fold({"a": np.ones(3, np.float32), "b": np.ones(2, np.float32)})
+    with pytest.raises(ValueError, match="feeds only 'a'"):
+        acc.external_buffer("a", 3)
+    single = FisherAccumulator(FisherAccumulatorConfig(), InMemoryFisherStore(), "u")
+    single.fold({"a": np.ones(3, np.float32)})
+    with pytest.raises(ValueError, match=r"needs \(4,\) on the cpu"):
+        single.external_buffer("a", 4)
+    with pytest.raises(ValueError, match=">= 0"):
+        single.fold_external(-1)
