@@ -408,14 +408,18 @@ def _learning_signal(r: int, la: Any, span: Any) -> None:
     post0, n_post = it[r, I_POST0], it[r, I_NPOST]
     n_class, ro0, rb0, label = it[r, I_NCLASS], it[r, I_RO0], it[r, I_RB0], it[r, I_LABEL]
     zero = span - span
+    for c in range(n_class):
+        logits[rb0 + c] = zero
+    # neuron-major: the class sums advance side by side instead of one long dependent chain
+    # each; every class still adds its terms in neuron order, so the sums are unchanged
     for j in range(n_post):
-        rates[post0 + j] = counts[post0 + j] / span
+        rate = counts[post0 + j] / span
+        rates[post0 + j] = rate
+        for c in range(n_class):
+            logits[rb0 + c] += rate * ro_w[ro0 + c * n_post + j]
     top = ro_b[rb0] - np.inf
     for c in range(n_class):
-        acc = zero
-        for j in range(n_post):
-            acc += rates[post0 + j] * ro_w[ro0 + c * n_post + j]
-        logits[rb0 + c] = acc + ro_b[rb0 + c]
+        logits[rb0 + c] = logits[rb0 + c] + ro_b[rb0 + c]
         top = max(top, logits[rb0 + c])
     total = zero
     for c in range(n_class):
@@ -463,11 +467,13 @@ def _largest(values: Any, start: int, n: int) -> float:
 
 
 @numba.njit(cache=True, nogil=True)
-def _gradient_and_fisher(r: int, slot: int, dt: float, la: Any, proj: Any, indptr: Any, post: Any,
+def _gradient_and_fisher(r: int, slot: int, dt: float, la: Any, proj: Any, indptr: Any, post: Any, weight: Any,
                          spike_list: Any, spike_count: Any, v: Any, theta: Any, coef: Any) -> bool:  # fmt: skip
     """Count the sample's post spikes; with a Fisher EMA, fold this step's online eligibility
-    gradient ``g = L_post * (psi_post * xbar_pre)`` into it. Returns True when the loop must
-    stop (a non-finite gradient under the RAISE policy)."""
+    gradient ``g = L_post * (psi_post * xbar_pre)`` into it, and apply the regulariser's pull
+    in the same pass when the row has one (the two touch different arrays, so their order does
+    not matter). Returns True when the loop must stop (a non-finite gradient under RAISE)."""
+    pull = la[A_INT][r, I_PULL] == 1
     it, f, st = la[A_INT], la[A_FLOAT], la[A_STATE]
     x_pre, counts, signal, psi, scratch = la[A_PRE1], la[A_COUNTS], la[A_SIGNAL], la[A_PSI], la[A_SCRATCH]
     q = it[r, I_PROJ]
@@ -482,6 +488,8 @@ def _gradient_and_fisher(r: int, slot: int, dt: float, la: Any, proj: Any, indpt
     steps = st[r, S_SAMPLE_STEPS] + 1
     st[r, S_SAMPLE_STEPS] = steps
     if it[r, I_FISHER] == 0:
+        if pull:
+            _pull(r, la, proj, indptr, weight)
         return False
     scratch[X_SPAN] = steps * dt
     _learning_signal(r, la, scratch[X_SPAN])
@@ -500,29 +508,39 @@ def _gradient_and_fisher(r: int, slot: int, dt: float, la: Any, proj: Any, indpt
                 total_sq += g * g
         finite = math.isfinite(total_sq)
     if not finite:
+        if pull:
+            _pull(r, la, proj, indptr, weight)
         st[r, S_NON_FINITE] += 1
         if it[r, I_STOP] == 1:
             st[r, S_STOPPED] = 1
             return True
         return False
-    _fold_fisher(r, la, n_pre, syn0, ptr0, indptr, post)
+    _fold_fisher(r, la, n_pre, syn0, ptr0, indptr, post, weight, pull)
     st[r, S_APPLIED] += 1
     return False
 
 
 @numba.njit(cache=True, nogil=True)
-def _fold_fisher(r: int, la: Any, n_pre: int, syn0: int, ptr0: int, indptr: Any, post: Any) -> None:
-    """``F = (1 - alpha) F + alpha g^2`` with ``g = L_post * (psi_post * xbar_pre)``, row by row."""
+def _fold_fisher(r: int, la: Any, n_pre: int, syn0: int, ptr0: int, indptr: Any, post: Any, weight: Any,
+                 pull: bool) -> None:  # fmt: skip
+    """``F = (1 - alpha) F + alpha g^2`` with ``g = L_post * (psi_post * xbar_pre)``, row by row;
+    with ``pull``, each row's weights get the pull (``_pull``) while the row is in cache."""
     it, f = la[A_INT], la[A_FLOAT]
     x_pre, signal, psi, fisher = la[A_PRE1], la[A_SIGNAL], la[A_PSI], la[A_FISHER]
+    coef, centre = la[A_PULL_COEF], la[A_PULL_CENTRE]
     pre0, post0, n_post, e0 = it[r, I_PRE0], it[r, I_POST0], it[r, I_NPOST], it[r, I_SYN0]
     alpha, one_minus_alpha = f[r, F_ALPHA], la[A_FLOAT32][r, FF_ONE_MINUS_ALPHA]
+    w_min, w_max = f[r, F_W_MIN], f[r, F_W_MAX]
     zero = alpha - alpha
     sig, ps = signal[post0 : post0 + n_post], psi[post0 : post0 + n_post]
     full_rows = it[r, I_FULL_ROWS] == 1  # every row is post 0..n_post-1 in order: no gather
     for i in range(n_pre):
         xi = x_pre[pre0 + i]
         start, end = indptr[ptr0 + i], indptr[ptr0 + i + 1]
+        if pull:
+            w, c, m = weight[syn0 + start : syn0 + end], coef[e0 + start : e0 + end], centre[e0 + start : e0 + end]
+            for k in range(end - start):
+                w[k] = _clip(w[k] + -c[k] * (w[k] - m[k]), w_min, w_max)
         row = fisher[e0 + start : e0 + end]
         if xi == zero:  # g = 0 on this row: F = (1 - alpha) F + alpha 0 0
             for t in range(end - start):
@@ -559,10 +577,9 @@ def learn_step(step: int, slot: int, dt: float, la: Any, proj: Any, indptr: Any,
             _reward_rule(r, slot, dt, step_dt, la, proj, indptr, post, weight, spike_list, spike_count)
         else:
             _sleep_rule(r, slot, step_dt, la, proj, post, weight, spike_list, spike_count)
-        if it[r, I_PULL] == 1:
-            _pull(r, la, proj, indptr, weight)
-        if it[r, I_GRAD] == 1 and _gradient_and_fisher(
-            r, slot, dt, la, proj, indptr, post, spike_list, spike_count, v, theta, coef
-        ):
+        if it[r, I_GRAD] == 0:
+            if it[r, I_PULL] == 1:
+                _pull(r, la, proj, indptr, weight)
+        elif _gradient_and_fisher(r, slot, dt, la, proj, indptr, post, weight, spike_list, spike_count, v, theta, coef):
             stop = True
     return stop
