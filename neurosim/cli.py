@@ -59,6 +59,18 @@ def _run_continual(
         f"BWT {results['bwt']:+.3f} (after the last task: {final}); task-incremental average "
         f"{results['average_accuracy_task_incremental']:.3f}"
     )
+    control = results.get("control")
+    if control is not None:
+        click.echo(
+            f"no-consolidation control (same seed and data): average accuracy {control['average_accuracy']:.3f}, "
+            f"BWT {control['bwt']:+.3f}; task-incremental {control['average_accuracy_task_incremental']:.3f}; "
+            f"consolidation gains {results['average_accuracy'] - control['average_accuracy']:+.3f}"
+        )
+    for sleep in results.get("sleep", []):
+        click.echo(
+            f"sleep {sleep['episode']}: {sleep['duration_s']:.1f} s, {sleep['spikes']} replay spikes, "
+            f"{sleep['classes_reactivated']}/{sleep['classes_seen']} classes reactivated"
+        )
     click.echo(f"simulated {results['simulated_s']:.1f} s in {results['wall_s']:.0f} s wall; outputs in {out_dir}")
 
 

@@ -548,6 +548,24 @@ class ContinualConfig(_Strict):
     sleep: ContinualSleepConfig = Field(default_factory=ContinualSleepConfig)
     readout_beta: PositiveFloat = 0.2  # softmax temperature of the voting readout (per Hz)
     schedule: Literal["auto"] | list[ScheduleBlock] = "auto"
+    # also run the no-consolidation control (same seed and data, EWC and sleep off) and report
+    # it beside the run; ignored when the run itself has neither
+    control: bool = True
+    # the upper bound of continual learning: one LEARNING block over every task's images,
+    # interleaved, then one evaluation (no EWC anchors, no sleep)
+    joint: bool = False
+
+    def without_consolidation(self) -> ContinualConfig:
+        """The same experiment with EWC and sleep off (and no sleep blocks): the control."""
+        schedule = self.schedule if self.schedule == "auto" else [b for b in self.schedule if b.phase != "sleep"]
+        return self.model_copy(
+            update={
+                "ewc": self.ewc.model_copy(update={"enabled": False}),
+                "sleep": self.sleep.model_copy(update={"enabled": False}),
+                "schedule": schedule,
+                "control": False,
+            }
+        )
 
     @model_validator(mode="after")
     def _schedule_is_valid(self) -> ContinualConfig:
@@ -561,6 +579,8 @@ class ContinualConfig(_Strict):
                 problems.append(f"schedule[{i}]: cannot go from {current.value} to {target.value}")
             if target is Phase.LEARNING and (block.task is None or block.task >= self.data.n_tasks):
                 problems.append(f"schedule[{i}].task: a learning block needs a task in [0, {self.data.n_tasks})")
+            if self.joint and (target is Phase.SLEEP or (target is Phase.LEARNING and i > 0)):
+                problems.append(f"schedule[{i}]: a joint run is one LEARNING block over every task, then WAKE")
             if target is Phase.SLEEP and not self.sleep.enabled:
                 problems.append(f"schedule[{i}]: a sleep block, but sleep.enabled is false")
             current = target
@@ -571,6 +591,8 @@ class ContinualConfig(_Strict):
     def resolved_schedule(self) -> list[ScheduleBlock]:
         if self.schedule != "auto":
             return list(self.schedule)
+        if self.joint:
+            return [ScheduleBlock(phase="learning", task=self.data.n_tasks - 1), ScheduleBlock(phase="wake")]
         blocks = []
         for task in range(self.data.n_tasks):
             blocks.append(ScheduleBlock(phase="learning", task=task))

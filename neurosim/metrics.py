@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Enum, Gauge,
 
 from neurosim.phases.phase import ALLOWED_TRANSITIONS, Phase
 
-MQTT_TOPIC_KINDS = ("phase", "status", "spikes", "metrics")
+MQTT_TOPIC_KINDS = ("phase", "status", "spikes", "metrics", "sleep")
 # queue_full: the bounded outgoing queue overflowed; disconnected: the connection failed under the message
 MQTT_DROP_REASONS = ("queue_full", "disconnected")
 
@@ -73,6 +73,23 @@ class Metrics:
             "neurosim_average_accuracy_ratio",
             "Average accuracy over the tasks seen so far, at the latest evaluation.",
             ["scenario"],
+            registry=registry,
+        )
+        # --- sleep replay
+        self.sleep_replay_spikes = Counter(
+            "neurosim_sleep_replay_spikes",
+            "Spikes during sleep replay of the neurons assigned to a class (assigned_class=-1: none yet).",
+            ["assigned_class"],
+            registry=registry,
+        )
+        self.sleep_classes_reactivated = Gauge(
+            "neurosim_sleep_classes_reactivated",
+            "Classes seen whose neurons fired during the latest sleep replay.",
+            registry=registry,
+        )
+        self.sleep_weight_change = Gauge(
+            "neurosim_sleep_weight_change_mean_abs",
+            "Mean absolute weight change of the plastic projection over the latest sleep (weight units).",
             registry=registry,
         )
         # --- MQTT

@@ -6,6 +6,7 @@ Topics (``docs/events.md`` is the reference)::
     neurosim/{run_id}/status                StatusEvent JSON      QoS 1, retained, and the Last Will
     neurosim/{run_id}/spikes/{population}   binary spike batch    QoS 0, one message per chunk
     neurosim/{run_id}/metrics               EvaluationEvent JSON  QoS 1
+    neurosim/{run_id}/sleep                 SleepEvent JSON       QoS 1
 
 ``MQTTPublisher`` subscribes to the run's in-process ``EventBus`` with a bounded queue and
 forwards what arrives. It never slows the run down to wait for the broker: when the broker
@@ -47,6 +48,7 @@ from neurosim.events.schema import (
     MalformedEvent,
     PhaseEvent,
     RunState,
+    SleepEvent,
     StatusEvent,
     Topic,
     event_from_message,
@@ -226,6 +228,7 @@ _QOS_RETAIN: dict[Topic, tuple[int, bool]] = {
     Topic.STATUS: (1, True),
     Topic.SPIKES: (0, False),
     Topic.METRICS: (1, False),
+    Topic.SLEEP: (1, False),
 }
 
 
@@ -237,6 +240,8 @@ def _kind(event: Event) -> Topic:
             return Topic.STATUS
         case SpikeBatch():
             return Topic.SPIKES
+        case SleepEvent():
+            return Topic.SLEEP
         case _:
             return Topic.METRICS
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from neurosim.events.schema import EvaluationEvent, Event, PhaseEvent, StatusEvent
+from neurosim.events.schema import EvaluationEvent, Event, PhaseEvent, SleepEvent, StatusEvent
 from neurosim.events.wire import SpikeBatch
 
 
@@ -32,8 +32,14 @@ def render_event(event: Event, *, as_json: bool, full_spikes: bool = False) -> s
     if as_json:
         if isinstance(event, SpikeBatch):
             return json.dumps(spike_batch_fields(event, full=full_spikes))
-        kind = {PhaseEvent: "phase", StatusEvent: "status", EvaluationEvent: "evaluation"}[type(event)]
+        kind = {PhaseEvent: "phase", StatusEvent: "status", EvaluationEvent: "evaluation", SleepEvent: "sleep"}[
+            type(event)
+        ]
         return json.dumps({"type": kind, **event.model_dump(mode="json")})
+    return _text(event, full_spikes)
+
+
+def _text(event: Event, full_spikes: bool) -> str:
     match event:
         case PhaseEvent():
             came_from = f"{event.previous.value} -> " if event.previous else ""
@@ -48,6 +54,14 @@ def render_event(event: Event, *, as_json: bool, full_spikes: bool = False) -> s
             return (
                 f"evaluation {event.run_id} #{event.sequence} {event.scenario}-incremental average "
                 f"{event.average_accuracy:.3f} ({accs}) at {event.sim_time_s:.3f} s"
+            )
+        case SleepEvent():
+            groups = ", ".join(f"{c}: {n}" for c, n in event.spikes_per_class.items())
+            return (
+                f"sleep      {event.run_id} #{event.episode} {event.duration_s:.1f} s of {event.drive} replay, "
+                f"{event.spikes} spikes ({groups}; unassigned {event.spikes_unassigned}), "
+                f"{event.classes_reactivated}/{event.classes_seen} classes reactivated, "
+                f"mean |dw| {event.weight_change_mean_abs:.2e}"
             )
         case SpikeBatch():
             f = spike_batch_fields(event, full=full_spikes)

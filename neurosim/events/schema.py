@@ -3,6 +3,8 @@
 - ``PhaseEvent``: one phase transition (JSON on ``neurosim/{run_id}/phase``).
 - ``StatusEvent``: a run's liveness, ``online`` or ``offline`` (JSON on ``.../status``).
 - ``EvaluationEvent``: accuracy per task after an evaluation (JSON on ``.../metrics``).
+- ``SleepEvent``: what one SLEEP replayed: spikes per class-assigned group of neurons and
+  the weight change of each task's most important synapses (JSON on ``.../sleep``).
 - ``SpikeBatch``: the spikes of one population over a chunk of steps, in the binary wire
   format of ``neurosim.events.wire`` (on ``.../spikes/{population}``).
 
@@ -34,6 +36,7 @@ __all__ = [
     "MalformedEvent",
     "PhaseEvent",
     "RunState",
+    "SleepEvent",
     "SpikeBatch",
     "SpikeBatchError",
     "StatusEvent",
@@ -92,7 +95,39 @@ class EvaluationEvent(BaseModel):
     wall_time: float
 
 
-Event = PhaseEvent | StatusEvent | EvaluationEvent | SpikeBatch
+class TaskWeightChange(BaseModel):
+    """How a task's most important synapses (the top 5 % of its Fisher) moved in one sleep."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    top_fisher_mean_change: float
+    top_fisher_mean_abs_change: float = Field(ge=0.0)
+
+
+class SleepEvent(BaseModel):
+    """Replay diagnostics of one SLEEP: is every class seen reactivated, and what moved."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_id: str
+    episode: int = Field(ge=0)  # 0, 1, 2, ... per run
+    start_s: float = Field(ge=0.0)  # simulated time the replay began (after calibration)
+    duration_s: float = Field(ge=0.0)
+    drive: Literal["task-means", "class-means", "uniform"]
+    gain: float = Field(gt=0.0)  # input gain the calibration chose (times the stored rates)
+    target_rate_hz: float | None = None  # what calibration aimed at; None when not calibrated
+    rate_hz: float = Field(ge=0.0)  # mean rate per neuron of the layer during replay
+    spikes: int = Field(ge=0)
+    spikes_per_class: dict[str, int]  # class -> spikes of the neurons assigned to it
+    spikes_unassigned: int = Field(ge=0)  # spikes of neurons not assigned to any class yet
+    classes_reactivated: int = Field(ge=0)  # classes whose neurons fired at least once
+    classes_seen: int = Field(ge=0)
+    weight_change_mean_abs: float = Field(ge=0.0)  # over all synapses of the plastic projection
+    weight_change_per_task: dict[str, TaskWeightChange]
+    wall_time: float
+
+
+Event = PhaseEvent | StatusEvent | EvaluationEvent | SleepEvent | SpikeBatch
 
 
 class Topic(enum.StrEnum):
@@ -102,6 +137,7 @@ class Topic(enum.StrEnum):
     STATUS = "status"
     SPIKES = "spikes"
     METRICS = "metrics"
+    SLEEP = "sleep"
 
 
 class MalformedEvent(ValueError):
@@ -122,6 +158,8 @@ def topic_of(run_id: str, event: Event) -> str:
             suffix = Topic.STATUS.value
         case EvaluationEvent():
             suffix = Topic.METRICS.value
+        case SleepEvent():
+            suffix = Topic.SLEEP.value
         case SpikeBatch():
             suffix = f"{Topic.SPIKES.value}/{event.population}"
     return f"{TOPIC_ROOT}/{run_id}/{suffix}"
@@ -140,7 +178,7 @@ def event_from_message(topic: str, payload: bytes | bytearray | memoryview) -> E
     if len(parts) < 3 or parts[0] != TOPIC_ROOT:
         raise MalformedEvent(topic, f"not a topic under {TOPIC_ROOT}/{{run_id}}/")
     kind, rest = parts[2], parts[3:]
-    model: type[PhaseEvent] | type[StatusEvent] | type[EvaluationEvent]
+    model: type[PhaseEvent] | type[StatusEvent] | type[EvaluationEvent] | type[SleepEvent]
     if kind == Topic.SPIKES and len(rest) >= 1:
         try:
             batch = decode(payload)
@@ -156,6 +194,8 @@ def event_from_message(topic: str, payload: bytes | bytearray | memoryview) -> E
         model = StatusEvent
     elif kind == Topic.METRICS and not rest:
         model = EvaluationEvent
+    elif kind == Topic.SLEEP and not rest:
+        model = SleepEvent
     else:
         raise MalformedEvent(topic, f"unknown neurosim topic {'/'.join(parts[2:])!r}")
     try:

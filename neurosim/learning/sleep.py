@@ -17,18 +17,37 @@ so synapses that the Fisher marks as important are depressed less. Optionally al
 are multiplied by ``downscale`` at the end of the sleep (synaptic downscaling, Tononi &
 Cirelli 2014). Tadros et al. scale ``inc`` and ``dec`` to the layer's weights (their
 ``inc = 0.032``, ``dec = 0.003`` for normalised weights); here they are in weight units.
+
+``sleep_episode`` runs one SLEEP: the drive is a sequence of blocks (``block`` s each), each
+Poisson noise at one stored input statistic (the mean image of one task seen, or of one
+class), chosen at random; ``drive="uniform"`` replaces every statistic by a flat image of
+the same mean rate (the non-data control). The input gain is calibrated before replay, with
+plasticity off, by bisection on short probes until the layer fires at ``target_rate`` (by
+default the mean rate of the layer during the last wake presentations: data-based
+normalisation, as Tadros et al. normalise each layer's input scale by wake activity), so no
+gain is set by hand per data set. The adaptive thresholds stop adapting during sleep and are
+restored afterwards; with a normaliser, each neuron's input weights are renormalised after
+every block, as after every wake image.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import enum
 import math
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from neurosim.sim.compiled_learning import CompiledLearner, CompiledOutcome, SleepKernel
+from neurosim.sim.inputs import PoissonInput
+from neurosim.sim.monitors import SpikeMonitor, SpikeTrains
+from neurosim.sim.neurons import AdaptiveLIF, AdaptiveLIFState
 from neurosim.sim.synapses import Projection
 
 if TYPE_CHECKING:
@@ -37,15 +56,28 @@ if TYPE_CHECKING:
 Tensor = torch.Tensor
 
 
+class SleepDrive(enum.StrEnum):
+    """What drives the input layer during sleep."""
+
+    TASK_MEANS = "task-means"  # Poisson noise at the mean image of one task seen, per block
+    CLASS_MEANS = "class-means"  # ... at the mean image of one class seen, per block
+    UNIFORM = "uniform"  # flat noise of the same mean rate: the control that carries no data
+
+
 class SleepConfig(BaseModel):
     """Sleep replay parameters (see the module docs; defaults follow Tadros et al. 2022 in
     spirit, scaled to neurosim's weight units)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    duration: float = Field(0.5, gt=0)  # s of replay per SLEEP phase
-    rate_scale: float = Field(1.0, gt=0)  # noise rate = rate_scale * mean input rate of the tasks seen
-    threshold_scale: float = Field(1.5, gt=0)  # raised thresholds during sleep
+    duration: float = Field(10.0, gt=0)  # s of simulated replay per SLEEP phase (Tadros et al.: 15-35 s)
+    drive: SleepDrive = SleepDrive.TASK_MEANS
+    block: float = Field(0.05, gt=0)  # s per drive block (one stored statistic each)
+    plasticity: bool = True  # False: the control that replays without changing a weight
+    calibrate: bool = True  # choose the input gain from wake activity; False: gain = rate_scale
+    target_rate: float | None = Field(None, gt=0)  # Hz per neuron; None: the measured wake rate
+    rate_scale: float = Field(1.0, gt=0)  # input gain when not calibrated (times the stored rates)
+    threshold_scale: float = Field(1.0, gt=0)  # thresholds during sleep, relative to rest
     inc: float = Field(1e-3, ge=0)  # potentiation per causal pairing (weight units)
     dec: float = Field(2e-4, ge=0)  # depression per non-causal post spike (weight units)
     window: float = Field(10e-3, gt=0)  # s: "pre fired before the post spike"
@@ -144,3 +176,175 @@ class SleepReplay:
         """End of sleep: synaptic downscaling, if configured."""
         if self.cfg.downscale < 1.0:
             self.projection.set_synapse_weights(self.projection.synapse_weights() * self.cfg.downscale)
+
+
+@dataclasses.dataclass(frozen=True)
+class SleepReport:
+    """What one SLEEP did: the calibrated drive, the replay's spikes and the weight change."""
+
+    drive: SleepDrive
+    duration_s: float
+    gain: float  # input gain (times the stored rates) found by calibration, or rate_scale
+    target_rate_hz: float  # the rate calibration aimed at (nan without calibration)
+    rate_hz: float  # mean rate per neuron of the layer during replay
+    spikes_per_neuron: npt.NDArray[np.int64]
+    trains: SpikeTrains  # the layer's replay spikes (times in s since the start of the run)
+    start_s: float
+    weight_change: Tensor  # w after - w before, in synapse order
+
+
+def _rate_hz(spikes: int, n: int, seconds: float) -> float:
+    return spikes / max(n * seconds, 1e-12)
+
+
+async def _probe(sim: Simulation, inputs: PoissonInput, population: str, rates: npt.NDArray[np.float64],
+                 seconds: float) -> float:  # fmt: skip
+    """The layer's mean rate (Hz) over ``seconds`` of drive at ``rates``."""
+    before = sim.spike_counts[population]
+    inputs.set_rates(rates)
+    await sim.run_async(seconds)
+    return _rate_hz(sim.spike_counts[population] - before, sim.network.source_size(population), seconds)
+
+
+async def calibrate_gain(
+    sim: Simulation,
+    inputs: PoissonInput,
+    population: str,
+    rates: npt.NDArray[np.float64],
+    target_rate: float,
+    *,
+    probe: float = 0.1,
+    iterations: int = 8,
+) -> float:
+    """The gain ``g`` for which ``g * rates`` drives ``population`` at about ``target_rate``
+    Hz per neuron: bisection in log(g) on ``iterations`` probes of ``probe`` s each (run with
+    whatever plasticity the simulation has: attach none to calibrate without learning).
+    The gain is capped where the brightest input would exceed one spike per step."""
+    if not (math.isfinite(target_rate) and target_rate > 0):
+        raise ValueError(f"target_rate must be a positive rate in Hz, got {target_rate!r}")
+    peak = float(np.max(rates)) if rates.size else 0.0
+    if peak <= 0:
+        raise ValueError("calibrate_gain: the drive has no positive rate")
+    lo, hi = math.log(1e-2), math.log(min(1e2, 0.5 / (peak * sim.dt)))
+    if hi <= lo:
+        return math.exp(hi)
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        if await _probe(sim, inputs, population, math.exp(mid) * rates, probe) < target_rate:
+            lo = mid
+        else:
+            hi = mid
+    inputs.set_rates(0.0)
+    return math.exp(0.5 * (lo + hi))
+
+
+@contextlib.contextmanager
+def sleeping_layer(sim: Simulation, population: str, threshold_scale: float) -> Iterator[None]:
+    """The layer's thresholds at ``v_rest + threshold_scale (v_threshold - v_rest)`` and its
+    adaptive thresholds frozen for the block; parameters and thresholds restored after."""
+    params = sim.network.populations[population].params
+    state = sim.state[population]
+    saved_theta = state.theta.clone() if isinstance(state, AdaptiveLIFState) else None
+    sleepy = dataclasses.replace(
+        params, v_threshold=params.v_rest + threshold_scale * (params.v_threshold - params.v_rest)
+    )
+    if isinstance(sleepy, AdaptiveLIF):
+        sleepy = dataclasses.replace(sleepy, theta_plus=0.0)
+    sim.set_population_params(population, sleepy)
+    try:
+        yield
+    finally:
+        sim.set_population_params(population, params)
+        now = sim.state[population]
+        if saved_theta is not None and isinstance(now, AdaptiveLIFState):
+            sim.state[population] = now._replace(theta=saved_theta)
+
+
+async def _replay(
+    sim: Simulation,
+    inputs: PoissonInput,
+    drives: list[npt.NDArray[np.float64]],
+    gain: float,
+    seconds: float,
+    block: float,
+    rng: np.random.Generator,
+    replay: SleepReplay | None,
+    monitor: SpikeMonitor,
+    normalise: Callable[[], None] | None,
+) -> None:
+    """The replay proper: blocks of noise at one stored statistic each, the rule attached."""
+    monitor.start = sim.t
+    sim.add_monitor(monitor)
+    if replay is not None:
+        sim.add_plasticity(replay)
+    try:
+        n_blocks = max(1, round(seconds / block))
+        for _ in range(n_blocks):
+            inputs.set_rates(gain * drives[int(rng.integers(len(drives)))])
+            await sim.run_async(seconds / n_blocks)
+            if normalise is not None and replay is not None:
+                normalise()
+    finally:
+        inputs.set_rates(0.0)
+        if replay is not None:
+            sim.remove_plasticity(replay)
+        sim.monitors.remove(monitor)
+
+
+async def sleep_episode(
+    sim: Simulation,
+    *,
+    projection: Projection,
+    inputs: PoissonInput,
+    statistics: Sequence[npt.NDArray[np.float64]],
+    cfg: SleepConfig,
+    duration: float | None = None,
+    wake_rate: float | None = None,
+    rng: np.random.Generator,
+    fisher: Tensor | None = None,
+    bounds: tuple[float, float] = (0.0, 1.0),
+    normalise: Callable[[], None] | None = None,
+) -> SleepReport:
+    """One SLEEP of ``duration`` s (default ``cfg.duration``) on ``projection``'s target layer
+    (see the module docs). ``statistics``: the stored input rates (Hz at gain 1), one per task
+    or class seen; ``wake_rate``: the layer's wake rate (Hz), the calibration target unless
+    ``cfg.target_rate`` is set. The layer's parameters and adaptive thresholds are restored
+    on the way out, whatever happens."""
+    seconds = cfg.duration if duration is None else duration
+    if not statistics:
+        raise ValueError("sleep_episode needs at least one stored input statistic (a task's mean image)")
+    drives = [np.asarray(s, dtype=np.float64) for s in statistics]
+    if cfg.drive is SleepDrive.UNIFORM:
+        drives = [np.full_like(d, float(d.mean())) for d in drives]
+    population = projection.target
+    w_before = projection.synapse_weights().clone()
+    target = cfg.target_rate if cfg.target_rate is not None else wake_rate
+    replay = SleepReplay(projection, cfg, bounds=bounds, batch=sim.batch, fisher=fisher) if cfg.plasticity else None
+    if cfg.calibrate and target is None:
+        raise ValueError("sleep calibration needs a target: the wake rate, or cfg.target_rate")
+    monitor = SpikeMonitor(population, start=sim.t)
+    with sleeping_layer(sim, population, cfg.threshold_scale):
+        gain = (
+            await calibrate_gain(sim, inputs, population, np.mean(drives, axis=0), target)
+            if cfg.calibrate and target is not None
+            else cfg.rate_scale
+        )
+        await _replay(sim, inputs, drives, gain, seconds, cfg.block, rng, replay, monitor, normalise)
+    if replay is not None:
+        replay.finish()
+        if normalise is not None:
+            normalise()
+    trains = monitor.trains()
+    n = sim.network.source_size(population)
+    start = monitor.start
+    return SleepReport(
+        drive=cfg.drive,
+        duration_s=sim.t - start,
+        gain=gain,
+        target_rate_hz=float(target) if cfg.calibrate and target is not None else math.nan,
+        rate_hz=_rate_hz(trains.times.size, n, sim.t - start),
+        spikes_per_neuron=np.bincount(trains.indices, minlength=n).astype(np.int64),
+        trains=trains,
+        start_s=start,
+        weight_change=projection.synapse_weights() - w_before,
+    )

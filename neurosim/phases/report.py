@@ -4,11 +4,14 @@ phase timeline, and a spike raster of a sleep episode."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from matplotlib.patches import Patch
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
     from neurosim.phases.schedule import Experiment
 
 PHASE_COLOURS = {"wake": "#f2f2f2", "learning": "#cfe3f7", "sleep": "#e5d4f2"}
@@ -29,13 +32,15 @@ def plot_experiment(out_dir: Path, experiment: Experiment) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
 
     spans = _phase_spans(experiment)
     scenario = experiment.cfg.scenario
     matrix = experiment.matrix[scenario]
 
-    fig, ax = plt.subplots(figsize=(10, 4))
+    control = experiment.control
+    fig, axes = plt.subplots(1, 2 if control else 1, figsize=(14 if control else 10, 4), squeeze=False,
+                             gridspec_kw={"width_ratios": [2.2, 1]} if control else None)  # fmt: skip
+    ax = axes[0, 0]
     for start, stop, phase, _ in spans:
         ax.axvspan(start, stop, color=PHASE_COLOURS[phase], linewidth=0)
     times = np.asarray(experiment.evaluation_times)
@@ -50,6 +55,8 @@ def plot_experiment(out_dir: Path, experiment: Experiment) -> None:
     handles += [Patch(color=c, label=p) for p, c in PHASE_COLOURS.items()]
     ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.set_title("accuracy of every task at each WAKE evaluation", fontsize=9, loc="left")
+    if control and matrix:
+        _plot_against_control(axes[0, 1], experiment, matrix[-1], control)
     fig.tight_layout()
     fig.savefig(out_dir / "accuracy.png", dpi=120)
     plt.close(fig)
@@ -68,16 +75,56 @@ def plot_experiment(out_dir: Path, experiment: Experiment) -> None:
     fig.savefig(out_dir / "phases.png", dpi=120)
     plt.close(fig)
 
-    if experiment.sleep_spikes and experiment.sleep_window is not None:
-        trains = experiment.sleep_spikes["exc"]
-        start, stop = experiment.sleep_window
-        fig, ax = plt.subplots(figsize=(10, 3.5))
-        ax.scatter(trains.times - start, trains.indices, s=2, color="k", linewidths=0)
-        ax.set_xlim(0, stop - start)
-        ax.set_ylim(-0.5, experiment.cfg.network.n_hidden - 0.5)
-        ax.set_xlabel("time in the first sleep episode (s)")
-        ax.set_ylabel("excitatory neuron")
-        ax.set_title(f"sleep replay: {trains.times.size} spikes", fontsize=9, loc="left")
-        fig.tight_layout()
-        fig.savefig(out_dir / "sleep_raster.png", dpi=120)
-        plt.close(fig)
+    if experiment.sleep_reports:
+        _plot_replay(out_dir / "sleep_raster.png", experiment)
+
+
+def _plot_against_control(ax: Axes, experiment: Experiment, final: list[float | None], control: dict[str, Any]) -> None:
+    """Final accuracy per task: the run against its no-consolidation control."""
+    ids = [task.task_id for task in experiment.tasks]
+    run = [np.nan if a is None else a for a in final]
+    base = [np.nan if a is None else a for a in control["accuracy_matrix"][-1]]
+    x = np.arange(len(ids))
+    ax.bar(x - 0.2, run, 0.4, label=f"this run: average {np.nanmean(run):.3f}", color="#5b8bd0")
+    ax.bar(x + 0.2, base, 0.4, label=f"no consolidation: average {np.nanmean(base):.3f}", color="#bbbbbb")
+    ax.set_xticks(x, ids, fontsize=7)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel(f"accuracy after the last task ({experiment.cfg.scenario}-incremental)")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("against its own control (same seed, same data)", fontsize=9, loc="left")
+
+
+def _plot_replay(path: Path, experiment: Experiment) -> None:
+    """One raster per SLEEP, each spike coloured by the class its neuron is assigned to."""
+    import matplotlib.pyplot as plt
+
+    reports = experiment.sleep_reports
+    colours = plt.get_cmap("tab10")
+    n = experiment.cfg.network.n_hidden
+    fig, axes = plt.subplots(len(reports), 1, figsize=(10, 1.6 + 1.3 * len(reports)), squeeze=False, sharex=True)
+    for k, (report, assigned, diag) in enumerate(
+        zip(reports, experiment.sleep_assignments, experiment.sleep_diagnostics, strict=True)
+    ):
+        ax = axes[k, 0]
+        cls = assigned[report.trains.indices]
+        order = np.argsort(assigned, kind="stable")  # neurons grouped by class
+        row_of = np.empty(n, dtype=np.int64)
+        row_of[order] = np.arange(n)
+        colour = np.where(cls[:, None] >= 0, colours(np.maximum(cls, 0) % 10), (0.6, 0.6, 0.6, 1.0))
+        ax.scatter(report.trains.times - report.start_s, row_of[report.trains.indices], s=1.5, c=colour, linewidths=0)
+        ax.set_ylim(-0.5, n - 0.5)
+        ax.set_ylabel("neuron\n(by class)", fontsize=7)
+        ax.set_title(
+            f"sleep {k}: {diag.spikes} spikes, {diag.classes_reactivated}/{diag.classes_seen} classes reactivated, "
+            f"gain {diag.gain:.2f}, {diag.rate_hz:.2f} Hz per neuron",
+            fontsize=8,
+            loc="left",
+        )
+    axes[-1, 0].set_xlabel("time in the sleep episode (s)")
+    classes = sorted({c for a in experiment.sleep_assignments for c in a.tolist() if c >= 0})
+    handles = [Patch(color=colours(c % 10), label=str(c)) for c in classes]
+    handles.append(Patch(color=(0.6, 0.6, 0.6), label="unassigned"))
+    axes[0, 0].legend(handles=handles, fontsize=6, ncol=len(handles), loc="lower right", bbox_to_anchor=(1.0, 1.15))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

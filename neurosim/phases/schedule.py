@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
+from prometheus_client import CollectorRegistry
 from tqdm.auto import tqdm
 
 import neurosim
@@ -40,14 +41,14 @@ from neurosim.config import ContinualConfig
 from neurosim.datasets import Task, load_digits, load_mnist_subset, poisson_rates, split_tasks
 from neurosim.events.bus import EventBus
 from neurosim.events.mqtt import BrokerSettings, MQTTPublisher
-from neurosim.events.schema import EvaluationEvent, Event, PhaseEvent
+from neurosim.events.schema import EvaluationEvent, Event, PhaseEvent, SleepEvent, TaskWeightChange
 from neurosim.events.spikes import SpikeStream
 from neurosim.learning.ewc import EWCConfig, EWCMode, EWCRegulariser
 from neurosim.learning.fisher import DirectoryFisherStore, SnapshotReason
 from neurosim.learning.fisher_online import FisherAccumulator, FisherAccumulatorConfig
 from neurosim.learning.learner import STDPOnlineLearner
 from neurosim.learning.readout import LinearReadout
-from neurosim.learning.sleep import SleepConfig, SleepReplay
+from neurosim.learning.sleep import SleepConfig, SleepDrive, SleepReport, sleep_episode
 from neurosim.learning.surrogate import Surrogate
 from neurosim.metrics import METRICS, Metrics
 from neurosim.outputs import write_json
@@ -56,7 +57,7 @@ from neurosim.phases.phase import Phase
 from neurosim.sim import connectivity as conn
 from neurosim.sim.engine import Backend, Simulation
 from neurosim.sim.inputs import PoissonInput
-from neurosim.sim.monitors import ChunkResult, SpikeMonitor, SpikeTrains
+from neurosim.sim.monitors import ChunkResult
 from neurosim.sim.network import Network, Population
 from neurosim.sim.neurons import AdaptiveLIF, ConductanceLIF
 from neurosim.sim.synapses import Channel, Projection
@@ -200,8 +201,15 @@ class Experiment:
         self.learned_at: dict[int, int] = {}  # task -> evaluation row right after it was learned
         self.matrix: dict[str, list[list[float | None]]] = {"class": [], "task": []}
         self.evaluation_times: list[float] = []
-        self.sleep_spikes: dict[str, SpikeTrains] = {}
-        self.sleep_window: tuple[float, float] | None = None
+        self.control: dict[str, Any] | None = None  # the no-consolidation control's results, once run
+        self.sleep_reports: list[SleepReport] = []
+        self.sleep_assignments: list[npt.NDArray[np.int64]] = []  # each neuron's class at each sleep
+        self.sleep_diagnostics: list[SleepEvent] = []
+        # input statistics kept per task and class (sums of the images shown), not the data
+        self._image_sum: dict[tuple[int, int], npt.NDArray[np.float64]] = {}
+        self._image_count: dict[tuple[int, int], int] = {}
+        self._wake_spikes = 0
+        self._wake_seconds = 0.0
         self.wall0 = time.perf_counter()
 
     # ------------------------------------------------------------------ helpers
@@ -254,10 +262,25 @@ class Experiment:
         return counts
 
     # ------------------------------------------------------------------ phases
+    def _training_order(self, task_index: int) -> list[tuple[int, int]]:
+        """(task, image index) pairs of a LEARNING block: the task's first ``train_per_task``
+        images in a seeded order; with ``joint``, every task's, interleaved."""
+        tasks = range(len(self.tasks)) if self.cfg.joint else [task_index]
+        pairs = []
+        for t in tasks:
+            n = min(self.cfg.data.train_per_task, len(self.tasks[t].train))
+            order = np.random.default_rng(self.cfg.seed + 1000 * t).permutation(len(self.tasks[t].train))[:n]
+            pairs += [(t, int(i)) for i in order]
+        if self.cfg.joint:
+            shuffle = np.random.default_rng([self.cfg.seed, 999]).permutation(len(pairs))
+            pairs = [pairs[k] for k in shuffle]
+        return pairs
+
     async def learn(self, task_index: int) -> None:
         task = self.tasks[task_index]
-        if task_index not in self.seen:
-            self.seen.append(task_index)
+        for t in range(len(self.tasks)) if self.cfg.joint else [task_index]:
+            if t not in self.seen:
+                self.seen.append(t)
         acc = self.accumulators.get(task.task_id)
         if acc is None:
             f = self.cfg.fisher
@@ -270,15 +293,22 @@ class Experiment:
         self.learner.accumulator = acc
         self.learner.regulariser = self.ewc if self.ewc is not None and self.ewc.anchors else None
         self.learner.enabled = True
-        n = min(self.cfg.data.train_per_task, len(task.train))
-        order = np.random.default_rng(self.cfg.seed + 1000 * task_index).permutation(len(task.train))[:n]
-        for k, idx in enumerate(tqdm(order, desc=f"learning {task.task_id}", disable=not self.progress, leave=False)):
+        pairs = self._training_order(task_index)
+        for k, (t, idx) in enumerate(
+            tqdm(pairs, desc=f"learning {task.task_id}", disable=not self.progress, leave=False)
+        ):
             if k % 10 == 0:
                 self._refresh_readout()
-            label = int(task.train.labels[idx])
-            counts = await self._present(task.train.images[idx], label)
+            label = int(self.tasks[t].train.labels[idx])
+            image = self.tasks[t].train.images[idx]
+            counts = await self._present(image, label)
             self._class_response[label] += counts
             self._class_count[label] += 1
+            key = (t, label)
+            self._image_sum[key] = self._image_sum.get(key, np.zeros(image.shape)) + image
+            self._image_count[key] = self._image_count.get(key, 0) + 1
+            self._wake_spikes += int(counts.sum())
+            self._wake_seconds += self.cfg.data.present
             self._normalise()
         self.learner.enabled = False
         self.learner.accumulator = None
@@ -308,39 +338,89 @@ class Experiment:
                 continue
         return torch.from_numpy(np.sum(arrays, axis=0)) if arrays else None
 
+    def sleep_statistics(self) -> list[npt.NDArray[np.float64]]:
+        """The stored drive of a SLEEP: input rates (Hz) at the mean image of each task seen,
+        or of each class seen, from the images shown while learning them."""
+        keys = sorted(self._image_sum)
+        if self.sleep_cfg.drive is SleepDrive.CLASS_MEANS:
+            means = [self._image_sum[k] / self._image_count[k] for k in keys]
+        else:
+            means = []
+            for t in sorted({k[0] for k in keys}):
+                own = [k for k in keys if k[0] == t]
+                total = np.sum([self._image_sum[k] for k in own], axis=0)
+                means.append(total / sum(self._image_count[k] for k in own))
+        return [poisson_rates(np.clip(m, 0.0, 1.0).astype(np.float32), self.cfg.data.max_rate) for m in means]
+
     async def sleep(self, duration: float) -> None:
-        seen_images = np.concatenate([self.tasks[t].train.images for t in self.seen])
-        rates = poisson_rates(seen_images.mean(0), self.cfg.data.max_rate * self.sleep_cfg.rate_scale)
-        exc_params = self.net.populations["exc"].params
-        if not isinstance(exc_params, AdaptiveLIF):
-            raise TypeError("the excitatory population must be AdaptiveLIF")
-        sleepy = dataclasses.replace(
-            exc_params,
-            v_threshold=exc_params.v_rest
-            + self.sleep_cfg.threshold_scale * (exc_params.v_threshold - exc_params.v_rest),
-            theta_plus=0.0,
+        statistics = self.sleep_statistics()
+        if not statistics:
+            raise RuntimeError("SLEEP before any LEARNING: there is nothing to replay")
+        wake_rate = self._wake_spikes / max(self.cfg.network.n_hidden * self._wake_seconds, 1e-12)
+        report = await sleep_episode(
+            self.sim,
+            projection=self.proj,
+            inputs=self._input(),
+            statistics=statistics,
+            cfg=self.sleep_cfg,
+            duration=duration,
+            wake_rate=wake_rate,
+            rng=np.random.default_rng([self.cfg.seed, 7919, len(self.sleep_reports)]),
+            fisher=self._total_fisher() if self.sleep_cfg.fisher_protection > 0 else None,
+            bounds=(self.cfg.stdp.w_min, self.cfg.stdp.w_max),
+            normalise=self._normalise,
         )
-        self.sim.set_population_params("exc", sleepy)
-        bounds = (self.cfg.stdp.w_min, self.cfg.stdp.w_max)
-        replay = SleepReplay(self.proj, self.sleep_cfg, bounds=bounds, fisher=self._total_fisher())
-        self.sim.add_plasticity(replay)
-        monitor = SpikeMonitor("exc", start=self.sim.t) if not self.sleep_spikes else None
-        if monitor is not None:
-            self.sim.add_monitor(monitor)
-        start = self.sim.t
-        self._input().set_rates(rates)
-        try:
-            await self.sim.run_async(duration)
-        finally:
-            self._input().set_rates(0.0)
-            self.sim.remove_plasticity(replay)
-            self.sim.set_population_params("exc", exc_params)
-            if monitor is not None:
-                self.sim.monitors.remove(monitor)
-                self.sleep_spikes = {"exc": monitor.trains()}
-                self.sleep_window = (start, self.sim.t)
-        replay.finish()
-        self._normalise()
+        self.sleep_reports.append(report)
+        classes = sorted({c for t in self.seen for c in self.tasks[t].classes})
+        self.sleep_assignments.append(self._assignments(classes))
+        self.sleep_diagnostics.append(self._diagnose(report))
+        self._announce_sleep(self.sleep_diagnostics[-1])
+
+    def _diagnose(self, report: SleepReport) -> SleepEvent:
+        """Is every old class reactivated, and how much did each task's most important
+        synapses (the top 5 % of its Fisher) move?"""
+        classes = sorted({c for t in self.seen for c in self.tasks[t].classes})
+        assigned = self._assignments(classes)
+        per_class = {str(c): int(report.spikes_per_neuron[assigned == c].sum()) for c in classes}
+        change = report.weight_change.detach().cpu().numpy().astype(np.float64)
+        per_task: dict[str, TaskWeightChange] = {}
+        for t in self.seen:
+            task_id = self.tasks[t].task_id
+            try:
+                fisher = self.store.load(task_id).arrays[self.learner.parameter_name]
+            except KeyError:
+                continue
+            top = np.argsort(fisher)[-max(1, fisher.size // 20) :]
+            per_task[task_id] = TaskWeightChange(
+                top_fisher_mean_change=float(change[top].mean()),
+                top_fisher_mean_abs_change=float(np.abs(change[top]).mean()),
+            )
+        return SleepEvent(
+            run_id=self.run_id,
+            episode=len(self.sleep_diagnostics),
+            start_s=report.start_s,
+            duration_s=report.duration_s,
+            drive=report.drive.value,
+            gain=report.gain,
+            target_rate_hz=None if np.isnan(report.target_rate_hz) else report.target_rate_hz,
+            rate_hz=report.rate_hz,
+            spikes=int(report.spikes_per_neuron.sum()),
+            spikes_per_class=per_class,
+            spikes_unassigned=int(report.spikes_per_neuron[assigned < 0].sum()),
+            classes_reactivated=sum(v > 0 for v in per_class.values()),
+            classes_seen=len(classes),
+            weight_change_mean_abs=float(np.abs(change).mean()),
+            weight_change_per_task=per_task,
+            wall_time=time.time(),
+        )
+
+    def _announce_sleep(self, event: SleepEvent) -> None:
+        for c, spikes in event.spikes_per_class.items():
+            self.metrics.sleep_replay_spikes.labels(assigned_class=c).inc(spikes)
+        self.metrics.sleep_replay_spikes.labels(assigned_class="-1").inc(event.spikes_unassigned)
+        self.metrics.sleep_classes_reactivated.set(event.classes_reactivated)
+        self.metrics.sleep_weight_change.set(event.weight_change_mean_abs)
+        self.bus.publish(event)
 
     async def evaluate(self) -> None:
         exc_params = self.net.populations["exc"].params
@@ -356,8 +436,8 @@ class Experiment:
                 n = min(self.cfg.data.test_per_task, len(task.test))
                 responses = np.stack([await self._present(task.test.images[i], None) for i in range(n)])
                 labels = task.test.labels[:n]
-                row_class[t] = self._vote_accuracy(responses, labels, seen_classes)
-                row_task[t] = self._vote_accuracy(responses, labels, list(task.classes))
+                row_class[t] = self._vote_accuracy(responses, labels, seen_classes, seen_classes)
+                row_task[t] = self._vote_accuracy(responses, labels, list(task.classes), seen_classes)
         finally:
             self.sim.set_population_params("exc", exc_params)
         for t in self.seen:
@@ -389,9 +469,17 @@ class Experiment:
         )
 
     def _vote_accuracy(
-        self, responses: npt.NDArray[np.int64], labels: npt.NDArray[np.int64], classes: list[int]
+        self,
+        responses: npt.NDArray[np.int64],
+        labels: npt.NDArray[np.int64],
+        classes: list[int],
+        seen_classes: list[int],
     ) -> float:
-        assigned = self._assignments(classes)
+        """Vote among ``classes``, each neuron voting for the class it is assigned among all
+        ``seen_classes``: a neuron of another class does not vote, so restricting the choice
+        to a task's classes (task-incremental) can only help a response that class-incremental
+        voting gets right."""
+        assigned = self._assignments(seen_classes)
         scores = np.full((responses.shape[0], len(classes)), -1.0)
         for k, c in enumerate(classes):
             members = assigned == c
@@ -420,6 +508,7 @@ class Experiment:
             "simulated_s": self.sim.t,
             "wall_s": time.perf_counter() - self.wall0,
             "consolidation": {"ewc": self.cfg.ewc.enabled, "sleep": self.cfg.sleep.enabled},
+            "sleep": [e.model_dump(mode="json", exclude={"run_id", "wall_time"}) for e in self.sleep_diagnostics],
         }
 
     def write_results(self, status: str) -> None:
@@ -451,6 +540,9 @@ class Experiment:
         return self.results("completed")
 
 
+CONTROL_KEYS = ("average_accuracy", "bwt", "average_accuracy_task_incremental", "bwt_task_incremental")
+
+
 def run_experiment(
     cfg: ContinualConfig,
     out_dir: Path,
@@ -460,7 +552,11 @@ def run_experiment(
     mqtt: BrokerSettings | None = None,
 ) -> dict[str, Any]:
     """Run the experiment in a fresh event loop; writes results.json and the plots. With
-    ``mqtt``, its phases, spikes and evaluations are published live under ``neurosim/{run_id}/``."""
+    ``mqtt``, its phases, spikes and evaluations are published live under ``neurosim/{run_id}/``.
+
+    With ``cfg.control`` and some consolidation on, the no-consolidation control runs
+    afterwards in ``out_dir/control`` (same seed, same data; its own event bus and metrics,
+    nothing published) and ``results.json`` gains ``"control"`` with its averages and BWT."""
     from neurosim.phases.report import plot_experiment
 
     experiment = Experiment(cfg, out_dir, progress=progress, run_id=run_id)
@@ -471,8 +567,23 @@ def run_experiment(
         async with MQTTPublisher(mqtt, run_id, experiment.bus):
             return await experiment.run()
 
+    control: dict[str, Any] | None = None
     try:
         results = asyncio.run(main())
+        if cfg.control and (cfg.ewc.enabled or cfg.sleep.enabled):
+            baseline = Experiment(
+                cfg.without_consolidation(),
+                out_dir / "control",
+                progress=progress,
+                run_id=f"{run_id}-control",
+                metrics=Metrics(CollectorRegistry()),
+            )
+            control_results = asyncio.run(baseline.run())
+            control = {key: control_results[key] for key in CONTROL_KEYS}
+            control["accuracy_matrix"] = control_results["accuracy_matrix"]
+            results["control"] = control
+            experiment.control = control
+            write_json(out_dir / "results.json", results)
     finally:
         plot_experiment(out_dir, experiment)
     return results
