@@ -520,9 +520,15 @@ class ContinualEWCConfig(_Strict):
 
 
 class ContinualSleepConfig(SleepConfig):
-    """``SleepConfig`` plus whether the schedule sleeps at all."""
+    """``SleepConfig`` plus whether the schedule sleeps at all and which tasks' statistics a
+    SLEEP replays: ``all`` seen, or ``earlier`` (those before the latest LEARNING block; all
+    of them while only one task has been seen)."""
 
     enabled: bool = True
+    replay_tasks: Literal["all", "earlier"] = "all"
+
+    def sleep_config(self) -> SleepConfig:
+        return SleepConfig(**self.model_dump(exclude={"enabled", "replay_tasks"}))
 
 
 class ScheduleBlock(_Strict):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
-from neurosim.learning.sleep import SleepConfig, fisher_protection, sleep_update
+from neurosim.learning.sleep import SleepConfig, calibrate_gain, fisher_protection, sleep_episode, sleep_update
 
 
 def test_sleep_rule_potentiates_causal_and_depresses_the_rest_less_where_important() -> None:
@@ -31,3 +34,109 @@ def test_sleep_rule_potentiates_causal_and_depresses_the_rest_less_where_importa
 def test_invalid_sleep_config_is_refused() -> None:
     with pytest.raises(ValueError, match="downscale"):
         SleepConfig(downscale=1.5)
+
+
+# ----------------------------------------------------------------------------- sleep episodes
+def _layer(n_in: int = 16, n_out: int = 8, theta_plus: float = 1e-3) -> tuple[Any, Any]:
+    from neurosim.sim import AdaptiveLIF, Network, PoissonInput, Population, Projection, Simulation
+    from neurosim.sim import connectivity as conn
+
+    net = Network()
+    net.add_input(PoissonInput("input", n_in, 0.0))
+    exc = AdaptiveLIF(tau_m=20e-3, v_rest=-65e-3, v_reset=-65e-3, v_threshold=-55e-3, t_ref=2e-3, tau_exc=2e-3,
+                      tau_inh=2e-3, e_exc=0.0, e_inh=-100e-3, tau_theta=1e4, theta_plus=theta_plus)  # fmt: skip
+    net.add_population(Population("exc", n_out, exc, {"v": -65e-3}))
+    pre, post = conn.all_to_all(n_in, n_out)
+    w = conn.uniform_weights(pre.size, 0.0, 0.3, np.random.default_rng(0))
+    net.add_projection(Projection.from_pairs("ff", "input", "exc", n_in, n_out, pre, post, w))
+    return net, Simulation(net, dt=5e-4, seed=3)
+
+
+def test_calibration_finds_the_gain_that_drives_the_layer_at_the_target_rate() -> None:
+    net, sim = _layer(theta_plus=0.0)  # a fixed layer, so the rate depends on the gain alone
+    rates = np.linspace(5.0, 40.0, 16)
+    gain = asyncio.run(calibrate_gain(sim, net.inputs["input"], "exc", rates, 20.0, probe=0.5, iterations=10))
+    before = sim.spike_counts["exc"]
+    net.inputs["input"].set_rates(gain * rates)
+    sim.run(2.0)
+    rate = (sim.spike_counts["exc"] - before) / (8 * 2.0)
+    assert 12.0 < rate < 30.0  # a factor-of-two band around the 20 Hz target, over fresh noise
+    with pytest.raises(ValueError, match="target_rate"):
+        asyncio.run(calibrate_gain(sim, net.inputs["input"], "exc", rates, 0.0))
+    with pytest.raises(ValueError, match="no positive rate"):
+        asyncio.run(calibrate_gain(sim, net.inputs["input"], "exc", np.zeros(16), 5.0))
+
+
+@pytest.mark.parametrize("plasticity", [True, False])
+def test_a_sleep_episode_replays_and_restores_the_layer(plasticity: bool) -> None:
+    net, sim = _layer()
+    exc_params = net.populations["exc"].params
+    theta = sim.state["exc"].theta.clone() + 2e-3
+    sim.state["exc"] = sim.state["exc"]._replace(theta=theta)
+    w0 = net.projections["ff"].synapse_weights().clone()
+    statistics = [np.r_[np.full(8, 30.0), np.zeros(8)], np.r_[np.zeros(8), np.full(8, 30.0)]]
+    cfg = SleepConfig(duration=1.0, block=0.1, inc=5e-3, dec=5e-4, plasticity=plasticity)
+    report = asyncio.run(
+        sleep_episode(sim, projection=net.projections["ff"], inputs=net.inputs["input"], statistics=statistics,
+                      cfg=cfg, wake_rate=10.0, rng=np.random.default_rng(0))
+    )  # fmt: skip
+    assert report.spikes_per_neuron.sum() == report.trains.times.size > 0
+    assert report.duration_s == pytest.approx(1.0) and report.gain > 0
+    assert report.rate_hz == pytest.approx(report.trains.times.size / (8 * 1.0))
+    assert net.populations["exc"].params is exc_params  # thresholds back to their wake values
+    assert torch.equal(sim.state["exc"].theta, theta)  # adaptive thresholds restored
+    assert net.inputs["input"].rates.max() == 0.0  # input silenced after sleep
+    change = net.projections["ff"].synapse_weights() - w0
+    assert torch.equal(change, report.weight_change)
+    assert (float(change.abs().max()) > 0) is plasticity  # the control changes no weight
+
+
+def test_uniform_sleep_drive_is_flat_at_the_same_mean_rate() -> None:
+    net, sim = _layer()
+    statistics = [np.r_[np.full(8, 40.0), np.zeros(8)]]
+    seen: list[np.ndarray] = []
+    original = net.inputs["input"].set_rates
+
+    def spy(rates: Any) -> None:
+        seen.append(np.broadcast_to(np.asarray(rates, dtype=np.float64), (16,)).copy())
+        original(rates)
+
+    net.inputs["input"].set_rates = spy  # type: ignore[method-assign]
+    cfg = SleepConfig(duration=0.2, block=0.1, drive="uniform", calibrate=False, rate_scale=2.0)
+    asyncio.run(sleep_episode(sim, projection=net.projections["ff"], inputs=net.inputs["input"],
+                              statistics=statistics, cfg=cfg, rng=np.random.default_rng(0)))  # fmt: skip
+    drives = [r for r in seen if r.max() > 0]
+    assert len(drives) == 2 and all(np.all(r == 40.0) for r in drives)  # 2 * mean(20 Hz), every pixel
+
+
+def test_sleep_episode_refuses_what_it_cannot_do() -> None:
+    net, sim = _layer()
+    kwargs: dict[str, Any] = {"projection": net.projections["ff"], "inputs": net.inputs["input"],
+                              "rng": np.random.default_rng(0)}  # fmt: skip
+    with pytest.raises(ValueError, match="at least one stored input statistic"):
+        asyncio.run(sleep_episode(sim, statistics=[], cfg=SleepConfig(), **kwargs))
+    with pytest.raises(ValueError, match="needs a target"):
+        asyncio.run(sleep_episode(sim, statistics=[np.ones(16)], cfg=SleepConfig(), **kwargs))
+    with pytest.raises(ValueError, match="drive"):
+        SleepConfig(drive="pink-noise")  # type: ignore[arg-type]
+
+
+def test_targeted_replay_teaches_the_replayed_class_and_leaves_unassigned_neurons_alone() -> None:
+    net, sim = _layer()
+    proj = net.projections["ff"]
+    w0 = proj.synapse_weights().clone()
+    left, right = np.r_[np.full(8, 40.0), np.zeros(8)], np.r_[np.zeros(8), np.full(8, 40.0)]
+    assignments = np.array([0, 0, 0, 1, 1, 1, -1, -1])
+    cfg = SleepConfig(duration=2.0, block=0.1, inc=5e-3, dec=5e-4, drive="class-means", targeted=True,
+                      adapt_thresholds=True, fisher_protection=0.0)  # fmt: skip
+    asyncio.run(sleep_episode(sim, projection=proj, inputs=net.inputs["input"], statistics=[left, right], cfg=cfg,
+                              wake_rate=10.0, rng=np.random.default_rng(0), labels=[0, 1],
+                              assignments=assignments))  # fmt: skip
+    change = (proj.synapse_weights() - w0).reshape(16, 8)  # (pre, post): all-to-all, pre-major
+    assert float(change[:, 6:].abs().max()) == 0.0  # unassigned neurons: no plasticity
+    # class-0 neurons gain on the pixels of class 0's statistic relative to the others, class-1 neurons the reverse
+    assert float(change[:8, :3].mean() - change[8:, :3].mean()) > 0
+    assert float(change[8:, 3:6].mean() - change[:8, 3:6].mean()) > 0
+    with pytest.raises(ValueError, match="one class label per statistic"):
+        asyncio.run(sleep_episode(sim, projection=proj, inputs=net.inputs["input"], statistics=[left, right],
+                                  cfg=cfg, wake_rate=10.0, rng=np.random.default_rng(0), labels=[0]))  # fmt: skip

@@ -78,6 +78,15 @@ class SleepConfig(BaseModel):
     target_rate: float | None = Field(None, gt=0)  # Hz per neuron; None: the measured wake rate
     rate_scale: float = Field(1.0, gt=0)  # input gain when not calibrated (times the stored rates)
     threshold_scale: float = Field(1.0, gt=0)  # thresholds during sleep, relative to rest
+    # True: adaptive thresholds keep adapting during sleep (homeostasis spreads the replay over
+    # neurons); False: frozen. Either way they are restored to their wake values afterwards.
+    adapt_thresholds: bool = False
+    sleep_theta_plus: float | None = Field(None, ge=0)  # V per spike while adapting in sleep; None: the wake value
+    # targeted replay (class statistics and the readout's assignments needed): in a block
+    # replaying class c, neurons assigned to c learn by the rule, neurons assigned to another
+    # class by the rule times -interference (they unlearn the replayed pattern), the rest not
+    targeted: bool = False
+    interference: float = Field(1.0, ge=0)
     inc: float = Field(1e-3, ge=0)  # potentiation per causal pairing (weight units)
     dec: float = Field(2e-4, ge=0)  # depression per non-causal post spike (weight units)
     window: float = Field(10e-3, gt=0)  # s: "pre fired before the post spike"
@@ -96,12 +105,16 @@ def sleep_update(
     protection: Tensor,
     cfg: SleepConfig,
     bounds: tuple[float, float],
+    post_gain: Tensor | None = None,
 ) -> Tensor:
     """One step of the spike-triggered sleep rule (batch mean), weights in synapse order,
     clipped to the plastic rule's ``bounds``.
 
-    ``last_pre_spike`` ``(batch, n_pre)`` holds each pre neuron's last spike time (s)."""
+    ``last_pre_spike`` ``(batch, n_pre)`` holds each pre neuron's last spike time (s);
+    ``post_gain`` ``(n_post,)`` scales (and may flip) the rule per post neuron."""
     fired = post_spikes.to(w.dtype)[:, post_index]  # (batch, n_syn)
+    if post_gain is not None:
+        fired = fired * post_gain[post_index]
     causal = (now - last_pre_spike[:, pre_index] <= cfg.window).to(w.dtype)
     change = fired * (cfg.inc * causal - cfg.dec * protection * (1.0 - causal))
     return torch.clamp(w + change.mean(0), *bounds)
@@ -137,6 +150,8 @@ class SleepReplay:
         self._last_pre = torch.full((batch, projection.n_pre), -math.inf, dtype=w.dtype, device=w.device)
         protection = fisher_protection(fisher, cfg.fisher_protection)
         self._protection = torch.ones_like(w) if protection is None else protection.to(w)
+        # per post neuron: 1 applies the rule as written; targeted replay sets it per block
+        self.post_gain = torch.ones(projection.n_post, dtype=w.dtype, device=w.device)
         self.active = True
 
     def on_step(self, ctx: StepContext) -> Awaitable[None] | None:
@@ -149,7 +164,16 @@ class SleepReplay:
             p = self.projection
             self.projection.set_synapse_weights(
                 sleep_update(
-                    w, self._last_pre, post, now, p.pre_index, p.post_index, self._protection, self.cfg, self.bounds
+                    w,
+                    self._last_pre,
+                    post,
+                    now,
+                    p.pre_index,
+                    p.post_index,
+                    self._protection,
+                    self.cfg,
+                    self.bounds,
+                    self.post_gain,
                 )
             )
         return None
@@ -161,6 +185,7 @@ class SleepReplay:
         kernel = SleepKernel(
             last_pre_spike=self._last_pre.numpy()[0],
             protection=self._protection.contiguous().numpy(),
+            post_gain=self.post_gain.numpy(),
             inc=self.cfg.inc,
             dec=self.cfg.dec,
             window=self.cfg.window,
@@ -239,9 +264,12 @@ async def calibrate_gain(
 
 
 @contextlib.contextmanager
-def sleeping_layer(sim: Simulation, population: str, threshold_scale: float) -> Iterator[None]:
+def sleeping_layer(
+    sim: Simulation, population: str, threshold_scale: float, *, adapt: bool = False, theta_plus: float | None = None
+) -> Iterator[None]:
     """The layer's thresholds at ``v_rest + threshold_scale (v_threshold - v_rest)`` and its
-    adaptive thresholds frozen for the block; parameters and thresholds restored after."""
+    adaptive thresholds frozen (or, with ``adapt``, adapting) for the block; parameters and
+    adaptive thresholds restored after."""
     params = sim.network.populations[population].params
     state = sim.state[population]
     saved_theta = state.theta.clone() if isinstance(state, AdaptiveLIFState) else None
@@ -249,7 +277,8 @@ def sleeping_layer(sim: Simulation, population: str, threshold_scale: float) -> 
         params, v_threshold=params.v_rest + threshold_scale * (params.v_threshold - params.v_rest)
     )
     if isinstance(sleepy, AdaptiveLIF):
-        sleepy = dataclasses.replace(sleepy, theta_plus=0.0)
+        step = (sleepy.theta_plus if theta_plus is None else theta_plus) if adapt else 0.0
+        sleepy = dataclasses.replace(sleepy, theta_plus=step)
     sim.set_population_params(population, sleepy)
     try:
         yield
@@ -271,8 +300,10 @@ async def _replay(
     replay: SleepReplay | None,
     monitor: SpikeMonitor,
     normalise: Callable[[], None] | None,
+    gains: list[Tensor] | None,
 ) -> None:
-    """The replay proper: blocks of noise at one stored statistic each, the rule attached."""
+    """The replay proper: blocks of noise at one stored statistic each, the rule attached
+    (with ``gains``, the rule's per-neuron gain of each statistic's blocks)."""
     monitor.start = sim.t
     sim.add_monitor(monitor)
     if replay is not None:
@@ -280,7 +311,10 @@ async def _replay(
     try:
         n_blocks = max(1, round(seconds / block))
         for _ in range(n_blocks):
-            inputs.set_rates(gain * drives[int(rng.integers(len(drives)))])
+            k = int(rng.integers(len(drives)))
+            inputs.set_rates(gain * drives[k])
+            if replay is not None and gains is not None:
+                replay.post_gain.copy_(gains[k])
             await sim.run_async(seconds / n_blocks)
             if normalise is not None and replay is not None:
                 normalise()
@@ -304,6 +338,8 @@ async def sleep_episode(
     fisher: Tensor | None = None,
     bounds: tuple[float, float] = (0.0, 1.0),
     normalise: Callable[[], None] | None = None,
+    labels: Sequence[int] | None = None,
+    assignments: npt.NDArray[np.int64] | None = None,
 ) -> SleepReport:
     """One SLEEP of ``duration`` s (default ``cfg.duration``) on ``projection``'s target layer
     (see the module docs). ``statistics``: the stored input rates (Hz at gain 1), one per task
@@ -322,14 +358,25 @@ async def sleep_episode(
     replay = SleepReplay(projection, cfg, bounds=bounds, batch=sim.batch, fisher=fisher) if cfg.plasticity else None
     if cfg.calibrate and target is None:
         raise ValueError("sleep calibration needs a target: the wake rate, or cfg.target_rate")
+    gains = None
+    if cfg.targeted and replay is not None:
+        if labels is None or assignments is None or len(labels) != len(drives):
+            raise ValueError("targeted replay needs one class label per statistic and the neurons' assignments")
+        w = projection.synapse_weights()
+        gains = [
+            torch.from_numpy(np.where(assignments == c, 1.0, np.where(assignments >= 0, -cfg.interference, 0.0))).to(w)
+            for c in labels
+        ]
     monitor = SpikeMonitor(population, start=sim.t)
-    with sleeping_layer(sim, population, cfg.threshold_scale):
+    with sleeping_layer(
+        sim, population, cfg.threshold_scale, adapt=cfg.adapt_thresholds, theta_plus=cfg.sleep_theta_plus
+    ):
         gain = (
             await calibrate_gain(sim, inputs, population, np.mean(drives, axis=0), target)
             if cfg.calibrate and target is not None
             else cfg.rate_scale
         )
-        await _replay(sim, inputs, drives, gain, seconds, cfg.block, rng, replay, monitor, normalise)
+        await _replay(sim, inputs, drives, gain, seconds, cfg.block, rng, replay, monitor, normalise, gains)
     if replay is not None:
         replay.finish()
         if normalise is not None:

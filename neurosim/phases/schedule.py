@@ -48,7 +48,7 @@ from neurosim.learning.fisher import DirectoryFisherStore, SnapshotReason
 from neurosim.learning.fisher_online import FisherAccumulator, FisherAccumulatorConfig
 from neurosim.learning.learner import STDPOnlineLearner
 from neurosim.learning.readout import LinearReadout
-from neurosim.learning.sleep import SleepConfig, SleepDrive, SleepReport, sleep_episode
+from neurosim.learning.sleep import SleepDrive, SleepReport, sleep_episode
 from neurosim.learning.surrogate import Surrogate
 from neurosim.metrics import METRICS, Metrics
 from neurosim.outputs import write_json
@@ -187,7 +187,7 @@ class Experiment:
             if e.enabled
             else None
         )
-        self.sleep_cfg = SleepConfig(**cfg.sleep.model_dump(exclude={"enabled"}))
+        self.sleep_cfg = cfg.sleep.sleep_config()
         self._class_response = np.zeros((self.n_classes, n))
         self._class_count = np.zeros(self.n_classes)
         self._counts = np.zeros(n, dtype=np.int64)
@@ -338,10 +338,16 @@ class Experiment:
                 continue
         return torch.from_numpy(np.sum(arrays, axis=0)) if arrays else None
 
+    def _statistic_keys(self) -> list[tuple[int, int]]:
+        keys = sorted(self._image_sum)
+        if self.cfg.sleep.replay_tasks == "earlier" and len({k[0] for k in keys}) > 1:
+            keys = [k for k in keys if k[0] != self.seen[-1]]
+        return keys
+
     def sleep_statistics(self) -> list[npt.NDArray[np.float64]]:
         """The stored drive of a SLEEP: input rates (Hz) at the mean image of each task seen,
         or of each class seen, from the images shown while learning them."""
-        keys = sorted(self._image_sum)
+        keys = self._statistic_keys()
         if self.sleep_cfg.drive is SleepDrive.CLASS_MEANS:
             means = [self._image_sum[k] / self._image_count[k] for k in keys]
         else:
@@ -357,6 +363,8 @@ class Experiment:
         if not statistics:
             raise RuntimeError("SLEEP before any LEARNING: there is nothing to replay")
         wake_rate = self._wake_spikes / max(self.cfg.network.n_hidden * self._wake_seconds, 1e-12)
+        classes = sorted({c for t in self.seen for c in self.tasks[t].classes})
+        labels = [k[1] for k in self._statistic_keys()] if self.sleep_cfg.drive is SleepDrive.CLASS_MEANS else None
         report = await sleep_episode(
             self.sim,
             projection=self.proj,
@@ -369,9 +377,10 @@ class Experiment:
             fisher=self._total_fisher() if self.sleep_cfg.fisher_protection > 0 else None,
             bounds=(self.cfg.stdp.w_min, self.cfg.stdp.w_max),
             normalise=self._normalise,
+            labels=labels,
+            assignments=self._assignments(classes),
         )
         self.sleep_reports.append(report)
-        classes = sorted({c for t in self.seen for c in self.tasks[t].classes})
         self.sleep_assignments.append(self._assignments(classes))
         self.sleep_diagnostics.append(self._diagnose(report))
         self._announce_sleep(self.sleep_diagnostics[-1])

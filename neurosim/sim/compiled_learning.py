@@ -144,6 +144,7 @@ class RewardKernel:
 class SleepKernel:
     last_pre_spike: FloatArray  # s; -inf before the first spike
     protection: FloatArray  # per synapse
+    post_gain: FloatArray  # per post neuron: the sign and size of its rule (1: as written)
     inc: float
     dec: float
     window: float
@@ -240,7 +241,7 @@ def _pre_arrays(kernel: Kernel) -> tuple[FloatArray, FloatArray | None, FloatArr
         return kernel.pair.pre_trace, None, kernel.pair.post_trace, None
     if isinstance(kernel, TripletKernel):
         return kernel.r1, kernel.r2, kernel.o1, kernel.o2
-    return kernel.last_pre_spike, None, None, None
+    return kernel.last_pre_spike, None, kernel.post_gain, None
 
 
 def _rule_row(kernel: Kernel) -> tuple[RuleKind, list[float], bool, bool]:

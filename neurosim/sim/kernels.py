@@ -358,9 +358,10 @@ def _reward_rule(r: int, slot: int, dt: float, step_dt: Any, la: Any, proj: Any,
 def _sleep_rule(r: int, slot: int, step_dt: Any, la: Any, proj: Any, post: Any, weight: Any,
                 spike_list: Any, spike_count: Any) -> None:  # fmt: skip
     """``sleep.sleep_update``: at a post spike, each incoming synapse gains ``inc`` if its pre
-    neuron fired within ``window``, else loses ``dec * protection``; clipped to the bounds."""
+    neuron fired within ``window``, else loses ``dec * protection``, times the post neuron's
+    gain; clipped to the bounds."""
     it, f = la[A_INT], la[A_FLOAT]
-    last_pre, protection = la[A_PRE1], la[A_PROTECTION]
+    last_pre, protection, post_gain = la[A_PRE1], la[A_PROTECTION], la[A_POST1]
     col_ptr, col_syn, col_pre = la[A_COL_PTR], la[A_COL_SYN], la[A_COL_PRE]
     q = it[r, I_PROJ]
     src0, n_pre, tgt0, syn0 = proj[q, P_SRC0], proj[q, P_NSRC], proj[q, P_TGT0], proj[q, P_SYN0]
@@ -376,10 +377,11 @@ def _sleep_rule(r: int, slot: int, step_dt: Any, la: Any, proj: Any, post: Any, 
         if s < tgt0 or s >= tgt0 + n_post:
             continue
         j = s - tgt0
+        gain = post_gain[it[r, I_POST0] + j]
         for c in range(col_ptr[col0 + j], col_ptr[col0 + j + 1]):
             syn = col_syn[colsyn0 + c]
             causal = one if now - last_pre[pre0 + col_pre[colsyn0 + c]] <= f[r, F_WINDOW] else one - one
-            change = f[r, F_INC] * causal - f[r, F_DEC] * protection[e0 + syn] * (one - causal)
+            change = gain * (f[r, F_INC] * causal - f[r, F_DEC] * protection[e0 + syn] * (one - causal))
             weight[syn0 + syn] = _clip(weight[syn0 + syn] + change, w_min, w_max)
 
 
