@@ -133,3 +133,68 @@ def test_evaluations_are_announced_on_the_bus_and_in_the_accuracy_metrics(tmp_pa
     assert value("neurosim_phase_transitions_total", {"from_phase": "learning", "to_phase": "sleep"}) == 2
     assert value("neurosim_phase", {"neurosim_phase": "wake"}) == 1
     assert value("neurosim_simulated_seconds_total") == pytest.approx(results["simulated_s"])
+
+
+def test_the_run_reports_its_no_consolidation_control_beside_it(tmp_path: Path) -> None:
+    cfg = parse_continual(_tiny())
+    results = run_experiment(cfg, tmp_path, progress=False)
+    control = results["control"]
+    alone = run_experiment(cfg.without_consolidation(), tmp_path / "alone", progress=False)
+    assert "control" not in alone  # a run without consolidation has nothing to compare with
+    for key in ("average_accuracy", "bwt", "average_accuracy_task_incremental"):
+        assert control[key] == alone[key]  # the same seed and data, EWC and sleep off
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["control"]["average_accuracy"] == control["average_accuracy"]
+    assert (tmp_path / "control" / "results.json").exists()
+    assert not parse_continual(_tiny(control=False)).control
+
+
+def test_every_sleep_is_diagnosed_in_results_bus_and_metrics(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from neurosim.events.schema import SleepEvent, event_from_message, payload_of, topic_of
+    from neurosim.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry())
+    cfg = parse_continual(_tiny(sleep={"duration": 0.3, "drive": "class-means", "targeted": True}))
+    exp = Experiment(cfg, tmp_path, progress=False, run_id="dreams", metrics=metrics)
+    seen = exp.bus.subscribe(maxsize=100_000)
+    results = asyncio.run(exp.run())
+    events = [e for e in (seen.get_nowait() for _ in range(seen.pending())) if isinstance(e, SleepEvent)]
+    assert [e.episode for e in events] == [0, 1] == [d["episode"] for d in results["sleep"]]
+    last = results["sleep"][-1]
+    assert last["classes_seen"] == 4 and set(last["spikes_per_class"]) == {"0", "1", "2", "3"}
+    assert last["spikes"] == sum(last["spikes_per_class"].values()) + last["spikes_unassigned"] > 0
+    assert last["duration_s"] == pytest.approx(0.3) and last["gain"] > 0 and last["target_rate_hz"] > 0
+    assert set(last["weight_change_per_task"]) == {"split-01", "split-23"}
+    assert last["weight_change_mean_abs"] > 0
+    topic = topic_of("dreams", events[-1])
+    assert topic == "neurosim/dreams/sleep"
+    assert event_from_message(topic, payload_of(events[-1])[0]) == events[-1]  # the wire round trip
+    value = metrics.registry.get_sample_value
+    total = sum(d["spikes"] for d in results["sleep"])
+    per_class = [value("neurosim_sleep_replay_spikes_total", {"assigned_class": c}) or 0.0 for c in "0123"]
+    assert sum(per_class) + (value("neurosim_sleep_replay_spikes_total", {"assigned_class": "-1"}) or 0.0) == total
+    assert value("neurosim_sleep_classes_reactivated") == last["classes_reactivated"]
+
+
+def test_task_incremental_voting_never_scores_below_class_incremental(tmp_path: Path) -> None:
+    results = run_experiment(parse_continual(_tiny(data={**_tiny()["data"], "n_tasks": 3}, control=False)), tmp_path,
+                             progress=False)  # fmt: skip
+    for row_class, row_task in zip(results["accuracy_matrix_class_incremental"],
+                                   results["accuracy_matrix_task_incremental"], strict=True):  # fmt: skip
+        for a_class, a_task in zip(row_class, row_task, strict=True):
+            assert (a_class is None) == (a_task is None)
+            assert a_class is None or a_task >= a_class
+
+
+def test_joint_training_learns_every_task_in_one_block(tmp_path: Path) -> None:
+    cfg = parse_continual(_tiny(joint=True, ewc={"enabled": False}, sleep={"enabled": False}))
+    exp = Experiment(cfg, tmp_path, progress=False)
+    results = asyncio.run(exp.run())
+    assert [(e["phase"], e["task"]) for e in results["phase_history"]] == [
+        ("wake", None), ("learning", "split-23"), ("wake", "split-23")]  # fmt: skip
+    assert len(results["accuracy_matrix"]) == 1 and all(a is not None for a in results["accuracy_matrix"][0])
+    assert exp._class_count.sum() == 2 * 6  # every task's training images, once
+    with pytest.raises(ConfigError, match="joint"):
+        parse_continual(_tiny(joint=True, schedule=[{"phase": "learning", "task": 0}, {"phase": "sleep"}]))

@@ -171,6 +171,22 @@ class EWCRegulariser:
         self._pull_cache.clear()
         self.tasks.append(task_id)
 
+    def recentre(self, task_id: str, parameters: Mapping[str, Tensor]) -> None:
+        """Move the anchor that ``task_id`` last consolidated into (online mode: the running
+        anchor) to ``parameters``, keeping its Fisher: after a consolidation that changes the
+        weights on purpose (sleep), later tasks are pulled towards the consolidated weights,
+        not back to those before it."""
+        key = "online" if self.config.mode is EWCMode.ONLINE else task_id
+        anchor = self._anchors.get(key)
+        if anchor is None or task_id not in self.tasks:
+            raise KeyError(f"recentre({task_id!r}): no anchor consolidated for this task")
+        if set(parameters) != set(anchor.params):
+            raise ValueError(f"recentre({task_id!r}): parameters {sorted(parameters)}, anchor {sorted(anchor.params)}")
+        params = {k: v.detach().clone().to(anchor.params[k]) for k, v in parameters.items()}
+        self._anchors[key] = Anchor(params, anchor.fisher)
+        self._merged = merge_anchors(list(self._anchors.values()))
+        self._pull_cache.clear()
+
     def penalty(self, parameters: Mapping[str, Tensor]) -> Tensor:
         """``quadratic_penalty`` over every anchor, in one pass over the parameters."""
         merged = self._merged

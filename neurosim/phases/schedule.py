@@ -15,7 +15,8 @@ Phase semantics (``docs/phases.md``):
 - leaving LEARNING: EWC consolidation of the task (anchor = the weights now, Fisher = a
   snapshot forced now);
 - SLEEP: ``force_snapshot()`` on every accumulator with pending steps, then replay
-  (``neurosim.learning.sleep``), protected by the Fisher of the tasks seen;
+  (``neurosim.learning.sleep``), protected by the Fisher of the tasks seen; the EWC anchor
+  of the latest task moves to the weights after sleep;
 - WAKE: plasticity and threshold adaptation off; every task seen so far is evaluated.
 
 ``results.json`` is rewritten (atomically) after every evaluation, so a run that fails
@@ -338,6 +339,12 @@ class Experiment:
                 continue
         return torch.from_numpy(np.sum(arrays, axis=0)) if arrays else None
 
+    def _replay_by_class(self) -> bool:
+        """One statistic per class (class means; or uniform noise standing in for them in
+        targeted replay, so the control keeps the same blocks and gains, without the data)."""
+        drive = self.sleep_cfg.drive
+        return drive is SleepDrive.CLASS_MEANS or (drive is SleepDrive.UNIFORM and self.sleep_cfg.targeted)
+
     def _statistic_keys(self) -> list[tuple[int, int]]:
         keys = sorted(self._image_sum)
         if self.cfg.sleep.replay_tasks == "earlier" and len({k[0] for k in keys}) > 1:
@@ -348,7 +355,7 @@ class Experiment:
         """The stored drive of a SLEEP: input rates (Hz) at the mean image of each task seen,
         or of each class seen, from the images shown while learning them."""
         keys = self._statistic_keys()
-        if self.sleep_cfg.drive is SleepDrive.CLASS_MEANS:
+        if self._replay_by_class():
             means = [self._image_sum[k] / self._image_count[k] for k in keys]
         else:
             means = []
@@ -364,7 +371,7 @@ class Experiment:
             raise RuntimeError("SLEEP before any LEARNING: there is nothing to replay")
         wake_rate = self._wake_spikes / max(self.cfg.network.n_hidden * self._wake_seconds, 1e-12)
         classes = sorted({c for t in self.seen for c in self.tasks[t].classes})
-        labels = [k[1] for k in self._statistic_keys()] if self.sleep_cfg.drive is SleepDrive.CLASS_MEANS else None
+        labels = [k[1] for k in self._statistic_keys()] if self._replay_by_class() else None
         report = await sleep_episode(
             self.sim,
             projection=self.proj,
@@ -380,6 +387,9 @@ class Experiment:
             labels=labels,
             assignments=self._assignments(classes),
         )
+        if self.ewc is not None and self.ewc.tasks:
+            # the consolidated weights are the new anchor: later tasks must not pull sleep back out
+            self.ewc.recentre(self.ewc.tasks[-1], {self.learner.parameter_name: self.proj.synapse_weights()})
         self.sleep_reports.append(report)
         self.sleep_assignments.append(self._assignments(classes))
         self.sleep_diagnostics.append(self._diagnose(report))
