@@ -526,9 +526,15 @@ class ContinualSleepConfig(SleepConfig):
 
     enabled: bool = True
     replay_tasks: Literal["all", "earlier"] = "all"
+    # naps inside LEARNING (Golden et al. 2022 interleave sleep with new-task training): every
+    # ``interleave_every`` images, ``interleave_duration`` s of the same sleep; None: no naps
+    interleave_every: PositiveInt | None = None
+    interleave_duration: PositiveFloat = 1.0
 
     def sleep_config(self) -> SleepConfig:
-        return SleepConfig(**self.model_dump(exclude={"enabled", "replay_tasks"}))
+        return SleepConfig(
+            **self.model_dump(exclude={"enabled", "replay_tasks", "interleave_every", "interleave_duration"})
+        )
 
 
 class ScheduleBlock(_Strict):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from neurosim.learning.ewc import EWCConfig, EWCMode, EWCRegulariser, quadratic_penalty
+from neurosim.learning.ewc import Anchor, EWCConfig, EWCMode, EWCRegulariser, quadratic_penalty
 from neurosim.learning.fisher import FisherKind, FisherSnapshot, InMemoryFisherStore, estimate_fisher
 from neurosim.learning.si import SIConfig, SynapticIntelligence
 
@@ -154,3 +154,28 @@ def test_consolidation_reduces_forgetting_on_two_tasks(method: str) -> None:
     assert a0 > 0.9
     assert a_reg > a_plain + 0.1, results  # less forgetting
     assert b_reg > 0.85  # and task B is still learned
+
+
+@pytest.mark.parametrize("mode", [EWCMode.ONLINE, EWCMode.SEPARATE])
+def test_recentre_moves_the_anchor_and_keeps_its_fisher(mode: EWCMode) -> None:
+    ewc = EWCRegulariser(EWCConfig(lambda_=2.0, mode=mode, pull_rate=0.1))
+    fisher = {"w": torch.tensor([1.0, 0.0, 4.0])}
+    ewc.consolidate("a", {"w": torch.zeros(3)}, fisher)
+    ewc.consolidate("b", {"w": torch.ones(3)}, fisher)
+    before = ewc.penalty({"w": torch.full((3,), 0.5)})
+    ewc.recentre("b", {"w": torch.full((3,), 0.5)})  # e.g. the weights after sleep
+    expected = [
+        Anchor({"w": torch.zeros(3)}, fisher),
+        Anchor({"w": torch.full((3,), 0.5)}, fisher),
+    ] if mode is EWCMode.SEPARATE else [Anchor({"w": torch.full((3,), 0.5)}, {"w": 2 * fisher["w"]})]  # fmt: skip
+    theta = {"w": torch.tensor([0.2, -1.0, 0.9])}
+    assert float(ewc.penalty(theta)) == pytest.approx(float(quadratic_penalty(theta, expected, 2.0)))
+    assert float(ewc.penalty({"w": torch.full((3,), 0.5)})) < float(before)
+    pulled = ewc.pull("w", torch.full((3,), 0.5))
+    assert pulled is not None  # the cached pull follows the new centre
+    if mode is EWCMode.ONLINE:
+        assert torch.equal(pulled, torch.zeros(3))
+    with pytest.raises(KeyError, match="no anchor"):
+        ewc.recentre("never-learned", {"w": torch.zeros(3)})
+    with pytest.raises(ValueError, match="parameters"):
+        ewc.recentre("b", {"v": torch.zeros(3)})

@@ -198,3 +198,14 @@ def test_joint_training_learns_every_task_in_one_block(tmp_path: Path) -> None:
     assert exp._class_count.sum() == 2 * 6  # every task's training images, once
     with pytest.raises(ConfigError, match="joint"):
         parse_continual(_tiny(joint=True, schedule=[{"phase": "learning", "task": 0}, {"phase": "sleep"}]))
+
+
+def test_naps_interleave_sleep_with_learning_inside_the_task(tmp_path: Path) -> None:
+    cfg = parse_continual(_tiny(sleep={"duration": 0.1, "interleave_every": 3, "interleave_duration": 0.05},
+                                control=False))  # fmt: skip
+    results = run_experiment(cfg, tmp_path, progress=False)
+    within = [(s["within_task"], round(s["duration_s"], 3)) for s in results["sleep"]]
+    # 6 images per task: a nap after the 3rd (none after the last: the SLEEP phase follows)
+    assert within == [("split-01", 0.05), (None, 0.1), ("split-23", 0.05), (None, 0.1)]
+    phases = [e["phase"] for e in results["phase_history"]]
+    assert phases.count("sleep") == 2  # naps happen inside LEARNING, without a phase change

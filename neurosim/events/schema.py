@@ -111,6 +111,7 @@ class SleepEvent(BaseModel):
 
     run_id: str
     episode: int = Field(ge=0)  # 0, 1, 2, ... per run
+    within_task: str | None = None  # a nap inside this task's LEARNING; None: a SLEEP phase
     start_s: float = Field(ge=0.0)  # simulated time the replay began (after calibration)
     duration_s: float = Field(ge=0.0)
     drive: Literal["task-means", "class-means", "uniform"]

@@ -67,6 +67,9 @@ def plot_experiment(out_dir: Path, experiment: Experiment) -> None:
         if stop - start > 0.02 * max(experiment.sim.t, 1e-9):
             ax.text((start + stop) / 2, 0, phase if phase != "learning" else f"L {task_id}", ha="center",
                     va="center", fontsize=7)  # fmt: skip
+    for nap in experiment.sleep_diagnostics:  # naps inside LEARNING: no phase change, drawn over it
+        if nap.within_task is not None:
+            ax.barh(0, nap.duration_s, left=nap.start_s, height=0.5, color=PHASE_COLOURS["sleep"], edgecolor="#8a5fb0")
     ax.set_yticks([])
     ax.set_xlabel("simulated time (s)")
     ax.set_xlim(0, max(experiment.sim.t, 1e-9))

@@ -311,6 +311,11 @@ class Experiment:
             self._wake_spikes += int(counts.sum())
             self._wake_seconds += self.cfg.data.present
             self._normalise()
+            nap_every = self.cfg.sleep.interleave_every
+            if self.cfg.sleep.enabled and nap_every is not None and (k + 1) % nap_every == 0 and k + 1 < len(pairs):
+                self.learner.enabled = False
+                await self.sleep(self.cfg.sleep.interleave_duration, within=task.task_id)
+                self.learner.enabled = True
         self.learner.enabled = False
         self.learner.accumulator = None
 
@@ -365,7 +370,8 @@ class Experiment:
                 means.append(total / sum(self._image_count[k] for k in own))
         return [poisson_rates(np.clip(m, 0.0, 1.0).astype(np.float32), self.cfg.data.max_rate) for m in means]
 
-    async def sleep(self, duration: float) -> None:
+    async def sleep(self, duration: float, *, within: str | None = None) -> None:
+        """One sleep: a SLEEP phase, or (``within`` a task's id) a nap inside its LEARNING."""
         statistics = self.sleep_statistics()
         if not statistics:
             raise RuntimeError("SLEEP before any LEARNING: there is nothing to replay")
@@ -387,15 +393,15 @@ class Experiment:
             labels=labels,
             assignments=self._assignments(classes),
         )
-        if self.ewc is not None and self.ewc.tasks:
+        if within is None and self.ewc is not None and self.ewc.tasks:
             # the consolidated weights are the new anchor: later tasks must not pull sleep back out
             self.ewc.recentre(self.ewc.tasks[-1], {self.learner.parameter_name: self.proj.synapse_weights()})
         self.sleep_reports.append(report)
         self.sleep_assignments.append(self._assignments(classes))
-        self.sleep_diagnostics.append(self._diagnose(report))
+        self.sleep_diagnostics.append(self._diagnose(report, within))
         self._announce_sleep(self.sleep_diagnostics[-1])
 
-    def _diagnose(self, report: SleepReport) -> SleepEvent:
+    def _diagnose(self, report: SleepReport, within: str | None) -> SleepEvent:
         """Is every old class reactivated, and how much did each task's most important
         synapses (the top 5 % of its Fisher) move?"""
         classes = sorted({c for t in self.seen for c in self.tasks[t].classes})
@@ -417,6 +423,7 @@ class Experiment:
         return SleepEvent(
             run_id=self.run_id,
             episode=len(self.sleep_diagnostics),
+            within_task=within,
             start_s=report.start_s,
             duration_s=report.duration_s,
             drive=report.drive.value,
