@@ -375,10 +375,19 @@ class Experiment:
         statistics = self.sleep_statistics()
         if not statistics:
             raise RuntimeError("SLEEP before any LEARNING: there is nothing to replay")
-        wake_rate = self._wake_spikes / max(self.cfg.network.n_hidden * self._wake_seconds, 1e-12)
         classes = sorted({c for t in self.seen for c in self.tasks[t].classes})
         labels = [k[1] for k in self._statistic_keys()] if self._replay_by_class() else None
-        report = await sleep_episode(
+        # sleep noise on its own stream and the neuron state restored on waking: a sleep that
+        # changes no weight leaves the rest of the run exactly as without it (sharp controls)
+        with self.sim.detached(stream=len(self.sleep_reports) + 1):
+            report = await self._sleep_episode(statistics, duration, labels, classes)
+        self._after_sleep(report, classes, within)
+
+    async def _sleep_episode(
+        self, statistics: list[npt.NDArray[np.float64]], duration: float, labels: list[int] | None, classes: list[int]
+    ) -> SleepReport:
+        wake_rate = self._wake_spikes / max(self.cfg.network.n_hidden * self._wake_seconds, 1e-12)
+        return await sleep_episode(
             self.sim,
             projection=self.proj,
             inputs=self._input(),
@@ -393,6 +402,8 @@ class Experiment:
             labels=labels,
             assignments=self._assignments(classes),
         )
+
+    def _after_sleep(self, report: SleepReport, classes: list[int], within: str | None) -> None:
         if within is None and self.ewc is not None and self.ewc.tasks:
             # the consolidated weights are the new anchor: later tasks must not pull sleep back out
             self.ewc.recentre(self.ewc.tasks[-1], {self.learner.parameter_name: self.proj.synapse_weights()})

@@ -26,11 +26,12 @@ numbers drawn.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import inspect
 import math
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
@@ -222,6 +223,41 @@ class Simulation:
             cached = torch.from_numpy(indices).to(self.device)
             self._index_cache[key] = cached
         return cached
+
+    @contextlib.contextmanager
+    def separate_input_noise(self, stream: int) -> Iterator[None]:
+        """Inputs draw their noise from stream ``stream`` of the run's seed inside the block,
+        and pick up their own streams where they left them afterwards: what runs inside
+        (a sleep, a probe) does not change the input spikes of what runs after it, so a run
+        with the block and one without see the same inputs afterwards (common random numbers)."""
+        if stream < 0:
+            raise ValueError(f"stream must be >= 0, got {stream}")
+        own = self._input_rngs
+        self._input_rngs = {
+            name: [np.random.default_rng(np.random.SeedSequence(self.seed + b, spawn_key=(2, k, stream)))
+                   for b in range(self.batch)]
+            for k, name in enumerate(own)
+        }  # fmt: skip
+        try:
+            yield
+        finally:
+            self._input_rngs = own
+
+    @contextlib.contextmanager
+    def detached(self, stream: int) -> Iterator[None]:
+        """A block that leaves no trace in the run's neuron state and input noise: inputs draw
+        from their ``separate_input_noise`` stream, and every population's state (and the
+        spikes in flight) is restored afterwards. Weights and other plasticity are kept. A
+        sleep in such a block that changes no weight leaves the rest of the run exactly as
+        if it had not happened (apart from the clock): the sharp control for sleep."""
+        saved = {name: type(st)(*(t.clone() for t in st)) for name, st in self.state.items()}
+        history = self._history.clone()
+        try:
+            with self.separate_input_noise(stream):
+                yield
+        finally:
+            self.state.update(saved)
+            self._history.copy_(history)
 
     def source_slice(self, name: str) -> slice:
         lo, hi = self._offsets[name]
