@@ -276,3 +276,36 @@ def test_cuda_path_matches_cpu() -> None:
     assert abs(gpu["exc"].shape[1] - cpu["exc"].shape[1]) < 0.1 * cpu["exc"].shape[1]
     first = min(200, cpu["exc"].shape[1])
     assert np.array_equal(gpu["exc"][:, :first], cpu["exc"][:, :first])
+
+
+@pytest.mark.parametrize("backend", [Backend.COMPILED, Backend.TORCH])
+def test_a_detached_block_leaves_no_trace_in_what_runs_after_it(backend: Backend) -> None:
+    runs = []
+    for detour in (False, True):
+        sim = Simulation(_mixed_network(), seed=4, backend=backend, chunk_steps=300)
+        sim.run(0.05)
+        if detour:
+            with sim.detached(stream=1):  # e.g. a sleep that changes no weight
+                sim.network.inputs["noise"].set_rates(80.0)
+                sim.run(0.0237)  # not a multiple of the delay ring buffer's length
+                sim.network.inputs["noise"].set_rates(20.0)
+        mons = {s: sim.add_monitor(SpikeMonitor(s)) for s in ("cond", "adapt", "noise")}
+        sim.run(0.1)
+        runs.append({s: (m.steps - sim.step, m.indices) for s, m in mons.items()})
+    plain, detoured = runs
+    for source in plain:
+        assert plain[source][1].size > 0
+        np.testing.assert_array_equal(plain[source][0], detoured[source][0])
+        np.testing.assert_array_equal(plain[source][1], detoured[source][1])
+
+
+def test_separate_input_noise_draws_other_spikes_and_returns_to_the_own_stream() -> None:
+    sim = Simulation(_mixed_network(), seed=4)
+    with sim.separate_input_noise(stream=3):
+        inside = _spikes(sim, 0.02, ("noise",))["noise"]
+    fresh = Simulation(_mixed_network(), seed=4)
+    own = _spikes(fresh, 0.02, ("noise",))["noise"]
+    assert not np.array_equal(inside, own)
+    with pytest.raises(ValueError, match="stream"):
+        with sim.separate_input_noise(stream=-1):
+            pass

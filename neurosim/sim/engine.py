@@ -251,13 +251,16 @@ class Simulation:
         sleep in such a block that changes no weight leaves the rest of the run exactly as
         if it had not happened (apart from the clock): the sharp control for sleep."""
         saved = {name: type(st)(*(t.clone() for t in st)) for name, st in self.state.items()}
-        history = self._history.clone()
+        history, step = self._history.clone(), self.step
         try:
             with self.separate_input_noise(stream):
                 yield
         finally:
             self.state.update(saved)
-            self._history.copy_(history)
+            # the delay ring buffer is indexed by step: rotate it to where the clock is now
+            self._history.copy_(torch.roll(history, shifts=(self.step - step) % self._slots, dims=0))
+            if self._compiled is not None:
+                self._compiled.invalidate_spike_lists()
 
     def source_slice(self, name: str) -> slice:
         lo, hi = self._offsets[name]
