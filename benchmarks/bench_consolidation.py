@@ -64,9 +64,10 @@ VALIDATION_SEEDS = (100, 101, 102)
 # thresholds during sleep helps. Second search (42 runs): targeted class replay with adapting
 # thresholds, potentiation x which tasks replay x sleep length; EWC strength extended.
 # EWC + sleep and both controls reuse the chosen settings; the MNIST setting reuses them too.
+UNTARGETED = {"targeted": False, "adapt_thresholds": False, "sleep_theta_plus": None, "replay_tasks": "all"}
 FIRST_SEARCH: dict[str, list[dict[str, Any]]] = {
     "sleep": [
-        {"drive": drive, "inc": inc, "dec": inc / 10, "duration": duration, "threshold_scale": 1.0}
+        {"drive": drive, "inc": inc, "dec": inc / 10, "duration": duration, "threshold_scale": 1.0, **UNTARGETED}
         for drive in ("task-means", "class-means")
         for inc in (1e-4, 1e-3)
         for duration in (2.0, 10.0)
@@ -153,8 +154,15 @@ def run_all(jobs: list[tuple[str, str, dict[str, Any], int]], workers: int, resu
     RUNS.parent.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(one_run, *job): job for job in todo}
+        failed = []
         for k, future in enumerate(as_completed(futures), 1):
-            row = future.result()
+            try:
+                row = future.result()
+            except Exception as err:  # one failed run must not stop (or hide) the others
+                job = futures[future]
+                failed.append(f"{job[0]} {job[1]} seed {job[3]}: {type(err).__name__}: {err}")
+                print(f"[{k}/{len(todo)}] FAILED {failed[-1]}", flush=True)
+                continue
             with RUNS.open("a") as log:
                 log.write(json.dumps(row) + "\n")
             print(
@@ -163,6 +171,8 @@ def run_all(jobs: list[tuple[str, str, dict[str, Any], int]], workers: int, resu
                 f"bwt {row['bwt']:+.3f} ({row['wall_s']:.0f} s)",
                 flush=True,
             )
+    if failed:
+        raise RuntimeError(f"{len(failed)} runs failed (the others are logged):\n" + "\n".join(failed))
 
 
 def _label(kind: str, params: dict[str, Any]) -> str:

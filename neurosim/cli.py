@@ -119,15 +119,26 @@ def main() -> None:
 @click.option("--mqtt-key", type=click.Path(exists=True, dir_okay=False), default=None, help="TLS: client key.")
 @click.option("--mqtt-insecure", is_flag=True, help="TLS: do not check the broker's host name.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
-              help="Serve Prometheus metrics at http://0.0.0.0:PORT/metrics while the run lasts.")  # fmt: skip
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics while the run lasts.")  # fmt: skip
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Address the metrics server binds (0.0.0.0: every interface).")  # fmt: skip
 def run(config: Path, out: Path | None, duration: float | None, seed: int | None, device: str | None,
         batch: int | None, overwrite: bool, quiet: bool, backend: str, brian2_target: str, mqtt_url: str | None,
         run_id: str | None, mqtt_ca: str | None, mqtt_cert: str | None, mqtt_key: str | None, mqtt_insecure: bool,
-        metrics_port: int | None) -> None:  # fmt: skip
+        metrics_port: int | None, metrics_host: str) -> None:  # fmt: skip
     """Run CONFIG and write config.json, spikes.npz, summary.json and raster.png to --out."""
     from neurosim.metrics import serve_metrics
 
     loaded = _load_any(config)
+    if isinstance(loaded, ContinualConfig):
+        ignored = [f"--{name}" for name, value in (("duration", duration), ("device", device), ("batch", batch))
+                   if value is not None]  # fmt: skip
+        if ignored or backend != "neurosim":
+            what = ", ".join(ignored + ([f"--backend {backend}"] if backend != "neurosim" else []))
+            raise click.UsageError(
+                f"{what}: not for a continual-learning experiment (its length is its schedule and "
+                "data.train_per_task; it runs on neurosim's CPU engine); only --seed overrides it"
+            )
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{config.stem}-{stamp}"
@@ -137,10 +148,10 @@ def run(config: Path, out: Path | None, duration: float | None, seed: int | None
     with contextlib.ExitStack() as stack:
         if metrics_port is not None:
             try:
-                port = stack.enter_context(serve_metrics(metrics_port))
+                port = stack.enter_context(serve_metrics(metrics_port, address=metrics_host))
             except OSError as err:
-                raise click.ClickException(f"cannot serve metrics on port {metrics_port}: {err}") from None
-            click.echo(f"Prometheus metrics at http://0.0.0.0:{port}/metrics", err=True)
+                raise click.ClickException(f"cannot serve metrics on {metrics_host}:{metrics_port}: {err}") from None
+            click.echo(f"Prometheus metrics at http://{metrics_host}:{port}/metrics", err=True)
         if live.mqtt is not None:
             click.echo(f"publishing to {live.mqtt} under neurosim/{live.run_id}/", err=True)
         if isinstance(loaded, ContinualConfig):

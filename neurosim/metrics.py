@@ -180,7 +180,7 @@ METRICS = Metrics(REGISTRY)
 
 
 @contextmanager
-def serve_metrics(port: int, *, address: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> Iterator[int]:
+def serve_metrics(port: int, *, address: str = "127.0.0.1", registry: CollectorRegistry = REGISTRY) -> Iterator[int]:
     """Serve ``registry`` at ``http://address:port/metrics`` while the block runs; yields the port
     (``port=0`` picks a free one). ``OSError`` if the port is taken."""
     if not 0 <= port <= 65535:

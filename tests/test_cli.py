@@ -67,3 +67,23 @@ def test_run_recognises_a_continual_experiment(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["status"] == "completed" and saved["consolidation"] == {"ewc": True, "sleep": False}
     assert json.loads((tmp_path / "out" / "config.json").read_text())["ewc"]["lambda"] == 1.0
+
+
+def test_run_options_a_continual_experiment_cannot_honour_are_refused(tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        main, ["run", str(EXAMPLES / "continual_digits.toml"), "--out", str(tmp_path / "o"), "--duration", "1"]
+    )
+    assert res.exit_code == 2 and "--duration" in res.output and "only --seed" in res.output
+    assert not (tmp_path / "o").exists()  # refused before anything ran
+    res = CliRunner().invoke(main, ["run", str(EXAMPLES / "continual_digits.toml"), "--backend", "brian2"])
+    assert res.exit_code == 2 and "--backend brian2" in res.output
+
+
+def test_metrics_are_served_on_loopback_unless_told_otherwise() -> None:
+    import inspect
+
+    from neurosim.metrics import serve_metrics
+
+    assert inspect.signature(serve_metrics).parameters["address"].default == "127.0.0.1"
+    option = next(p for p in main.commands["run"].params if p.name == "metrics_host")
+    assert option.default == "127.0.0.1"
