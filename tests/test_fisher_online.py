@@ -305,3 +305,26 @@ def test_per_sample_linear_fisher_equals_one_backward_pass_per_sample() -> None:
         per_sample_linear_fisher(x, at_outputs[:4])
     with pytest.raises(ValueError, match="at least one sample"):
         per_sample_linear_fisher(x[:0], at_outputs[:0])
+
+
+async def test_a_fisher_that_stays_zero_is_reported_once() -> None:
+    acc, _ = _acc(min_samples=3, snapshot_every=5, max_staleness_steps=50)
+    with pytest.warns(RuntimeWarning, match="every Fisher entry is still zero after 5 steps"):
+        for _ in range(5):  # e.g. a learner whose LinearReadout still has zero weights
+            await acc.update(_grads(0.0))
+        await acc.flush()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per accumulator, not at every snapshot
+        for _ in range(5):
+            await acc.update(_grads(0.0))
+        await acc.flush()
+    live, _ = _acc(min_samples=3, snapshot_every=5, max_staleness_steps=50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(5):
+            await live.update(_grads(0.5))
+        await live.flush()
+    acc.close()
+    live.close()

@@ -30,6 +30,7 @@ import enum
 import logging
 import math
 import time
+import warnings
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -132,6 +133,7 @@ class FisherAccumulator:
         self._snapshots_written = 0
         self._last_snapshot_step = 0
         self._max_delta = 0.0
+        self._warned_all_zero = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fisher-{task_id}")
         self._writer: Future[FisherSnapshot | None] | None = None
         self.last_error: BaseException | None = None
@@ -330,6 +332,7 @@ class FisherAccumulator:
     # ------------------------------------------------------------------ snapshots
     def _take_snapshot(self, reason: SnapshotReason, *, keep: bool = False) -> Future[FisherSnapshot | None]:
         self._writer_done()
+        self._warn_if_all_zero()
         self._frozen = self._ema
         self._must_move = True
         meta = (self._steps, self._calls, self._since_snapshot, reason)
@@ -338,6 +341,22 @@ class FisherAccumulator:
         # caller's event loop gets a turn
         self._writer = self._executor.submit(self._write, self._frozen, self._written, meta, keep)
         return self._writer
+
+    def _warn_if_all_zero(self) -> None:
+        """Once per accumulator: a Fisher that is still zero everywhere after ``min_samples``
+        steps means its gradient source gives no signal, and EWC built on it does nothing."""
+        if self._warned_all_zero or self._steps < self.config.min_samples:
+            return
+        if any(bool(t.any()) for t in self._ema.values()):
+            return
+        self._warned_all_zero = True
+        warnings.warn(
+            f"FisherAccumulator {self.task_id!r}: every Fisher entry is still zero after {self._steps} steps, so "
+            "every gradient it received was zero (a LinearReadout with zero weights gives no learning signal: "
+            "fit it, or give it weights, before learning); an EWC built on this Fisher does nothing",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
     def _write(
         self,

@@ -15,12 +15,18 @@ Phase semantics (``docs/phases.md``):
 - leaving LEARNING: EWC consolidation of the task (anchor = the weights now, Fisher = a
   snapshot forced now);
 - SLEEP: ``force_snapshot()`` on every accumulator with pending steps, then replay
-  (``neurosim.learning.sleep``), protected by the Fisher of the tasks seen; the EWC anchor
-  of the latest task moves to the weights after sleep;
+  (``neurosim.learning.sleep.sleep_episode``) of the stored input statistics (mean images
+  per task or class, kept from the images shown, not the images), protected by the Fisher
+  of the tasks seen, in a ``Simulation.detached`` block (its own noise, the neuron state
+  restored on waking); the EWC anchor of the latest task moves to the weights after sleep;
+  every SLEEP is diagnosed (``SleepEvent``: spikes per class-assigned group, weight change
+  of each task's most important synapses);
 - WAKE: plasticity and threshold adaptation off; every task seen so far is evaluated.
 
 ``results.json`` is rewritten (atomically) after every evaluation, so a run that fails
-leaves what it measured so far readable.
+leaves what it measured so far readable. ``run_experiment`` also runs the no-consolidation
+control (``results["control"]``); ``joint = true`` learns every task in one block (the
+reference that continual learning is measured against).
 """
 
 from __future__ import annotations
