@@ -13,7 +13,6 @@ in a ``DirectoryFisherStore``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 
 import brian2 as b2
@@ -35,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     b2.prefs.codegen.target = "numpy"
     b2.seed(1)
-    ms, mV = b2.ms, b2.mV
+    mV = b2.mV
 
     # ---- a plain Brian2 network
     inputs = b2.PoissonGroup(N_IN, rates=20 * b2.Hz)
@@ -50,19 +49,18 @@ def main() -> None:
     synapses.w = "rand() * 0.05"
 
     # ---- neurosim's learner on a mirror of those synapses
-    dt = float(b2.defaultclock.dt / b2.second)
+    step_seconds = float(b2.defaultclock.dt / b2.second)
     pre, post = np.asarray(synapses.i[:], np.int64), np.asarray(synapses.j[:], np.int64)
     mirror = Projection.from_pairs("in_out", "inputs", "neurons", N_IN, N_OUT, pre, post,
                                    np.asarray(synapses.w[:], np.float32))  # fmt: skip
     readout = LinearReadout(N_OUT, 2)
     readout.weight = torch.randn((2, N_OUT), generator=torch.Generator().manual_seed(0))
-    learner = STDPOnlineLearner(mirror, PairSTDP(w_max=GMAX, a_plus=5e-4, a_minus=5.25e-4), dt=dt,
+    learner = STDPOnlineLearner(mirror, PairSTDP(w_max=GMAX, a_plus=5e-4, a_minus=5.25e-4), dt=step_seconds,
                                 surrogate=Surrogate(width=2e-3), readout=readout)  # fmt: skip
     store = DirectoryFisherStore(args.out / "fisher", keep_last=5)
     accumulator = FisherAccumulator(
         FisherAccumulatorConfig(alpha=0.01, snapshot_every=1000, max_staleness_steps=3000), store, "task-0"
     )
-    loop = asyncio.new_event_loop()
     steps = {"n": 0}
 
     @b2.network_operation(when="end")
@@ -74,18 +72,18 @@ def main() -> None:
         post_spikes = torch.zeros((1, N_OUT), dtype=torch.bool)
         post_spikes[0, torch.as_tensor(np.asarray(neurons.spikes, dtype=np.int64))] = True
         v = torch.from_numpy(np.asarray(neurons.v[:] / b2.volt, np.float32)).reshape(1, N_OUT)
-        loop.run_until_complete(
-            learner.update(pre_spikes, post_spikes, post_v=v, post_threshold=-0.054, accumulator=accumulator)
-        )
+        # synchronous on purpose: a network_operation may run inside an event loop (a notebook)
+        gradients = learner.step(pre_spikes, post_spikes, post_v=v, post_threshold=-0.054)
+        if gradients is not None:
+            accumulator.fold(gradients)
         synapses.w[:] = mirror.synapse_weights().numpy()  # neurosim learns, Brian2 simulates
         steps["n"] += 1
 
     spikes = b2.SpikeMonitor(neurons)
     w0 = np.asarray(synapses.w[:]).copy()
     b2.run(args.duration * b2.second)
-    snapshot = loop.run_until_complete(accumulator.force_snapshot())
+    snapshot = accumulator.snapshot_now()
     accumulator.close()
-    loop.close()
     print(f"{spikes.num_spikes} output spikes; mean |dw| = {np.abs(np.asarray(synapses.w[:]) - w0).mean():.2e}")
     print(f"Fisher snapshots for task-0: versions {store.versions('task-0')}, latest at step {snapshot.step}, "
           f"max F = {snapshot.arrays['in_out.weight'].max():.3e}")  # fmt: skip

@@ -6,6 +6,7 @@ Brian2 does, so the comparison measures the models and the schedule, not float32
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -133,3 +134,22 @@ def test_unsupported_configs_are_refused_with_every_reason(tmp_path) -> None:
         run_simulation(cfg, tmp_path / "o", backend=RunBackend.BRIAN2)
     assert "run.batch = 2" in str(info.value) and "triplet STDP" in str(info.value)
     assert not (tmp_path / "o").exists()
+
+
+def test_the_embedding_example_learns_inside_a_running_event_loop(tmp_path: Path, monkeypatch: Any,
+                                                                  capsys: Any) -> None:  # fmt: skip
+    """A notebook runs cells inside an event loop: the learner and the Fisher accumulator
+    embedded in a Brian2 network_operation must work there (synchronous step, fold, snapshot_now)."""
+    import asyncio
+    import runpy
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["example", "--duration", "0.15", "--out", str(tmp_path)])
+
+    async def notebook_cell() -> None:
+        runpy.run_path(str(EXAMPLES / "brian2_embedded_learner.py"), run_name="__main__")
+
+    asyncio.run(notebook_cell())
+    out = capsys.readouterr().out
+    assert "mean |dw|" in out and "Fisher snapshots for task-0: versions [1" in out
+    assert sorted(p.name for p in (tmp_path / "fisher").iterdir()) == ["task-0"]

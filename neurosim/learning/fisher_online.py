@@ -412,9 +412,19 @@ class FisherAccumulator:
     async def force_snapshot(self, reason: SnapshotReason = SnapshotReason.FORCED) -> FisherSnapshot:
         """Used by SLEEP consolidation: snapshot now, whatever the step counter; restarts the
         interval. Waits for the write and returns the stored snapshot."""
+        return self._checked(await asyncio.wrap_future(self._start_forced(reason)))
+
+    def snapshot_now(self, reason: SnapshotReason = SnapshotReason.FORCED) -> FisherSnapshot:
+        """``force_snapshot`` for code without an event loop (a Brian2 ``network_operation``,
+        a notebook cell): blocks until the store has the snapshot."""
+        return self._checked(self._start_forced(reason).result())
+
+    def _start_forced(self, reason: SnapshotReason) -> Future[FisherSnapshot | None]:
         if self._steps == 0:
             raise ValueError(f"task {self.task_id!r}: nothing accumulated yet, no Fisher to snapshot")
-        snapshot = await asyncio.wrap_future(self._take_snapshot(reason, keep=True))
+        return self._take_snapshot(reason, keep=True)
+
+    def _checked(self, snapshot: FisherSnapshot | None) -> FisherSnapshot:
         if snapshot is None:
             raise SnapshotWriteError(
                 f"task {self.task_id!r}: the store failed to write the snapshot"
