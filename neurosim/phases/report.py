@@ -54,7 +54,13 @@ def plot_experiment(out_dir: Path, experiment: Experiment) -> None:
     handles, _ = ax.get_legend_handles_labels()
     handles += [Patch(color=c, label=p) for p, c in PHASE_COLOURS.items()]
     ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    ax.set_title("accuracy of every task at each WAKE evaluation", fontsize=9, loc="left")
+    summary = ""
+    if matrix:
+        from neurosim.phases.schedule import average_accuracy, backward_transfer
+
+        bwt = backward_transfer(matrix, experiment.learned_at)
+        summary = f": final average {average_accuracy(matrix):.3f}, BWT {bwt:+.3f}"
+    ax.set_title(f"accuracy of every task at each WAKE evaluation{summary}", fontsize=9, loc="left")
     if control and matrix:
         _plot_against_control(axes[0, 1], experiment, matrix[-1], control)
     fig.tight_layout()
