@@ -232,12 +232,15 @@ def validate(config: Path, as_json: bool) -> None:
               help="Spike batches as counts, or with every spike's step and neuron.")  # fmt: skip
 @click.option("--mqtt-ca", type=click.Path(exists=True, dir_okay=False), default=None, help="TLS: CA file.")
 @click.option("--mqtt-insecure", is_flag=True, help="TLS: do not check the broker's host name.")
+@click.option("--keep-waiting", is_flag=True,
+              help="Following one run: keep listening after it goes offline (e.g. for its restart).")  # fmt: skip
 def subscribe(broker: str, run_id: str, count: int | None, timeout: float | None, as_json: bool, spikes: str,
-              mqtt_ca: str | None, mqtt_insecure: bool) -> None:  # fmt: skip
-    """Print a run's events as they arrive: phases, status, evaluations and spike batches.
+              mqtt_ca: str | None, mqtt_insecure: bool, keep_waiting: bool) -> None:  # fmt: skip
+    """Print a run's events as they arrive: phases, status, evaluations, sleeps and spike batches.
 
     Retained messages (the current phase and status) come first. A malformed message is
-    reported on stderr and the stream goes on.
+    reported on stderr and the stream goes on. Following one run (not '+'), the command ends
+    when that run goes offline, unless --keep-waiting.
     """
     import aiomqtt
 
@@ -249,22 +252,29 @@ def subscribe(broker: str, run_id: str, count: int | None, timeout: float | None
     except ValueError as err:
         raise click.UsageError(str(err)) from None
     try:
-        received = asyncio.run(_follow(settings, run_id, count, timeout, as_json, spikes == "full"))
+        stop_when_offline = run_id != "+" and not keep_waiting
+        received, offline = asyncio.run(
+            _follow(settings, run_id, count, timeout, as_json, spikes == "full", stop_when_offline)
+        )
     except aiomqtt.MqttError as err:
         raise click.ClickException(f"MQTT broker {settings}: {err}") from None
     except KeyboardInterrupt:
         return
     if count is not None and received < count:
-        raise click.ClickException(f"{received} of {count} events before {timeout} s passed without one")
+        why = f"run {run_id} went offline" if offline else f"{timeout} s passed without one"
+        raise click.ClickException(f"{received} of {count} events before {why}")
 
 
 async def _follow(settings: BrokerSettings, run_id: str, count: int | None, timeout: float | None, as_json: bool,
-                  full: bool) -> int:  # fmt: skip
+                  full: bool, stop_when_offline: bool) -> tuple[int, bool]:  # fmt: skip
+    """Print events until ``count``, a ``timeout`` without one, or (``stop_when_offline``)
+    the run's offline status; returns how many were printed and whether the run went offline."""
     from neurosim.events.mqtt import subscribe as mqtt_subscribe
     from neurosim.events.render import render_event
-    from neurosim.events.schema import MalformedEvent
+    from neurosim.events.schema import MalformedEvent, RunState, StatusEvent
 
     received = 0
+    offline = False
     stream = mqtt_subscribe(settings, run_id)
     try:
         while count is None or received < count:
@@ -277,9 +287,12 @@ async def _follow(settings: BrokerSettings, run_id: str, count: int | None, time
                 continue
             click.echo(render_event(event, as_json=as_json, full_spikes=full))
             received += 1
+            if stop_when_offline and isinstance(event, StatusEvent) and event.state is RunState.OFFLINE:
+                offline = True
+                break
     finally:
         await stream.aclose()
-    return received
+    return received, offline
 
 
 if __name__ == "__main__":  # pragma: no cover

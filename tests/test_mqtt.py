@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import json
 import os
 import signal
@@ -341,7 +342,8 @@ def test_cli_run_publishes_and_cli_subscribe_prints_json_lines(tmp_path: Path, b
             await client.publish("neurosim/cli/phase", b"garbage", qos=1, retain=True)
 
     asyncio.run(plant_garbage())
-    result = runner.invoke(main, ["subscribe", "--broker", broker.url, "--run-id", "cli", "--timeout", "1", "--json"])
+    result = runner.invoke(main, ["subscribe", "--broker", broker.url, "--run-id", "cli", "--timeout", "1", "--json",
+                                  "--keep-waiting"])  # fmt: skip
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(lines) == 1
@@ -350,6 +352,13 @@ def test_cli_run_publishes_and_cli_subscribe_prints_json_lines(tmp_path: Path, b
     assert "malformed message on neurosim/cli/phase" in result.stderr
     result = runner.invoke(main, ["subscribe", "--broker", broker.url, "--run-id", "cli", "--count", "2",
                                   "--timeout", "1"])  # fmt: skip
-    assert result.exit_code == 1 and "1 of 2 events" in result.output
+    assert result.exit_code == 1 and "1 of 2 events before run cli went offline" in result.output
+    # the run ended: without --timeout the command ends at its retained offline status
+    result = runner.invoke(main, ["subscribe", "--broker", broker.url, "--run-id", "cli"])
+    assert result.exit_code == 0 and "offline" in result.output
+    t0 = time.perf_counter()
+    result = runner.invoke(main, ["subscribe", "--broker", broker.url, "--run-id", "cli", "--timeout", "0.5",
+                                  "--keep-waiting"])  # fmt: skip
+    assert result.exit_code == 0 and time.perf_counter() - t0 >= 0.5  # waited for more
     result = runner.invoke(main, ["run", str(cfg), "--out", str(tmp_path / "x"), "--run-id", "nope"])
     assert result.exit_code == 2 and "need --mqtt" in result.output
