@@ -149,3 +149,22 @@ def test_learner_applies_the_ewc_pull_towards_the_anchor() -> None:
     torch.testing.assert_close(after[1::2], expected, rtol=1e-4, atol=1e-6)
     form = learner.compiled_form(Simulation(net))
     assert form is not None and form.pull is not None  # the EWC pull runs in the compiled loop too
+
+
+def test_a_rule_whose_bounds_do_not_fit_the_weights_warns() -> None:
+    import warnings
+
+    from neurosim.learning import TripletSTDP
+
+    pre, post = conn.all_to_all(4, 3)
+
+    def projection(w_max: float) -> Projection:
+        return Projection.from_pairs("p", "a", "b", 4, 3, pre, post, np.full(pre.size, w_max, np.float32))
+
+    with pytest.warns(RuntimeWarning, match=r"w_max = 1 is 500x the largest weight"):
+        STDPOnlineLearner(projection(2e-3), TripletSTDP(), dt=1e-4)  # weights in volts, rule for [0, 1]
+    with pytest.warns(RuntimeWarning, match="outside the rule's bounds"):
+        STDPOnlineLearner(projection(0.05), PairSTDP(w_max=0.01), dt=1e-4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        STDPOnlineLearner(projection(0.005), PairSTDP(w_max=0.01), dt=1e-4)  # fits: silent

@@ -25,6 +25,7 @@ a reward source (``reward_source``: a population or input whose spikes each deli
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -90,6 +91,31 @@ _NO_GRADIENT = (
 )
 
 
+def _warn_if_bounds_do_not_fit(name: str, rule: stdp.STDPRule, w: Tensor) -> None:
+    """The rule's bounds (and amplitudes, in the same units) against the projection's weights:
+    weights outside the bounds are clipped at the first update; bounds orders of magnitude
+    above the weights mean the rule was written for other units (e.g. 1.0 for volts)."""
+    bounded = rule.pair if isinstance(rule, stdp.RewardSTDP) else rule
+    if w.numel() == 0:
+        return
+    lo, hi = float(w.min()), float(w.max())
+    span = bounded.w_max - bounded.w_min
+    if lo < bounded.w_min - 1e-6 * span or hi > bounded.w_max + 1e-6 * span:
+        warnings.warn(
+            f"projection {name!r}: weights in [{lo:.3g}, {hi:.3g}] lie outside the rule's bounds "
+            f"[{bounded.w_min:.3g}, {bounded.w_max:.3g}]; the first update clips them",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    elif hi > 0 and span > 100 * hi:
+        warnings.warn(
+            f"projection {name!r}: the rule's w_max = {bounded.w_max:.3g} is {span / hi:.0f}x the largest weight "
+            f"({hi:.3g}); bounds and amplitudes are in the projection's weight units: set them for these units",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
 class STDPOnlineLearner:
     """Online STDP on ``projection`` with ``rule``.
 
@@ -136,6 +162,7 @@ class STDPOnlineLearner:
         self.reward_per_spike = float(reward_per_spike)
         self.synapses = stdp.Synapses(projection.pre_index, projection.post_index)
         w = projection.synapse_weights()
+        _warn_if_bounds_do_not_fit(projection.name, rule, w)
         self.state = stdp.initial_state(
             rule, batch, projection.n_pre, projection.n_post, projection.n_synapses, dtype=w.dtype, device=w.device
         )
