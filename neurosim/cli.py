@@ -205,9 +205,19 @@ def _run_plain(loaded: SimulationConfig, out: Path, *, duration: float | None, s
 @main.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the resolved config as JSON.")
-def validate(config: Path, as_json: bool) -> None:
+@click.option("--backend", type=click.Choice(["neurosim", "brian2"]), default="neurosim", show_default=True,
+              help="Also check that this backend can run it (as `run --backend` would).")  # fmt: skip
+def validate(config: Path, as_json: bool, backend: str) -> None:
     """Check CONFIG without running it: exit 0 if valid, else print every problem and exit 1."""
     cfg = _load_any(config)
+    if backend == "brian2":
+        if isinstance(cfg, ContinualConfig):
+            raise click.ClickException(f"{config}: a continual experiment runs on neurosim's engine, not Brian2")
+        from neurosim.sim.backends.brian2 import unsupported_features
+
+        problems = unsupported_features(cfg)
+        if problems:
+            raise click.ClickException(f"{config}: valid, but Brian2 cannot run it:\n- " + "\n- ".join(problems))
     if isinstance(cfg, ContinualConfig):
         click.echo(json.dumps(cfg.model_dump(mode="json", by_alias=True), indent=2) if as_json else
                    f"{config}: valid (continual experiment, {cfg.data.n_tasks} tasks, {cfg.scenario}-incremental, "

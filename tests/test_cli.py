@@ -87,3 +87,17 @@ def test_metrics_are_served_on_loopback_unless_told_otherwise() -> None:
     assert inspect.signature(serve_metrics).parameters["address"].default == "127.0.0.1"
     option = next(p for p in main.commands["run"].params if p.name == "metrics_host")
     assert option.default == "127.0.0.1"
+
+
+def test_validate_for_brian2_refuses_what_brian2_cannot_run(tmp_path: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(main, ["validate", str(EXAMPLES / "song2000_stdp.toml"), "--backend", "brian2"]).exit_code == 0
+    triplet = tmp_path / "triplet.toml"
+    text = (EXAMPLES / "song2000_stdp.toml").read_text()
+    rule = next(line for line in text.splitlines() if line.startswith("rule = "))
+    triplet.write_text(text.replace(rule, 'rule = { kind = "triplet", w_max = 0.01 }'))
+    assert runner.invoke(main, ["validate", str(triplet)]).exit_code == 0  # valid for neurosim
+    res = runner.invoke(main, ["validate", str(triplet), "--backend", "brian2"])
+    assert res.exit_code == 1 and "Brian2 cannot run it" in res.output and "triplet" in res.output
+    res = runner.invoke(main, ["validate", str(EXAMPLES / "continual_digits.toml"), "--backend", "brian2"])
+    assert res.exit_code == 1 and "not Brian2" in res.output
