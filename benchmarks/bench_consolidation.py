@@ -270,7 +270,7 @@ standard deviation over seeds; the paired difference to `none` is mean ± std ov
 (method - none) on the same seed, with its t statistic (mean / standard error). `joint`
 learns all tasks interleaved in one block (no BWT).
 
-{chr(10).join(sections)}
+{(chr(10) * 2).join(sections)}
 """
     (RESULTS / "consolidation.md").write_text(text)
     _plot(table)
