@@ -429,11 +429,19 @@ def _learning_signal(r: int, la: Any, span: Any) -> None:
         total += logits[rb0 + c]
     for c in range(n_class):
         logits[rb0 + c] = logits[rb0 + c] / total
+    # class-major over contiguous readout rows (vectorises); each neuron's mixture still adds
+    # its classes in class order, so the values are those of the neuron-major loop
+    mixed = signal[post0 : post0 + n_post]
     for j in range(n_post):
-        mixed = zero
-        for c in range(n_class):
-            mixed += logits[rb0 + c] * ro_w[ro0 + c * n_post + j]
-        signal[post0 + j] = (ro_w[ro0 + label * n_post + j] - mixed) / span
+        mixed[j] = zero
+    for c in range(n_class):
+        p_c = logits[rb0 + c]
+        row = ro_w[ro0 + c * n_post : ro0 + (c + 1) * n_post]
+        for j in range(n_post):
+            mixed[j] += p_c * row[j]
+    own = ro_w[ro0 + label * n_post : ro0 + (label + 1) * n_post]
+    for j in range(n_post):
+        mixed[j] = (own[j] - mixed[j]) / span
 
 
 @numba.njit(cache=True, nogil=True)
