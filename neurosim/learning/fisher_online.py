@@ -134,6 +134,7 @@ class FisherAccumulator:
         self._last_snapshot_step = 0
         self._max_delta = 0.0
         self._warned_all_zero = False
+        self._zero_interval_snapshots = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fisher-{task_id}")
         self._writer: Future[FisherSnapshot | None] | None = None
         self.last_error: BaseException | None = None
@@ -332,7 +333,7 @@ class FisherAccumulator:
     # ------------------------------------------------------------------ snapshots
     def _take_snapshot(self, reason: SnapshotReason, *, keep: bool = False) -> Future[FisherSnapshot | None]:
         self._writer_done()
-        self._warn_if_all_zero()
+        self._warn_if_all_zero(reason)
         self._frozen = self._ema
         self._must_move = True
         meta = (self._steps, self._calls, self._since_snapshot, reason)
@@ -342,12 +343,17 @@ class FisherAccumulator:
         self._writer = self._executor.submit(self._write, self._frozen, self._written, meta, keep)
         return self._writer
 
-    def _warn_if_all_zero(self) -> None:
-        """Once per accumulator: a Fisher that is still zero everywhere after ``min_samples``
-        steps means its gradient source gives no signal, and EWC built on it does nothing."""
+    def _warn_if_all_zero(self, reason: SnapshotReason) -> None:
+        """Once per accumulator: a Fisher that is still zero everywhere at a forced snapshot
+        (the one consolidation uses) or at a second interval snapshot means its gradient
+        source gives no signal, and EWC built on it does nothing. (One zero interval snapshot
+        is normal early on: a voting readout has no weights until neurons are assigned.)"""
         if self._warned_all_zero or self._steps < self.config.min_samples:
             return
         if any(bool(t.any()) for t in self._ema.values()):
+            return
+        self._zero_interval_snapshots += reason is SnapshotReason.INTERVAL
+        if reason is SnapshotReason.INTERVAL and self._zero_interval_snapshots < 2:
             return
         self._warned_all_zero = True
         warnings.warn(
