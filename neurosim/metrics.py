@@ -24,8 +24,9 @@ MQTT_DROP_REASONS = ("queue_full", "disconnected")
 if TYPE_CHECKING:
     from neurosim.sim.monitors import ChunkResult
 
-# Mean wall time of one simulation step, from 1 microsecond (compiled, small nets) to 0.1 s.
-STEP_DURATION_BUCKETS = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1)
+# Wall time of one chunk of steps (1,000 by default): from 0.1 ms (compiled, small nets) to 100 s.
+CHUNK_DURATION_BUCKETS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+NO_PHASE = "none"  # the state of neurosim_phase while no phase machine runs (a plain simulation)
 
 
 class Metrics:
@@ -35,7 +36,7 @@ class Metrics:
         self.phase = Enum(
             "neurosim_phase",
             "The phase the run is in.",
-            states=[p.value for p in Phase],
+            states=[NO_PHASE] + [p.value for p in Phase],
             registry=registry,
         )
         self.phase_transitions = Counter(
@@ -56,10 +57,20 @@ class Metrics:
             "Biological time simulated.",
             registry=registry,
         )
-        self.step_duration = Histogram(
+        self.steps = Counter(
+            "neurosim_steps",
+            "Simulation steps run.",
+            registry=registry,
+        )
+        self.chunk_duration = Histogram(
+            "neurosim_chunk_duration_seconds",
+            "Wall time of one chunk of simulation steps (see neurosim_steps_total for how many steps).",
+            buckets=CHUNK_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.step_duration = Gauge(
             "neurosim_step_duration_seconds",
-            "Wall time per simulation step, averaged over each chunk of steps (one observation per chunk).",
-            buckets=STEP_DURATION_BUCKETS,
+            "Mean wall time per simulation step over the latest chunk.",
             registry=registry,
         )
         # --- learning
@@ -154,7 +165,7 @@ class Metrics:
         )
 
         # Every labelled series exists (at zero) from the start, so dashboards and rate() see it.
-        self.phase.state(Phase.WAKE.value)
+        self.phase.state(NO_PHASE)
         for source, target in ALLOWED_TRANSITIONS:
             self.phase_transitions.labels(from_phase=source.value, to_phase=target.value)
         for topic in MQTT_TOPIC_KINDS:
@@ -168,7 +179,9 @@ class Metrics:
             self.spikes.labels(population=population).inc(chunk.indices.size)
         self.simulated_seconds.inc(result.n_steps * result.dt)
         if result.n_steps:
-            self.step_duration.observe(result.wall_s / result.n_steps)
+            self.steps.inc(result.n_steps)
+            self.chunk_duration.observe(result.wall_s)
+            self.step_duration.set(result.wall_s / result.n_steps)
 
     def observe_transition(self, previous: Phase | None, phase: Phase) -> None:
         self.phase.state(phase.value)

@@ -308,14 +308,18 @@ def test_metrics_over_http_after_a_short_run(tmp_path: Path, broker: LocalBroker
     live = LiveOptions(mqtt=parse_broker_url(broker.url), run_id="scrape", metrics=metrics)
     with serve_metrics(0, address="127.0.0.1", registry=metrics.registry) as port:
         run_simulation(cuba_config(duration=0.2), tmp_path / "run", progress=False, live=live)
+        plain = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         asyncio.run(PhaseMachine(metrics=metrics).start())
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    # a plain simulation has no phase: it does not claim to be awake
+    assert 'neurosim_phase{neurosim_phase="none"} 1.0' in plain and 'neurosim_phase="wake"} 0.0' in plain
     samples = {
         line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and not line.startswith("#")
     }
     documented = (Path(__file__).parents[1] / "docs" / "metrics.md").read_text()
     for name in ("neurosim_phase", "neurosim_phase_transitions_total", "neurosim_spikes_total",
                  "neurosim_simulated_seconds_total", "neurosim_step_duration_seconds", "neurosim_task_accuracy_ratio",
+                 "neurosim_steps_total", "neurosim_chunk_duration_seconds",
                  "neurosim_mqtt_messages_published_total", "neurosim_mqtt_messages_dropped_total",
                  "ewc_fisher_ema_steps_total", "ewc_fisher_snapshot_age_steps", "ewc_fisher_max_delta",
                  "ewc_fisher_staleness_breaches_total"):  # fmt: skip
@@ -323,8 +327,9 @@ def test_metrics_over_http_after_a_short_run(tmp_path: Path, broker: LocalBroker
         assert f"`{name}`" in documented, f"{name} is not in docs/metrics.md"
     assert samples['neurosim_spikes_total{population="exc"}'] > 1000
     assert samples["neurosim_simulated_seconds_total"] == pytest.approx(0.2)
-    assert samples["neurosim_step_duration_seconds_count"] == 2  # two chunks of 1000 steps
-    assert 0 < samples["neurosim_step_duration_seconds_sum"] < 10
+    assert samples["neurosim_steps_total"] == 2000 and samples["neurosim_chunk_duration_seconds_count"] == 2
+    assert 0 < samples["neurosim_chunk_duration_seconds_sum"] < 10  # wall seconds in the two chunks
+    assert 0 < samples["neurosim_step_duration_seconds"] < samples["neurosim_chunk_duration_seconds_sum"] / 1000
     assert samples['neurosim_phase{neurosim_phase="wake"}'] == 1
     assert samples['neurosim_mqtt_messages_published_total{topic="spikes"}'] == 4
     assert samples['neurosim_mqtt_messages_published_total{topic="status"}'] == 2
