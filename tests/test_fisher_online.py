@@ -340,3 +340,16 @@ async def test_a_fisher_that_stays_zero_is_reported_once() -> None:
     with pytest.warns(RuntimeWarning, match="still zero"):
         await forced.force_snapshot()  # the Fisher a consolidation would use
     forced.close()
+
+
+async def test_default_staleness_follows_the_snapshot_interval(caplog: pytest.LogCaptureFixture) -> None:
+    assert FisherAccumulatorConfig(snapshot_every=500).max_staleness_steps == 5000
+    assert FisherAccumulatorConfig().max_staleness_steps == 10 * FisherAccumulatorConfig().snapshot_every
+    acc, metrics = _acc(snapshot_every=500, min_samples=1)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(600):  # past the first interval, its write possibly still in flight
+            await acc.update(_grads(1.0))
+        await acc.flush()
+    assert "no snapshot written" not in caplog.text
+    assert metrics.registry.get_sample_value("ewc_fisher_staleness_breaches_total", {"task": "t1"}) == 0
+    acc.close()

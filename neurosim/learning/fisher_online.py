@@ -65,10 +65,14 @@ class FisherAccumulatorConfig:
     alpha: float = 0.01  # EMA decay: lower = smoother
     min_samples: int = 10  # steps before the first snapshot
     snapshot_every: int = 50  # steps between store writes
-    max_staleness_steps: int = 500  # warn if no snapshot written for this long
+    # warn if no snapshot was written for this long; None: 10 x snapshot_every, so that an
+    # interval write still in flight is never taken for a stale estimate
+    max_staleness_steps: int | None = None
     non_finite: NonFinitePolicy = NonFinitePolicy.RAISE
 
     def __post_init__(self) -> None:
+        if self.max_staleness_steps is None and isinstance(self.snapshot_every, int):
+            self.max_staleness_steps = 10 * self.snapshot_every
         if not (isinstance(self.alpha, int | float) and 0.0 < self.alpha <= 1.0 and math.isfinite(self.alpha)):
             raise ValueError(f"FisherAccumulatorConfig.alpha must be in (0, 1], got {self.alpha!r}")
         for name in ("min_samples", "snapshot_every", "max_staleness_steps"):
@@ -320,14 +324,14 @@ class FisherAccumulator:
 
     def _check_staleness(self) -> None:
         age = self._steps - self._last_written_step
-        if age > self.config.max_staleness_steps and self._breach_reported_at != self._last_written_step:
+        if age > self.staleness_limit and self._breach_reported_at != self._last_written_step:
             self._breach_reported_at = self._last_written_step
             self._m_breaches.inc()
             log.warning(
                 "Fisher estimate for task %r: no snapshot written for %d steps (max_staleness_steps=%d)",
                 self.task_id,
                 age,
-                self.config.max_staleness_steps,
+                self.staleness_limit,
             )
 
     # ------------------------------------------------------------------ snapshots
@@ -342,6 +346,12 @@ class FisherAccumulator:
         # caller's event loop gets a turn
         self._writer = self._executor.submit(self._write, self._frozen, self._written, meta, keep)
         return self._writer
+
+    @property
+    def staleness_limit(self) -> int:
+        """``config.max_staleness_steps``, resolved."""
+        limit = self.config.max_staleness_steps
+        return 10 * self.config.snapshot_every if limit is None else limit
 
     def _warn_if_all_zero(self, reason: SnapshotReason) -> None:
         """Once per accumulator: a Fisher that is still zero everywhere at a forced snapshot
