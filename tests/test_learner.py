@@ -168,3 +168,13 @@ def test_a_rule_whose_bounds_do_not_fit_the_weights_warns() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         STDPOnlineLearner(projection(0.005), PairSTDP(w_max=0.01), dt=1e-4)  # fits: silent
+
+
+def test_a_readout_initialised_with_weights_gives_a_learning_signal() -> None:
+    rates, labels = torch.tensor([[10.0, 0.0, 5.0]]), torch.tensor([1])
+    assert float(LinearReadout(3, 2).learning_signal(rates, labels).abs().max()) == 0.0  # zeros: no signal
+    live = LinearReadout(3, 2, init_std=1e-2, seed=4)
+    assert float(live.learning_signal(rates, labels).abs().max()) > 0
+    assert torch.equal(live.weight, LinearReadout(3, 2, init_std=1e-2, seed=4).weight)  # seeded
+    with pytest.raises(ValueError, match="init_std"):
+        LinearReadout(3, 2, init_std=-1.0)

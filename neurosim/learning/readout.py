@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 Tensor = torch.Tensor
@@ -11,15 +13,29 @@ class LinearReadout:
     """``p(y | r) = softmax(W r + b)`` on a population's rates ``r`` (Hz, or any fixed scale).
 
     Gives the class probabilities and the learning signal ``L = d log p(y|r) / d r`` that the
-    online eligibility gradient needs.
+    online eligibility gradient needs. With zero weights (the default, for a readout you fit
+    or assign yourself) that signal is zero, and so is every gradient a Fisher accumulator
+    gets from it (it warns); ``init_std > 0`` starts from seeded Gaussian weights instead,
+    ``init_std`` per unit of the rate scale (e.g. 1e-3 for rates of tens of Hz).
     """
 
     def __init__(
-        self, n_inputs: int, n_classes: int, *, dtype: torch.dtype = torch.float32, device: str = "cpu"
+        self,
+        n_inputs: int,
+        n_classes: int,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: str = "cpu",
+        init_std: float = 0.0,
+        seed: int = 0,
     ) -> None:
         if n_inputs <= 0 or n_classes < 2:
             raise ValueError(f"LinearReadout needs n_inputs > 0 and n_classes >= 2, got {n_inputs}, {n_classes}")
-        self.weight = torch.zeros((n_classes, n_inputs), dtype=dtype, device=device)
+        if not (math.isfinite(init_std) and init_std >= 0):
+            raise ValueError(f"LinearReadout init_std must be >= 0, got {init_std!r}")
+        generator = torch.Generator().manual_seed(seed)
+        weight = torch.randn((n_classes, n_inputs), generator=generator, dtype=torch.float64) * init_std
+        self.weight = weight.to(dtype=dtype, device=device)
         self.bias = torch.zeros(n_classes, dtype=dtype, device=device)
 
     @property
