@@ -84,9 +84,19 @@ def plot_raster(
         if times.size > max_points:
             keep = np.random.default_rng(0).choice(times.size, max_points, replace=False)
             times, idx = times[keep], idx[keep]
-        ax.scatter(times, idx, s=0.5, marker=".", color="k", linewidths=0, rasterized=True)
+        if sizes[name] <= 10:  # a few neurons: one row of ticks each, labelled
+            ax.eventplot(
+                [times[idx == i] for i in range(sizes[name])],
+                lineoffsets=list(range(sizes[name])),
+                linelengths=0.8,
+                colors="k",
+                linewidths=0.6,
+            )
+            ax.set_yticks(range(sizes[name]))
+        else:
+            ax.scatter(times, idx, s=0.5, marker=".", color="k", linewidths=0, rasterized=True)
         rate = trains.times.size / max(sizes[name] * duration, 1e-12) if duration > 0 else 0.0
-        ax.set_ylabel(f"{name}\nneuron")
+        ax.set_ylabel(f"{name}\nindex")
         ax.set_ylim(-0.5, sizes[name] - 0.5)
         ax.set_title(f"{name}: {sizes[name]} neurons, {rate:.2f} Hz mean (all instances)", fontsize=9, loc="left")
     axes[-1, 0].set_xlabel("time (s)")
@@ -97,9 +107,14 @@ def plot_raster(
 
 
 def plot_weight_histograms(
-    path: Path, initial: Mapping[str, np.ndarray], final: Mapping[str, np.ndarray], duration: float
+    path: Path,
+    initial: Mapping[str, np.ndarray],
+    final: Mapping[str, np.ndarray],
+    duration: float,
+    w_max: Mapping[str, float] | None = None,
 ) -> None:
-    """Weight distribution of every plastic projection, before and after the run."""
+    """Weight distribution of every plastic projection, before and after the run, in units
+    of its rule's ``w_max`` where given (Song et al. 2000 plot ``w / gmax``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,15 +123,64 @@ def plot_weight_histograms(
     names = list(final)
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
-        lo = float(min(initial[name].min(), final[name].min()))
-        hi = float(max(initial[name].max(), final[name].max()))
+        scale = (w_max or {}).get(name)
+        before, after = (initial[name], final[name]) if scale is None else (initial[name] / scale, final[name] / scale)
+        lo = float(min(before.min(), after.min())) if scale is None else 0.0
+        hi = float(max(before.max(), after.max())) if scale is None else 1.0
         bins = np.linspace(lo, hi if hi > lo else lo + 1e-12, 41)
-        ax.hist(initial[name], bins=bins, alpha=0.5, label="initial", color="tab:gray")
-        ax.hist(final[name], bins=bins, alpha=0.7, label=f"after {duration:g} s", color="tab:blue")
+        ax.hist(before, bins=bins, alpha=0.5, label="initial", color="tab:gray")
+        ax.hist(after, bins=bins, alpha=0.7, label=f"after {duration:g} s", color="tab:blue")
         ax.set_title(f"{name}: {final[name].size} synapses", fontsize=9, loc="left")
-        ax.set_xlabel("weight")
+        ax.set_xlabel("weight (projection units)" if scale is None else f"weight / w_max  (w_max = {scale:g})")
         ax.set_ylabel("synapses")
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_rates(path: Path, spikes: Mapping[str, SpikeTrains], sizes: Mapping[str, int], duration: float) -> None:
+    """Mean firing rate of every source over time (instance 0), in 50 bins."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    edges = np.linspace(0.0, max(duration, 1e-12), 51)
+    width = edges[1] - edges[0]
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    for name, trains in spikes.items():
+        counts, _ = np.histogram(trains.times[trains.instances == 0], bins=edges)
+        ax.plot(edges[:-1] + width / 2, counts / (max(sizes[name], 1) * width), label=f"{name} ({sizes[name]})")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("mean rate per neuron (Hz)")
+    ax.set_title(f"firing rates over time, bins of {width * 1e3:.3g} ms", fontsize=9, loc="left")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_state(path: Path, state: Mapping[str, np.ndarray]) -> None:
+    """Every recorded state variable over time (instance 0), volts shown in mV."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    populations = [key.removesuffix("_times") for key in state if key.endswith("_times")]
+    panels = [(pop, key.removeprefix(f"{pop}_")) for pop in populations for key in state
+              if key.startswith(f"{pop}_") and key != f"{pop}_times"]  # fmt: skip
+    if not panels:
+        return
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 1.2 + 2.2 * len(panels)), squeeze=False, sharex=True)
+    for ax, (pop, var) in zip(axes[:, 0], panels, strict=True):
+        values = np.asarray(state[f"{pop}_{var}"])[:, 0, :]
+        volts = var in ("v", "theta")
+        ax.plot(state[f"{pop}_times"], values * (1e3 if volts else 1.0), linewidth=0.7)
+        ax.set_ylabel(f"{pop}.{var}" + (" (mV)" if volts else ""))
+        ax.set_title(f"{pop}.{var}: {values.shape[1]} recorded neurons", fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("time (s)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -29,6 +29,8 @@ from neurosim.learning.learner import STDPOnlineLearner
 from neurosim.metrics import METRICS, Metrics
 from neurosim.outputs import (
     plot_raster,
+    plot_rates,
+    plot_state,
     plot_weight_histograms,
     prepare_output_dir,
     write_arrays,
@@ -92,6 +94,7 @@ def write_outputs(out_dir: Path, cfg: SimulationConfig, record: RunRecord, summa
     write_spikes(out_dir / "spikes.npz", record.spikes)
     if record.state:
         write_arrays(out_dir / "state.npz", record.state)
+        plot_state(out_dir / "state.png", record.state)
     if record.final_weights:
         weights: dict[str, np.ndarray] = {}
         for name, w in record.final_weights.items():
@@ -99,9 +102,13 @@ def write_outputs(out_dir: Path, cfg: SimulationConfig, record: RunRecord, summa
             weights[f"{name}_initial"] = record.initial_weights[name]
             weights[f"{name}_pre"], weights[f"{name}_post"] = record.synapses[name]
         write_arrays(out_dir / "weights.npz", weights)
-        plot_weight_histograms(out_dir / "weights.png", record.initial_weights, record.final_weights, record.duration_s)
+        w_max = {pl.projection: pl.rule.w_max for pl in cfg.plasticity}
+        plot_weight_histograms(
+            out_dir / "weights.png", record.initial_weights, record.final_weights, record.duration_s, w_max
+        )
     write_json(out_dir / "summary.json", dict(summary))
     plot_raster(out_dir / "raster.png", record.spikes, record.sizes, record.duration_s)
+    plot_rates(out_dir / "rates.png", record.spikes, record.sizes, record.duration_s)
 
 
 def _run_neurosim(cfg: SimulationConfig, progress: bool, record_out: list[RunRecord], live: LiveOptions) -> None:

@@ -27,7 +27,8 @@ def test_run_writes_every_output_and_refuses_to_overwrite(tmp_path: Path) -> Non
     assert spikes["exc_times"].max() < 0.2 and spikes["exc_indices"].max() < 3200
     resolved = json.loads((out / "config.json").read_text())
     assert resolved["run"]["duration"] == 0.2 and resolved["network"]["projections"][0]["delay"] == 0.0
-    assert (out / "raster.png").stat().st_size > 10_000
+    for plot in ("raster.png", "rates.png", "state.png"):  # state.png: the recorded membrane potentials
+        assert (out / plot).stat().st_size > 10_000, plot
     again = runner.invoke(main, ["run", str(EXAMPLES / "cuba.toml"), "--out", str(out), "--quiet"])
     assert again.exit_code != 0 and "already contains files" in again.output
     assert json.loads((out / "summary.json").read_text())["duration_s"] == 0.2  # untouched
@@ -101,3 +102,31 @@ def test_validate_for_brian2_refuses_what_brian2_cannot_run(tmp_path: Path) -> N
     assert res.exit_code == 1 and "Brian2 cannot run it" in res.output and "triplet" in res.output
     res = runner.invoke(main, ["validate", str(EXAMPLES / "continual_digits.toml"), "--backend", "brian2"])
     assert res.exit_code == 1 and "not Brian2" in res.output
+
+
+def test_song_outputs_show_weights_relative_to_gmax_and_the_output_rate(tmp_path: Path) -> None:
+    out = tmp_path / "song"
+    res = CliRunner().invoke(main, ["run", str(EXAMPLES / "song2000_stdp.toml"), "--out", str(out), "--duration",
+                                    "0.5", "--quiet"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    for plot in ("raster.png", "rates.png", "weights.png"):
+        assert (out / plot).stat().st_size > 10_000, plot
+    from neurosim.outputs import plot_weight_histograms
+
+    captured: dict[str, str] = {}
+    import matplotlib.axes
+
+    original = matplotlib.axes.Axes.set_xlabel
+
+    def spy(self, label, *args, **kwargs):  # type: ignore[no-untyped-def]
+        captured["xlabel"] = label
+        return original(self, label, *args, **kwargs)
+
+    matplotlib.axes.Axes.set_xlabel = spy  # type: ignore[method-assign]
+    try:
+        w = np.load(out / "weights.npz")
+        plot_weight_histograms(tmp_path / "w.png", {"p": w["input_neuron_initial"]}, {"p": w["input_neuron"]}, 0.5,
+                               {"p": 0.01})  # fmt: skip
+    finally:
+        matplotlib.axes.Axes.set_xlabel = original  # type: ignore[method-assign]
+    assert captured["xlabel"].startswith("weight / w_max")
