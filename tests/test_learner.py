@@ -178,3 +178,18 @@ def test_a_readout_initialised_with_weights_gives_a_learning_signal() -> None:
     assert torch.equal(live.weight, LinearReadout(3, 2, init_std=1e-2, seed=4).weight)  # seeded
     with pytest.raises(ValueError, match="init_std"):
         LinearReadout(3, 2, init_std=-1.0)
+
+
+def test_reward_modulated_stdp_learns_the_two_choice_example() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    try:
+        import reward_stdp_choice as example
+    finally:
+        sys.path.pop(0)
+    learned = np.asarray(example.run(60, seed=2), dtype=float)
+    control = np.asarray(example.run(60, seed=2, learning_rate=0.0), dtype=float)
+    assert learned[-20:].mean() >= 0.9  # reward alone taught which neuron answers which stimulus
+    assert control[-20:].mean() <= 0.8
