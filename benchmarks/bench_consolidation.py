@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import EXAMPLES, machine_description
 from neurosim.config import ContinualConfig, load_any_config
+from neurosim.outputs import strict_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = RESULTS / "consolidation_runs.jsonl"
@@ -164,7 +165,7 @@ def run_all(jobs: list[tuple[str, str, dict[str, Any], int]], workers: int, resu
                 print(f"[{k}/{len(todo)}] FAILED {failed[-1]}", flush=True)
                 continue
             with RUNS.open("a") as log:
-                log.write(json.dumps(row) + "\n")
+                log.write(json.dumps(strict_json(row), allow_nan=False) + "\n")
             print(
                 f"[{k}/{len(todo)}] {row['setting']} {row['label']} seed {row['seed']}: class "
                 f"{row['average_accuracy']:.3f} task {row['average_accuracy_task_incremental']:.3f} "
@@ -230,9 +231,11 @@ def report(seeds: list[int], settings: list[str], wall: float) -> None:
             rows = [done.get((setting, method, s)) for s in seeds]
             if any(r is None for r in rows):
                 continue
-            table.setdefault(setting, {})[method] = {key: [float(r[key]) for r in rows if r] for key in KEYS}
+            table.setdefault(setting, {})[method] = {
+                key: [float("nan") if r[key] is None else float(r[key]) for r in rows if r] for key in KEYS
+            }
             table[setting][method]["seeds"] = [float(s) for s in seeds]
-    (RESULTS / "consolidation.json").write_text(json.dumps(table, indent=2))
+    (RESULTS / "consolidation.json").write_text(json.dumps(strict_json(table), indent=2, allow_nan=False))
 
     def cell(values: list[float]) -> str:
         return f"{np.mean(values):.3f} ± {np.std(values):.3f}"

@@ -28,11 +28,25 @@ def prepare_output_dir(path: str | os.PathLike[str], *, overwrite: bool = False)
     return out
 
 
+def strict_json(data: Any) -> Any:
+    """``data`` with every non-finite float (NaN, infinity) replaced by None, so that it
+    serialises as strict JSON (``null``), which every parser reads; Python's ``json`` would
+    write ``NaN`` and ``Infinity``, which are not JSON."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, Mapping):
+        return {k: strict_json(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [strict_json(v) for v in data]
+    return data
+
+
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
+    """Write strict JSON (non-finite numbers as ``null``) atomically: a reader sees the old
+    file or the new one, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=False)
+        json.dump(strict_json(data), fh, indent=2, sort_keys=False, allow_nan=False)
         fh.write("\n")
         fh.flush()
         os.fsync(fh.fileno())

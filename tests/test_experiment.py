@@ -209,3 +209,15 @@ def test_naps_interleave_sleep_with_learning_inside_the_task(tmp_path: Path) -> 
     assert within == [("split-01", 0.05), (None, 0.1), ("split-23", 0.05), (None, 0.1)]
     phases = [e["phase"] for e in results["phase_history"]]
     assert phases.count("sleep") == 2  # naps happen inside LEARNING, without a phase change
+
+
+def test_results_are_strict_json_even_when_a_metric_is_undefined(tmp_path: Path) -> None:
+    cfg = parse_continual(_tiny(data={**_tiny()["data"], "n_tasks": 1}, control=False))
+    results = run_experiment(cfg, tmp_path, progress=False)
+    assert np.isnan(results["bwt"])  # one task: no backward transfer
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    saved = json.loads((tmp_path / "results.json").read_text(), parse_constant=refuse)
+    assert saved["bwt"] is None and saved["average_accuracy"] == results["average_accuracy"]

@@ -91,3 +91,21 @@ def test_encoder_refuses_inconsistent_batches() -> None:
         encode(SpikeBatch("p", 0, 1e-4, 2, np.array([5]), np.array([0])))
     with pytest.raises(ValueError, match="dt must be"):
         encode(SpikeBatch("p", 0, 0.0, 1, np.array([0]), np.array([0])))
+
+
+def test_json_rendering_of_events_is_strict_json() -> None:
+    import json
+
+    from neurosim.events.render import render_event
+    from neurosim.events.schema import SleepEvent
+
+    event = SleepEvent(run_id="r", episode=0, start_s=1.0, duration_s=2.0, drive="uniform", gain=1.0,
+                       target_rate_hz=None, rate_hz=0.5, spikes=3, spikes_per_class={"0": 3}, spikes_unassigned=0,
+                       classes_reactivated=1, classes_seen=1, weight_change_mean_abs=0.0,
+                       weight_change_per_task={}, wall_time=float("nan"))  # fmt: skip
+
+    def refuse(constant: str) -> None:
+        raise ValueError(constant)
+
+    line = json.loads(render_event(event, as_json=True), parse_constant=refuse)
+    assert line["type"] == "sleep" and line["wall_time"] is None and line["target_rate_hz"] is None

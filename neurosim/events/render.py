@@ -7,6 +7,7 @@ from typing import Any
 
 from neurosim.events.schema import EvaluationEvent, Event, PhaseEvent, SleepEvent, StatusEvent
 from neurosim.events.wire import SpikeBatch
+from neurosim.outputs import strict_json
 
 
 def spike_batch_fields(batch: SpikeBatch, *, full: bool) -> dict[str, Any]:
@@ -35,7 +36,7 @@ def render_event(event: Event, *, as_json: bool, full_spikes: bool = False) -> s
         kind = {PhaseEvent: "phase", StatusEvent: "status", EvaluationEvent: "evaluation", SleepEvent: "sleep"}[
             type(event)
         ]
-        return json.dumps({"type": kind, **event.model_dump(mode="json")})
+        return json.dumps(strict_json({"type": kind, **event.model_dump(mode="json")}), allow_nan=False)
     return _text(event, full_spikes)
 
 
