@@ -353,3 +353,19 @@ async def test_default_staleness_follows_the_snapshot_interval(caplog: pytest.Lo
     assert "no snapshot written" not in caplog.text
     assert metrics.registry.get_sample_value("ewc_fisher_staleness_breaches_total", {"task": "t1"}) == 0
     acc.close()
+
+
+@pytest.mark.parametrize("policy", [NonFinitePolicy.RAISE, NonFinitePolicy.SKIP])
+async def test_a_gradient_that_overflows_the_float32_ema_is_non_finite(policy: NonFinitePolicy) -> None:
+    acc, _ = _acc(non_finite=policy, min_samples=1, snapshot_every=1000)
+    huge = {"w": np.full(4, 1e30, np.float64), "b": np.ones(1, np.float64)}  # finite, but 1e60 in float32 is not
+    if policy is NonFinitePolicy.RAISE:
+        with pytest.raises(NonFiniteGradientError):
+            await acc.update(huge)
+    else:
+        await acc.update(huge)
+        await acc.update_squares({"w": np.full(4, -np.inf, np.float32), "b": np.ones(1, np.float32)})  # skipped too
+        assert acc.stats().skipped_non_finite == 2
+    await acc.update(_grads(1.0))
+    assert bool(torch.isfinite(acc.fisher["w"]).all())  # the EMA never saw the overflow
+    acc.close()

@@ -166,8 +166,12 @@ class FisherAccumulator:
         # g . g is finite exactly when every g_i is finite and the squares the EMA adds do
         # not overflow; one BLAS pass, far cheaper than isfinite(g).all() on the CPU (for
         # squares, non-negative by the check in update_squares, their sum says the same)
+        # checked in the EMA's float32: a float64 gradient of 1e30 is finite, its square in
+        # the float32 EMA is not
         def total(g: torch.Tensor) -> torch.Tensor:
-            return g.sum() if squared else torch.dot(g.reshape(-1), g.reshape(-1))
+            g = g if g.dtype == torch.float32 else g.to(torch.float32)
+            flat = g.reshape(-1)
+            return flat.abs().sum() if squared else torch.dot(flat, flat)
 
         bad = [name for name, g in tensors.items() if not bool(torch.isfinite(total(g)))]
         if not bad:
@@ -237,17 +241,20 @@ class FisherAccumulator:
         return self._update(self._as_tensors(gradients), squared=False)
 
     def fold_squares(self, squares: Mapping[str, Gradient]) -> bool:
-        """The synchronous core of ``update_squares``."""
-        tensors = self._as_tensors(squares)
-        for name, s in tensors.items():
-            if s.numel() and float(s.min()) < 0.0:
-                raise ValueError(f"task {self.task_id!r}: squares for {name!r} are negative (min {float(s.min())!r})")
-        return self._update(tensors, squared=True)
+        """The synchronous core of ``update_squares``. Non-finite squares follow the
+        non-finite policy (as gradients do); finite negative ones are an error."""
+        return self._update(self._as_tensors(squares), squared=True)
 
     def _update(self, tensors: Mapping[str, torch.Tensor], *, squared: bool) -> bool:
         self._calls += 1
         if not self._finite(tensors, squared=squared):
             return False
+        if squared:
+            for name, s in tensors.items():
+                if s.numel() and float(s.min()) < 0.0:
+                    raise ValueError(
+                        f"task {self.task_id!r}: squares for {name!r} are negative (min {float(s.min())!r})"
+                    )
         self._ema_step(tensors, squared=squared)
         return self._count_steps(1, wait_for_writer=False)
 
