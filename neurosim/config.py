@@ -364,12 +364,12 @@ class TripletSTDPConfig(_Strict):
     tau_minus: PositiveFloat = 33.7e-3
     tau_x: PositiveFloat = 101e-3
     tau_y: PositiveFloat = 125e-3
-    a2_plus: NonNegativeFloat = 5e-10
-    a3_plus: NonNegativeFloat = 6.2e-3
-    a2_minus: NonNegativeFloat = 7e-3
-    a3_minus: NonNegativeFloat = 2.3e-4
+    a2_plus: NonNegativeFloat = 5e-12
+    a3_plus: NonNegativeFloat = 6.2e-5
+    a2_minus: NonNegativeFloat = 7e-5
+    a3_minus: NonNegativeFloat = 2.3e-6
     w_min: float = 0.0
-    w_max: float = 1.0
+    w_max: float = 0.01
 
     def to_rule(self) -> TripletSTDP:
         return TripletSTDP(**self.model_dump(exclude={"kind"}))

@@ -96,7 +96,7 @@ def test_validate_for_brian2_refuses_what_brian2_cannot_run(tmp_path: Path) -> N
     triplet = tmp_path / "triplet.toml"
     text = (EXAMPLES / "song2000_stdp.toml").read_text()
     rule = next(line for line in text.splitlines() if line.startswith("rule = "))
-    triplet.write_text(text.replace(rule, 'rule = { kind = "triplet", w_max = 0.01 }'))
+    triplet.write_text(text.replace(rule, 'rule = { kind = "triplet" }'))
     assert runner.invoke(main, ["validate", str(triplet)]).exit_code == 0  # valid for neurosim
     res = runner.invoke(main, ["validate", str(triplet), "--backend", "brian2"])
     assert res.exit_code == 1 and "Brian2 cannot run it" in res.output and "triplet" in res.output

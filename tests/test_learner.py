@@ -162,7 +162,7 @@ def test_a_rule_whose_bounds_do_not_fit_the_weights_warns() -> None:
         return Projection.from_pairs("p", "a", "b", 4, 3, pre, post, np.full(pre.size, w_max, np.float32))
 
     with pytest.warns(RuntimeWarning, match=r"w_max = 1 is 500x the largest weight"):
-        STDPOnlineLearner(projection(2e-3), TripletSTDP(), dt=1e-4)  # weights in volts, rule for [0, 1]
+        STDPOnlineLearner(projection(2e-3), TripletSTDP(w_max=1.0), dt=1e-4)  # weights in volts, rule for [0, 1]
     with pytest.warns(RuntimeWarning, match="outside the rule's bounds"):
         STDPOnlineLearner(projection(0.05), PairSTDP(w_max=0.01), dt=1e-4)
     with warnings.catch_warnings():

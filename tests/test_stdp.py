@@ -88,7 +88,7 @@ def test_nearest_spike_traces_saturate_at_one() -> None:
 
 
 def test_triplet_rule_rewards_post_pre_post_more_than_a_pair() -> None:
-    rule = stdp.TripletSTDP()
+    rule = stdp.TripletSTDP(w_max=1.0, **stdp.TRIPLET_UNIT_AMPLITUDES)  # as published, weights in [0, 1]
     pair, _ = _train(rule, [100], [150], 0.5)
     triplet, _ = _train(rule, [100], [50, 150], 0.5)  # the earlier post spike boosts LTP via o2
     expected_pair = 5e-10 * math.exp(-50 * DT / 16.8e-3)
@@ -158,3 +158,11 @@ def test_compiled_stdp_equals_the_torch_learner_bit_for_bit() -> None:
     w0_b, w_b, n_b = _song(0.5, "torch")
     assert np.array_equal(w0_a, w0_b) and n_a == n_b > 0
     assert np.array_equal(w_a, w_b)
+
+
+def test_the_rules_default_to_the_same_weight_units() -> None:
+    pair, triplet = stdp.PairSTDP(), stdp.TripletSTDP()
+    assert (pair.w_min, pair.w_max) == (triplet.w_min, triplet.w_max) == (0.0, 0.01)
+    published = stdp.TRIPLET_UNIT_AMPLITUDES
+    for name, value in published.items():  # Pfister & Gerstner's amplitudes, scaled by w_max
+        assert getattr(triplet, name) == pytest.approx(value * triplet.w_max)

@@ -91,18 +91,20 @@ class PairSTDP:
 @dataclass(frozen=True)
 class TripletSTDP:
     """Triplet STDP, all-to-all; defaults: Pfister & Gerstner (2006), visual cortex data,
-    full model (their Table 4), scaled by ``w_max``-free amplitudes."""
+    full model (their Table 4), whose amplitudes are for weights in [0, 1], here scaled by
+    ``w_max = 0.01`` to the same weight units as ``PairSTDP``'s defaults (Song et al.'s
+    ``gmax``). For weights in [0, 1]: ``TRIPLET_UNIT_AMPLITUDES`` with ``w_max=1.0``."""
 
     tau_plus: float = 16.8e-3
     tau_minus: float = 33.7e-3
     tau_x: float = 101e-3
     tau_y: float = 125e-3
-    a2_plus: float = 5e-10
-    a3_plus: float = 6.2e-3
-    a2_minus: float = 7e-3
-    a3_minus: float = 2.3e-4
+    a2_plus: float = 5e-12
+    a3_plus: float = 6.2e-5
+    a2_minus: float = 7e-5
+    a3_minus: float = 2.3e-6
     w_min: float = 0.0
-    w_max: float = 1.0
+    w_max: float = 0.01
 
     def __post_init__(self) -> None:
         _check_positive(
@@ -132,6 +134,8 @@ class RewardSTDP:
 
 
 STDPRule = PairSTDP | TripletSTDP | RewardSTDP
+# Pfister & Gerstner (2006)'s visual-cortex amplitudes as published, for weights in [0, 1]
+TRIPLET_UNIT_AMPLITUDES = {"a2_plus": 5e-10, "a3_plus": 6.2e-3, "a2_minus": 7e-3, "a3_minus": 2.3e-4}
 
 
 class PairTraces(NamedTuple):
