@@ -367,3 +367,15 @@ def test_cli_run_publishes_and_cli_subscribe_prints_json_lines(tmp_path: Path, b
     assert result.exit_code == 0 and time.perf_counter() - t0 >= 0.5  # waited for more
     result = runner.invoke(main, ["run", str(cfg), "--out", str(tmp_path / "x"), "--run-id", "nope"])
     assert result.exit_code == 2 and "need --mqtt" in result.output
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://ann:s3cret@host", "mqtt://ann:s3cret@host:99999", "mqtt://ann:s3cret@host/topic", "mqtt://ann:s3cret@"],
+)
+def test_a_bad_broker_url_never_echoes_its_password(url: str) -> None:
+    with pytest.raises(BrokerURLError) as info:
+        parse_broker_url(url)
+    assert "s3cret" not in str(info.value) and "ann:***@" in str(info.value)
+    result = CliRunner().invoke(main, ["subscribe", "--broker", url, "--run-id", "r", "--timeout", "0.1"])
+    assert result.exit_code != 0 and "s3cret" not in result.output

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import ssl
 import time
 import urllib.parse
@@ -94,6 +95,11 @@ class BrokerSettings:
         return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
 
 
+def redact_url(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part replaced by ``***``."""
+    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
 def parse_broker_url(
     url: str,
     *,
@@ -102,8 +108,10 @@ def parse_broker_url(
     keyfile: str | Path | None = None,
     tls_insecure: bool = False,
 ) -> BrokerSettings:
-    """``mqtt://[user[:password]@]host[:port]`` or ``mqtts://...``; TLS files are options."""
+    """``mqtt://[user[:password]@]host[:port]`` or ``mqtts://...``; TLS files are options.
+    Error messages show the URL with its password replaced by ``***``."""
     parts = urllib.parse.urlsplit(url)
+    url = redact_url(url)  # from here on only for messages
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
         raise BrokerURLError(f"broker URL {url!r}: the scheme must be mqtt:// or mqtts://, got {parts.scheme!r}")
