@@ -207,10 +207,15 @@ def validate(workers: int, resume: bool) -> None:
     choice = {"sleep": best("sleep"), "ewc": best("ewc")}
     VALIDATION.write_text(
         json.dumps(
-            {"seeds": list(VALIDATION_SEEDS), "first_search": FIRST_SEARCH, "grid": GRID, "scores": scores,
-             "chosen": choice},
+            {
+                "seeds": list(VALIDATION_SEEDS),
+                "first_search": FIRST_SEARCH,
+                "grid": GRID,
+                "scores": scores,
+                "chosen": choice,
+            },
             indent=2,
-        )  # fmt: skip
+        )
     )
     print(json.dumps(choice, indent=2))
 

@@ -39,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import EXAMPLES, machine_description, run_brian2_standalone, table_header
+from benchmarks.common import EXAMPLES, best_of, machine_description, run_brian2_standalone, table_header
 from neurosim.config import ContinualConfig, load_any_config
 from neurosim.learning import LinearReadout, STDPOnlineLearner, Surrogate
 from neurosim.learning.ewc import EWCConfig, EWCRegulariser
@@ -207,15 +207,11 @@ def main() -> None:
     us = 1e6
     for n_in in (64, 784):
         for n_hidden in (100, 400):
-
-            def best(fn, *a):  # type: ignore[no-untyped-def]
-                return min((fn(*a) for _ in range(args.repeats)), key=lambda r: r[0])
-
-            pair = best(neurosim_step, n_in, n_hidden, args.duration, "pair")
-            full = best(neurosim_step, n_in, n_hidden, args.duration, "full")
+            pair = best_of(args.repeats, neurosim_step, n_in, n_hidden, args.duration, "pair")
+            full = best_of(args.repeats, neurosim_step, n_in, n_hidden, args.duration, "full")
             ref = neurosim_step(n_in, n_hidden, min(args.duration, 0.1), "torch")
-            cy = best(brian2_step, n_in, n_hidden, args.duration, False)
-            sa = best(brian2_step, n_in, n_hidden, args.duration, True)
+            cy = best_of(args.repeats, brian2_step, n_in, n_hidden, args.duration, False)
+            sa = best_of(args.repeats, brian2_step, n_in, n_hidden, args.duration, True)
             rows.append(
                 f"| {n_in} -> {n_hidden} | {pair[0] * us:.1f} | {full[0] * us:.1f} | {full[0] / pair[0]:.2f} | "
                 f"{ref[0] * us:.0f} ({ref[0] / full[0]:.0f}x) | {cy[0] * us:.1f} | {sa[0] * us:.1f} | "

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import EXAMPLES, machine_description, run_brian2_standalone, table_header
+from benchmarks.common import EXAMPLES, best_of, machine_description, run_brian2_standalone, table_header
 from neurosim.config import load_config, parse_config
 from neurosim.learning import STDPOnlineLearner
 from neurosim.sim.build import build_simulation
@@ -103,9 +103,9 @@ def main() -> None:
     torch.set_num_threads(1)
     rows = []
     for n_post in (1, 100):
-        ns = min((neurosim_song(n_post, args.duration) for _ in range(args.repeats)), key=lambda r: r[0])
-        cy = min((brian2_song(n_post, args.duration, False) for _ in range(args.repeats)), key=lambda r: r[0])
-        sa = min((brian2_song(n_post, args.duration, True) for _ in range(args.repeats)), key=lambda r: r[0])
+        ns = best_of(args.repeats, neurosim_song, n_post, args.duration)
+        cy = best_of(args.repeats, brian2_song, n_post, args.duration, False)
+        sa = best_of(args.repeats, brian2_song, n_post, args.duration, True)
         rows.append(
             f"| 1000 -> {n_post} ({1000 * n_post} plastic) | {ns[0]:.3f} | {cy[0]:.3f} | {sa[0]:.3f} | "
             f"{ns[0] / cy[0]:.2f} | {ns[0] / sa[0]:.2f} | {ns[1]:.1f} / {cy[1]:.1f} / {sa[1]:.1f} | "

@@ -42,6 +42,11 @@ def machine_description() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem_gb:.0f} GiB, {platform.system()} {platform.release()}"
 
 
+def best_of(repeats: int, run: Callable[..., T], *args: object) -> T:
+    """The fastest of ``repeats`` calls of ``run(*args)``, each returning (seconds, ...)."""
+    return min((run(*args) for _ in range(repeats)), key=lambda result: result[0])  # type: ignore[index]
+
+
 def table_header(*columns: str) -> str:
     """A Markdown table's header and rule, for tables too wide to write out on one source line."""
     return f"| {' | '.join(columns)} |\n|{'---|' * len(columns)}"

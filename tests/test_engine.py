@@ -306,6 +306,5 @@ def test_separate_input_noise_draws_other_spikes_and_returns_to_the_own_stream()
     fresh = Simulation(_mixed_network(), seed=4)
     own = _spikes(fresh, 0.02, ("noise",))["noise"]
     assert not np.array_equal(inside, own)
-    with pytest.raises(ValueError, match="stream"):
-        with sim.separate_input_noise(stream=-1):
-            pass
+    with pytest.raises(ValueError, match="stream"), sim.separate_input_noise(stream=-1):
+        pass

@@ -221,3 +221,20 @@ def test_results_are_strict_json_even_when_a_metric_is_undefined(tmp_path: Path)
 
     saved = json.loads((tmp_path / "results.json").read_text(), parse_constant=refuse)
     assert saved["bwt"] is None and saved["average_accuracy"] == results["average_accuracy"]
+
+
+def test_the_uniform_noise_control_keeps_the_targeted_class_blocks(tmp_path: Path) -> None:
+    cfg = parse_continual(_tiny(sleep={"duration": 0.2, "drive": "uniform", "targeted": True}, control=False))
+    exp = Experiment(cfg, tmp_path, progress=False)
+    statistics = []
+    original = exp.sleep_statistics
+
+    def spy() -> list[np.ndarray]:
+        statistics.append(original())
+        return statistics[-1]
+
+    exp.sleep_statistics = spy  # type: ignore[method-assign]
+    results = asyncio.run(exp.run())
+    assert [s["drive"] for s in results["sleep"]] == ["uniform", "uniform"]
+    assert [len(s) for s in statistics] == [2, 4]  # one block statistic per class seen, labelled, as targeted replay
+    assert all(s["spikes"] > 0 for s in results["sleep"])

@@ -243,7 +243,7 @@ class Experiment:
 
     def _refresh_readout(self) -> None:
         """The voting readout as a softmax: logit_c = beta * mean rate of class-c neurons."""
-        assigned = self._assignments(sorted({c for t in self.seen for c in self.tasks[t].classes}))
+        assigned = self._assignments(self._seen_classes())
         weight = torch.zeros_like(self.readout.weight)
         for c in range(self.n_classes):
             members = np.flatnonzero(assigned == c)
@@ -376,21 +376,36 @@ class Experiment:
                 means.append(total / sum(self._image_count[k] for k in own))
         return [poisson_rates(np.clip(m, 0.0, 1.0).astype(np.float32), self.cfg.data.max_rate) for m in means]
 
+    def _seen_classes(self) -> list[int]:
+        return sorted({c for t in self.seen for c in self.tasks[t].classes})
+
     async def sleep(self, duration: float, *, within: str | None = None) -> None:
         """One sleep: a SLEEP phase, or (``within`` a task's id) a nap inside its LEARNING."""
         statistics = self.sleep_statistics()
         if not statistics:
             raise RuntimeError("SLEEP before any LEARNING: there is nothing to replay")
-        classes = sorted({c for t in self.seen for c in self.tasks[t].classes})
+        classes = self._seen_classes()
+        # sleep changes weights, not the class responses the assignments come from: one for both
+        assigned = self._assignments(classes)
         labels = [k[1] for k in self._statistic_keys()] if self._replay_by_class() else None
         # sleep noise on its own stream and the neuron state restored on waking: a sleep that
         # changes no weight leaves the rest of the run exactly as without it (sharp controls)
         with self.sim.detached(stream=len(self.sleep_reports) + 1):
-            report = await self._sleep_episode(statistics, duration, labels, classes)
-        self._after_sleep(report, classes, within)
+            report = await self._sleep_episode(statistics, duration, labels, assigned)
+        if within is None and self.ewc is not None and self.ewc.tasks:
+            # the consolidated weights are the new anchor: later tasks must not pull sleep back out
+            self.ewc.recentre(self.ewc.tasks[-1], {self.learner.parameter_name: self.proj.synapse_weights()})
+        self.sleep_reports.append(report)
+        self.sleep_assignments.append(assigned)
+        self.sleep_diagnostics.append(self._diagnose(report, classes, assigned, within))
+        self._announce_sleep(self.sleep_diagnostics[-1])
 
     async def _sleep_episode(
-        self, statistics: list[npt.NDArray[np.float64]], duration: float, labels: list[int] | None, classes: list[int]
+        self,
+        statistics: list[npt.NDArray[np.float64]],
+        duration: float,
+        labels: list[int] | None,
+        assigned: npt.NDArray[np.int64],
     ) -> SleepReport:
         wake_rate = self._wake_spikes / max(self.cfg.network.n_hidden * self._wake_seconds, 1e-12)
         return await sleep_episode(
@@ -406,23 +421,14 @@ class Experiment:
             bounds=(self.cfg.stdp.w_min, self.cfg.stdp.w_max),
             normalise=self._normalise,
             labels=labels,
-            assignments=self._assignments(classes),
+            assignments=assigned,
         )
 
-    def _after_sleep(self, report: SleepReport, classes: list[int], within: str | None) -> None:
-        if within is None and self.ewc is not None and self.ewc.tasks:
-            # the consolidated weights are the new anchor: later tasks must not pull sleep back out
-            self.ewc.recentre(self.ewc.tasks[-1], {self.learner.parameter_name: self.proj.synapse_weights()})
-        self.sleep_reports.append(report)
-        self.sleep_assignments.append(self._assignments(classes))
-        self.sleep_diagnostics.append(self._diagnose(report, within))
-        self._announce_sleep(self.sleep_diagnostics[-1])
-
-    def _diagnose(self, report: SleepReport, within: str | None) -> SleepEvent:
+    def _diagnose(
+        self, report: SleepReport, classes: list[int], assigned: npt.NDArray[np.int64], within: str | None
+    ) -> SleepEvent:
         """Is every old class reactivated, and how much did each task's most important
         synapses (the top 5 % of its Fisher) move?"""
-        classes = sorted({c for t in self.seen for c in self.tasks[t].classes})
-        assigned = self._assignments(classes)
         per_class = {str(c): int(report.spikes_per_neuron[assigned == c].sum()) for c in classes}
         change = report.weight_change.detach().cpu().numpy().astype(np.float64)
         per_task: dict[str, TaskWeightChange] = {}
@@ -470,7 +476,7 @@ class Experiment:
         if not isinstance(exc_params, AdaptiveLIF):
             raise TypeError("the excitatory population must be AdaptiveLIF")
         self.sim.set_population_params("exc", dataclasses.replace(exc_params, theta_plus=0.0))
-        seen_classes = sorted({c for t in self.seen for c in self.tasks[t].classes})
+        seen_classes = self._seen_classes()
         row_class: list[float | None] = [None] * len(self.tasks)
         row_task: list[float | None] = [None] * len(self.tasks)
         try:
