@@ -45,13 +45,13 @@ def build_cuba(n: int = 4000, seed: int = 1) -> Network:
         net.add_population(Population(name, size, params, {"v": Uniform(-60 * mV, -50 * mV)}))
     rng = np.random.default_rng(seed)
     weight = {"exc": 60 * 0.27 / 10 * mV, "inh": -20 * 4.5 / 10 * mV}
-    for src in sizes:
-        for tgt in sizes:
-            pre, post = conn.probability(sizes[src], sizes[tgt], 0.02, rng)
+    for src, n_src in sizes.items():
+        for tgt, n_tgt in sizes.items():
+            pre, post = conn.probability(n_src, n_tgt, 0.02, rng)
             w = conn.constant_weights(pre.size, weight[src])
             channel = Channel.EXC if src == "exc" else Channel.INH
             net.add_projection(
-                Projection.from_pairs(f"{src}_{tgt}", src, tgt, sizes[src], sizes[tgt], pre, post, w, channel=channel)
+                Projection.from_pairs(f"{src}_{tgt}", src, tgt, n_src, n_tgt, pre, post, w, channel=channel)
             )
     return net
 

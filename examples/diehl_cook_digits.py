@@ -83,7 +83,7 @@ def build(n_exc: int, seed: int) -> Network:
     net.add_projection(
         Projection.from_pairs(
             "input_exc", "input", "exc", 784, n_exc, pre, post, conn.uniform_weights(pre.size, 0.0, 0.3, rng)
-        )  # fmt: skip
+        )
     )
     idx = np.arange(n_exc, dtype=np.int64)
     net.add_projection(
@@ -93,7 +93,7 @@ def build(n_exc: int, seed: int) -> Network:
     net.add_projection(
         Projection.from_pairs(
             "inh_exc", "inh", "exc", n_exc, n_exc, pre, post, conn.constant_weights(pre.size, 17.0), channel=Channel.INH
-        )  # fmt: skip
+        )
     )
     return net
 
