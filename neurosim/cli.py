@@ -1,4 +1,4 @@
-"""The ``neurosim`` command line: ``run``, ``subscribe``, ``validate``."""
+"""The ``neurosim`` command line: ``run``, ``sweep``, ``subscribe``, ``validate``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime as _dt
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -202,6 +203,125 @@ def _run_plain(loaded: SimulationConfig, out: Path, *, duration: float | None, s
     click.echo(f"outputs in {out}")
 
 
+def _default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@main.command()
+@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=False)
+@click.option("--grid", "grids", multiple=True, metavar="PATH=V1,V2,...",
+              help="Sweep a config path over values (repeatable; every combination runs). Values are TOML "
+                   "(10, 1e-3, true, \"text\", [1, 2]) or bare words. Paths: ewc.lambda, sleep.enabled, "
+                   "network.populations.exc.n (list items by name or index).")  # fmt: skip
+@click.option("--seeds", default=None, metavar="LIST", help="Seeds of every setting: 0-4, 0,2,7 (default 0).")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Worker processes of the local Dask cluster, one run each at a time (default: the CPU cores; "
+                   "0: one after the other in this process, without Dask).")  # fmt: skip
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run on this Dask scheduler (tcp://host:8786) instead of a local cluster; its workers must "
+                   "see --out.")  # fmt: skip
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None, help=
+              "Sweep directory: new or empty, or the sweep's own with --resume. Default: runs/sweeps/<config>-<time>.")  # fmt: skip
+@click.option("--resume", is_flag=True, help="Continue the sweep in --out: skip complete runs, redo the rest.")
+@click.option("--report", "report_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Only rebuild sweep.json, sweep.md and sweep.png of this sweep directory.")  # fmt: skip
+@click.option("--mqtt", "mqtt_url", default=None, metavar="URL",
+              help="Publish each run under neurosim/<sweep-id>/<setting>/<seed>/ and the sweep's progress on "
+                   "neurosim/<sweep-id>/sweep.")  # fmt: skip
+@click.option("--sweep-id", default=None, help="Topic level of the sweep (default: the --out name).")
+@click.option("--mqtt-ca", type=click.Path(exists=True, dir_okay=False), default=None, help="TLS: CA file.")
+@click.option("--mqtt-insecure", is_flag=True, help="TLS: do not check the broker's host name.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def sweep(config: Path | None, grids: tuple[str, ...], seeds: str | None, workers: int | None,
+          scheduler: str | None, out: Path | None, resume: bool, report_dir: Path | None, mqtt_url: str | None,
+          sweep_id: str | None, mqtt_ca: str | None, mqtt_insecure: bool, quiet: bool) -> None:  # fmt: skip
+    """Run CONFIG for every combination of --grid values times --seeds, as Dask tasks.
+
+    CONFIG is a run config (a simulation or a continual experiment) or a sweep file (a TOML
+    with a [sweep] table: config, seeds, [sweep.grid], [[sweep.zip]] for paired values;
+    docs/sweeps.md). Each run is an ordinary run in OUT/<setting>/<seed>/; the table of mean
+    +- std over seeds goes to OUT/sweep.md and sweep.json, the plot to sweep.png.
+    """
+    from neurosim.sweep import SweepError, run_sweep, write_report
+
+    if report_dir is not None:
+        if config is not None or grids or resume:
+            raise click.UsageError("--report DIR rebuilds a sweep's report; give no CONFIG, --grid or --resume")
+        try:
+            table = write_report(report_dir)
+        except SweepError as err:
+            raise click.ClickException(str(err)) from None
+        click.echo(f"{len(table['rows'])} settings; report in {report_dir / 'sweep.md'}")
+        return
+    if config is None:
+        raise click.UsageError("give a CONFIG (or --report DIR)")
+    spec, from_file = _sweep_spec(config, grids, seeds)
+    workers = workers if workers is not None else from_file.get("workers", _default_workers())
+    scheduler = scheduler or from_file.get("scheduler")
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = out or Path(from_file.get("out", Path("runs") / "sweeps" / f"{config.stem}-{stamp}"))
+    broker = _sweep_broker(mqtt_url, sweep_id, mqtt_ca, mqtt_insecure)
+    n_runs = len(spec.settings) * len(spec.seeds)
+    where = f"scheduler {scheduler}" if scheduler else "this process" if workers == 0 else f"{workers} local workers"
+    click.echo(f"sweep: {len(spec.settings)} settings x {len(spec.seeds)} seeds = {n_runs} runs on {where}; "
+               f"outputs in {out}", err=True)  # fmt: skip
+    try:
+        result = run_sweep(spec, out, workers=workers, scheduler=scheduler, resume=resume, mqtt=broker,
+                           sweep_id=sweep_id, progress=not quiet, echo=lambda s: click.echo(s, err=True))  # fmt: skip
+    except (SweepError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    ran = len(result.outcomes)
+    click.echo(f"{ran - len(result.failed)} runs completed, {len(result.failed)} failed, {result.skipped} already "
+               f"complete; {result.wall_s:.1f} s wall. Table: {out / 'sweep.md'}")  # fmt: skip
+    if result.failed:
+        raise click.ClickException(f"{len(result.failed)} runs failed (errors in {out / 'sweep.md'}); "
+                                   "fix the cause and rerun with --resume")  # fmt: skip
+
+
+def _sweep_spec(config: Path, grids: tuple[str, ...], seeds: str | None) -> tuple[Any, dict[str, Any]]:
+    """The validated sweep of a run config and --grid options, or of a sweep file."""
+    from neurosim.sweep import SweepError, load_sweep_file, make_spec, parse_axis
+
+    try:
+        if not _is_sweep_file(config):
+            return make_spec(config, axes=[parse_axis(g) for g in grids], seeds=seeds or "0"), {}
+        if grids:
+            raise click.UsageError(f"--grid with a sweep file: put the grid in {config}")
+        spec, from_file = load_sweep_file(config)
+        if seeds is not None:
+            spec = make_spec(spec.source, settings=list(spec.settings), seeds=seeds)
+        return spec, from_file
+    except SweepError as err:
+        raise click.ClickException(str(err)) from None
+
+
+def _sweep_broker(url: str | None, sweep_id: str | None, ca: str | None, insecure: bool) -> BrokerSettings | None:
+    if url is None:
+        if sweep_id or ca or insecure:
+            raise click.UsageError("--sweep-id and the --mqtt-* options need --mqtt URL")
+        return None
+    from neurosim.events.mqtt import check_run_id, parse_broker_url
+
+    try:
+        if sweep_id is not None:
+            check_run_id(sweep_id)
+        return parse_broker_url(url, ca_file=ca, tls_insecure=insecure)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+
+
+def _is_sweep_file(path: Path) -> bool:
+    import tomllib
+
+    try:
+        return "sweep" in tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+
+
 @main.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the resolved config as JSON.")
@@ -233,7 +353,8 @@ def validate(config: Path, as_json: bool, backend: str) -> None:
 
 @main.command()
 @click.option("--broker", required=True, metavar="URL", help="mqtt://[user[:pass]@]host[:port] or mqtts://...")
-@click.option("--run-id", default="+", show_default=True, help="The run to follow ('+': every run on the broker).")
+@click.option("--run-id", default="+", show_default=True,
+              help="The run to follow ('+': every run on the broker; a sweep id: the sweep and its runs).")  # fmt: skip
 @click.option("--count", type=click.IntRange(min=1), default=None, help="Exit after this many events.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Exit after this many seconds without an event (status 1 if --count was not reached).")  # fmt: skip
@@ -297,7 +418,12 @@ async def _follow(settings: BrokerSettings, run_id: str, count: int | None, time
                 continue
             click.echo(render_event(event, as_json=as_json, full_spikes=full))
             received += 1
-            if stop_when_offline and isinstance(event, StatusEvent) and event.state is RunState.OFFLINE:
+            if (
+                stop_when_offline
+                and isinstance(event, StatusEvent)
+                and event.state is RunState.OFFLINE
+                and event.run_id == run_id  # not one of a sweep's runs, when following the sweep
+            ):
                 offline = True
                 break
     finally:

@@ -7,6 +7,10 @@ Topics (``docs/events.md`` is the reference)::
     neurosim/{run_id}/spikes/{population}   binary spike batch    QoS 0, one message per chunk
     neurosim/{run_id}/metrics               EvaluationEvent JSON  QoS 1
     neurosim/{run_id}/sleep                 SleepEvent JSON       QoS 1
+    neurosim/{sweep_id}/sweep               SweepEvent JSON       QoS 1, retained (a sweep's progress)
+
+A sweep's runs publish under ``neurosim/{sweep_id}/{setting}/{seed}/...``: a run id may
+have several levels.
 
 ``MQTTPublisher`` subscribes to the run's in-process ``EventBus`` with a bounded queue and
 forwards what arrives. It never slows the run down to wait for the broker: when the broker
@@ -51,6 +55,7 @@ from neurosim.events.schema import (
     RunState,
     SleepEvent,
     StatusEvent,
+    SweepEvent,
     Topic,
     event_from_message,
     payload_of,
@@ -68,7 +73,7 @@ T = TypeVar("T")
 
 PASSWORD_ENV = "NEUROSIM_MQTT_PASSWORD"
 _DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
-_FORBIDDEN_IN_RUN_ID = set("/+#\0")
+_FORBIDDEN_IN_RUN_ID = set("+#\0")
 
 
 class BrokerURLError(ValueError):
@@ -147,11 +152,20 @@ def parse_broker_url(
 
 
 def check_run_id(run_id: str, *, wildcard: bool = False) -> str:
-    """A run id is one topic level: non-empty, without ``/``, ``+``, ``#`` (``+`` alone with ``wildcard``)."""
-    if wildcard and run_id == "+":
-        return run_id
-    if not run_id or _FORBIDDEN_IN_RUN_ID & set(run_id):
-        raise ValueError(f"run id {run_id!r} must be non-empty and free of '/', '+', '#' and NUL")
+    """A run id is one or more topic levels joined by ``/`` (a sweep's runs are
+    ``{sweep_id}/{setting}/{seed}``): each level non-empty, without ``+``, ``#`` or NUL, and
+    none named like a topic kind (``phase``, ``spikes``, ...). With ``wildcard``, a level may
+    be ``+`` (any one level)."""
+    kinds = {k.value for k in Topic}
+    for level in run_id.split("/"):
+        if wildcard and level == "+":
+            continue
+        if not level or _FORBIDDEN_IN_RUN_ID & set(level):
+            raise ValueError(
+                f"run id {run_id!r}: each /-separated level must be non-empty and free of '+', '#' and NUL"
+            )
+        if level in kinds:
+            raise ValueError(f"run id {run_id!r}: a level may not be a topic kind ({', '.join(sorted(kinds))})")
     return run_id
 
 
@@ -237,6 +251,7 @@ _QOS_RETAIN: dict[Topic, tuple[int, bool]] = {
     Topic.SPIKES: (0, False),
     Topic.METRICS: (1, False),
     Topic.SLEEP: (1, False),
+    Topic.SWEEP: (1, True),
 }
 
 
@@ -250,6 +265,8 @@ def _kind(event: Event) -> Topic:
             return Topic.SPIKES
         case SleepEvent():
             return Topic.SLEEP
+        case SweepEvent():
+            return Topic.SWEEP
         case _:
             return Topic.METRICS
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from neurosim.events.schema import EvaluationEvent, Event, PhaseEvent, SleepEvent, StatusEvent
+from neurosim.events.schema import EvaluationEvent, Event, PhaseEvent, SleepEvent, StatusEvent, SweepEvent
 from neurosim.events.wire import SpikeBatch
 from neurosim.outputs import strict_json
 
@@ -33,9 +33,13 @@ def render_event(event: Event, *, as_json: bool, full_spikes: bool = False) -> s
     if as_json:
         if isinstance(event, SpikeBatch):
             return json.dumps(spike_batch_fields(event, full=full_spikes))
-        kind = {PhaseEvent: "phase", StatusEvent: "status", EvaluationEvent: "evaluation", SleepEvent: "sleep"}[
-            type(event)
-        ]
+        kind = {
+            PhaseEvent: "phase",
+            StatusEvent: "status",
+            EvaluationEvent: "evaluation",
+            SleepEvent: "sleep",
+            SweepEvent: "sweep",
+        }[type(event)]
         return json.dumps(strict_json({"type": kind, **event.model_dump(mode="json")}), allow_nan=False)
     return _text(event, full_spikes)
 
@@ -63,6 +67,12 @@ def _text(event: Event, full_spikes: bool) -> str:
                 f"{event.spikes} spikes ({groups}; unassigned {event.spikes_unassigned}), "
                 f"{event.classes_reactivated}/{event.classes_seen} classes reactivated, "
                 f"mean |dw| {event.weight_change_mean_abs:.2e}"
+            )
+        case SweepEvent():
+            last = f", last {event.last_run}" if event.last_run else ""
+            return (
+                f"sweep      {event.sweep_id} {event.done + event.failed}/{event.total} runs finished "
+                f"({event.failed} failed, {event.running} running{last})"
             )
         case SpikeBatch():
             f = spike_batch_fields(event, full=full_spikes)

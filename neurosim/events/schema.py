@@ -5,6 +5,8 @@
 - ``EvaluationEvent``: accuracy per task after an evaluation (JSON on ``.../metrics``).
 - ``SleepEvent``: what one SLEEP replayed: spikes per class-assigned group of neurons and
   the weight change of each task's most important synapses (JSON on ``.../sleep``).
+- ``SweepEvent``: a sweep's progress, runs done, failed and in flight (JSON, retained, on
+  ``neurosim/{sweep_id}/sweep``; the sweep's runs publish under ``neurosim/{sweep_id}/{setting}/{seed}/``).
 - ``SpikeBatch``: the spikes of one population over a chunk of steps, in the binary wire
   format of ``neurosim.events.wire`` (on ``.../spikes/{population}``).
 
@@ -40,6 +42,7 @@ __all__ = [
     "SpikeBatch",
     "SpikeBatchError",
     "StatusEvent",
+    "SweepEvent",
     "Topic",
     "decode",
     "encode",
@@ -128,7 +131,21 @@ class SleepEvent(BaseModel):
     wall_time: float
 
 
-Event = PhaseEvent | StatusEvent | EvaluationEvent | SleepEvent | SpikeBatch
+class SweepEvent(BaseModel):
+    """A sweep's progress, published after each run finishes (and when it starts and ends)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sweep_id: str
+    total: int = Field(ge=0)  # runs in the sweep (settings x seeds)
+    done: int = Field(ge=0)  # completed, including those complete before a --resume
+    failed: int = Field(ge=0)
+    running: int = Field(ge=0)  # in flight on a worker
+    last_run: str | None = None  # "<setting>/<seed>" of the run that just finished
+    wall_time: float
+
+
+Event = PhaseEvent | StatusEvent | EvaluationEvent | SleepEvent | SweepEvent | SpikeBatch
 
 
 class Topic(enum.StrEnum):
@@ -139,6 +156,7 @@ class Topic(enum.StrEnum):
     SPIKES = "spikes"
     METRICS = "metrics"
     SLEEP = "sleep"
+    SWEEP = "sweep"
 
 
 class MalformedEvent(ValueError):
@@ -161,6 +179,8 @@ def topic_of(run_id: str, event: Event) -> str:
             suffix = Topic.METRICS.value
         case SleepEvent():
             suffix = Topic.SLEEP.value
+        case SweepEvent():
+            suffix = Topic.SWEEP.value
         case SpikeBatch():
             suffix = f"{Topic.SPIKES.value}/{event.population}"
     return f"{TOPIC_ROOT}/{run_id}/{suffix}"
@@ -173,13 +193,26 @@ def payload_of(event: Event) -> tuple[bytes, str]:
     return event.model_dump_json().encode("utf-8"), JSON_CONTENT_TYPE
 
 
-def event_from_message(topic: str, payload: bytes | bytearray | memoryview) -> Event:
-    """Decode a message received on ``neurosim/{run_id}/...``; ``MalformedEvent`` if it is not one."""
+def split_topic(topic: str) -> tuple[str, str, list[str]]:
+    """``neurosim/{run_id}/{kind}[/...]`` as (run id, kind, the levels after the kind). A run
+    id may have several levels (a sweep's runs: ``{sweep_id}/{setting}/{seed}``); the kind is
+    the first level after the root, the run id before it, that is a topic kind with the
+    levels it needs (a population after ``spikes``, nothing after the others)."""
     parts = topic.split("/")
     if len(parts) < 3 or parts[0] != TOPIC_ROOT:
         raise MalformedEvent(topic, f"not a topic under {TOPIC_ROOT}/{{run_id}}/")
-    kind, rest = parts[2], parts[3:]
-    model: type[PhaseEvent] | type[StatusEvent] | type[EvaluationEvent] | type[SleepEvent]
+    kinds = {k.value for k in Topic}
+    for i in range(2, len(parts)):
+        rest = parts[i + 1 :]
+        if parts[i] in kinds and (bool(rest) == (parts[i] == Topic.SPIKES)):
+            return "/".join(parts[1:i]), parts[i], rest
+    raise MalformedEvent(topic, f"unknown neurosim topic {'/'.join(parts[2:])!r}")
+
+
+def event_from_message(topic: str, payload: bytes | bytearray | memoryview) -> Event:
+    """Decode a message received on ``neurosim/{run_id}/...``; ``MalformedEvent`` if it is not one."""
+    _run_id, kind, rest = split_topic(topic)
+    model: type[PhaseEvent] | type[StatusEvent] | type[EvaluationEvent] | type[SleepEvent] | type[SweepEvent]
     if kind == Topic.SPIKES and len(rest) >= 1:
         try:
             batch = decode(payload)
@@ -197,8 +230,10 @@ def event_from_message(topic: str, payload: bytes | bytearray | memoryview) -> E
         model = EvaluationEvent
     elif kind == Topic.SLEEP and not rest:
         model = SleepEvent
-    else:
-        raise MalformedEvent(topic, f"unknown neurosim topic {'/'.join(parts[2:])!r}")
+    elif kind == Topic.SWEEP and not rest:
+        model = SweepEvent
+    else:  # split_topic returns only the kinds above
+        raise MalformedEvent(topic, f"unknown neurosim topic kind {kind!r}")
     try:
         return model.model_validate_json(bytes(payload))
     except ValidationError as err:
