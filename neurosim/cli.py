@@ -223,8 +223,9 @@ def _default_workers() -> int:
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Run on this Dask scheduler (tcp://host:8786) instead of a local cluster; its workers must "
                    "see --out.")  # fmt: skip
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None, help=
-              "Sweep directory: new or empty, or the sweep's own with --resume. Default: runs/sweeps/<config>-<time>.")  # fmt: skip
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Sweep directory, new or empty (or the sweep's, with --resume). "
+                   "Default: runs/sweeps/<config>-<time>.")  # fmt: skip
 @click.option("--resume", is_flag=True, help="Continue the sweep in --out: skip complete runs, redo the rest.")
 @click.option("--report", "report_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Only rebuild sweep.json, sweep.md and sweep.png of this sweep directory.")  # fmt: skip
