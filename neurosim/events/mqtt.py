@@ -153,19 +153,16 @@ def parse_broker_url(
 
 def check_run_id(run_id: str, *, wildcard: bool = False) -> str:
     """A run id is one or more topic levels joined by ``/`` (a sweep's runs are
-    ``{sweep_id}/{setting}/{seed}``): each level non-empty, without ``+``, ``#`` or NUL, and
-    none named like a topic kind (``phase``, ``spikes``, ...). With ``wildcard``, a level may
-    be ``+`` (any one level)."""
-    kinds = {k.value for k in Topic}
-    for level in run_id.split("/"):
+    ``{sweep_id}/{setting}/{seed}``): each level non-empty and without ``+``, ``#`` or NUL;
+    a level after the first may not be ``spikes`` (the topic would read as a spike batch's).
+    With ``wildcard``, a level may be ``+`` (any one level)."""
+    for depth, level in enumerate(run_id.split("/")):
         if wildcard and level == "+":
             continue
         if not level or _FORBIDDEN_IN_RUN_ID & set(level):
-            raise ValueError(
-                f"run id {run_id!r}: each /-separated level must be non-empty and free of '+', '#' and NUL"
-            )
-        if level in kinds:
-            raise ValueError(f"run id {run_id!r}: a level may not be a topic kind ({', '.join(sorted(kinds))})")
+            raise ValueError(f"run id {run_id!r}: each /-separated level must be non-empty and free of '+', '#' and NUL")
+        if depth > 0 and level == Topic.SPIKES:
+            raise ValueError(f"run id {run_id!r}: a level after the first may not be {Topic.SPIKES.value!r}")
     return run_id
 
 

@@ -197,7 +197,8 @@ def split_topic(topic: str) -> tuple[str, str, list[str]]:
     """``neurosim/{run_id}/{kind}[/...]`` as (run id, kind, the levels after the kind). A run
     id may have several levels (a sweep's runs: ``{sweep_id}/{setting}/{seed}``); the kind is
     the first level after the root, the run id before it, that is a topic kind with the
-    levels it needs (a population after ``spikes``, nothing after the others)."""
+    levels it needs (a population after ``spikes``, nothing after the others): only the last
+    level can name another kind, and a run id never has ``spikes`` after its first level."""
     parts = topic.split("/")
     if len(parts) < 3 or parts[0] != TOPIC_ROOT:
         raise MalformedEvent(topic, f"not a topic under {TOPIC_ROOT}/{{run_id}}/")

@@ -1,0 +1,360 @@
+"""Parameter sweeps: the grid, its validation, and real Dask LocalClusters with 2 workers
+(a full sweep, a worker killed mid-sweep, --resume), an experiment sweep, live progress."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import EXAMPLES
+
+from neurosim.cli import main
+from neurosim.events.broker import LocalBroker
+from neurosim.events.mqtt import check_run_id, parse_broker_url, subscribe
+from neurosim.events.schema import PhaseEvent, StatusEvent, SweepEvent, split_topic
+from neurosim.sweep import (
+    RUN_FILE,
+    Axis,
+    Setting,
+    SweepError,
+    apply_overrides,
+    grid_settings,
+    load_sweep_file,
+    make_spec,
+    parse_axis,
+    parse_seeds,
+    run_sweep,
+    write_report,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def small_cuba(tmp_path: Path, duration: float = 0.05, backend: str = "auto") -> Path:
+    """The shipped CUBA network at 500 neurons, for runs of a fraction of a second."""
+    text = (EXAMPLES / "cuba.toml").read_text()
+    text = text.replace("n = 3200", "n = 400").replace("n = 800", "n = 100")
+    text = text.replace("duration = 1.0", f"duration = {duration}\nbackend = \"{backend}\"")
+    path = tmp_path / "small_cuba.toml"
+    path.write_text(text)
+    return path
+
+
+def tiny_experiment(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(
+        "seed = 2\ncontrol = false\n[experiment]\nname = 'tiny'\n"
+        "[data]\nn_tasks = 2\ntrain_per_task = 4\ntest_per_task = 3\npresent = 0.03\nrest = 0.01\n"
+        "[network]\nn_hidden = 12\n[stdp]\nkind = 'pair'\na_plus = 0.01\na_minus = 1e-4\nw_max = 1.0\n"
+        "[sleep]\nenabled = false\n"
+    )
+    return path
+
+
+def run_dirs(out: Path) -> list[Path]:
+    return sorted(p.parent for p in out.glob(f"*/*/{RUN_FILE}"))
+
+
+# --------------------------------------------------------------------------- the grid
+def test_grid_options_values_and_seeds_parse_as_a_user_writes_them() -> None:
+    assert parse_axis("ewc.lambda=1,10,1e-3").values == ((1,), (10,), (0.001,))
+    assert parse_axis("sleep.drive=class-means,uniform").values == (("class-means",), ("uniform",))
+    assert parse_axis("sleep.enabled=true,false").values == ((True,), (False,))
+    assert parse_axis('x=[1, 2],[3],"a,b"').values == (([1, 2],), ([3],), ("a,b",))
+    assert parse_seeds("0-2,7") == [0, 1, 2, 7]
+    assert parse_seeds([3, 1]) == [3, 1]
+    for bad in ("ewc.lambda", "=1,2", "ewc.lambda="):
+        with pytest.raises(SweepError, match="PATH=V1,V2"):
+            parse_axis(bad)
+    for bad_seeds in ("", "a-b", "1,1", "-1"):
+        with pytest.raises(SweepError):
+            parse_seeds(bad_seeds)
+
+
+def test_grid_is_every_combination_and_zipped_axes_advance_together() -> None:
+    axes = [Axis.of("a", [1, 2]), Axis.zipped({"b": [10, 20, 30], "c": ["x", "y", "z"]})]
+    settings = grid_settings(axes)
+    assert [dict(s.overrides) for s in settings][:4] == [
+        {"a": 1, "b": 10, "c": "x"},
+        {"a": 1, "b": 20, "c": "y"},
+        {"a": 1, "b": 30, "c": "z"},
+        {"a": 2, "b": 10, "c": "x"},
+    ]
+    assert len(settings) == 6
+    assert settings[0].name == "a=1_b=10_c=x"
+    assert all("/" not in s.name and "+" not in s.name and "#" not in s.name for s in settings)
+    with pytest.raises(SweepError, match="as many values"):
+        Axis.zipped({"b": [1, 2], "c": [1]})
+    with pytest.raises(SweepError, match="swept twice"):
+        grid_settings([Axis.of("a", [1]), Axis.of("a", [2])])
+    # values that would name the same directory still get their own
+    assert len({s.name for s in grid_settings([Axis.of("p", ["a/b", "a+b"])])}) == 2
+
+
+def test_overrides_reach_nested_fields_list_items_by_name_or_index_and_refuse_typos() -> None:
+    data = {"ewc": {"lambda": 1.0}, "network": {"populations": [{"name": "exc", "n": 5}, {"name": "inh", "n": 2}]}}
+    out = apply_overrides(data, {"ewc.lambda": 10.0, "network.populations.inh.n": 7, "network.populations[0].n": 9})
+    assert out["ewc"]["lambda"] == 10.0 and out["network"]["populations"][1]["n"] == 7
+    assert out["network"]["populations"][0]["n"] == 9
+    assert data["ewc"]["lambda"] == 1.0  # the base is not changed
+    with pytest.raises(SweepError, match=r"'ewc.lamda'.*no field 'lamda'.*lambda"):
+        apply_overrides(data, {"ewc.lamda": 1})
+    with pytest.raises(SweepError, match="no list item named 'foo'.*exc, inh"):
+        apply_overrides(data, {"network.populations.foo.n": 1})
+    with pytest.raises(SweepError, match="out of range"):
+        apply_overrides(data, {"network.populations.5.n": 1})
+
+
+def test_a_bad_value_is_refused_before_any_run_starts_naming_the_path_and_reason(tmp_path: Path) -> None:
+    config = small_cuba(tmp_path)
+    out = tmp_path / "sweep"
+    res = CliRunner().invoke(main, ["sweep", str(config), "--grid", "run.dt=1e-4,-1", "--out", str(out)])
+    assert res.exit_code == 1
+    assert "run.dt=-1" in res.output and "run.dt: Input should be greater than 0" in res.output
+    assert not out.exists()  # nothing ran, nothing was created
+    res = CliRunner().invoke(main, ["sweep", str(config), "--grid", "run.sed=1", "--out", str(out)])
+    assert res.exit_code == 1 and "no field 'sed'" in res.output
+    # seeds belong to --seeds, so a setting cannot silently overwrite them
+    res = CliRunner().invoke(main, ["sweep", str(config), "--grid", "run.seed=1,2", "--out", str(out)])
+    assert res.exit_code == 1 and "--seeds" in res.output
+    # a non-empty directory that is not this sweep's is not written into
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("x")
+    with pytest.raises(SweepError, match="not empty"):
+        run_sweep(make_spec(config), tmp_path / "busy", workers=0, progress=False)
+
+
+def test_a_sweep_file_holds_grid_zip_and_seeds(tmp_path: Path) -> None:
+    small_cuba(tmp_path)
+    sweep_file = tmp_path / "s.toml"
+    sweep_file.write_text(
+        '[sweep]\nconfig = "small_cuba.toml"\nseeds = "0-1"\nworkers = 2\n'
+        '[sweep.grid]\n"run.duration" = [0.02, 0.04]\n'
+        '[[sweep.zip]]\n"network.populations.exc.n" = [40, 80]\n"network.populations.inh.n" = [10, 20]\n'
+    )
+    spec, options = load_sweep_file(sweep_file)
+    assert options == {"workers": 2}
+    assert spec.seeds == (0, 1) and len(spec.settings) == 4
+    assert spec.settings[1].overrides == {
+        "run.duration": 0.02,
+        "network.populations.exc.n": 80,
+        "network.populations.inh.n": 20,
+    }
+    sweep_file.write_text('[sweep]\nconfig = "small_cuba.toml"\nsed = 1\n')
+    with pytest.raises(SweepError, match="unknown .sweep. keys"):
+        load_sweep_file(sweep_file)
+
+
+def test_multi_level_run_ids_for_sweeps_keep_topics_unambiguous() -> None:
+    assert check_run_id("sw/ewc.lambda=1/0") == "sw/ewc.lambda=1/0"
+    assert check_run_id("sw/+/+", wildcard=True)
+    assert check_run_id("sweep/sleep/0") and check_run_id("spikes")
+    for bad in ("sw//0", "sw/spikes/0", "a+b", "sw/#"):
+        with pytest.raises(ValueError):
+            check_run_id(bad)
+    assert split_topic("neurosim/sw/s=1/0/phase") == ("sw/s=1/0", "phase", [])
+    assert split_topic("neurosim/sw/s=1/0/spikes/exc") == ("sw/s=1/0", "spikes", ["exc"])
+    assert split_topic("neurosim/sw/sweep") == ("sw", "sweep", [])
+    assert split_topic("neurosim/run/phase") == ("run", "phase", [])
+    assert split_topic("neurosim/sweep/sleep/0/sleep") == ("sweep/sleep/0", "sleep", [])
+    assert split_topic("neurosim/sweep/sweep") == ("sweep", "sweep", [])
+    assert split_topic("neurosim/run/spikes/phase") == ("run", "spikes", ["phase"])
+
+
+# --------------------------------------------------------------------------- on a LocalCluster
+def test_a_2x2_grid_times_2_seeds_on_two_workers_gives_the_table_of_its_runs(tmp_path: Path) -> None:
+    config = small_cuba(tmp_path)
+    out = tmp_path / "sweep"
+    res = CliRunner().invoke(main, [
+        "sweep", str(config), "--grid", "run.duration=0.03,0.06", "--grid", "network.populations.inh.n=100,150",
+        "--seeds", "0-1", "--workers", "2", "--out", str(out), "--quiet",
+    ])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "8 runs completed, 0 failed" in res.output and "Dask dashboard: http" in res.output
+    runs = run_dirs(out)
+    assert len(runs) == 8 and not list(out.glob("*/.*partial*"))
+    for run in runs:  # each is an ordinary run directory, complete
+        assert {"config.json", "summary.json", "spikes.npz", "raster.png"} <= {p.name for p in run.iterdir()}
+        assert json.loads((run / "config.json").read_text())["run"]["seed"] == int(run.name)
+    table = json.loads((out / "sweep.json").read_text())
+    assert table["paths"] == ["run.duration", "network.populations.inh.n"]
+    assert [r["completed"] for r in table["rows"]] == [2, 2, 2, 2]
+    row = next(r for r in table["rows"] if r["overrides"] == {"run.duration": 0.06, "network.populations.inh.n": 150})
+    rates = [
+        json.loads((out / row["setting"] / str(seed) / "summary.json").read_text())["populations"]["inh"]["rate_hz"]
+        for seed in (0, 1)
+    ]
+    entry = row["headline"]["rate_hz.inh"]
+    assert entry["mean"] == pytest.approx(sum(rates) / 2)
+    assert entry["std"] == pytest.approx(abs(rates[0] - rates[1]) / 2**0.5)
+    assert json.loads((out / row["setting"] / "1" / "config.json").read_text())["network"]["populations"][1]["n"] == 150
+    md = (out / "sweep.md").read_text()
+    assert "| run.duration | network.populations.inh.n | n | rate_hz.exc | rate_hz.inh |" in md
+    assert (out / "sweep.png").stat().st_size > 10_000
+    # the report is rebuilt from the directories alone
+    (out / "sweep.md").unlink()
+    assert CliRunner().invoke(main, ["sweep", "--report", str(out)]).exit_code == 0
+    assert (out / "sweep.md").read_text() == md
+
+
+def test_a_worker_killed_mid_sweep_loses_no_run_and_duplicates_none(tmp_path: Path) -> None:
+    from distributed import Client, LocalCluster
+
+    config = small_cuba(tmp_path, duration=0.5, backend="torch")  # runs of about a second
+    spec = make_spec(config, axes=[parse_axis("network.populations.inh.n=100,120,140")], seeds="0-1")
+    out = tmp_path / "sweep"
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, Client(cluster) as client:
+        pids = client.run(os.getpid)
+        killed: list[int] = []
+
+        def kill_when_a_run_is_in_flight() -> None:
+            deadline = time.time() + 120
+            while time.time() < deadline and not killed:
+                if list(out.glob("*/.*partial*")) and run_dirs(out):  # one run done, others in flight
+                    pid = next(iter(pids.values()))
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                time.sleep(0.02)
+
+        killer = threading.Thread(target=kill_when_a_run_is_in_flight)
+        killer.start()
+        result = run_sweep(spec, out, scheduler=client, progress=False)
+        killer.join()
+    assert killed, "no worker was killed: the runs were too short to catch one in flight"
+    assert not result.failed
+    runs = run_dirs(out)
+    assert len(runs) == 6 and {(r.parent.name, r.name) for r in runs} == {
+        (s.name, str(seed)) for s in spec.settings for seed in spec.seeds
+    }
+    assert all(json.loads((r / RUN_FILE).read_text())["status"] == "completed" for r in runs)
+    assert not list(out.glob("*/.*partial*"))  # the killed attempt's partial directory is gone
+    counted = [(o.setting, o.seed) for o in result.outcomes]
+    assert len(counted) == len(set(counted)) == 6  # each run reported once
+
+
+def test_resume_after_an_interrupted_sweep_redoes_only_what_is_missing(tmp_path: Path) -> None:
+    config = small_cuba(tmp_path)
+    spec = make_spec(config, axes=[parse_axis("network.populations.inh.n=100,120")], seeds="0-2")
+    out = tmp_path / "sweep"
+
+    def interrupt_after_three(outcome: object) -> None:
+        if len(run_dirs(out)) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, out, workers=0, progress=False, on_outcome=interrupt_after_three)
+    before = {r: json.loads((r / RUN_FILE).read_text())["finished"] for r in run_dirs(out)}
+    assert len(before) == 3
+    # what an interruption can leave: a half-written run and a run directory without its record
+    (out / spec.settings[1].name / ".2.partial-deadbeef").mkdir(parents=True)
+    (out / spec.settings[1].name / "1").mkdir(parents=True)
+    # without --resume the directory is refused; with a different sweep, too
+    res = CliRunner().invoke(main, ["sweep", str(config), "--grid", "network.populations.inh.n=100,120",
+                                    "--seeds", "0-2", "--out", str(out)])  # fmt: skip
+    assert res.exit_code == 1 and "--resume" in res.output
+    res = CliRunner().invoke(main, ["sweep", str(config), "--grid", "network.populations.inh.n=100,130",
+                                    "--seeds", "0-2", "--out", str(out), "--resume"])  # fmt: skip
+    assert res.exit_code == 1 and "different sweep" in res.output
+    res = CliRunner().invoke(main, ["sweep", str(config), "--grid", "network.populations.inh.n=100,120",
+                                    "--seeds", "0-2", "--out", str(out), "--resume", "--workers", "2",
+                                    "--quiet"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "3 of 6 runs already complete" in res.output and "3 runs completed, 0 failed, 3 already complete" in res.output
+    after = {r: json.loads((r / RUN_FILE).read_text())["finished"] for r in run_dirs(out)}
+    assert len(after) == 6
+    assert all(after[r] == t for r, t in before.items())  # the complete runs were not redone
+    assert not list(out.glob("*/.*partial*"))
+
+
+def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import neurosim.sweep
+
+    config = small_cuba(tmp_path)
+    spec = make_spec(config, axes=[parse_axis("network.populations.inh.n=100,120")], seeds="0-1")
+    execute = neurosim.sweep._execute
+
+    def crash_on_120(kind, cfg, out_dir, mqtt, run_id):  # type: ignore[no-untyped-def]
+        if cfg["network"]["populations"][1]["n"] == 120 and cfg["run"]["seed"] == 1:
+            raise RuntimeError("simulated crash")
+        execute(kind, cfg, out_dir, mqtt, run_id)
+
+    monkeypatch.setattr(neurosim.sweep, "_execute", crash_on_120)
+    result = run_sweep(spec, tmp_path / "sweep", workers=0, progress=False)
+    assert len(result.failed) == 1 and len(result.outcomes) == 4
+    failed = result.failed[0]
+    run = tmp_path / "sweep" / failed.setting / "1"
+    record = json.loads((run / RUN_FILE).read_text())
+    assert record["status"] == "failed" and record["error"] == "RuntimeError: simulated crash"
+    assert "simulated crash" in (run / "error.txt").read_text()  # with its traceback
+    table = write_report(tmp_path / "sweep")
+    assert [r["completed"] for r in table["rows"]] == [2, 1] and table["rows"][1]["failed"] == [1]
+    assert "RuntimeError: simulated crash" in (tmp_path / "sweep" / "sweep.md").read_text()
+    # --resume redoes the failed run (once its cause is gone)
+    monkeypatch.setattr(neurosim.sweep, "_execute", execute)
+    again = run_sweep(spec, tmp_path / "sweep", workers=0, progress=False, resume=True)
+    assert again.skipped == 3 and [o.status for o in again.outcomes] == ["completed"]
+
+
+def test_an_experiment_sweep_reports_average_accuracy_and_bwt(tmp_path: Path) -> None:
+    config = tiny_experiment(tmp_path)
+    spec = make_spec(config, axes=[parse_axis("ewc.enabled=true,false")], seeds="0-1")
+    result = run_sweep(spec, tmp_path / "sweep", workers=0, progress=False)
+    assert not result.failed and len(result.outcomes) == 4
+    table = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    for row in table["rows"]:
+        assert set(row["headline"]) >= {"average_accuracy", "bwt", "average_accuracy_task_incremental"}
+        for seed in ("0", "1"):
+            results = json.loads((tmp_path / "sweep" / row["setting"] / seed / "results.json").read_text())
+            assert row["headline"]["average_accuracy"]["values"][seed] == results["average_accuracy"]
+            assert results["seed"] == int(seed) if "seed" in results else True
+    assert "| ewc.enabled | n | average_accuracy | bwt |" in (tmp_path / "sweep" / "sweep.md").read_text()
+
+
+def test_explicit_named_settings_run_as_given(tmp_path: Path) -> None:
+    config = small_cuba(tmp_path)
+    settings = [Setting("small", {"network.populations.inh.n": 50}), Setting("large", {"network.populations.inh.n": 200})]
+    spec = make_spec(config, settings=settings, seeds=[3])
+    run_sweep(spec, tmp_path / "sweep", workers=0, progress=False)
+    assert [p.parent.name for p in run_dirs(tmp_path / "sweep")] == ["large", "small"]
+    with pytest.raises(SweepError, match="setting name"):
+        make_spec(config, settings=[Setting("a/b", {})])
+
+
+async def test_runs_and_progress_are_published_under_the_sweep_id(tmp_path: Path) -> None:
+    config = small_cuba(tmp_path)
+    spec = make_spec(config, axes=[parse_axis("network.populations.inh.n=100,120")], seeds="0")
+    with LocalBroker() as broker:
+        settings = parse_broker_url(broker.url)
+        events: list[object] = []
+        ready = asyncio.Event()
+
+        async def read() -> None:
+            async for event in subscribe(settings, "sw", ready=ready):
+                events.append(event)
+
+        reader = asyncio.create_task(read())
+        await asyncio.wait_for(ready.wait(), 10)
+        await asyncio.to_thread(run_sweep, spec, tmp_path / "sweep", workers=0, progress=False, mqtt=settings,
+                                sweep_id="sw")  # fmt: skip
+
+        def final() -> bool:
+            return any(isinstance(e, SweepEvent) and e.done == 2 and e.running == 0 for e in events)
+
+        for _ in range(500):
+            if final():
+                break
+            await asyncio.sleep(0.01)
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+    assert final()
+    sweep_events = [e for e in events if isinstance(e, SweepEvent)]
+    assert sweep_events[0].total == 2 and sweep_events[0].done == 0
+    run_ids = {e.run_id for e in events if isinstance(e, StatusEvent | PhaseEvent)}
+    assert {f"sw/{s.name}/0" for s in spec.settings} <= run_ids
