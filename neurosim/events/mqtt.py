@@ -160,7 +160,7 @@ def check_run_id(run_id: str, *, wildcard: bool = False) -> str:
         if wildcard and level == "+":
             continue
         if not level or _FORBIDDEN_IN_RUN_ID & set(level):
-            raise ValueError(f"run id {run_id!r}: each /-separated level must be non-empty and free of '+', '#' and NUL")
+            raise ValueError(f"run id {run_id!r}: every /-separated level must be non-empty, without '+', '#', NUL")
         if depth > 0 and level == Topic.SPIKES:
             raise ValueError(f"run id {run_id!r}: a level after the first may not be {Topic.SPIKES.value!r}")
     return run_id
