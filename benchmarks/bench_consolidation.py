@@ -9,6 +9,8 @@ Settings:
 - ``mnist``: split MNIST (28x28, the shipped 5,000-image subset) with a Diehl & Cook layer
   of 400 excitatory neurons, otherwise the same protocol.
 
+Every run goes through ``neurosim.sweep`` (a Dask LocalCluster of ``--workers`` processes):
+each is an ordinary run directory under ``benchmarks/runs/consolidation/`` (git-ignored).
 Settings are chosen before the test runs, on validation seeds the reported numbers never
 use (``--validate``; the grid and its budget are ``GRID`` below and in
 ``docs/consolidation.md``); the test run reads the choice from
@@ -25,14 +27,13 @@ and the paired difference to ``none``) and ``consolidation.png``.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import hashlib
 import json
 import os
 import platform
+import re
 import sys
-import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import EXAMPLES, machine_description
-from neurosim.config import ContinualConfig, load_any_config
 from neurosim.outputs import strict_json
+from neurosim.sweep import RunOutcome, Setting, make_spec, run_sweep
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = RESULTS / "consolidation_runs.jsonl"
 VALIDATION = RESULTS / "consolidation_validation.json"
+SWEEPS = Path(__file__).resolve().parent / "runs" / "consolidation"  # git-ignored run directories
 KEYS = ("average_accuracy", "bwt", "average_accuracy_task_incremental", "bwt_task_incremental")
 METHODS = ("none", "joint", "ewc", "sleep", "ewc+sleep", "sleep-plasticity-off", "sleep-uniform-noise")
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -111,32 +113,22 @@ def method_overrides(method: str, sleep: dict[str, Any], ewc: dict[str, Any]) ->
     return table[method]
 
 
-def config_for(setting: str, overrides: dict[str, Any], seed: int) -> ContinualConfig:
-    base = load_any_config(EXAMPLES / "continual_digits.toml")
-    assert isinstance(base, ContinualConfig)
-    data = _merge(base.model_dump(by_alias=True), SETTINGS[setting])
-    data = _merge(data, {**overrides, "seed": seed, "control": False, "schedule": "auto"})
-    return ContinualConfig.model_validate(data)
+def _flatten(overrides: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested overrides as dotted config paths (``{"sleep": {"inc": 1}}`` -> ``{"sleep.inc": 1}``)."""
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{path}."))
+        else:
+            flat[path] = value
+    return flat
 
 
-def one_run(setting: str, label: str, overrides: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Run one experiment in this (worker) process; its averages and BWT."""
-    from prometheus_client import CollectorRegistry
-
-    from neurosim.metrics import Metrics
-    from neurosim.phases.schedule import Experiment
-
-    cfg = config_for(setting, overrides, seed)
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        experiment = Experiment(cfg, Path(tmp), progress=False, metrics=Metrics(CollectorRegistry()))
-        results = asyncio.run(experiment.run())
-    row = {"setting": setting, "label": label, "overrides": overrides, "seed": seed}
-    row.update({key: float(results[key]) for key in KEYS})
-    row["sleep_spikes"] = [s["spikes"] for s in results["sleep"]]
-    row["classes_reactivated"] = [f"{s['classes_reactivated']}/{s['classes_seen']}" for s in results["sleep"]]
-    row["wall_s"] = time.perf_counter() - t0
-    return row
+def sweep_setting(setting: str, label: str, overrides: dict[str, Any]) -> Setting:
+    """One method (or grid point) of one benchmark setting, as a sweep setting."""
+    flat = _flatten(_merge(_merge(SETTINGS[setting], overrides), {"control": False, "schedule": "auto"}))
+    return Setting(re.sub(r"[^A-Za-z0-9._=,-]+", "-", f"{setting}-{label}").strip("-"), flat)
 
 
 def _done() -> dict[tuple[str, str, int], dict[str, Any]]:
@@ -147,32 +139,48 @@ def _done() -> dict[tuple[str, str, int], dict[str, Any]]:
 
 
 def run_all(jobs: list[tuple[str, str, dict[str, Any], int]], workers: int, resume: bool) -> None:
-    """Run ``jobs`` (setting, label, overrides, seed) on ``workers`` processes, appending
-    every finished run to the JSONL log."""
+    """Run ``jobs`` (setting, label, overrides, seed) as one ``neurosim.sweep`` on a Dask
+    LocalCluster of ``workers`` processes, appending every finished run to the JSONL log.
+    Each run is an ordinary run directory under ``benchmarks/runs/consolidation/`` (one
+    sweep directory per job list, so an interrupted call resumes with ``--resume``)."""
     done = _done() if resume else {}
     todo = [j for j in jobs if (j[0], j[1], j[3]) not in done]
     print(f"{len(jobs) - len(todo)} runs already logged, {len(todo)} to go", flush=True)
+    if not todo:
+        return
+    seeds = sorted({j[3] for j in todo})
+    by_name: dict[str, tuple[str, str, dict[str, Any]]] = {}
+    for setting, label, overrides, _seed in todo:
+        by_name.setdefault(sweep_setting(setting, label, overrides).name, (setting, label, overrides))
+    spec = make_spec(
+        EXAMPLES / "continual_digits.toml",
+        settings=[sweep_setting(*job) for job in by_name.values()],
+        seeds=seeds,
+    )
+    digest = hashlib.sha256(json.dumps(spec.to_json(), sort_keys=True).encode()).hexdigest()[:10]
+    out = SWEEPS / f"sweep-{digest}"
     RUNS.parent.mkdir(parents=True, exist_ok=True)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(one_run, *job): job for job in todo}
-        failed = []
-        for k, future in enumerate(as_completed(futures), 1):
-            try:
-                row = future.result()
-            except Exception as err:  # one failed run must not stop (or hide) the others
-                job = futures[future]
-                failed.append(f"{job[0]} {job[1]} seed {job[3]}: {type(err).__name__}: {err}")
-                print(f"[{k}/{len(todo)}] FAILED {failed[-1]}", flush=True)
-                continue
-            with RUNS.open("a") as log:
-                log.write(json.dumps(strict_json(row), allow_nan=False) + "\n")
-            print(
-                f"[{k}/{len(todo)}] {row['setting']} {row['label']} seed {row['seed']}: class "
-                f"{row['average_accuracy']:.3f} task {row['average_accuracy_task_incremental']:.3f} "
-                f"bwt {row['bwt']:+.3f} ({row['wall_s']:.0f} s)",
-                flush=True,
-            )
-    if failed:
+
+    def log(outcome: RunOutcome) -> None:
+        setting, label, overrides = by_name[outcome.setting]
+        if outcome.status != "completed" or (setting, label, outcome.seed) in done:
+            return
+        results = json.loads((out / outcome.setting / str(outcome.seed) / "results.json").read_text())
+        row = {"setting": setting, "label": label, "overrides": overrides, "seed": outcome.seed}
+        row.update({key: results[key] for key in KEYS})
+        row["sleep_spikes"] = [s["spikes"] for s in results["sleep"]]
+        row["classes_reactivated"] = [f"{s['classes_reactivated']}/{s['classes_seen']}" for s in results["sleep"]]
+        row["wall_s"] = outcome.wall_s
+        with RUNS.open("a") as runs_log:
+            runs_log.write(json.dumps(strict_json(row), allow_nan=False) + "\n")
+        done[(setting, label, outcome.seed)] = row
+
+    result = run_sweep(spec, out, workers=workers, resume=out.exists(), on_outcome=log)
+    for outcome in result.outcomes:  # runs complete in the sweep directory before this call
+        if outcome.status == "completed":
+            log(outcome)
+    if result.failed:
+        failed = [f"{o.setting} seed {o.seed}: {o.error}" for o in result.failed]
         raise RuntimeError(f"{len(failed)} runs failed (the others are logged):\n" + "\n".join(failed))
 
 

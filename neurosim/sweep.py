@@ -65,6 +65,9 @@ __all__ = [
     "apply_overrides",
     "grid_settings",
     "load_sweep_file",
+    "local_cluster",
+    "make_function_spec",
+    "make_spec",
     "parse_axis",
     "parse_seeds",
     "run_sweep",
@@ -72,8 +75,13 @@ __all__ = [
 ]
 
 RUN_FILE = "sweep_run.json"  # written last into each run's directory: the run is complete
-SWEEP_FILE = "sweep_spec.json"  # the sweep's definition, for --resume and --report
-ConfigKind = Literal["simulation", "experiment"]
+SWEEP_FILE = "sweep_spec.json"
+FUNCTION_RESULT = (
+    "result.json"  # a function run's headline numbers  # the sweep's definition, for --resume and --report
+)
+# what a sweep runs: a simulation config, an experiment config, or a Python function
+# ``f(params, seed, out_dir) -> headline numbers`` named "package.module:function"
+ConfigKind = Literal["simulation", "experiment", "function"]
 RunStatus = Literal["completed", "failed"]
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._=,-]+")
 EXPERIMENT_HEADLINE = ("average_accuracy", "bwt", "average_accuracy_task_incremental", "bwt_task_incremental")
@@ -301,12 +309,15 @@ class SweepSpec:
         """Every (setting, seed) run, each config validated; ``SweepError`` names the first
         setting, path and reason that fail (before anything runs)."""
         points = []
-        seed_path = "seed" if self.kind == "experiment" else "run.seed"
+        seed_path = {"experiment": "seed", "simulation": "run.seed", "function": None}[self.kind]
         for setting in self.settings:
             if seed_path in setting.overrides:
                 raise SweepError(f"setting {setting.name}: sweep seeds with --seeds, not with {seed_path}")
             data = apply_overrides(self.base, setting.overrides)
             for seed in self.seeds:
+                if seed_path is None:  # a function gets its seed as an argument
+                    points.append(RunPoint(setting.name, seed, dict(setting.overrides), data))
+                    continue
                 seeded = apply_overrides(data, {seed_path: seed})
                 try:
                     cfg = _validate(self.kind, seeded)
@@ -368,15 +379,60 @@ def make_spec(
     chosen = list(settings) if settings is not None else grid_settings(axes)
     if not chosen:
         raise SweepError("the sweep has no settings")
-    names = [s.name for s in chosen]
+    _check_names(chosen)
+    spec = SweepSpec(kind, _dump(config), tuple(chosen), tuple(parse_seeds(seeds)), source)
+    spec.points()  # validate every run before anything starts
+    return spec
+
+
+def _check_names(settings: Sequence[Setting]) -> None:
+    names = [s.name for s in settings]
+    if not names:
+        raise SweepError("the sweep has no settings")
     for name in names:
         if not name or _NAME_UNSAFE.search(name) or name.startswith("."):
             raise SweepError(f"setting name {name!r}: use letters, digits and . _ = , - only")
     if len(set(names)) != len(names):
         raise SweepError(f"setting names repeat: {names}")
-    spec = SweepSpec(kind, _dump(config), tuple(chosen), tuple(parse_seeds(seeds)), source)
-    spec.points()  # validate every run before anything starts
+
+
+def make_function_spec(
+    function: str,
+    params: Mapping[str, Any],
+    *,
+    axes: Sequence[Axis] = (),
+    settings: Sequence[Setting] | None = None,
+    seeds: str | Sequence[int] = (0,),
+) -> SweepSpec:
+    """A sweep of a Python function instead of a config: every run calls
+    ``function(params, seed, out_dir)`` on a worker, with ``params`` (JSON-ready) overridden by
+    the setting, and records the mapping of headline numbers it returns. ``function`` is
+    named ``"package.module:name"`` so that workers can import it (and a sweep directory can
+    be resumed); overrides must name keys that ``params`` has."""
+    _import_function(function)
+    chosen = list(settings) if settings is not None else grid_settings(axes)
+    if settings is not None and axes:
+        raise SweepError("give a grid or explicit settings, not both")
+    for setting in chosen:
+        apply_overrides(params, setting.overrides)  # every path exists
+    spec = SweepSpec("function", json.loads(json.dumps(params)), tuple(chosen), tuple(parse_seeds(seeds)), function)
+    _check_names(spec.settings)
     return spec
+
+
+def _import_function(name: str) -> Callable[..., Mapping[str, Any]]:
+    import importlib
+
+    module, sep, attr = name.partition(":")
+    if not sep or not module or not attr:
+        raise SweepError(f"function {name!r}: expected 'package.module:function'")
+    try:
+        target = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise SweepError(f"cannot import {name}: {err}") from None
+    if not callable(target):
+        raise SweepError(f"{name} is not callable")
+    return target  # type: ignore[no-any-return]
 
 
 def load_sweep_file(path: str | Path) -> tuple[SweepSpec, dict[str, Any]]:
@@ -482,6 +538,8 @@ def read_run(run_dir: Path) -> RunOutcome | None:
 def headline_of(kind: ConfigKind, run_dir: Path) -> dict[str, float | None]:
     """The numbers a sweep table shows: average accuracy and BWT of an experiment (both
     scenarios), or each population's rate of a simulation (``rate_hz.<population>``)."""
+    if kind == "function":
+        return dict(json.loads((run_dir / FUNCTION_RESULT).read_text()))
     if kind == "experiment":
         results = json.loads((run_dir / "results.json").read_text())
         return {key: results.get(key) for key in EXPERIMENT_HEADLINE if key in results}
@@ -500,9 +558,13 @@ def _pin_threads(threads: int) -> None:
 
 
 def _execute(kind: ConfigKind, config: Mapping[str, Any], out_dir: Path, mqtt: BrokerSettings | None,
-             run_id: str) -> None:  # fmt: skip
-    """One ordinary run, exactly as ``neurosim run`` does it, into ``out_dir``."""
-    if kind == "experiment":
+             run_id: str, *, function: str = "", seed: int = 0) -> None:  # fmt: skip
+    """One ordinary run, exactly as ``neurosim run`` does it, into ``out_dir`` (or a call of
+    the sweep's function)."""
+    if kind == "function":
+        headline = _import_function(function)(dict(config), seed, out_dir)
+        write_json(out_dir / FUNCTION_RESULT, {str(k): v for k, v in dict(headline).items()})
+    elif kind == "experiment":
         from neurosim.phases.schedule import run_experiment
 
         cfg = ContinualConfig.model_validate(config)
@@ -516,7 +578,7 @@ def _execute(kind: ConfigKind, config: Mapping[str, Any], out_dir: Path, mqtt: B
 
 
 def run_point(point: RunPoint, kind: ConfigKind, root: str, *, mqtt: BrokerSettings | None = None,
-              sweep_id: str = "sweep", threads: int = 1) -> RunOutcome:  # fmt: skip
+              sweep_id: str = "sweep", threads: int = 1, function: str = "") -> RunOutcome:  # fmt: skip
     """Run one point of a sweep (this is the Dask task). The run writes into a hidden
     partial directory renamed into place once complete; a failure is recorded, not raised."""
     final = Path(root) / point.setting / str(point.seed)
@@ -530,7 +592,8 @@ def run_point(point: RunPoint, kind: ConfigKind, root: str, *, mqtt: BrokerSetti
     error: str | None = None
     headline: dict[str, float | None] = {}
     try:
-        _execute(kind, point.config, partial, mqtt, f"{sweep_id}/{point.setting}/{point.seed}")
+        run_id = f"{sweep_id}/{point.setting}/{point.seed}"
+        _execute(kind, point.config, partial, mqtt, run_id, function=function, seed=point.seed)
         headline = headline_of(kind, partial)
     except Exception as err:  # a failing run is recorded in its directory; the sweep goes on
         error = f"{type(err).__name__}: {err}"
@@ -664,6 +727,7 @@ def run_sweep(
         echo(f"{len(complete)} of {len(points)} runs already complete in {out}; running {len(todo)}")
     t0 = time.perf_counter()
     state = _Progress(len(points), len(complete))
+    function = spec.source if spec.kind == "function" else ""
     with _SweepAnnouncer(mqtt, sweep_id) as announce:
         announce(state, None)
 
@@ -686,13 +750,14 @@ def run_sweep(
                 for point in todo:
                     state.running = 1
                     finished(run_point(point, spec.kind, str(out), mqtt=mqtt, sweep_id=sweep_id,
-                                       threads=threads_per_run), bar)  # fmt: skip
+                                       threads=threads_per_run, function=function), bar)  # fmt: skip
             else:
                 with _dask_client(scheduler, workers, threads_per_run, dashboard_address) as client:
                     result.dashboard = _dashboard_link(client)
                     if result.dashboard:
                         echo(f"Dask dashboard: {result.dashboard}")
-                    _run_on_dask(client, todo, spec.kind, out, mqtt, sweep_id, threads_per_run, state, finished, bar)
+                    _run_on_dask(client, todo, spec.kind, out, mqtt, sweep_id, threads_per_run, state, finished, bar,
+                                 function)  # fmt: skip
         state.running = 0
         announce(state, None)
     result.wall_s = time.perf_counter() - t0
@@ -709,7 +774,7 @@ def _is_complete(run_dir: Path) -> bool:
 @contextlib.contextmanager
 def _dask_client(scheduler: str | Client | None, workers: int, threads: int,
                  dashboard_address: str | None) -> Iterator[Client]:  # fmt: skip
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if isinstance(scheduler, Client):
         yield scheduler
@@ -722,11 +787,28 @@ def _dask_client(scheduler: str | Client | None, workers: int, threads: int,
         with client:
             yield client
         return
+    with local_cluster(workers, threads_per_run=threads, dashboard_address=dashboard_address) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def local_cluster(workers: int, *, threads_per_run: int = 1,
+                  dashboard_address: str | None = "127.0.0.1:8787") -> Iterator[Client]:  # fmt: skip
+    """A client of a fresh ``LocalCluster`` set up for runs: ``workers`` processes of one
+    thread, each run pinned to ``threads_per_run`` BLAS / PyTorch / numba threads, Dask's
+    statistical profiler off. Pass the client as ``run_sweep(..., scheduler=client)`` to run
+    several sweeps on one cluster."""
+    import dask
+    from distributed import Client, LocalCluster
+
     if workers < 1:
         raise SweepError("a local cluster needs at least one worker")
-    pinned = {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                               "NUMBA_NUM_THREADS")}  # fmt: skip
+    pinned = {name: str(threads_per_run) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                       "NUMBA_NUM_THREADS")}  # fmt: skip
+    # the statistical profiler samples the running task's stack 100 times a second under the
+    # GIL, which costs a Python-heavy run about a seventh of its speed
     with (
+        dask.config.set({"distributed.worker.profile.enabled": False}),
         LocalCluster(  # type: ignore[no-untyped-call]
             n_workers=workers,
             threads_per_worker=1,
@@ -750,14 +832,14 @@ def _dashboard_link(client: Client) -> str | None:
 
 def _run_on_dask(client: Client, todo: list[RunPoint], kind: ConfigKind, out: Path, mqtt: BrokerSettings | None,
                  sweep_id: str, threads: int, state: _Progress, finished: Callable[[RunOutcome, Any], None],
-                 bar: Any) -> None:  # fmt: skip
+                 bar: Any, function: str) -> None:  # fmt: skip
     from distributed import as_completed
 
     futures = {}
     for point in todo:
         key = f"neurosim-run-{point.setting}-{point.seed}-{uuid.uuid4().hex[:6]}"
         future = client.submit(run_point, point, kind, str(out), mqtt=mqtt, sweep_id=sweep_id, threads=threads,
-                               key=key, pure=False)  # fmt: skip
+                               function=function, key=key, pure=False)  # fmt: skip
         futures[future] = point
     threads_total = _total_threads(client)
     remaining = len(futures)
@@ -962,7 +1044,7 @@ def _plot(path: Path, table: Mapping[str, Any]) -> None:
     if not keys:
         fig.text(0.5, 0.5, "no completed runs", ha="center")
     # the headline to plot: the first of each kind (accuracy for experiments, every rate for simulations)
-    shown = [keys[0]] if table["kind"] == "experiment" and keys else keys
+    shown = [keys[0]] if table["kind"] != "simulation" and keys else keys
     for ax, swept in zip(axes[0], paths, strict=True):
         values = list(dict.fromkeys(_format_value(r["overrides"].get(swept, r["setting"])) for r in table["rows"]))
         others = [p for p in table["paths"] if p != swept]

@@ -27,6 +27,7 @@ from neurosim.sweep import (
     apply_overrides,
     grid_settings,
     load_sweep_file,
+    make_function_spec,
     make_spec,
     parse_axis,
     parse_seeds,
@@ -362,3 +363,38 @@ async def test_runs_and_progress_are_published_under_the_sweep_id(tmp_path: Path
     assert sweep_events[0].total == 2 and sweep_events[0].done == 0
     run_ids = {e.run_id for e in events if isinstance(e, StatusEvent | PhaseEvent)}
     assert {f"sw/{s.name}/0" for s in spec.settings} <= run_ids
+
+
+def test_a_function_sweeps_like_a_config(tmp_path: Path) -> None:
+    spec = make_function_spec("sweep_functions:noisy_quadratic", {"x": 0.0, "scale": {"a": 1.0}},
+                              axes=[parse_axis("x=1,2,4"), parse_axis("scale.a=1,3")], seeds="0-1")  # fmt: skip
+    run_sweep(spec, tmp_path / "sweep", workers=0, progress=False)
+    table = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    row = next(r for r in table["rows"] if r["overrides"] == {"x": 4, "scale.a": 3})
+    assert row["headline"]["loss"]["values"] == {"0": 12.0, "1": 12.1}
+    assert (tmp_path / "sweep" / row["setting"] / "1" / "value.txt").read_text() == "12.1\n"
+    with pytest.raises(SweepError, match="no field 'b'"):
+        make_function_spec("sweep_functions:noisy_quadratic", {"x": 0.0, "scale": {"a": 1.0}},
+                           axes=[parse_axis("scale.b=1")])  # fmt: skip
+    with pytest.raises(SweepError, match="cannot import"):
+        make_function_spec("sweep_functions:nothing_here", {})
+
+
+def test_the_continual_benchmarks_test_seeds_run_as_a_sweep_with_the_same_results(tmp_path: Path) -> None:
+    import dataclasses
+
+    from benchmarks.continual.protocol import DatasetName, Method, ProtocolName, RunConfig, protocol, run
+    from benchmarks.continual.sweep_runs import _contexts, test_runner
+
+    tiny = dataclasses.replace(protocol(ProtocolName.SPLIT_TASK_IL, iterations=6, hidden=12), fisher_samples=20)
+    cfgs = [RunConfig(Method.EWC, 100.0, seed=s, evaluate_every=3 if s == 0 else 0) for s in (0, 1)]
+    finished: list[int] = []
+    runner = test_runner(tiny, DatasetName.DIGITS, 0, tmp_path, lambda: finished.append(1))
+    swept = runner(cfgs)
+    direct = [run(tiny, _contexts(tiny, DatasetName.DIGITS), cfg) for cfg in cfgs]
+    assert len(finished) == 2
+    for a, b in zip(swept, direct, strict=True):
+        assert a.config == b.config and a.final_accuracy == b.final_accuracy and a.curve == b.curve
+    # a second call finds the runs complete and does not redo them
+    again = runner(cfgs)
+    assert [r.final_accuracy for r in again] == [r.final_accuracy for r in swept] and len(finished) == 2

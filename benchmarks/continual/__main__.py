@@ -16,6 +16,7 @@ scored on the test sets. Writes ``continual.md``, ``continual.json`` and ``conti
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -59,7 +60,9 @@ from benchmarks.continual.report import (
     single_runs_section,
     table,
 )
+from benchmarks.continual.sweep_runs import test_runner
 from neurosim.datasets.mnist import MNISTUnavailable
+from neurosim.sweep import local_cluster
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -140,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "2-value grids")  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: PyTorch's)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="run each method's test seeds as a neurosim sweep on a Dask LocalCluster of this "
+                             "many worker processes (one thread each; 0: one after the other here)")  # fmt: skip
     parser.add_argument("--report-only", action="store_true",
                         help="only rebuild continual.md/.json/.png from the per-protocol records in --out")  # fmt: skip
     return parser
@@ -184,15 +190,21 @@ def main() -> None:
         parser.error(str(error))
     total = sum(planned_iterations(p, seeds, grids[n], methods, search_seeds[n]) for n, p in protos.items())
     command = "python -m benchmarks.continual " + " ".join(sys.argv[1:])
-    with tqdm(total=total, unit="it", desc="continual benchmark") as bar:
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(tqdm(total=total, unit="it", desc="continual benchmark"))
+        client = stack.enter_context(local_cluster(args.workers, dashboard_address=":0")) if args.workers else None
         for name, proto in protos.items():
+            runner = None
+            if client is not None:
+                length = proto.iterations * proto.n_contexts
+                runner = test_runner(proto, dataset, client, args.out, lambda n=length: bar.update(n))
             t0 = time.perf_counter()
             previous = records[name].previous() if args.extend else {}
             online_fisher = OnlineFisher(FISHER_ALPHA[name], args.fisher_every, args.fisher_labels,
                                          args.fisher_per_sample)  # fmt: skip
             summaries = evaluate_protocol(proto, dataset, seeds, grids[name], bar, methods=methods,
                                           search_seeds=search_seeds[name], previous=previous,
-                                          online_fisher=online_fisher)  # fmt: skip
+                                          online_fisher=online_fisher, test_runner=runner)  # fmt: skip
             records[name].save(name, dataset, Settings.of(proto), command, time.perf_counter() - t0, summaries,
                                MLP_METHODS, extended=args.extend)  # fmt: skip
     write_report(args.out)

@@ -98,6 +98,7 @@ def evaluate_protocol(
     previous: Mapping[Method, MethodSummary] | None = None,
     model_factory: ModelFactory = mlp,
     after_context: Callable[[Method, float], AfterContext | None] = lambda method, strength: None,
+    test_runner: Callable[[list[RunConfig]], list[RunResult]] | None = None,
 ) -> dict[Method, MethodSummary]:
     """Every method: its strength searched on validation (if it has a grid), then ``seeds`` test runs.
 
@@ -106,7 +107,9 @@ def evaluate_protocol(
     same protocol and settings) is extended, not repeated: strengths it already scored with
     the same number of search seeds are not run again, and its test runs are kept when the
     best strength over the union is the one they used. ``online_fisher`` says how online-Fisher
-    EWC feeds its accumulator; a saved result fed another way is not reused."""
+    EWC feeds its accumulator; a saved result fed another way is not reused. ``test_runner``
+    runs a method's test seeds elsewhere (``sweep_runs.test_runner``: as a Dask sweep)
+    instead of one after the other here; it cannot take ``model_factory`` or ``after_context``."""
     contexts = build_contexts(proto, dataset)
     summaries: dict[Method, MethodSummary] = {}
     run_length = proto.iterations * proto.n_contexts
@@ -136,12 +139,19 @@ def evaluate_protocol(
             summaries[method] = dataclasses.replace(prev, search=search, search_seeds=search_seeds)
             tqdm.write(f"{proto.name.value} {method.value}: kept the saved test runs (strength {strength})")
             continue
-        results = []
-        for seed in range(seeds):
-            bar.set_description(f"{proto.name.value}: {method.value} seed {seed}")
-            every = max(1, proto.iterations // 2) if seed == 0 else 0  # curves for the plot
-            cfg = RunConfig(method, strength or 0.0, seed=seed, evaluate_every=every, online_fisher=online_fisher)
-            results.append(one(cfg))
+        cfgs = [
+            RunConfig(method, strength or 0.0, seed=seed, online_fisher=online_fisher,
+                      evaluate_every=max(1, proto.iterations // 2) if seed == 0 else 0)  # curves for the plot
+            for seed in range(seeds)
+        ]  # fmt: skip
+        if test_runner is not None:
+            bar.set_description(f"{proto.name.value}: {method.value}, {seeds} seeds on the sweep")
+            results = test_runner(cfgs)
+        else:
+            results = []
+            for cfg in cfgs:
+                bar.set_description(f"{proto.name.value}: {method.value} seed {cfg.seed}")
+                results.append(one(cfg))
         summaries[method] = MethodSummary(method, strength, results, search, search_seeds, online)
         tqdm.write(f"{proto.name.value} {method.value}: {np.mean(summaries[method].accuracies):.4f} "
                    f"+- {np.std(summaries[method].accuracies):.4f} (strength {strength})")  # fmt: skip

@@ -1,0 +1,160 @@
+"""How much faster is a sweep on Dask than the same runs one after the other?
+
+Eight short continual-learning runs (the main job, ``examples/continual_digits.toml``, without
+its no-consolidation control: EWC on/off x sleep on/off x seeds 0-1, about 5-10 s each) are
+run three ways, each from a fresh Python process, as a user would start them (interpreter
+start, imports and first-use costs included):
+
+1. ``sequential``: one after the other in one process (``run_sweep(..., workers=0)``: no
+   Dask);
+2. ``two processes by hand``: two processes side by side, each running half of the runs one
+   after the other (no Dask): what the machine's two cores allow at best, and how much two
+   runs slow each other down;
+3. ``Dask``: ``run_sweep(..., workers=2)``: a fresh ``LocalCluster`` of 2 single-threaded
+   worker processes (its start-up included).
+
+Each is timed ``--repeats`` times, alternating, and the fastest is reported (the machine is a
+shared VM whose speed drifts by tens of percent between minutes). Targets (issue 19): Dask
+at most 0.6 x the sequential time on the 2-core machine; scheduling overhead per run under
+0.5 s, measured from the runs' own records (``sweep_run.json``): on each worker, the gap
+between one run's end and the next run's start (the Dask round trip, the run directory's
+fsync and rename, the next run's set-up).
+
+    .venv/bin/python benchmarks/bench_sweep.py            # writes results/sweep.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import EXAMPLES, machine_description
+from neurosim.sweep import RUN_FILE, Setting, SweepSpec, make_spec, run_sweep
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SETTINGS = [(ewc, sleep) for ewc in (False, True) for sleep in (False, True)]
+
+
+def the_sweep(part: int | None = None) -> SweepSpec:
+    """The 8 runs (4 settings x 2 seeds); ``part`` 0 or 1: half of the settings."""
+    chosen = SETTINGS if part is None else SETTINGS[part::2]
+    settings = [
+        Setting(
+            f"ewc={'on' if ewc else 'off'}_sleep={'on' if sleep else 'off'}",
+            {"control": False, "ewc.enabled": ewc, "sleep.enabled": sleep},
+        )
+        for ewc, sleep in chosen
+    ]
+    return make_spec(EXAMPLES / "continual_digits.toml", settings=settings, seeds=[0, 1])
+
+
+def child(mode: str, out: Path) -> None:
+    """One measured configuration, in this (fresh) process."""
+    if mode == "dask":
+        run_sweep(the_sweep(), out, workers=2, progress=False, dashboard_address=":0", echo=lambda _: None)
+    else:
+        part = None if mode == "sequential" else int(mode.removeprefix("half"))
+        run_sweep(the_sweep(part), out, workers=0, progress=False)
+
+
+def measure(mode: str, tmp: Path) -> tuple[float, list[dict[str, Any]]]:
+    """Wall time of ``mode`` from fresh processes, and the runs' records."""
+    out = tmp / f"{mode}-{time.monotonic_ns()}"
+    script = [sys.executable, __file__, "--child"]
+    t0 = time.perf_counter()
+    if mode == "by-hand":
+        procs = [subprocess.Popen([*script, f"half{k}", str(out / f"half{k}")]) for k in (0, 1)]
+        codes = [p.wait() for p in procs]
+    else:
+        codes = [subprocess.call([*script, mode, str(out)])]
+    wall = time.perf_counter() - t0
+    if any(codes):
+        raise RuntimeError(f"{mode}: a child failed ({codes})")
+    runs = [json.loads(p.read_text()) for p in sorted(out.rglob(RUN_FILE))]
+    if len(runs) != 8 or any(r["status"] != "completed" for r in runs):
+        raise RuntimeError(f"{mode}: expected 8 completed runs, got {[r['status'] for r in runs]}")
+    return wall, runs
+
+
+def gaps(runs: list[dict[str, Any]]) -> list[float]:
+    """On each worker, from one run's end to the next run's start."""
+    by_worker: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_worker.setdefault(str(run["worker"]), []).append(run)
+    out: list[float] = []
+    for worker_runs in by_worker.values():
+        worker_runs.sort(key=lambda r: r["started"])
+        out += [b["started"] - a["finished"] for a, b in itertools.pairwise(worker_runs)]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--child", nargs=2, metavar=("MODE", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], Path(args.child[1]))
+        return
+    modes = ("sequential", "by-hand", "dask")
+    best: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+    walls: dict[str, list[float]] = {m: [] for m in modes}
+    with tempfile.TemporaryDirectory() as tmp:
+        measure("sequential", Path(tmp))  # numba's on-disk kernel cache, warm for every mode
+        for _ in range(args.repeats):
+            for mode in modes:
+                wall, runs = measure(mode, Path(tmp))
+                walls[mode].append(wall)
+                print(f"{mode}: {wall:.1f} s", flush=True)
+                if mode not in best or wall < best[mode][0]:
+                    best[mode] = (wall, runs)
+    seq = best["sequential"][0]
+    names = {
+        "sequential": "one after the other, one process",
+        "by-hand": "two processes by hand, 4 runs each (no Dask)",
+        "dask": "Dask LocalCluster, 2 workers (start-up included)",
+    }
+    gap = gaps(best["dask"][1])
+    lines = [
+        "# Sweeps on Dask: 8 short runs on 2 workers against one after the other",
+        "",
+        f"Machine: {machine_description()}. The runs: the main job (`examples/continual_digits.toml`) "
+        "without its control run; EWC on/off x sleep on/off x seeds 0-1. Each way timed from fresh "
+        f"processes (imports and start-up included), {args.repeats} times alternating, fastest shown; "
+        f"`benchmarks/bench_sweep.py`, {time.strftime('%Y-%m-%d')}.",
+        "",
+        "| how | wall (s), fastest | every repeat (s) | mean time of one run (s) | wall / sequential |",
+        "|---|---|---|---|---|",
+    ]
+    for mode in modes:
+        wall, runs = best[mode]
+        every = ", ".join(f"{w:.1f}" for w in walls[mode])
+        mean_run = statistics.mean(r["wall_s"] for r in runs)
+        lines.append(f"| {names[mode]} | {wall:.1f} | {every} | {mean_run:.1f} | {wall / seq:.2f} |")
+    lines += [
+        "",
+        f"- Dask / sequential: **{best['dask'][0] / seq:.2f}** (target <= 0.60); two processes by hand, the "
+        f"machine's own limit here: {best['by-hand'][0] / seq:.2f}.",
+        f"- Scheduling overhead, the gap between consecutive runs on one worker (Dask round trip, fsync and "
+        f"rename of the run directory, the next run's set-up): mean {statistics.mean(gap):.3f} s, max "
+        f"{max(gap):.3f} s over {len(gap)} gaps (target < 0.5 s per run).",
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "sweep.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
