@@ -1,8 +1,8 @@
 """How much faster is a sweep on Dask than the same runs one after the other?
 
-Eight short continual-learning runs (the main job, ``examples/continual_digits.toml``, without
-its no-consolidation control: EWC on/off x sleep on/off x seeds 0-1, about 5-10 s each) are
-run three ways, each from a fresh Python process, as a user would start them (interpreter
+Eight short continual-learning runs (the main job, ``examples/continual_digits.toml``: EWC
+on/off x sleep on/off x seeds 0-1; without its no-consolidation control run, about 8 s each,
+and with it, as the main job runs, about twice that) are run three ways, each from a fresh Python process, as a user would start them (interpreter
 start, imports and first-use costs included):
 
 1. ``sequential``: one after the other in one process (``run_sweep(..., workers=0)``: no
@@ -45,32 +45,34 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SETTINGS = [(ewc, sleep) for ewc in (False, True) for sleep in (False, True)]
 
 
-def the_sweep(part: int | None = None) -> SweepSpec:
-    """The 8 runs (4 settings x 2 seeds); ``part`` 0 or 1: half of the settings."""
+def the_sweep(part: int | None = None, control: bool = False) -> SweepSpec:
+    """The 8 runs (4 settings x 2 seeds); ``part`` 0 or 1: half of the settings; ``control``:
+    each run also runs its no-consolidation control, as the main job does."""
     chosen = SETTINGS if part is None else SETTINGS[part::2]
     settings = [
         Setting(
             f"ewc={'on' if ewc else 'off'}_sleep={'on' if sleep else 'off'}",
-            {"control": False, "ewc.enabled": ewc, "sleep.enabled": sleep},
+            {"control": control, "ewc.enabled": ewc, "sleep.enabled": sleep},
         )
         for ewc, sleep in chosen
     ]
     return make_spec(EXAMPLES / "continual_digits.toml", settings=settings, seeds=[0, 1])
 
 
-def child(mode: str, out: Path) -> None:
+def child(mode: str, out: Path, control: bool) -> None:
     """One measured configuration, in this (fresh) process."""
     if mode == "dask":
-        run_sweep(the_sweep(), out, workers=2, progress=False, dashboard_address=":0", echo=lambda _: None)
+        run_sweep(the_sweep(None, control), out, workers=2, progress=False, dashboard_address=":0",
+                  echo=lambda _: None)  # fmt: skip
     else:
         part = None if mode == "sequential" else int(mode.removeprefix("half"))
-        run_sweep(the_sweep(part), out, workers=0, progress=False)
+        run_sweep(the_sweep(part, control), out, workers=0, progress=False)
 
 
-def measure(mode: str, tmp: Path) -> tuple[float, list[dict[str, Any]]]:
+def measure(mode: str, tmp: Path, control: bool) -> tuple[float, list[dict[str, Any]]]:
     """Wall time of ``mode`` from fresh processes, and the runs' records."""
     out = tmp / f"{mode}-{time.monotonic_ns()}"
-    script = [sys.executable, __file__, "--child"]
+    script = [sys.executable, __file__, *(["--control"] if control else []), "--child"]
     t0 = time.perf_counter()
     if mode == "by-hand":
         procs = [subprocess.Popen([*script, f"half{k}", str(out / f"half{k}")]) for k in (0, 1)]
@@ -102,18 +104,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--child", nargs=2, metavar=("MODE", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--control", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], Path(args.child[1]))
+        child(args.child[0], Path(args.child[1]), args.control)
         return
+    sections = [
+        "# Sweeps on Dask: 8 short runs on 2 workers against one after the other",
+        "",
+        f"Machine: {machine_description()}. The runs: the main job (`examples/continual_digits.toml`), "
+        "EWC on/off x sleep on/off x seeds 0-1, without and with its no-consolidation control run (with it, "
+        "each run is the main job as a user runs it). Each way timed from fresh processes (imports and "
+        f"start-up included), {args.repeats} times alternating, fastest shown; `benchmarks/bench_sweep.py`, "
+        f"{time.strftime('%Y-%m-%d')}.",
+    ]
+    for control in (False, True):
+        sections += section(args.repeats, control)
+    text = "\n".join(sections) + "\n"
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "sweep.md").write_text(text)
+
+
+def section(repeats: int, control: bool) -> list[str]:
+    """Time the three ways for one kind of run; the Markdown of the result."""
     modes = ("sequential", "by-hand", "dask")
     best: dict[str, tuple[float, list[dict[str, Any]]]] = {}
     walls: dict[str, list[float]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory() as tmp:
-        measure("sequential", Path(tmp))  # numba's on-disk kernel cache, warm for every mode
-        for _ in range(args.repeats):
+        if not control:  # numba's on-disk kernel cache and the data, warm for every mode
+            measure("sequential", Path(tmp), control)
+        for _ in range(repeats):
             for mode in modes:
-                wall, runs = measure(mode, Path(tmp))
+                wall, runs = measure(mode, Path(tmp), control)
                 walls[mode].append(wall)
                 print(f"{mode}: {wall:.1f} s", flush=True)
                 if mode not in best or wall < best[mode][0]:
@@ -126,12 +149,8 @@ def main() -> None:
     }
     gap = gaps(best["dask"][1])
     lines = [
-        "# Sweeps on Dask: 8 short runs on 2 workers against one after the other",
         "",
-        f"Machine: {machine_description()}. The runs: the main job (`examples/continual_digits.toml`) "
-        "without its control run; EWC on/off x sleep on/off x seeds 0-1. Each way timed from fresh "
-        f"processes (imports and start-up included), {args.repeats} times alternating, fastest shown; "
-        f"`benchmarks/bench_sweep.py`, {time.strftime('%Y-%m-%d')}.",
+        f"## {'With' if control else 'Without'} the control run",
         "",
         "| how | wall (s), fastest | every repeat (s) | mean time of one run (s) | wall / sequential |",
         "|---|---|---|---|---|",
@@ -148,12 +167,8 @@ def main() -> None:
         f"- Scheduling overhead, the gap between consecutive runs on one worker (Dask round trip, fsync and "
         f"rename of the run directory, the next run's set-up): mean {statistics.mean(gap):.3f} s, max "
         f"{max(gap):.3f} s over {len(gap)} gaps (target < 0.5 s per run).",
-        "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "sweep.md").write_text(text)
+    return lines
 
 
 if __name__ == "__main__":

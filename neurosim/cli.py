@@ -7,7 +7,9 @@ import contextlib
 import datetime as _dt
 import json
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -146,7 +148,10 @@ def run(config: Path, out: Path | None, duration: float | None, seed: int | None
     live = _live_options(out, mqtt_url, run_id, mqtt_ca, mqtt_cert, mqtt_key, mqtt_insecure)
     if live.mqtt is not None and backend != "neurosim":
         raise click.ClickException("--mqtt needs --backend neurosim (Brian2 runs the whole simulation at once)")
+    if live.mqtt is not None:
+        _check_broker(live.mqtt)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_terminate_like_interrupt())
         if metrics_port is not None:
             try:
                 port = stack.enter_context(serve_metrics(metrics_port, address=metrics_host))
@@ -160,6 +165,47 @@ def run(config: Path, out: Path | None, duration: float | None, seed: int | None
         else:
             _run_plain(loaded, out, duration=duration, seed=seed, device=device, batch=batch, overwrite=overwrite,
                        quiet=quiet, backend=backend, brian2_target=brian2_target, live=live)  # fmt: skip
+
+
+class Terminated(SystemExit):
+    """SIGTERM, raised where the run is so that it ends as Ctrl-C does: what was recorded is
+    written and the status says ``failed`` with this reason. Exit status 143 (128 + 15)."""
+
+    def __init__(self) -> None:
+        super().__init__(128 + signal.SIGTERM)
+
+    def __str__(self) -> str:
+        return "terminated by SIGTERM"
+
+
+@contextlib.contextmanager
+def _terminate_like_interrupt() -> Iterator[None]:
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (an embedding application): leave its handler alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _check_broker(settings: BrokerSettings) -> None:
+    """Before anything runs: refused credentials stop the command; an unreachable broker does
+    not (the run goes on and the publisher keeps trying)."""
+    from neurosim.events.mqtt import BrokerRefused, check_broker
+
+    try:
+        problem = asyncio.run(check_broker(settings))
+    except BrokerRefused as err:
+        raise click.ClickException(str(err)) from None
+    if problem is not None:
+        click.echo(f"warning: MQTT broker {settings} unreachable now ({problem}); the run goes on and "
+                   "publishes once it connects", err=True)  # fmt: skip
 
 
 def _live_options(out: Path, mqtt_url: str | None, run_id: str | None, ca: str | None, cert: str | None,
@@ -265,6 +311,8 @@ def sweep(config: Path | None, grids: tuple[str, ...], seeds: str | None, worker
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = out or Path(from_file.get("out", Path("runs") / "sweeps" / f"{config.stem}-{stamp}"))
     broker = _sweep_broker(mqtt_url, sweep_id, mqtt_ca, mqtt_insecure)
+    if broker is not None:
+        _check_broker(broker)
     n_runs = len(spec.settings) * len(spec.seeds)
     where = f"scheduler {scheduler}" if scheduler else "this process" if workers == 0 else f"{workers} local workers"
     click.echo(f"sweep: {len(spec.settings)} settings x {len(spec.seeds)} seeds = {n_runs} runs on {where}; "
@@ -363,11 +411,14 @@ def validate(config: Path, as_json: bool, backend: str) -> None:
 @click.option("--spikes", type=click.Choice(["summary", "full"]), default="summary", show_default=True,
               help="Spike batches as counts, or with every spike's step and neuron.")  # fmt: skip
 @click.option("--mqtt-ca", type=click.Path(exists=True, dir_okay=False), default=None, help="TLS: CA file.")
+@click.option("--mqtt-cert", type=click.Path(exists=True, dir_okay=False), default=None, help="TLS: client cert.")
+@click.option("--mqtt-key", type=click.Path(exists=True, dir_okay=False), default=None, help="TLS: client key.")
 @click.option("--mqtt-insecure", is_flag=True, help="TLS: do not check the broker's host name.")
 @click.option("--keep-waiting", is_flag=True,
               help="Following one run: keep listening after it goes offline (e.g. for its restart).")  # fmt: skip
 def subscribe(broker: str, run_id: str, count: int | None, timeout: float | None, as_json: bool, spikes: str,
-              mqtt_ca: str | None, mqtt_insecure: bool, keep_waiting: bool) -> None:  # fmt: skip
+              mqtt_ca: str | None, mqtt_cert: str | None, mqtt_key: str | None, mqtt_insecure: bool,
+              keep_waiting: bool) -> None:  # fmt: skip
     """Print a run's events as they arrive: phases, status, evaluations, sleeps and spike batches.
 
     Retained messages (the current phase and status) come first. A malformed message is
@@ -379,7 +430,8 @@ def subscribe(broker: str, run_id: str, count: int | None, timeout: float | None
     from neurosim.events.mqtt import check_run_id, parse_broker_url
 
     try:
-        settings = parse_broker_url(broker, ca_file=mqtt_ca, tls_insecure=mqtt_insecure)
+        settings = parse_broker_url(broker, ca_file=mqtt_ca, certfile=mqtt_cert, keyfile=mqtt_key,
+                                    tls_insecure=mqtt_insecure)  # fmt: skip
         check_run_id(run_id, wildcard=True)
     except ValueError as err:
         raise click.UsageError(str(err)) from None

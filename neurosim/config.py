@@ -5,18 +5,16 @@ the reason. Units are SI: seconds, volts, amperes, hertz.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     NonNegativeFloat,
-    NonNegativeInt,
     PositiveFloat,
-    PositiveInt,
     ValidationError,
     model_validator,
 )
@@ -26,14 +24,15 @@ from neurosim.learning.stdp import PairSTDP, TraceMode, TripletSTDP, WeightDepen
 from neurosim.sim.engine import Backend
 from neurosim.sim.neurons import AdaptiveLIF, ConductanceLIF, CurrentLIF, NeuronParams
 from neurosim.sim.synapses import Channel, Propagation
+from neurosim.strict import NonNegativeInt, PositiveInt, StrictModel
 
 
 class ConfigError(ValueError):
     """A configuration was refused; the message lists every problem, one per line."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(StrictModel):
+    pass
 
 
 # --------------------------------------------------------------------------- neuron models
@@ -309,6 +308,9 @@ class NetworkConfig(_Strict):
         return self
 
 
+MAX_STEPS = 10**9  # a run of more steps is a typo (dt in ms, duration in ms...), not a plan
+
+
 class RunConfig(_Strict):
     dt: PositiveFloat = 1e-4  # s
     duration: PositiveFloat = 1.0  # s
@@ -317,7 +319,16 @@ class RunConfig(_Strict):
     dtype: Literal["float32", "float64"] = "float32"
     batch: PositiveInt = 1
     backend: Backend = Backend.AUTO
-    chunk_steps: PositiveInt = 1000
+    chunk_steps: PositiveInt = Field(1000, le=10**7)
+
+    @model_validator(mode="after")
+    def _steps(self) -> RunConfig:
+        if self.dt > self.duration:
+            raise ValueError(f"dt ({self.dt:g} s) is longer than the duration ({self.duration:g} s): nothing would run")
+        steps = self.duration / self.dt
+        if steps > MAX_STEPS:
+            raise ValueError(f"duration / dt = {steps:.3g} steps, more than {MAX_STEPS:.0e} (a unit mix-up?)")
+        return self
 
 
 class StateRecordConfig(_Strict):
@@ -397,6 +408,43 @@ class SimulationConfig(_Strict):
     record: RecordConfig = Field(default_factory=RecordConfig)
 
     @model_validator(mode="after")
+    def _fits_in_memory(self) -> SimulationConfig:
+        estimate = self.estimated_memory_bytes()
+        available = _physical_memory_bytes()
+        if available is not None and estimate > available:
+            raise ValueError(
+                f"the network needs about {estimate / 2**30:.1f} GiB (neurons, synapses, delays, batch "
+                f"{self.run.batch}, recorded state), more than this machine's {available / 2**30:.1f} GiB"
+            )
+        return self
+
+    def estimated_memory_bytes(self) -> int:
+        """A rough lower bound of the memory a run needs: state of every neuron and input per
+        instance, every synapse (dense matrices in full), delay buffers and recorded state."""
+        word = 8 if self.run.dtype == "float64" else 4
+        batch = self.run.batch
+        sizes = self.network.spike_source_sizes()
+        pops = {p.name: p.n for p in self.network.populations}
+        total = sum(8 * n * batch * word for n in pops.values()) + sum(sizes.values()) * batch * word
+        for pr in self.network.projections:
+            n_pre, n_post = sizes.get(pr.source, 0), pops.get(pr.target, 0)
+            conn = pr.connectivity
+            if isinstance(conn, ProbabilityConfig):
+                count = conn.p * n_pre * n_post
+            elif isinstance(conn, FanInConfig):
+                count = conn.k * n_post
+            elif isinstance(conn, PairsConfig):
+                count = len(conn.pre)
+            else:
+                count = n_pre * n_post
+            per_synapse = 16 + word  # indices and weight
+            total += int(n_pre * n_post * word if pr.format == "dense" else count * per_synapse)
+            total += round(pr.delay / self.run.dt) * n_post * batch * word * 2
+        for s in self.record.state:
+            total += int(self.run.duration / s.every) * len(s.indices) * len(s.variables) * batch * 8
+        return int(total)
+
+    @model_validator(mode="after")
     def _records_known(self) -> SimulationConfig:
         pops = {p.name for p in self.network.populations}
         sources = set(self.network.spike_source_sizes())
@@ -409,6 +457,11 @@ class SimulationConfig(_Strict):
             f"record.state[{i}].population: unknown population {s.population!r}"
             for i, s in enumerate(self.record.state)
             if s.population not in pops
+        ]
+        problems += [
+            f"record.state[{i}].every: {s.every:g} s is shorter than a step (run.dt = {self.run.dt:g} s)"
+            for i, s in enumerate(self.record.state)
+            if s.every < self.run.dt
         ]
         projections = {p.name for p in self.network.projections}
         seen: set[str] = set()
@@ -455,6 +508,13 @@ def _format_errors(err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def _physical_memory_bytes() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # not a POSIX system
+        return None
+
+
 def parse_config(data: dict[str, Any]) -> SimulationConfig:
     """Validate a config mapping; raise ``ConfigError`` naming every bad field."""
     try:
@@ -469,6 +529,8 @@ def load_config(path: str | Path) -> SimulationConfig:
         text = p.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"cannot read config {str(p)!r}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a text file in UTF-8 (a TOML config is)") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -543,10 +605,15 @@ class ScheduleBlock(_Strict):
     duration: PositiveFloat | None = None  # SLEEP: seconds (default: sleep.duration)
 
 
+class ExperimentInfo(_Strict):
+    name: str = ""
+    description: str = ""
+
+
 class ContinualConfig(_Strict):
     """A continual-learning experiment: ``neurosim run`` recognises it by its ``[experiment]``."""
 
-    experiment: dict[str, str] = Field(default_factory=dict)  # name, description
+    experiment: ExperimentInfo = Field(default_factory=ExperimentInfo)
     scenario: Literal["class", "task"] = "class"
     seed: NonNegativeInt = 0
     dt: PositiveFloat = 5e-4
@@ -584,6 +651,14 @@ class ContinualConfig(_Strict):
         from neurosim.phases.phase import ALLOWED_TRANSITIONS, Phase
 
         problems = []
+        classes = self.data.classes_per_task * self.data.n_tasks
+        if classes > 10:
+            problems.append(
+                f"data: {self.data.n_tasks} tasks x {self.data.classes_per_task} classes = {classes}, but "
+                f"{self.data.dataset} has 10 classes"
+            )
+        if self.dt > self.data.present:
+            problems.append(f"dt ({self.dt:g} s) is longer than an image's presentation (data.present)")
         current = Phase.WAKE
         for i, block in enumerate(self.resolved_schedule()):
             target = Phase(block.phase)
@@ -628,6 +703,8 @@ def load_any_config(path: str | Path) -> SimulationConfig | ContinualConfig:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except OSError as err:
         raise ConfigError(f"cannot read config {str(p)!r}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a text file in UTF-8 (a TOML config is)") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{p}: not valid TOML: {err}") from None
     return parse_continual(data) if "experiment" in data else parse_config(data)

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from neurosim.atomic import atomic_write
 from neurosim.sim.monitors import SpikeTrains
 
 
@@ -44,13 +45,9 @@ def strict_json(data: Any) -> Any:
 def write_json(path: Path, data: Any) -> None:
     """Write strict JSON (non-finite numbers as ``null``) atomically: a reader sees the old
     file or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(strict_json(data), fh, indent=2, sort_keys=False, allow_nan=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    text = json.dumps(strict_json(data), indent=2, sort_keys=False, allow_nan=False) + "\n"
+    with atomic_write(path) as fh:
+        fh.write(text.encode("utf-8"))
 
 
 def write_spikes(path: Path, spikes: Mapping[str, SpikeTrains]) -> None:
@@ -65,12 +62,8 @@ def write_spikes(path: Path, spikes: Mapping[str, SpikeTrains]) -> None:
 
 def write_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """A compressed ``.npz``, written atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_write(path) as fh:
         np.savez_compressed(fh, **dict(arrays))  # type: ignore[arg-type]
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def plot_raster(

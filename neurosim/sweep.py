@@ -673,7 +673,8 @@ def _prepare_out(out: Path, spec: SweepSpec, resume: bool) -> list[RunPoint]:
     spec_file = out / SWEEP_FILE
     if resume and spec_file.exists():
         previous = json.loads(spec_file.read_text())
-        if previous != strict_json(spec.to_json()):
+        previous.pop("source", None)  # the same config may be named from another directory
+        if previous != {k: v for k, v in strict_json(spec.to_json()).items() if k != "source"}:
             raise SweepError(
                 f"{out} holds a different sweep (config, settings or seeds differ from {SWEEP_FILE}); "
                 "resume it with the same arguments, or choose another --out"
@@ -807,8 +808,15 @@ def local_cluster(workers: int, *, threads_per_run: int = 1,
                                                        "NUMBA_NUM_THREADS")}  # fmt: skip
     # the statistical profiler samples the running task's stack 100 times a second under the
     # GIL, which costs a Python-heavy run about a seventh of its speed
+    quiet = {
+        "distributed.worker.profile.enabled": False,
+        # each periodic check wakes the worker's event loop, which then waits for the run's
+        # thread to let go of the GIL: a run of Python steps pays for every wake-up
+        "distributed.worker.memory.monitor-interval": "1s",
+        "distributed.admin.system-monitor.interval": "2s",
+    }
     with (
-        dask.config.set({"distributed.worker.profile.enabled": False}),
+        dask.config.set(quiet),
         LocalCluster(  # type: ignore[no-untyped-call]
             n_workers=workers,
             threads_per_worker=1,

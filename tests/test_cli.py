@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from conftest import EXAMPLES
 
@@ -130,3 +135,22 @@ def test_song_outputs_show_weights_relative_to_gmax_and_the_output_rate(tmp_path
     finally:
         matplotlib.axes.Axes.set_xlabel = original  # type: ignore[method-assign]
     assert captured["xlabel"].startswith("weight / w_max")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_run_stopped_by_sigterm_or_sigint_still_writes_what_it_recorded(tmp_path: Path, signum: int) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "neurosim.cli", "run", str(EXAMPLES / "cuba.toml"), "--out",
+                             str(out), "--duration", "1000", "--quiet"], stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.time() + 60
+    while not (out / "config.json").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.5)  # into the simulation
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == (143 if signum == signal.SIGTERM else 1), stderr.decode()[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    expected = "Terminated: terminated by SIGTERM" if signum == signal.SIGTERM else "KeyboardInterrupt: "
+    assert summary["error"] == expected
+    assert 0 < summary["duration_s"] < 1000 and (out / "spikes.npz").exists() and (out / "raster.png").exists()

@@ -140,3 +140,79 @@ def test_full_batch_fisher_empirical_and_true() -> None:
     repeated = [(x, y)] * 1000
     true = estimate_fisher({"w": w}, log_prob, repeated, kind=FisherKind.TRUE, generator=gen)["w"]
     assert np.linalg.norm(true - exact.numpy()) / np.linalg.norm(exact.numpy()) < 0.1  # sampling noise ~0.03
+
+
+def test_an_edited_header_is_detected_and_load_falls_back_to_the_newest_valid_version(tmp_path: Path) -> None:
+    store = DirectoryFisherStore(tmp_path)
+    store.save(_snap(value=1.0, step=1))
+    store.save(_snap(value=2.0, step=2))
+    path = tmp_path / "t" / "v000002.fisher"
+    original = path.read_bytes()
+    for before, after in ((b'"step": 2', b'"step": 9'), (b'"shape": [3, 2]', b'"shape": [2, 3]')):
+        assert before in original
+        path.write_bytes(original.replace(before, after))
+        with pytest.raises(CorruptSnapshotError, match="header checksum"):
+            store.load("t", 2)
+        fallback = store.load("t")  # the newest valid version, not an exception
+        assert fallback.version == 1 and fallback.step == 1
+    # a header that checks out but does not fit its payload is corrupt too, not a crash
+    from neurosim.learning.fisher import decode_snapshot, encode_snapshot
+
+    data = encode_snapshot(_snap())
+    head_len = int.from_bytes(data[12:16], "little")
+    header = data[48 : 48 + head_len].replace(b'"nbytes": 24', b'"nbytes": 99')
+    import hashlib
+
+    forged = data[:16] + hashlib.sha256(header).digest() + header + data[48 + head_len :]
+    with pytest.raises(CorruptSnapshotError, match="inconsistent header"):
+        decode_snapshot(forged)
+
+
+def test_two_processes_saving_one_task_never_share_a_version(tmp_path: Path) -> None:
+    writer = textwrap.dedent(f"""
+        import numpy as np
+        from neurosim.learning.fisher import DirectoryFisherStore, FisherSnapshot
+        store = DirectoryFisherStore({str(tmp_path)!r}, keep_last=None)
+        for k in range(60):
+            store.save(FisherSnapshot("shared", k, {{"w": np.full(1000, k, np.float32)}}))
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", writer]) for _ in range(3)]
+    assert [p.wait(120) for p in procs] == [0, 0, 0]
+    store = DirectoryFisherStore(tmp_path, keep_last=None)
+    assert store.versions("shared") == list(range(1, 181))  # 3 x 60 saves, none overwritten
+    assert sorted(store.load("shared", v).step for v in range(1, 181)) == sorted(list(range(60)) * 3)
+    assert not list((tmp_path / "shared").glob(".*.tmp"))
+
+
+def test_temporary_files_of_killed_writers_are_removed_on_open(tmp_path: Path) -> None:
+    store = DirectoryFisherStore(tmp_path)
+    store.save(_snap())
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = tmp_path / "t" / f".v000002.fisher.{dead.pid}.0a1b2c.tmp"
+    legacy = tmp_path / "t" / f".v000003.fisher.{dead.pid}.tmp"  # the name older versions used
+    live = tmp_path / "t" / f".v000002.fisher.{os.getpid()}.3d4e5f.tmp"  # a writer at work
+    for path in (orphan, legacy, live):
+        path.write_bytes(b"x" * 1000)
+    reopened = DirectoryFisherStore(tmp_path)
+    assert reopened.removed_temporaries == 2
+    assert not orphan.exists() and not legacy.exists() and live.exists()
+    assert reopened.load("t").version == 1
+
+
+def test_a_planted_link_under_a_temporary_name_is_never_written_through(tmp_path: Path) -> None:
+    from neurosim.outputs import write_json
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "summary.json.tmp").symlink_to(victim)  # the name the old writer used
+    write_json(out / "summary.json", {"status": "completed"})
+    assert victim.read_text() == "precious"
+    assert '"completed"' in (out / "summary.json").read_text()
+    store = DirectoryFisherStore(tmp_path / "store")
+    (tmp_path / "store" / "t").mkdir()
+    (tmp_path / "store" / "t" / f".v000001.fisher.{os.getpid()}.tmp").symlink_to(victim)
+    store.save(_snap())
+    assert victim.read_text() == "precious" and store.load("t").version == 1

@@ -18,7 +18,7 @@ import aiomqtt
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import cuba_config
+from conftest import EXAMPLES, cuba_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -379,3 +379,27 @@ def test_a_bad_broker_url_never_echoes_its_password(url: str) -> None:
     assert "s3cret" not in str(info.value) and "ann:***@" in str(info.value)
     result = CliRunner().invoke(main, ["subscribe", "--broker", url, "--run-id", "r", "--timeout", "0.1"])
     assert result.exit_code != 0 and "s3cret" not in result.output
+
+
+async def test_refused_credentials_stop_the_command_before_it_runs_and_never_loop(tmp_path: Path) -> None:
+    with LocalBroker(username="neuro", password="sim") as locked:
+        wrong = locked.url.replace(":sim@", ":nope@")
+        out = tmp_path / "out"
+        res = await asyncio.to_thread(CliRunner().invoke, main, ["run", str(EXAMPLES / "cuba.toml"), "--out", str(out),
+                                      "--duration", "0.05", "--quiet", "--mqtt", wrong])  # fmt: skip
+        assert res.exit_code == 1 and "refused the connection" in res.output and "nope" not in res.output
+        assert not out.exists()  # refused before anything ran
+        # a library user's publisher gives up at once instead of retrying forever, and counts what it drops
+        bus: EventBus[Event] = EventBus()
+        async with MQTTPublisher(wrong, "auth", bus, metrics=Metrics(CollectorRegistry())) as publisher:
+            for _ in range(50):
+                if publisher.stats.refused:
+                    break
+                await asyncio.sleep(0.05)
+            bus.publish(StatusEvent(run_id="auth", state=RunState.ONLINE))
+        assert publisher.stats.refused and publisher.stats.connections == 0
+    # an unreachable broker is an outage, not a configuration error: the run goes on
+    out = tmp_path / "outage"
+    res = await asyncio.to_thread(CliRunner().invoke, main, ["run", str(EXAMPLES / "cuba.toml"), "--out", str(out),
+                                  "--duration", "0.05", "--quiet", "--mqtt", "mqtt://127.0.0.1:1"])  # fmt: skip
+    assert res.exit_code == 0 and "unreachable now" in res.output

@@ -282,10 +282,10 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path: Path, monkeyp
     spec = make_spec(config, axes=[parse_axis("network.populations.inh.n=100,120")], seeds="0-1")
     execute = neurosim.sweep._execute
 
-    def crash_on_120(kind, cfg, out_dir, mqtt, run_id):  # type: ignore[no-untyped-def]
+    def crash_on_120(kind, cfg, out_dir, mqtt, run_id, **kwargs):  # type: ignore[no-untyped-def]
         if cfg["network"]["populations"][1]["n"] == 120 and cfg["run"]["seed"] == 1:
             raise RuntimeError("simulated crash")
-        execute(kind, cfg, out_dir, mqtt, run_id)
+        execute(kind, cfg, out_dir, mqtt, run_id, **kwargs)
 
     monkeypatch.setattr(neurosim.sweep, "_execute", crash_on_120)
     result = run_sweep(spec, tmp_path / "sweep", workers=0, progress=False)
@@ -398,3 +398,14 @@ def test_the_continual_benchmarks_test_seeds_run_as_a_sweep_with_the_same_result
     # a second call finds the runs complete and does not redo them
     again = runner(cfgs)
     assert [r.final_accuracy for r in again] == [r.final_accuracy for r in swept] and len(finished) == 2
+
+
+def test_run_ids_are_bounded_and_printable() -> None:
+    with pytest.raises(ValueError, match="at most 256"):
+        check_run_id("x" * 70_000)
+    for bad in ("a b", "tab\there", "new\nline"):
+        with pytest.raises(ValueError, match="no spaces"):
+            check_run_id(bad)
+    res = CliRunner().invoke(main, ["run", str(EXAMPLES / "cuba.toml"), "--mqtt", "mqtt://localhost:1",
+                                    "--run-id", "x" * 70_000])  # fmt: skip
+    assert res.exit_code == 2 and "at most 256" in res.output  # refused before anything runs

@@ -74,6 +74,7 @@ T = TypeVar("T")
 PASSWORD_ENV = "NEUROSIM_MQTT_PASSWORD"
 _DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 _FORBIDDEN_IN_RUN_ID = set("+#\0")
+MAX_RUN_ID_BYTES = 256  # topics stay far below MQTT's 65,535-byte limit
 
 
 class BrokerURLError(ValueError):
@@ -154,8 +155,13 @@ def parse_broker_url(
 def check_run_id(run_id: str, *, wildcard: bool = False) -> str:
     """A run id is one or more topic levels joined by ``/`` (a sweep's runs are
     ``{sweep_id}/{setting}/{seed}``): each level non-empty and without ``+``, ``#`` or NUL;
-    a level after the first may not be ``spikes`` (the topic would read as a spike batch's).
-    With ``wildcard``, a level may be ``+`` (any one level)."""
+    a level after the first may not be ``spikes`` (the topic would read as a spike batch's);
+    at most 256 bytes, printable, without spaces. With ``wildcard``, a level may be ``+`` (any
+    one level)."""
+    if len(run_id.encode("utf-8")) > MAX_RUN_ID_BYTES:
+        raise ValueError(f"run id of {len(run_id.encode('utf-8'))} bytes: at most {MAX_RUN_ID_BYTES}")
+    if any(not ch.isprintable() or ch.isspace() for ch in run_id):
+        raise ValueError(f"run id {run_id!r}: no spaces or control characters")
     for depth, level in enumerate(run_id.split("/")):
         if wildcard and level == "+":
             continue
@@ -164,6 +170,45 @@ def check_run_id(run_id: str, *, wildcard: bool = False) -> str:
         if depth > 0 and level == Topic.SPIKES:
             raise ValueError(f"run id {run_id!r}: a level after the first may not be {Topic.SPIKES.value!r}")
     return run_id
+
+
+# CONNACK reason codes that no retry will change: MQTT v5 0x86 bad user name or password,
+# 0x87 not authorized, 0x8C bad authentication method; v3.1.1 codes 4 and 5
+_REFUSALS = {0x86, 0x87, 0x8C, 4, 5}
+
+
+class BrokerRefused(ValueError):
+    """The broker refused the connection (credentials or authorisation): a configuration
+    error to fix, not an outage to wait out."""
+
+
+def refusal(err: BaseException) -> bool:
+    """Whether ``err`` is the broker refusing these credentials (not a network problem)."""
+    if not isinstance(err, aiomqtt.MqttCodeError):
+        return False
+    code = getattr(err.rc, "value", err.rc)
+    return isinstance(code, int) and code in _REFUSALS
+
+
+async def check_broker(settings: BrokerSettings, timeout: float = 10.0) -> str | None:
+    """Connect once and disconnect, before a run starts. Raises ``BrokerRefused`` if the
+    broker refuses the credentials; returns None when connected, or the reason it could not
+    connect otherwise (an outage: the run can go on and the publisher keeps retrying)."""
+
+    async def attempt() -> None:
+        async with _client(settings, identifier=None):
+            return
+
+    try:
+        await asyncio.wait_for(attempt(), timeout)
+        return None
+    except aiomqtt.MqttError as err:
+        if refusal(err):
+            raise BrokerRefused(f"MQTT broker {settings} refused the connection: {err} (check the user name, "
+                                "password and the broker's access rules)") from None  # fmt: skip
+        return str(err)
+    except TimeoutError:
+        return f"no answer within {timeout:g} s"
 
 
 async def within(awaitable: Awaitable[T], timeout: float, what: str) -> T:
@@ -240,6 +285,7 @@ class PublisherStats:
     dropped: Counter[str] = field(default_factory=Counter)  # by reason
     connections: int = 0
     last_error: str | None = None
+    refused: bool = False  # the broker refused the credentials: the publisher gave up
 
 
 _QOS_RETAIN: dict[Topic, tuple[int, bool]] = {
@@ -406,6 +452,12 @@ class MQTTPublisher:
                 self._connected.clear()
                 self.metrics.mqtt_connected.set(0)
                 self.stats.last_error = str(err)
+                if refusal(err):  # retrying cannot help: stop, and let the run go on without the broker
+                    log.error("MQTT broker %s refused run %s: %s; nothing will be published", self.settings,
+                              self.run_id, err)  # fmt: skip
+                    self.stats.refused = True
+                    self._discard_queued()
+                    return
                 if self._stopping.is_set():
                     log.warning("MQTT broker %s unavailable while closing (%s)", self.settings, err)
                     return
@@ -524,6 +576,12 @@ class MQTTPublisher:
                 self._phase_dropped = event
         self.stats.dropped[reason] += 1
         self.metrics.mqtt_dropped.labels(topic=_kind(event).value, reason=reason).inc()
+
+    def _discard_queued(self) -> None:
+        """After a refusal: stop taking events and count the queued ones as dropped."""
+        if self._sub is not None:
+            self._sub.close()
+        self._drop_pending("refused")
 
     def _drop_pending(self, reason: str) -> None:
         if self._sub is None:

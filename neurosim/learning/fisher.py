@@ -7,17 +7,23 @@ per named parameter; a ``FisherMatrixBase`` store keeps versioned snapshots per 
 ``DirectoryFisherStore`` file format (one file per version, ``<root>/<task>/v000001.fisher``)::
 
     b"NSFISHER"                     8-byte magic
-    uint32 little-endian            format version (1)
+    uint32 little-endian            format version (2)
     uint32 little-endian            header length H
+    32 bytes                        SHA-256 of the H header bytes (format 2)
     H bytes                         UTF-8 JSON header: task_id, step, created_at, kind,
                                     provenance, arrays {name: {dtype, shape, offset, nbytes}},
                                     payload_sha256
     payload                         the arrays' raw little-endian bytes, concatenated
 
-A file is written to a temporary name in the task's directory, flushed and fsynced, then
-renamed over its final name (atomic on POSIX), and the directory is fsynced. A reader never
-sees a half-written version; a damaged file fails its checksum and is reported, and older
-versions stay readable.
+The header's checksum covers the header, and the header holds the payload's, so a change to
+any byte (a step, a shape, an array) is detected. Format 1 files (no header checksum) are
+still read. A file is written to a fresh temporary name in the task's directory (created
+exclusively, never through a symbolic link), flushed and fsynced, then hard-linked to its
+final name, which fails if that version exists: two processes saving the same task never
+claim one version (the loser takes the next). The directory is fsynced. A reader never sees
+a half-written version; a damaged file is reported and skipped, and ``load(task)`` returns
+the newest valid version. Temporary files left by a killed writer are removed when a store
+is opened.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
+
+from neurosim.atomic import exclusive_temporary
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +164,9 @@ class InMemoryFisherStore(FisherMatrixBase):
 
 
 _MAGIC = b"NSFISHER"
-_FORMAT = 1
+_FORMAT = 2
 _VERSION_FILE = re.compile(r"^v(\d{6,})\.fisher$")
+_TEMP_FILE = re.compile(r"^\.v\d{6,}\.fisher\.(\d+)(?:\.[0-9a-f]+)?\.tmp$")
 _SAFE_TASK = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
@@ -198,7 +207,7 @@ def encode_parts(snapshot: FisherSnapshot) -> tuple[bytes, list[memoryview]]:
     header["arrays"] = arrays
     header["payload_sha256"] = digest.hexdigest()
     head = json.dumps(header, sort_keys=True).encode()
-    return _MAGIC + struct.pack("<II", _FORMAT, len(head)) + head, views
+    return _MAGIC + struct.pack("<II", _FORMAT, len(head)) + hashlib.sha256(head).digest() + head, views
 
 
 def encode_snapshot(snapshot: FisherSnapshot) -> bytes:
@@ -211,23 +220,37 @@ def decode_snapshot(data: bytes, *, source: str = "<bytes>", version: int | None
     if len(data) < 16 or data[:8] != _MAGIC:
         raise CorruptSnapshotError(f"{source}: not a neurosim Fisher snapshot (bad magic or truncated)")
     fmt, head_len = struct.unpack("<II", data[8:16])
-    if fmt != _FORMAT:
+    if fmt not in (1, 2):
         raise CorruptSnapshotError(f"{source}: unsupported format version {fmt}")
-    if len(data) < 16 + head_len:
+    start = 16 if fmt == 1 else 48
+    if len(data) < start + head_len:
         raise CorruptSnapshotError(f"{source}: truncated header")
+    head = data[start : start + head_len]
+    if fmt == 2 and hashlib.sha256(head).digest() != data[16:48]:
+        raise CorruptSnapshotError(f"{source}: header checksum mismatch (damaged or edited header)")
     try:
-        header = json.loads(data[16 : 16 + head_len])
+        header = json.loads(head)
     except ValueError as err:
         raise CorruptSnapshotError(f"{source}: unreadable header ({err})") from None
-    payload = data[16 + head_len :]
-    if hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
+    payload = data[start + head_len :]
+    if not isinstance(header, dict) or hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
         raise CorruptSnapshotError(f"{source}: checksum mismatch (damaged or half-written file)")
+    try:
+        return _snapshot_from_header(header, payload, version)
+    except (KeyError, TypeError, ValueError) as err:  # a header that checks out but does not describe the payload
+        raise CorruptSnapshotError(f"{source}: inconsistent header ({type(err).__name__}: {err})") from None
+
+
+def _snapshot_from_header(header: dict[str, Any], payload: bytes, version: int | None) -> FisherSnapshot:
     arrays: dict[str, FloatArray] = {}
     for name, spec in header["arrays"].items():
-        raw = payload[spec["offset"] : spec["offset"] + spec["nbytes"]]
-        arrays[name] = np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(spec["shape"])
+        offset, nbytes, shape = int(spec["offset"]), int(spec["nbytes"]), [int(n) for n in spec["shape"]]
+        if offset < 0 or offset + nbytes > len(payload) or nbytes != 4 * int(np.prod(shape, dtype=np.int64)):
+            raise ValueError(f"array {name!r} ({shape}, {nbytes} bytes at {offset}) does not fit the payload")
+        raw = payload[offset : offset + nbytes]
+        arrays[name] = np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(shape)
     common: dict[str, Any] = {
-        "task_id": header["task_id"],
+        "task_id": str(header["task_id"]),
         "step": int(header["step"]),
         "arrays": arrays,
         "created_at": float(header["created_at"]),
@@ -250,6 +273,21 @@ class DirectoryFisherStore(FisherMatrixBase):
         self.root.mkdir(parents=True, exist_ok=True)
         self.keep_last = keep_last
         self._lock = threading.Lock()
+        self.removed_temporaries = self._remove_orphans()
+
+    def _remove_orphans(self) -> int:
+        """Delete temporary files whose writer process is gone (a writer killed mid-save)."""
+        removed = 0
+        for directory in (p for p in self.root.iterdir() if p.is_dir() and not p.is_symlink()):
+            for path in directory.iterdir():
+                match = _TEMP_FILE.match(path.name)
+                if match is None or _process_alive(int(match.group(1))):
+                    continue
+                path.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            log.info("removed %d temporary Fisher files left by killed writers in %s", removed, self.root)
+        return removed
 
     def _task_dir(self, task_id: str) -> Path:
         if not _SAFE_TASK.match(task_id) or task_id in {".", ".."}:
@@ -272,15 +310,24 @@ class DirectoryFisherStore(FisherMatrixBase):
         with self._lock:
             directory.mkdir(parents=True, exist_ok=True)
             version = max(self.versions(snapshot.task_id), default=0) + 1
-            final = directory / f"v{version:06d}.fisher"
-            tmp = directory / f".v{version:06d}.fisher.{os.getpid()}.tmp"
-            with open(tmp, "wb") as fh:
-                fh.write(head)
-                for view in payload:
-                    fh.write(view)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
+            # exclusive creation of a fresh name: a planted file or symbolic link is never written through
+            tmp, fd = exclusive_temporary(directory, f".v{version:06d}.fisher")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(head)
+                    for view in payload:
+                        fh.write(view)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                # claim the version: link() fails if another process (or thread) already has it
+                while True:
+                    try:
+                        os.link(tmp, directory / f"v{version:06d}.fisher")
+                        break
+                    except FileExistsError:
+                        version = max(version, *self.versions(snapshot.task_id)) + 1
+            finally:
+                tmp.unlink(missing_ok=True)
             dir_fd = os.open(directory, os.O_RDONLY)
             try:
                 os.fsync(dir_fd)
@@ -308,6 +355,18 @@ class DirectoryFisherStore(FisherMatrixBase):
             except CorruptSnapshotError as err:
                 log.warning("skipping damaged Fisher snapshot: %s", err)
         raise SnapshotNotFoundError(f"no valid Fisher snapshot for task {task_id!r} in {self.root}")
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 # --------------------------------------------------------------------------- full-batch estimation

@@ -42,13 +42,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from neurosim.sim.compiled_learning import CompiledLearner, CompiledOutcome, SleepKernel
 from neurosim.sim.inputs import PoissonInput
 from neurosim.sim.monitors import SpikeMonitor, SpikeTrains
 from neurosim.sim.neurons import AdaptiveLIF, AdaptiveLIFState
 from neurosim.sim.synapses import Projection
+from neurosim.strict import StrictModel
 
 if TYPE_CHECKING:
     from neurosim.sim.engine import Simulation, StepContext
@@ -64,11 +65,9 @@ class SleepDrive(enum.StrEnum):
     UNIFORM = "uniform"  # flat noise of the same mean rate: the control that carries no data
 
 
-class SleepConfig(BaseModel):
+class SleepConfig(StrictModel):
     """Sleep replay parameters (see the module docs; defaults follow Tadros et al. 2022 in
     spirit, scaled to neurosim's weight units)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     duration: float = Field(10.0, gt=0)  # s of simulated replay per SLEEP phase (Tadros et al.: 15-35 s)
     drive: SleepDrive = SleepDrive.TASK_MEANS

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from neurosim.atomic import atomic_write
+
 if TYPE_CHECKING:
     from neurosim.sim.engine import Simulation
 
@@ -178,12 +180,8 @@ class SpikeMonitor(Monitor):
 
     def _write(self, directory: Path, chunk: SpikeChunk) -> None:
         final = directory / f"chunk_{self._n_files:06d}.npz"
-        tmp = final.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
+        with atomic_write(final) as fh:
             np.savez(fh, steps=chunk.steps, indices=chunk.indices, instances=chunk.instances, dt=np.float64(self.dt))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
         self._n_files += 1
 
     def _merged(self) -> SpikeChunk:
