@@ -2,8 +2,9 @@
 
 Eight short continual-learning runs (the main job, ``examples/continual_digits.toml``: EWC
 on/off x sleep on/off x seeds 0-1; without its no-consolidation control run, about 8 s each,
-and with it, as the main job runs, about twice that) are run three ways, each from a fresh Python process, as a user would start them (interpreter
-start, imports and first-use costs included):
+and with it, as the main job runs, about twice that) are run three ways, each from a fresh
+Python process, as a user would start them (interpreter start, imports and first-use costs
+included):
 
 1. ``sequential``: one after the other in one process (``run_sweep(..., workers=0)``: no
    Dask);
