@@ -10,6 +10,10 @@
 2. CUBA (Vogels & Abbott 2005; N = 4000, 1 s) on the compiled path with publishing off
    (``sim.run``) and on (``SpikeStream`` + ``MQTTPublisher`` to mosquitto, a subscriber
    process reading everything): the slowdown of the simulation, and the drain at the end.
+3. Phase events while the main job learns: ``examples/continual_digits.toml`` (no control
+   run) published live, a subscriber process noting when each ``PhaseEvent`` arrives; the
+   delay from the phase change (the event's ``wall_time``) to its arrival, over every
+   transition of ``--latency-runs`` runs (target: p99 within 0.1 s).
 
 Writes ``benchmarks/results/mqtt.md``. Needs Debian's mosquitto.
 
@@ -234,6 +238,8 @@ async def run(args: argparse.Namespace) -> str:
             row("on, a subscriber process on the same 2 cores", watched, "{:,} spikes received"),
         ])  # fmt: skip
         print(cuba, flush=True)
+        latency = latency_section(broker.url, args.latency_runs)
+        print(latency, flush=True)
 
     return f"""# MQTT streaming benchmark
 
@@ -267,7 +273,86 @@ competes with the simulation for the two cores). Medians of {args.repeats} inter
 {cuba}
 
 Target: at most 10% slowdown.
+
+## Phase events while the main job learns
+
+The main job (`examples/continual_digits.toml`, without its control run; seeds 0 to
+{args.latency_runs - 1}) publishing live to the local mosquitto, a subscriber process noting
+when each `PhaseEvent` arrives. Delay: from the phase change (the event's `wall_time`, set
+once the exit listeners are done) to its arrival, in ms. After each chunk the engine gives
+the event loop a few turns, and after each transition the phase machine lets its bus's
+subscribers take and send the event before the phase's work starts.
+
+| events | n | median (ms) | p99 (ms) | max (ms) |
+|---|---|---|---|---|
+{latency}
+
+Target: p99 within 100 ms during LEARNING.
 """
+
+
+# The phase-latency subscriber: one JSON line per phase event, with its delay.
+PHASE_SUBSCRIBER = """
+import asyncio, json, sys, time
+from neurosim.events.mqtt import subscribe
+from neurosim.events.schema import PhaseEvent, RunState, StatusEvent
+
+async def main():
+    ready = asyncio.Event()
+
+    async def consume():
+        async for event in subscribe(sys.argv[1], sys.argv[2], ready=ready):
+            if isinstance(event, PhaseEvent):
+                print(json.dumps({"phase": event.phase.value, "delay": time.time() - event.wall_time}), flush=True)
+            if isinstance(event, StatusEvent) and event.state is RunState.OFFLINE:
+                return
+
+    task = asyncio.create_task(consume())
+    await ready.wait()
+    print("ready", flush=True)
+    await task
+
+asyncio.run(main())
+"""
+
+
+def phase_delays(url: str, run: int) -> list[tuple[str, float]]:
+    """Run the main job once with live publishing; every phase event's (phase, delay)."""
+    import tempfile
+
+    from neurosim.config import ContinualConfig, load_any_config
+    from neurosim.events.mqtt import parse_broker_url
+    from neurosim.phases.schedule import run_experiment
+
+    cfg = load_any_config(Path(__file__).resolve().parents[1] / "examples" / "continual_digits.toml")
+    assert isinstance(cfg, ContinualConfig)
+    run_id = f"latency-{run}"
+    proc = subprocess.Popen([sys.executable, "-c", PHASE_SUBSCRIBER, url, run_id], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "ready":
+        raise RuntimeError("phase subscriber did not start")
+    with tempfile.TemporaryDirectory() as tmp:
+        run_experiment(cfg.model_copy(update={"control": False, "seed": run}), Path(tmp), progress=False,
+                       run_id=run_id, mqtt=parse_broker_url(url))  # fmt: skip
+    out, _ = proc.communicate(timeout=60)
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return [(r["phase"], float(r["delay"])) for r in rows]
+
+
+def latency_section(url: str, runs: int) -> str:
+    delays = [d for run in range(runs) for d in phase_delays(url, run)]
+    by_phase: dict[str, list[float]] = {}
+    for phase, delay in delays:
+        by_phase.setdefault(phase, []).append(delay)
+
+    def row(label: str, values: list[float]) -> str:
+        ms = np.asarray(values) * 1e3
+        return (f"| {label} | {ms.size} | {np.median(ms):.1f} | {np.percentile(ms, 99):.1f} | "
+                f"{ms.max():.1f} |")  # fmt: skip
+
+    rows = [row("every transition", [d for _, d in delays])]
+    rows += [row(f"into {phase.upper()}", values) for phase, values in sorted(by_phase.items())]
+    return "\n".join(rows)
 
 
 def mosquitto_version() -> str:
@@ -282,6 +367,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10_000, 100_000])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=RESULTS / "mqtt.md")
+    parser.add_argument("--latency-runs", type=int, default=5, help="main-job runs for the phase-latency table")
     args = parser.parse_args()
     torch.set_num_threads(1)
     text = asyncio.run(run(args))

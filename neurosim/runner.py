@@ -148,7 +148,8 @@ def _run_neurosim(cfg: SimulationConfig, progress: bool, record_out: list[RunRec
     wall0 = time.perf_counter()
 
     async def publishing(mqtt: BrokerSettings) -> None:
-        async with MQTTPublisher(mqtt, live.run_id, bus, metrics=live.metrics):
+        async with MQTTPublisher(mqtt, live.run_id, bus, metrics=live.metrics) as publisher:
+            await publisher.ready()
             await sim.run_async(cfg.run.duration, progress=progress)
 
     try:

@@ -9,6 +9,7 @@ reader.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Generic, TypeVar
 
@@ -90,3 +91,21 @@ class EventBus(Generic[T]):
     @property
     def subscribers(self) -> int:
         return len(self._subscribers)
+
+    @property
+    def pending(self) -> int:
+        """Events waiting in subscribers' queues."""
+        return sum(sub._queue.qsize() for sub in self._subscribers)
+
+    async def give_way(self, *, turns: int = 8, limit: float = 0.05) -> None:
+        """Let the event loop turn until every subscriber has taken what is queued, then
+        ``turns`` more (a publisher needs a few to send a message), for at most ``limit``
+        seconds; nothing when nobody is subscribed. Called after an event that should leave
+        at once (a phase change) and before work that holds the loop."""
+        if not self._subscribers:
+            return
+        deadline = time.monotonic() + limit
+        while self.pending and time.monotonic() < deadline:
+            await asyncio.sleep(0)
+        for _ in range(turns):
+            await asyncio.sleep(0)

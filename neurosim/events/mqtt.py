@@ -386,6 +386,16 @@ class MQTTPublisher:
         """Wait until the publisher is connected and has announced ``online``."""
         await within(self._connected.wait(), timeout, f"connecting to {self.settings}")
 
+    async def ready(self, timeout: float = 2.0) -> bool:
+        """Give the connection up to ``timeout`` s before a run starts, so that its first
+        events are not held up by the connection itself; False if it is not up by then
+        (an outage: the run goes on, and the publisher keeps trying)."""
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
     async def close(self) -> None:
         if self._task is None or self._sub is None:
             return

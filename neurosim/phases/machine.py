@@ -112,6 +112,7 @@ class PhaseMachine:
                 raise RuntimeError("PhaseMachine.start() was already called")
             event = self._event(self._phase, None, self._task, reason)
             self._record(event)
+            await self.bus.give_way()
             await self._run(self._on_enter[self._phase], event, "enter")
             return event
 
@@ -125,10 +126,13 @@ class PhaseMachine:
                 raise ValueError("a LEARNING phase needs the task it learns (task=...)")
             event = self._event(target, current, task if target is Phase.LEARNING else self._task, reason)
             await self._run(self._on_exit[current], event, "exit")
+            # the phase changes now, once the exit listeners are done: that is the event's time
+            event = event.model_copy(update={"wall_time": time.time()})
             self._phase = target
             if target is Phase.LEARNING:
                 self._task = task
             self._record(event)
+            await self.bus.give_way()
             await self._run(self._on_enter[target], event, "enter")
             return event
 
@@ -141,3 +145,4 @@ class PhaseMachine:
                 name = getattr(listener, "__qualname__", repr(listener))
                 side = event.previous.value if when == "exit" and event.previous else event.phase.value
                 raise ListenerError(f"{when} listener {name} of {side} failed: {err}") from err
+

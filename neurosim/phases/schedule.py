@@ -613,7 +613,8 @@ def run_experiment(
     async def main() -> dict[str, Any]:
         if mqtt is None:
             return await experiment.run()
-        async with MQTTPublisher(mqtt, run_id, experiment.bus):
+        async with MQTTPublisher(mqtt, run_id, experiment.bus) as publisher:
+            await publisher.ready()
             return await experiment.run()
 
     control: dict[str, Any] | None = None
