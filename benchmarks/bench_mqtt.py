@@ -238,7 +238,7 @@ async def run(args: argparse.Namespace) -> str:
             row("on, a subscriber process on the same 2 cores", watched, "{:,} spikes received"),
         ])  # fmt: skip
         print(cuba, flush=True)
-        latency = latency_section(broker.url, args.latency_runs)
+        latency = await asyncio.to_thread(latency_section, broker.url, args.latency_runs)  # runs its own loops
         print(latency, flush=True)
 
     return f"""# MQTT streaming benchmark
