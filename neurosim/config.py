@@ -659,6 +659,12 @@ class ContinualConfig(_Strict):
             )
         if self.dt > self.data.present:
             problems.append(f"dt ({self.dt:g} s) is longer than an image's presentation (data.present)")
+        available = _physical_memory_bytes()
+        if available is not None and self.estimated_memory_bytes() > available:
+            problems.append(
+                f"network.n_hidden = {self.network.n_hidden}: the layer needs about "
+                f"{self.estimated_memory_bytes() / 2**30:.1f} GiB, more than this machine's {available / 2**30:.1f} GiB"
+            )
         current = Phase.WAKE
         for i, block in enumerate(self.resolved_schedule()):
             target = Phase(block.phase)
@@ -674,6 +680,14 @@ class ContinualConfig(_Strict):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def estimated_memory_bytes(self) -> int:
+        """A rough lower bound: the plastic input weights with their traces, eligibility,
+        Fisher EMA and one Fisher snapshot and EWC anchor per task, and the dense lateral
+        inhibition (float32)."""
+        n_in = 64 if self.data.dataset == "digits" else 784
+        n = self.network.n_hidden
+        return 4 * (n_in * n * (8 + 2 * self.data.n_tasks) + 2 * n * n)
 
     def resolved_schedule(self) -> list[ScheduleBlock]:
         if self.schedule != "auto":

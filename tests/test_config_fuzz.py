@@ -121,7 +121,8 @@ def test_the_reported_bad_configs_are_refused_by_validate(tmp_path: Path) -> Non
             assert result.exit_code == 1 and "Traceback" not in result.output, (bad, result.output)
     continual = (EXAMPLES / "continual_digits.toml").read_text()
     for original, bad in [("n_tasks = 5", "n_tasks = 6"), ("present = 0.06", "present = inf"),
-                          ("max_rate = 120.0", "max_rate = nan"), ('name = "split', 'nam = "split')]:  # fmt: skip
+                          ("max_rate = 120.0", "max_rate = nan"), ('name = "split', 'nam = "split'),
+                          ("n_hidden = 100", "n_hidden = 10000000")]:  # fmt: skip
         assert original in continual, original
         path = tmp_path / "bad.toml"
         path.write_text(continual.replace(original, bad, 1))

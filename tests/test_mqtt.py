@@ -403,3 +403,20 @@ async def test_refused_credentials_stop_the_command_before_it_runs_and_never_loo
     res = await asyncio.to_thread(CliRunner().invoke, main, ["run", str(EXAMPLES / "cuba.toml"), "--out", str(out),
                                   "--duration", "0.05", "--quiet", "--mqtt", "mqtt://127.0.0.1:1"])  # fmt: skip
     assert res.exit_code == 0 and "unreachable now" in res.output
+
+
+async def test_a_failing_publisher_never_fails_the_run(broker: LocalBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    import struct
+
+    async def broken_pump(self: MQTTPublisher, client: object) -> None:
+        raise struct.error("'H' format requires 0 <= number <= 65535")  # as a 70,000-byte topic once did
+
+    monkeypatch.setattr(MQTTPublisher, "_pump", broken_pump)
+    sim = build_simulation(cuba_config(duration=0.05))
+    bus: EventBus[Event] = EventBus()
+    SpikeStream(bus, ["exc"]).attach(sim)
+    async with MQTTPublisher(broker.url, "broken", bus, metrics=Metrics(CollectorRegistry())) as publisher:
+        await sim.run_async(0.05)  # the run goes on while (and after) its publisher fails
+    assert sim.t == pytest.approx(0.05)
+    assert publisher.stats.crashed
+    assert publisher.stats.last_error is not None and "65535" in publisher.stats.last_error

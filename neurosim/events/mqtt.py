@@ -286,6 +286,7 @@ class PublisherStats:
     connections: int = 0
     last_error: str | None = None
     refused: bool = False  # the broker refused the credentials: the publisher gave up
+    crashed: bool = False  # the publisher failed (an error of its own, logged): nothing more was sent
 
 
 _QOS_RETAIN: dict[Topic, tuple[int, bool]] = {
@@ -401,14 +402,13 @@ class MQTTPublisher:
             return
         self._sub.close()  # nothing new enters; what is queued is still sent
         self._stopping.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), self.drain_timeout)
-        except TimeoutError:
-            self._abandon = True  # stop draining, announce offline, disconnect
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), self.publish_timeout + 1.0)
-            except TimeoutError:
-                self._task.cancel()
+        try:  # asyncio.wait: the task's own failure is looked at below, not raised here
+            done, _ = await asyncio.wait({self._task}, timeout=self.drain_timeout)
+            if not done:
+                self._abandon = True  # stop draining, announce offline, disconnect
+                done, _ = await asyncio.wait({self._task}, timeout=self.publish_timeout + 1.0)
+                if not done:
+                    self._task.cancel()
         finally:
             if not self._task.done():
                 await asyncio.gather(self._task, return_exceptions=True)
@@ -417,8 +417,11 @@ class MQTTPublisher:
         if self._task.cancelled():
             return
         error = self._task.exception()
-        if error is not None:
-            raise error
+        if error is not None:  # a publisher's failure is reported, never the run's
+            self.stats.crashed = True
+            self.stats.last_error = f"{type(error).__name__}: {error}"
+            log.error("the MQTT publisher of run %s failed; the run itself is not affected", self.run_id,
+                      exc_info=error)  # fmt: skip
 
     # ------------------------------------------------------------------ the connection loop
     def _will(self) -> aiomqtt.Will:
@@ -494,6 +497,7 @@ class MQTTPublisher:
             while True:
                 if self._abandon:
                     return
+                _raise_if_lost(lost)  # a busy queue must not hide a lost connection
                 try:
                     event = self._sub.get_nowait()
                 except asyncio.QueueEmpty:
