@@ -27,7 +27,6 @@ and the paired difference to ``none``) and ``consolidation.png``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -157,7 +156,7 @@ def run_all(jobs: list[tuple[str, str, dict[str, Any], int]], workers: int, resu
         settings=[sweep_setting(*job) for job in by_name.values()],
         seeds=seeds,
     )
-    digest = hashlib.sha256(json.dumps(spec.to_json(), sort_keys=True).encode()).hexdigest()[:10]
+    digest = spec.digest()
     out = SWEEPS / f"sweep-{digest}"
     RUNS.parent.mkdir(parents=True, exist_ok=True)
 

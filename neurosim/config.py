@@ -652,18 +652,18 @@ class ContinualConfig(_Strict):
 
         problems = []
         classes = self.data.classes_per_task * self.data.n_tasks
-        if classes > 10:
-            problems.append(
+        if classes > 10:  # refused before the schedule of n_tasks blocks is built
+            raise ValueError(
                 f"data: {self.data.n_tasks} tasks x {self.data.classes_per_task} classes = {classes}, but "
                 f"{self.data.dataset} has 10 classes"
             )
         if self.dt > self.data.present:
             problems.append(f"dt ({self.dt:g} s) is longer than an image's presentation (data.present)")
-        available = _physical_memory_bytes()
-        if available is not None and self.estimated_memory_bytes() > available:
+        available, estimate = _physical_memory_bytes(), self.estimated_memory_bytes()
+        if available is not None and estimate > available:
             problems.append(
-                f"network.n_hidden = {self.network.n_hidden}: the layer needs about "
-                f"{self.estimated_memory_bytes() / 2**30:.1f} GiB, more than this machine's {available / 2**30:.1f} GiB"
+                f"network.n_hidden = {self.network.n_hidden}: the layer needs about {estimate / 2**30:.1f} GiB, "
+                f"more than this machine's {available / 2**30:.1f} GiB"
             )
         current = Phase.WAKE
         for i, block in enumerate(self.resolved_schedule()):

@@ -27,7 +27,9 @@ swept parameter. ``docs/sweeps.md`` is the user's guide.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
+import hashlib
 import itertools
 import json
 import math
@@ -327,6 +329,10 @@ class SweepSpec:
                 points.append(RunPoint(setting.name, seed, dict(setting.overrides), _dump(cfg)))
         return points
 
+    def digest(self) -> str:
+        """A short fingerprint of the sweep (config, settings, seeds): a directory name for it."""
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:10]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
@@ -374,19 +380,18 @@ def make_spec(
         except ConfigError as err:
             raise SweepError(f"invalid config {config}:\n{err}") from None
     kind: ConfigKind = "experiment" if isinstance(config, ContinualConfig) else "simulation"
-    if settings is not None and axes:
-        raise SweepError("give a grid or explicit settings, not both")
-    chosen = list(settings) if settings is not None else grid_settings(axes)
-    if not chosen:
-        raise SweepError("the sweep has no settings")
-    _check_names(chosen)
+    chosen = _chosen_settings(axes, settings)
     spec = SweepSpec(kind, _dump(config), tuple(chosen), tuple(parse_seeds(seeds)), source)
     spec.points()  # validate every run before anything starts
     return spec
 
 
-def _check_names(settings: Sequence[Setting]) -> None:
-    names = [s.name for s in settings]
+def _chosen_settings(axes: Sequence[Axis], settings: Sequence[Setting] | None) -> list[Setting]:
+    """The grid of ``axes``, or the explicit ``settings``; their names checked."""
+    if settings is not None and axes:
+        raise SweepError("give a grid or explicit settings, not both")
+    chosen = list(settings) if settings is not None else grid_settings(axes)
+    names = [s.name for s in chosen]
     if not names:
         raise SweepError("the sweep has no settings")
     for name in names:
@@ -394,6 +399,7 @@ def _check_names(settings: Sequence[Setting]) -> None:
             raise SweepError(f"setting name {name!r}: use letters, digits and . _ = , - only")
     if len(set(names)) != len(names):
         raise SweepError(f"setting names repeat: {names}")
+    return chosen
 
 
 def make_function_spec(
@@ -410,14 +416,10 @@ def make_function_spec(
     named ``"package.module:name"`` so that workers can import it (and a sweep directory can
     be resumed); overrides must name keys that ``params`` has."""
     _import_function(function)
-    chosen = list(settings) if settings is not None else grid_settings(axes)
-    if settings is not None and axes:
-        raise SweepError("give a grid or explicit settings, not both")
+    chosen = _chosen_settings(axes, settings)
     for setting in chosen:
         apply_overrides(params, setting.overrides)  # every path exists
-    spec = SweepSpec("function", json.loads(json.dumps(params)), tuple(chosen), tuple(parse_seeds(seeds)), function)
-    _check_names(spec.settings)
-    return spec
+    return SweepSpec("function", json.loads(json.dumps(params)), tuple(chosen), tuple(parse_seeds(seeds)), function)
 
 
 def _import_function(name: str) -> Callable[..., Mapping[str, Any]]:
@@ -584,7 +586,7 @@ def run_point(point: RunPoint, kind: ConfigKind, root: str, *, mqtt: BrokerSetti
     final = Path(root) / point.setting / str(point.seed)
     previous = read_run(final)
     if previous is not None and previous.status == "completed":
-        return RunOutcome.from_json(previous.to_json({}), reused=True)
+        return dataclasses.replace(previous, reused=True)
     _pin_threads(threads)
     partial = final.parent / f".{point.seed}.partial-{uuid.uuid4().hex[:8]}"
     partial.mkdir(parents=True)
@@ -615,7 +617,7 @@ def run_point(point: RunPoint, kind: ConfigKind, root: str, *, mqtt: BrokerSetti
         done = read_run(final)
         if done is not None and done.status == "completed":  # finished meanwhile by a twin attempt
             shutil.rmtree(partial, ignore_errors=True)
-            return RunOutcome.from_json(done.to_json({}), reused=True)
+            return dataclasses.replace(done, reused=True)
         shutil.rmtree(final, ignore_errors=True)
     try:
         partial.rename(final)
@@ -624,7 +626,7 @@ def run_point(point: RunPoint, kind: ConfigKind, root: str, *, mqtt: BrokerSetti
         done = read_run(final)
         if done is None:
             raise
-        return RunOutcome.from_json(done.to_json({}), reused=True)
+        return dataclasses.replace(done, reused=True)
     return outcome
 
 

@@ -146,3 +146,24 @@ async def test_subscription_iterates_asynchronously() -> None:
         await asyncio.sleep(0)
     await asyncio.wait_for(task, 1.0)
     assert received == ["a", "b", "c"]
+
+
+async def test_a_subscriber_has_taken_the_phase_event_before_the_transition_returns() -> None:
+    """The phase's work may hold the event loop right after a transition (a compiled chunk):
+    the machine lets the bus's subscribers take the event first."""
+    bus: EventBus[PhaseEvent] = EventBus()
+    machine = PhaseMachine(run_id="r", bus=bus)
+    seen: list[Phase] = []
+
+    async def publisher() -> None:
+        async for event in bus.subscribe():
+            await asyncio.sleep(0)  # a publisher needs a few turns per message
+            seen.append(event.phase)
+
+    task = asyncio.create_task(publisher())
+    await asyncio.sleep(0)
+    await machine.start()
+    await machine.transition(Phase.LEARNING, task="t")
+    assert seen == [Phase.WAKE, Phase.LEARNING]  # no await between the transition and this check
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

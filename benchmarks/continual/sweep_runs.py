@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -87,7 +86,7 @@ def test_runner(proto: Protocol, dataset: DatasetName, client: Client | int, out
         params = _params(proto, dataset, base, curves_every)
         spec = make_function_spec(FUNCTION, params, settings=[Setting(base.method.value, {})],
                                   seeds=[c.seed for c in cfgs])  # fmt: skip
-        digest = hashlib.sha256(json.dumps(spec.to_json(), sort_keys=True).encode()).hexdigest()[:10]
+        digest = spec.digest()
         where = out / "sweeps" / f"{proto.name.value}-{base.method.value}-{digest}"
 
         def counted(outcome: RunOutcome) -> None:

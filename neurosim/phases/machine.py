@@ -145,4 +145,3 @@ class PhaseMachine:
                 name = getattr(listener, "__qualname__", repr(listener))
                 side = event.previous.value if when == "exit" and event.previous else event.phase.value
                 raise ListenerError(f"{when} listener {name} of {side} failed: {err}") from err
-
