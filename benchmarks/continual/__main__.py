@@ -28,11 +28,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 from benchmarks.continual.protocol import (
     MLP_METHODS,
     MNIST_MISSING_HINT,
+    PROTOCOL_METHODS,
     PUBLISHED,
     REGULARISED,
     DatasetName,
@@ -81,16 +80,24 @@ GRIDS: dict[ProtocolName, dict[Method, list[float]]] = {
         Method.ONLINE_FISHER_EWC: [1.0, 10.0, 1e2, 1e3, 1e4, 1e5],
         Method.SI: [0.1, 1.0, 10.0, 100.0, 1e3, 1e4],
     },
+    # declared before any test run (commit "consolidation layer"): 5 values each, 3 search runs
+    # per value on validation; replay itself has no strength (buffer 2 % of the training data)
+    ProtocolName.SPLIT_CLASS_IL: {
+        Method.EWC: [1e2, 1e4, 1e6, 1e8, 1e10],
+        Method.SI: [0.1, 1.0, 10.0, 100.0, 1e3],
+        Method.REPLAY_ONLINE_FISHER_EWC: [1e2, 1e4, 1e6, 1e8, 1e10],
+    },
 }
 
 
 # Online-Fisher EWC's EMA rate, checked on validation (3 search runs per strength): on split
 # alpha 0.1 (about the last 10 steps) reached 0.996 at lambda 1e10, against 0.989 for 0.01 and
 # 0.989 for 0.001 at their best; permuted keeps 0.01 (about the last 100 steps).
-FISHER_ALPHA = {ProtocolName.SPLIT_TASK_IL: 0.1, ProtocolName.PERMUTED_DOMAIN_IL: 0.01}
+FISHER_ALPHA = {ProtocolName.SPLIT_TASK_IL: 0.1, ProtocolName.PERMUTED_DOMAIN_IL: 0.01,
+                ProtocolName.SPLIT_CLASS_IL: 0.1}  # fmt: skip
 # Validation runs per strength: split's validation sets are small (about 70 images per
 # context), so one run's score is mostly noise there; permuted's are 400 per context.
-SEARCH_SEEDS = {ProtocolName.SPLIT_TASK_IL: 3, ProtocolName.PERMUTED_DOMAIN_IL: 1}
+SEARCH_SEEDS = {ProtocolName.SPLIT_TASK_IL: 3, ProtocolName.PERMUTED_DOMAIN_IL: 1, ProtocolName.SPLIT_CLASS_IL: 3}
 
 
 def parse_grid(text: str) -> tuple[Method, list[float]]:
@@ -165,7 +172,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     dataset = DatasetName.DIGITS if args.quick else args.dataset
     seeds = min(args.seeds, 2) if args.quick else args.seeds
-    methods = tuple(m for m in MLP_METHODS if m in args.methods)
+    methods = {n: tuple(m for m in PROTOCOL_METHODS[n] if m in args.methods) for n in args.protocols}
     protos: dict[ProtocolName, Protocol] = {}
     grids: dict[ProtocolName, dict[Method, list[float]]] = {}
     for name in args.protocols:
@@ -188,7 +195,7 @@ def main() -> None:
         records = {n: ProtocolRecord.open(args.out, "continual", n, dataset, Settings.of(p)) for n, p in protos.items()}
     except IncompatibleRecord as error:
         parser.error(str(error))
-    total = sum(planned_iterations(p, seeds, grids[n], methods, search_seeds[n]) for n, p in protos.items())
+    total = sum(planned_iterations(p, seeds, grids[n], methods[n], search_seeds[n]) for n, p in protos.items())
     command = "python -m benchmarks.continual " + " ".join(sys.argv[1:])
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(tqdm(total=total, unit="it", desc="continual benchmark"))
@@ -202,11 +209,11 @@ def main() -> None:
             previous = records[name].previous() if args.extend else {}
             online_fisher = OnlineFisher(FISHER_ALPHA[name], args.fisher_every, args.fisher_labels,
                                          args.fisher_per_sample)  # fmt: skip
-            summaries = evaluate_protocol(proto, dataset, seeds, grids[name], bar, methods=methods,
+            summaries = evaluate_protocol(proto, dataset, seeds, grids[name], bar, methods=methods[name],
                                           search_seeds=search_seeds[name], previous=previous,
                                           online_fisher=online_fisher, test_runner=runner)  # fmt: skip
             records[name].save(name, dataset, Settings.of(proto), command, time.perf_counter() - t0, summaries,
-                               MLP_METHODS, extended=args.extend)  # fmt: skip
+                               PROTOCOL_METHODS[name], extended=args.extend)  # fmt: skip
     write_report(args.out)
 
 

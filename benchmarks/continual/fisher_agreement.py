@@ -26,9 +26,7 @@ writes the table (and a scatter plot beside it, ``.png``).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,31 +38,27 @@ from prometheus_client import CollectorRegistry
 from torch import nn
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 from benchmarks.common import machine_description
 from benchmarks.continual.protocol import (
     MNIST_MISSING_HINT,
     Context,
     DatasetName,
-    LinearTaps,
     OnlineFisher,
     Protocol,
     ProtocolName,
     build_contexts,
     default_iterations,
-    feed_online_fisher,
     load_dataset,
     masked_logits,
     minibatches,
     mlp,
-    online_fisher_input,
     protocol,
     task_logits,
 )
 from neurosim.datasets.mnist import MNISTUnavailable
-from neurosim.learning.fisher import FisherKind, InMemoryFisherStore, estimate_fisher
-from neurosim.learning.fisher_online import FisherAccumulator, FisherAccumulatorConfig
+from neurosim.learning.consolidation import LearningStep
+from neurosim.learning.ewc import EWCConfig, OnlineFisherEWC
+from neurosim.learning.fisher import FisherKind, estimate_fisher
 from neurosim.metrics import Metrics
 
 Tensor = torch.Tensor
@@ -129,36 +123,31 @@ def measure(proto: Protocol, context: Context, online: tuple[OnlineFisher, ...],
     model = mlp(context.train_x.shape[1], proto.hidden, 10)
     params = dict(model.named_parameters())
     optimiser = torch.optim.Adam(model.parameters(), lr=proto.lr, betas=(0.9, 0.999))
-    loop = asyncio.Runner()
     metrics = Metrics(CollectorRegistry())
-    accumulators = [FisherAccumulator(FisherAccumulatorConfig(alpha=o.alpha, min_samples=1, snapshot_every=10**9,
-                                                              max_staleness_steps=10**9),
-                                      InMemoryFisherStore(keep_last=1), context.name, metrics=metrics)
-                    for o in online]  # fmt: skip
+    # lambda 0: the consolidators only accumulate; each draws its own label stream (seeded as a run
+    # of its own), so its draws do not depend on the other settings measured beside it
+    fishers = [OnlineFisherEWC(EWCConfig(lambda_=0.0), o, model=model, seed=seed, metrics=metrics) for o in online]
+    for f in fishers:
+        f.begin_task(context.name, params)
     online_s = [0.0] * len(online)
     rng = np.random.default_rng(seed)
-    # one label stream per setting, as in a run of its own: its draws do not depend on the others measured
-    label_generators = [torch.Generator().manual_seed(seed) for _ in online]
-    taps = LinearTaps(model) if any(o.per_sample for o in online) else None
     heads = [context.classes]
     owner = torch.zeros(len(context.train_y), dtype=torch.long)
     batches = minibatches(len(context.train_y), proto.batch_size, proto.iterations, rng)
-    for step, idx in enumerate(tqdm(batches, unit="it", desc=f"training {context.name}")):
+    for idx in tqdm(batches, unit="it", desc=f"training {context.name}"):
         index = torch.from_numpy(idx)
         logits, labels = task_logits(model, context.train_x[index], context.train_y[index], owner[index], heads,
                                       proto.task_incremental)  # fmt: skip
-        fed: list[tuple[int, dict[str, Tensor] | None]] = []  # (accumulator, what the graph gave it)
-        for k, setting in enumerate(online):
-            if setting.feeds_on(step):  # as online-Fisher EWC feeds it
-                t0 = time.perf_counter()
-                fed.append((k, online_fisher_input(setting, logits, labels, params, taps, label_generators[k])))
-                online_s[k] += time.perf_counter() - t0
+        for k, f in enumerate(fishers):
+            t0 = time.perf_counter()
+            f.prepare(logits, labels, params)  # as online-Fisher EWC feeds it
+            online_s[k] += time.perf_counter() - t0
         optimiser.zero_grad(set_to_none=True)
         nn.functional.cross_entropy(logits, labels).backward()  # type: ignore[no-untyped-call]
         task = {name: p.grad.detach() for name, p in params.items() if p.grad is not None}
-        for k, fisher_input in fed:
+        for k, f in enumerate(fishers):
             t0 = time.perf_counter()
-            loop.run(feed_online_fisher(accumulators[k], online[k], fisher_input, task, len(idx)))
+            f.observe(LearningStep(task, batch_size=len(idx)))
             online_s[k] += time.perf_counter() - t0
         optimiser.step()
 
@@ -182,13 +171,13 @@ def measure(proto: Protocol, context: Context, online: tuple[OnlineFisher, ...],
         f"true Fisher, {n_ewc} samples (EWC)": full_batch(FisherKind.TRUE, order[:n_ewc]),
         f"empirical Fisher, {n_ewc} samples": full_batch(FisherKind.EMPIRICAL, order[:n_ewc]),
     }
-    for setting, accumulator, seconds in zip(online, accumulators, online_s, strict=True):
+    for setting, fisher, seconds in zip(online, fishers, online_s, strict=True):
         label = (f"online EMA, rate {setting.alpha:g}, every {setting.every} steps"
                  + (", sampled labels" if setting.labels is FisherKind.TRUE else "")
                  + (", per-sample squares" if setting.per_sample else ""))  # fmt: skip
-        estimates[label] = (flatten({k: v.cpu() for k, v in accumulator.fisher.items()}), seconds)
-        accumulator.close()
-    loop.close()
+        assert fisher.accumulator is not None
+        estimates[label] = (flatten({k: v.cpu() for k, v in fisher.accumulator.fisher.items()}), seconds)
+        fisher.close()
     rows = [agreement(name, values, reference, seconds) for name, (values, seconds) in estimates.items()]
     return rows, {"reference": reference, **{name: values for name, (values, _) in estimates.items()}}
 

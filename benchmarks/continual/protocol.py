@@ -31,14 +31,12 @@ Methods (``Method``), all from ``neurosim.learning``:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import enum
-import functools
 import math
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -48,16 +46,11 @@ from torch import nn
 
 from neurosim.datasets import ImageDataset, load_digits, load_mnist_subset
 from neurosim.datasets.tasks import Task, permuted_tasks, split_tasks
-from neurosim.learning.ewc import EWCConfig, EWCMode, EWCRegulariser
-from neurosim.learning.fisher import (
-    FisherKind,
-    InMemoryFisherStore,
-    SnapshotReason,
-    estimate_fisher,
-    per_sample_linear_fisher,
-)
-from neurosim.learning.fisher_online import FisherAccumulator, FisherAccumulatorConfig
-from neurosim.learning.si import SIConfig, SynapticIntelligence
+from neurosim.learning.consolidation import Consolidation, Consolidator, LearningStep, TaskData, TrainingSignals
+from neurosim.learning.ewc import EWC, EWCConfig, EWCMode, OnlineFisherEWC, OnlineFisherFeed
+from neurosim.learning.fisher import FisherKind
+from neurosim.learning.replay import ExperienceReplay, ReservoirBuffer
+from neurosim.learning.si import SI, SIConfig
 from neurosim.metrics import Metrics
 
 Tensor = torch.Tensor
@@ -66,6 +59,7 @@ Tensor = torch.Tensor
 class ProtocolName(enum.StrEnum):
     SPLIT_TASK_IL = "split_task_il"
     PERMUTED_DOMAIN_IL = "permuted_domain_il"
+    SPLIT_CLASS_IL = "split_class_il"
 
 
 class Method(enum.StrEnum):
@@ -76,10 +70,22 @@ class Method(enum.StrEnum):
     SI = "si"
     ONLINE_FISHER_EWC = "online_fisher_ewc"
     SLEEP = "sleep"  # spiking network only: sleep replay consolidation after each context
+    REPLAY = "replay"  # experience replay from a reservoir buffer
+    REPLAY_ONLINE_FISHER_EWC = "replay_online_fisher_ewc"  # both at once
 
 
-MLP_METHODS = (Method.NONE, Method.JOINT, Method.EWC, Method.ONLINE_EWC, Method.SI, Method.ONLINE_FISHER_EWC)
-REGULARISED = (Method.EWC, Method.ONLINE_EWC, Method.SI, Method.ONLINE_FISHER_EWC)
+MLP_METHODS = (Method.NONE, Method.JOINT, Method.EWC, Method.ONLINE_EWC, Method.SI, Method.ONLINE_FISHER_EWC,
+               Method.REPLAY, Method.REPLAY_ONLINE_FISHER_EWC)  # fmt: skip
+REGULARISED = (Method.EWC, Method.ONLINE_EWC, Method.SI, Method.ONLINE_FISHER_EWC, Method.REPLAY_ONLINE_FISHER_EWC)
+ONLINE_FISHER_METHODS = (Method.ONLINE_FISHER_EWC, Method.REPLAY_ONLINE_FISHER_EWC)
+# what each protocol runs: the regularisation table as published, and the class-incremental
+# protocol with replay (where regularisation alone is known to fail)
+PROTOCOL_METHODS = {
+    ProtocolName.SPLIT_TASK_IL: MLP_METHODS[:6],
+    ProtocolName.PERMUTED_DOMAIN_IL: MLP_METHODS[:6],
+    ProtocolName.SPLIT_CLASS_IL: (Method.NONE, Method.JOINT, Method.EWC, Method.SI, Method.REPLAY,
+                                  Method.REPLAY_ONLINE_FISHER_EWC),
+}  # fmt: skip
 
 
 class DatasetName(enum.StrEnum):
@@ -120,17 +126,22 @@ class Settings:
 
 
 # van de Ven et al.: split 2000 iterations per context (lr 1e-3), permuted 5000 (lr 1e-4).
-PUBLISHED_ITERATIONS = {ProtocolName.SPLIT_TASK_IL: 2000, ProtocolName.PERMUTED_DOMAIN_IL: 5000}
-PUBLISHED = {  # average accuracy after the last context, as reported
+PUBLISHED_ITERATIONS = {ProtocolName.SPLIT_TASK_IL: 2000, ProtocolName.PERMUTED_DOMAIN_IL: 5000,
+                        ProtocolName.SPLIT_CLASS_IL: 2000}  # fmt: skip
+PUBLISHED: dict[ProtocolName, dict[Method, float]] = {  # average accuracy after the last context, as reported
     ProtocolName.SPLIT_TASK_IL: {Method.EWC: 0.958, Method.ONLINE_EWC: 0.974, Method.SI: 0.985},
     ProtocolName.PERMUTED_DOMAIN_IL: {Method.EWC: 0.838, Method.ONLINE_EWC: 0.843, Method.SI: 0.447},
+    # class-incremental: van de Ven et al. report about 0.9 for experience replay and about 0.2
+    # for EWC and SI (docs/continual.md); no cell is compared against a published number
+    ProtocolName.SPLIT_CLASS_IL: {},
 }
 
 
 # Iterations per context on the 5,000-image subset: about the published number of epochs
 # per context or more (split: 2000 x 128 / 12,000 = 21 epochs, here 300 x 128 / 705 = 54;
 # permuted: 5000 x 128 / 60,000 = 10.7, here 300 x 128 / 3,600 = 10.7).
-SUBSET_ITERATIONS = {ProtocolName.SPLIT_TASK_IL: 300, ProtocolName.PERMUTED_DOMAIN_IL: 300}
+SUBSET_ITERATIONS = {ProtocolName.SPLIT_TASK_IL: 300, ProtocolName.PERMUTED_DOMAIN_IL: 300,
+                     ProtocolName.SPLIT_CLASS_IL: 300}  # fmt: skip
 
 
 def default_iterations(name: ProtocolName, dataset: DatasetName) -> int:
@@ -139,7 +150,7 @@ def default_iterations(name: ProtocolName, dataset: DatasetName) -> int:
 
 
 def protocol(name: ProtocolName, *, iterations: int | None = None, hidden: int | None = None) -> Protocol:
-    if name is ProtocolName.SPLIT_TASK_IL:
+    if name in (ProtocolName.SPLIT_TASK_IL, ProtocolName.SPLIT_CLASS_IL):
         return Protocol(name, hidden or 400, 5, iterations or PUBLISHED_ITERATIONS[name], lr=1e-3)
     return Protocol(name, hidden or 1000, 10, iterations or PUBLISHED_ITERATIONS[name], lr=1e-4)
 
@@ -181,7 +192,7 @@ def _tensors(data: ImageDataset) -> tuple[Tensor, Tensor]:
 def build_contexts(proto: Protocol, dataset: DatasetName, *, val_fraction: float = 0.1) -> list[Context]:
     """The contexts with a validation split held out of each context's training data (fixed seed)."""
     train, test = load_dataset(dataset)
-    if proto.name is ProtocolName.SPLIT_TASK_IL:
+    if proto.name in (ProtocolName.SPLIT_TASK_IL, ProtocolName.SPLIT_CLASS_IL):
         tasks: list[Task] = split_tasks(train, test, classes_per_task=2, n_tasks=proto.n_contexts)
     else:
         tasks = permuted_tasks(train, test, n_tasks=proto.n_contexts, seed=0)
@@ -219,50 +230,7 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, classes: Tensor | None) -> 
     return float((predicted == y).float().mean())
 
 
-@dataclass(frozen=True)
-class OnlineFisher:
-    """How online-Fisher EWC feeds its ``FisherAccumulator``."""
-
-    alpha: float = 0.01  # EMA rate: about the last 1 / alpha updates count
-    every: int = 1  # one update per this many training steps (the others cost nothing)
-    # EMPIRICAL: the step's task gradient (observed labels, free); TRUE: the gradient at labels
-    # drawn from the model's own p(y|x), one extra backward pass per update
-    labels: FisherKind = FisherKind.EMPIRICAL
-    # False: one squared mean gradient per update, times the batch size; True: the mean of the
-    # batch's per-sample squared gradients (``per_sample_linear_fisher``), one extra backward
-    # pass to the layers' outputs per update; needs a model of ``nn.Linear`` layers
-    per_sample: bool = False
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.every, int) and self.every >= 1):
-            raise ValueError(f"OnlineFisher.every must be a positive integer, got {self.every!r}")
-
-    def feeds_on(self, step: int) -> bool:
-        """Whether training step ``step`` (0: a context's first) updates the accumulator."""
-        return step % self.every == 0
-
-    @property
-    def uses_task_gradient(self) -> bool:
-        """Fed the step's own task gradient (no extra backward pass)."""
-        return self.labels is FisherKind.EMPIRICAL and not self.per_sample
-
-    def as_record(self) -> dict[str, Any]:
-        """The fields a saved result keeps."""
-        return {"fisher_alpha": self.alpha, "fisher_every": self.every, "fisher_labels": self.labels.value,
-                "fisher_per_sample": self.per_sample}  # fmt: skip
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> OnlineFisher:
-        """The feeding a saved result names; a field older results lack takes its default."""
-        return cls(float(record.get("fisher_alpha", cls.alpha)), int(record.get("fisher_every", cls.every)),
-                   FisherKind(record.get("fisher_labels", cls.labels)),
-                   bool(record.get("fisher_per_sample", cls.per_sample)))  # fmt: skip
-
-    def label(self) -> str:
-        """As the tables print it after the strength."""
-        return (f"EMA rate {self.alpha:g}" + ("" if self.every == 1 else f", every {self.every} steps")
-                + (", sampled labels" if self.labels is FisherKind.TRUE else "")
-                + (", per-sample squares" if self.per_sample else ""))  # fmt: skip
+OnlineFisher = OnlineFisherFeed  # how online-Fisher EWC's accumulator is fed (the library's)
 
 
 def add_feeding_arguments(parser: argparse.ArgumentParser) -> None:
@@ -282,7 +250,8 @@ class RunConfig:
     seed: int = 0
     gamma: float = 1.0  # online EWC
     si_damping: float = 0.1  # xi, as van de Ven et al.
-    online_fisher: OnlineFisher = OnlineFisher()  # online-Fisher EWC only
+    online_fisher: OnlineFisher = field(default_factory=OnlineFisher)  # online-Fisher EWC only
+    replay_fraction: float = 0.02  # replay: the buffer's size, a fraction of all contexts' training data
     evaluate_every: int = 0  # 0: only at each context's end (curves for the plot otherwise)
     split: Literal["val", "test"] = "test"  # "val" during the strength search
 
@@ -306,100 +275,6 @@ def minibatches(n: int, batch_size: int, iterations: int, rng: np.random.Generat
     return out[:iterations]
 
 
-class Regulariser:
-    """What a method adds to training: a penalty, per-step bookkeeping, a consolidation at each context's end."""
-
-    def __init__(self, proto: Protocol, cfg: RunConfig, params: dict[str, Tensor], loop: asyncio.Runner, *,
-                 model: nn.Module | None = None) -> None:  # fmt: skip
-        self.loop = loop  # the FisherAccumulator's API is async
-        self.cfg = cfg
-        self.params = params
-        self.proto = proto
-        self.fisher_s = 0.0
-        self.store = InMemoryFisherStore(keep_last=1)
-        self.ewc: EWCRegulariser | None = None
-        self.si: SynapticIntelligence | None = None
-        self.accumulator: FisherAccumulator | None = None
-        self._steps = 0  # training steps in the current context
-        self._metrics = Metrics(CollectorRegistry())
-        self.label_generator = torch.Generator().manual_seed(cfg.seed)  # online true Fisher's sampled labels
-        self.taps: LinearTaps | None = None
-        m = cfg.method
-        if m is Method.ONLINE_FISHER_EWC and cfg.online_fisher.per_sample:
-            if model is None:
-                raise ValueError("per-sample online Fisher squares need the model (Regulariser(..., model=...))")
-            self.taps = LinearTaps(model)
-        if m in (Method.EWC, Method.ONLINE_EWC, Method.ONLINE_FISHER_EWC):
-            mode = EWCMode.ONLINE if m is Method.ONLINE_EWC else EWCMode.SEPARATE
-            online_fisher = m is Method.ONLINE_FISHER_EWC
-            self.ewc = EWCRegulariser(EWCConfig(lambda_=cfg.strength, mode=mode, gamma=cfg.gamma,
-                                                online_fisher=online_fisher), self.store)  # fmt: skip
-        elif m is Method.SI:
-            self.si = SynapticIntelligence(SIConfig(strength=cfg.strength, damping=cfg.si_damping))
-            self.si.begin_task(params)
-
-    def begin_context(self, context: Context) -> None:
-        self._steps = 0
-        if self.cfg.method is Method.ONLINE_FISHER_EWC:
-            config = FisherAccumulatorConfig(alpha=self.cfg.online_fisher.alpha, min_samples=1,
-                                             snapshot_every=10**9, max_staleness_steps=10**9)  # fmt: skip
-            self.accumulator = FisherAccumulator(config, self.store, context.name, metrics=self._metrics)
-
-    def penalty(self) -> Tensor | None:
-        if self.ewc is not None and self.ewc.anchors:
-            return self.ewc.penalty(self.params)
-        if self.si is not None and self.si.importance:
-            return self.si.penalty(self.params)
-        return None
-
-    def feeds_fisher_now(self) -> bool:
-        """Whether this training step updates the online Fisher: every N-th step from the context's first."""
-        return self.accumulator is not None and self.cfg.online_fisher.feeds_on(self._steps)
-
-    def fisher_input(self, logits: Tensor, labels: Tensor) -> dict[str, Tensor] | None:
-        """What the online Fisher needs from this step's graph before the training backward frees it
-        (``online_fisher_input``); None on the steps it is not fed."""
-        if not self.feeds_fisher_now():
-            return None
-        t0 = time.perf_counter()
-        out = online_fisher_input(self.cfg.online_fisher, logits, labels, self.params, self.taps,
-                                  self.label_generator)  # fmt: skip
-        self.fisher_s += time.perf_counter() - t0
-        return out
-
-    def after_step(self, task_gradients: dict[str, Tensor], deltas: dict[str, Tensor], batch_size: int,
-                   fisher_input: dict[str, Tensor] | None = None) -> None:  # fmt: skip
-        """Per-step bookkeeping; ``fisher_input``: what ``fisher_input()`` returned for this step."""
-        if self.si is not None:
-            t0 = time.perf_counter()
-            self.si.accumulate(task_gradients, deltas)
-            self.fisher_s += time.perf_counter() - t0
-        if self.accumulator is not None and self.cfg.online_fisher.feeds_on(self._steps):
-            t0 = time.perf_counter()
-            update = feed_online_fisher(self.accumulator, self.cfg.online_fisher, fisher_input, task_gradients,
-                                        batch_size)  # fmt: skip
-            self.loop.run(update)
-            self.fisher_s += time.perf_counter() - t0
-        self._steps += 1
-
-    def end_context(self, context: Context, log_prob: Callable[[Tensor], Tensor], seed: int) -> None:
-        t0 = time.perf_counter()
-        if self.ewc is not None and self.accumulator is not None:  # online-Fisher EWC
-            self.loop.run(self.accumulator.force_snapshot(SnapshotReason.FORCED))
-            self.accumulator.close()
-            self.ewc.consolidate(context.name, self.params)  # the Fisher is the snapshot in the store
-        elif self.ewc is not None:  # EWC, online EWC: the true Fisher, full batch
-            n = min(self.proto.fisher_samples, len(context.train_y))
-            generator = torch.Generator().manual_seed(seed)
-            pick = torch.randperm(len(context.train_y), generator=generator)[:n]
-            samples = [(context.train_x[pick], context.train_y[pick])]
-            fisher = estimate_fisher(self.params, log_prob, samples, kind=FisherKind.TRUE, generator=generator)
-            self.ewc.consolidate(context.name, self.params, fisher)
-        elif self.si is not None:
-            self.si.consolidate(self.params)
-        self.fisher_s += time.perf_counter() - t0
-
-
 def task_logits(model: nn.Module, x: Tensor, y: Tensor, owner: Tensor, heads: list[Tensor | None],
                 task_incremental: bool) -> tuple[Tensor, Tensor]:  # fmt: skip
     """A mini-batch's logits and labels; task-incremental: each sample over its own context's head."""
@@ -410,97 +285,61 @@ def task_logits(model: nn.Module, x: Tensor, y: Tensor, owner: Tensor, heads: li
     return masked, torch.cat([y[owner == k] for k in range(len(heads))])
 
 
-def sample_labels(logits: Tensor, generator: torch.Generator) -> Tensor:
-    """One label per sample, drawn from the model's own p(y|x)."""
-    with torch.no_grad():
-        return torch.multinomial(torch.softmax(logits, dim=1), 1, generator=generator).squeeze(1)
-
-
-def mean_gradients(loss: Tensor, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """The gradient of ``loss``, keeping its graph so the training step can still backpropagate."""
-    names = list(params)
-    grads = torch.autograd.grad(loss, [params[n] for n in names], retain_graph=True, allow_unused=True)
-    return {n: g for n, g in zip(names, grads, strict=True) if g is not None}
-
-
-def online_fisher_input(feed: OnlineFisher, logits: Tensor, labels: Tensor, params: Mapping[str, Tensor],
-                        taps: LinearTaps | None, generator: torch.Generator) -> dict[str, Tensor] | None:  # fmt: skip
-    """What a fed step gives the online Fisher from its graph: the mean gradient at sampled labels, or
-    per-sample squares (at sampled or observed labels); None when the task gradient serves."""
-    if feed.uses_task_gradient:
-        return None
-    targets = sample_labels(logits, generator) if feed.labels is FisherKind.TRUE else labels
-    loss = nn.functional.cross_entropy(logits, targets)
-    if not feed.per_sample:
-        return mean_gradients(loss, params)
-    if taps is None:
-        raise ValueError("per-sample online Fisher squares need the model's LinearTaps")
-    return taps.per_sample_squares(loss, len(labels))
-
-
-def feed_online_fisher(accumulator: FisherAccumulator, feed: OnlineFisher, fisher_input: dict[str, Tensor] | None,
-                       task_gradients: dict[str, Tensor], batch_size: int) -> Coroutine[Any, Any, None]:  # fmt: skip
-    """The accumulator's update for one fed step (``fisher_input``: from ``online_fisher_input``)."""
-    if fisher_input is None:
-        if not feed.uses_task_gradient:
-            raise ValueError(f"an online Fisher fed {feed.label()} needs the step's online_fisher_input")
-        fisher_input = task_gradients
-    if feed.per_sample:
-        return accumulator.update_squares(fisher_input)
-    # B * mean_b(g)^2 estimates the per-sample Fisher mean_b(g^2): without bias at sampled labels
-    # (each g has zero mean given x, so the cross terms vanish), only roughly at the observed
-    # ones, whose mean gradient is not zero
-    scale = math.sqrt(batch_size)
-    return accumulator.update({k: g * scale for k, g in fisher_input.items()})
-
-
-class LinearTaps:
-    """The input and output of every ``nn.Linear`` of a model in its latest forward pass."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.layers = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
-        covered = {f"{name}.{p}" for name, m in self.layers.items() for p, _ in m.named_parameters(recurse=False)}
-        outside = [name for name, _ in model.named_parameters() if name not in covered]
-        if outside:
-            raise ValueError(f"per-sample Fisher squares need every parameter in an nn.Linear; not: {outside}")
-        self.seen: dict[str, tuple[Tensor, Tensor]] = {}
-        for name, layer in self.layers.items():
-            layer.register_forward_hook(functools.partial(self._keep, name))
-
-    def _keep(self, name: str, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        self.seen[name] = (inputs[0], output)
-
-    def per_sample_squares(self, mean_loss: Tensor, batch_size: int) -> dict[str, Tensor]:
-        """The mean per-sample squared gradient of every parameter, for a loss that is a mean over the batch."""
-        names = [n for n in self.layers if n in self.seen]
-        grads = torch.autograd.grad(mean_loss, [self.seen[n][1] for n in names], retain_graph=True)
-        out: dict[str, Tensor] = {}
-        for name, grad in zip(names, grads, strict=True):
-            weight, bias = per_sample_linear_fisher(self.seen[name][0].detach(), grad * batch_size)
-            out[f"{name}.weight"] = weight
-            if self.layers[name].bias is not None:
-                out[f"{name}.bias"] = bias
-        return out
-
-
 def _train_step(logits: Tensor, labels: Tensor, params: dict[str, Tensor], optimiser: torch.optim.Optimizer,
-                reg: Regulariser) -> None:  # fmt: skip
-    """One optimiser step on the task loss plus the method's penalty; the method sees the task gradients."""
-    fisher_input = reg.fisher_input(logits, labels)
+                method: Consolidation, inputs: Tensor, clock: list[float]) -> None:  # fmt: skip
+    """One optimiser step on the task loss plus the method's penalty; the method observes the task
+    gradients (``clock[0]`` gathers the time the method spends observing)."""
+    t0 = time.perf_counter()
+    method.prepare(logits, labels, params)
+    clock[0] += time.perf_counter() - t0
     optimiser.zero_grad(set_to_none=True)
-    nn.functional.cross_entropy(logits, labels).backward()  # type: ignore[no-untyped-call]
+    loss = nn.functional.cross_entropy(logits, labels)
+    loss.backward()  # type: ignore[no-untyped-call]
     task_gradients = {k: p.grad.detach().clone() for k, p in params.items() if p.grad is not None}
-    penalty = reg.penalty()
+    penalty = method.penalty(params)
     if penalty is not None:
         penalty.backward()  # type: ignore[no-untyped-call]
-    before = {k: p.detach().clone() for k, p in params.items()} if reg.si is not None else {}
+    before = {k: p.detach().clone() for k, p in params.items()} if method.wants_deltas else {}
     optimiser.step()
+    t0 = time.perf_counter()
     deltas = {k: params[k].detach() - before[k] for k in before}
-    reg.after_step(task_gradients, deltas, len(labels), fisher_input)
+    method.observe(LearningStep(task_gradients, deltas, len(labels), inputs=inputs, labels=labels,
+                                signals=TrainingSignals(loss=float(loss.detach()))))  # fmt: skip
+    clock[0] += time.perf_counter() - t0
+
+
+def replay_fraction_capacity(fraction: float, contexts: list[Context]) -> int:
+    """A buffer holding ``fraction`` of all contexts' training data (at least one sample)."""
+    return max(1, round(fraction * sum(len(c.train_y) for c in contexts)))
+
+
+def consolidation_for(proto: Protocol, cfg: RunConfig, model: nn.Module, contexts: list[Context]) -> Consolidation:
+    """The library consolidators a method is made of."""
+    m = cfg.method
+    members: list[Consolidator] = []
+    if m in (Method.EWC, Method.ONLINE_EWC):
+        mode = EWCMode.ONLINE if m is Method.ONLINE_EWC else EWCMode.SEPARATE
+        members.append(EWC(EWCConfig(lambda_=cfg.strength, mode=mode, gamma=cfg.gamma),
+                           fisher_samples=proto.fisher_samples, seed=cfg.seed))  # fmt: skip
+    elif m in (Method.ONLINE_FISHER_EWC, Method.REPLAY_ONLINE_FISHER_EWC):
+        members.append(OnlineFisherEWC(EWCConfig(lambda_=cfg.strength, gamma=cfg.gamma), cfg.online_fisher,
+                                       model=model, seed=cfg.seed, metrics=Metrics(CollectorRegistry())))  # fmt: skip
+    elif m is Method.SI:
+        members.append(SI(SIConfig(strength=cfg.strength, damping=cfg.si_damping)))
+    if m in (Method.REPLAY, Method.REPLAY_ONLINE_FISHER_EWC):
+        heads = [c.classes for c in contexts]
+
+        def replay_loss(x: Tensor, y: Tensor, tasks: Tensor) -> Tensor:
+            logits, labels = task_logits(model, x, y, tasks, heads, proto.task_incremental)
+            return nn.functional.cross_entropy(logits, labels)
+
+        buffer = ReservoirBuffer(replay_fraction_capacity(cfg.replay_fraction, contexts), seed=cfg.seed)
+        members.append(ExperienceReplay(buffer, replay_loss, batch_size=proto.batch_size, seed=cfg.seed))
+    return Consolidation(members)
 
 
 ModelFactory = Callable[[int, int, int], nn.Module]  # (inputs, hidden, outputs) -> model
-AfterContext = Callable[[nn.Module, list[Context], Regulariser], None]
+AfterContext = Callable[[nn.Module, list[Context]], None]
 
 
 def run(
@@ -515,16 +354,16 @@ def run(
     """Train through every context in order; return the accuracy per context after the last one.
 
     ``model_factory`` builds the network (the MLP, or the spiking network of ``spiking.py``);
-    ``after_context(model, contexts_seen, regulariser)`` runs after each context's
-    consolidation (sleep replay, for one)."""
+    ``after_context(model, contexts_seen)`` runs after each context's consolidation (sleep
+    replay, for one)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     n_in = contexts[0].train_x.shape[1]
     model = model_factory(n_in, proto.hidden, 10)
     params: dict[str, Tensor] = dict(model.named_parameters())
     optimiser = torch.optim.Adam(model.parameters(), lr=proto.lr, betas=(0.9, 0.999))
-    loop = asyncio.Runner()
-    reg = Regulariser(proto, cfg, params, loop, model=model)
+    method = consolidation_for(proto, cfg, model, contexts)
+    clock = [0.0]  # seconds the method spends observing and consolidating (Fisher, importance)
     wall0 = time.perf_counter()
     curve: list[tuple[int, list[float | None]]] = []
 
@@ -549,12 +388,12 @@ def run(
         y_all = torch.cat([c.train_y for c in group])
         owner = torch.cat([torch.full((len(c.train_y),), k) for k, c in enumerate(group)])
         heads = [c.classes for c in group]
-        reg.begin_context(context)
+        method.begin_task(context.name, params)
         for idx in minibatches(len(y_all), proto.batch_size, iterations, rng):
             index = torch.from_numpy(idx)
             logits, labels = task_logits(model, x_all[index], y_all[index], owner[index], heads,
                                           proto.task_incremental)  # fmt: skip
-            _train_step(logits, labels, params, optimiser, reg)
+            _train_step(logits, labels, params, optimiser, method, x_all[index], clock)
             step += 1
             if progress is not None:
                 progress(1)
@@ -564,13 +403,16 @@ def run(
         def log_prob(x: Tensor, head: Tensor | None = context.classes) -> Tensor:
             return torch.log_softmax(masked_logits(model(x), head), dim=1)
 
-        reg.end_context(context, log_prob, cfg.seed + upto)
+        t0 = time.perf_counter()
+        method.end_task(context.name, params, TaskData(context.train_x, context.train_y, log_prob, task=upto))
+        with torch.no_grad():
+            for name, weights in method.proposed_weights().items():
+                params[name].copy_(weights)
         if after_context is not None:
-            t0 = time.perf_counter()
-            after_context(model, contexts[: upto + 1], reg)
-            reg.fisher_s += time.perf_counter() - t0
+            after_context(model, contexts[: upto + 1])
+        clock[0] += time.perf_counter() - t0
         if cfg.evaluate_every == 0 or step % cfg.evaluate_every:
             curve.append((step, evaluate(upto)))
-    loop.close()
+    method.close()
     final = [a for a in curve[-1][1] if a is not None]
-    return RunResult(cfg, final, float(np.mean(final)), curve, time.perf_counter() - wall0, reg.fisher_s)
+    return RunResult(cfg, final, float(np.mean(final)), curve, time.perf_counter() - wall0, clock[0])

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmarks.continual.protocol import (
+    ONLINE_FISHER_METHODS,
     PUBLISHED,
     AfterContext,
     DatasetName,
@@ -80,7 +81,7 @@ class MethodSummary:
         ]  # fmt: skip
         search = {float(k): float(v) for k, v in saved["validation_search"].items()}
         online = None
-        if method is Method.ONLINE_FISHER_EWC:
+        if method in ONLINE_FISHER_METHODS:
             online = OnlineFisher.from_record(saved)
         return cls(method, strength, results, search, int(saved.get("search_seeds", 1)), online)
 
@@ -119,7 +120,7 @@ def evaluate_protocol(
         return run(proto, contexts, cfg, bar.update, model_factory=model_factory, after_context=hook)
 
     for method in methods:
-        online = online_fisher if method is Method.ONLINE_FISHER_EWC else None
+        online = online_fisher if method in ONLINE_FISHER_METHODS else None
         prev = (previous or {}).get(method)
         if prev is not None and (prev.search_seeds, prev.online_fisher) != (search_seeds, online):
             prev = None  # scored another way: nothing to reuse
@@ -288,7 +289,7 @@ def table(name: ProtocolName, methods: dict[str, dict[str, Any]], *,
         ref = published.get(Method(method))
         verdict = beats_published(r["mean"], r["std"], ref)
         strength = "" if r["strength"] is None else f"{r['strength']:g}"
-        if method == Method.ONLINE_FISHER_EWC.value:  # records from before the options were saved used the defaults
+        if Method(method) in ONLINE_FISHER_METHODS:  # records from before the options were saved used the defaults
             strength += f" ({OnlineFisher.from_record(r).label()})"
         lines.append(
             f"| {method} | {strength} | {r['mean']:.4f} +- {r['std']:.4f} | {'' if ref is None else f'{ref:.3f}'} | "

@@ -37,8 +37,6 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 from benchmarks.continual.protocol import (
     MNIST_MISSING_HINT,
     AfterContext,
@@ -47,7 +45,6 @@ from benchmarks.continual.protocol import (
     Method,
     Protocol,
     ProtocolName,
-    Regulariser,
     Settings,
     load_dataset,
     protocol,
@@ -64,7 +61,7 @@ from benchmarks.continual.report import (
 )
 from neurosim.datasets import poisson_rates
 from neurosim.datasets.mnist import MNISTUnavailable
-from neurosim.learning.sleep import SleepConfig, sleep_update
+from neurosim.learning.sleep import SleepConfig, sleep_dense_layer
 from neurosim.learning.surrogate import Surrogate
 from neurosim.sim.neurons import CurrentLIF, initial_state, step
 
@@ -104,33 +101,16 @@ class SpikingNetwork(nn.Module):
 
 
 def sleep_replay(config: SleepConfig) -> AfterContext:
-    """Sleep after each context: noise-driven replay with the sleep rule on the input synapses."""
+    """Sleep after each context: ``sleep_dense_layer`` on the input synapses, driven by noise at the
+    mean image of the contexts seen (the original threshold was 1 above a rest of 0: the
+    library's relative threshold scale is the same number)."""
 
-    @torch.no_grad()
-    def after(model: nn.Module, seen: list[Context], reg: Regulariser) -> None:
+    def after(model: nn.Module, seen: list[Context]) -> None:
         if not isinstance(model, SpikingNetwork):
             raise TypeError(f"sleep replay acts on a SpikingNetwork's input synapses, not a {type(model).__name__}")
-        weights = model.inputs.weight  # (hidden, n_in); synapse k = post * n_in + pre
-        n_post, n_pre = weights.shape
-        synapse = torch.arange(n_post * n_pre)
-        pre_index, post_index = synapse % n_pre, synapse // n_pre
-        bounds = (float(weights.min()), float(weights.max()))
-        sleepy = dataclasses.replace(HIDDEN_LIF, v_threshold=config.threshold_scale * HIDDEN_LIF.v_threshold)
         mean_image = torch.cat([c.train_x for c in seen]).mean(0).numpy()
         rates = torch.from_numpy(poisson_rates(mean_image, MAX_RATE * config.rate_scale)).float()
-        state = initial_state(sleepy, 1, n_post, dtype=torch.float32, device=torch.device("cpu"))
-        last_pre = torch.full((1, n_pre), -1e9)
-        protection = torch.ones(n_post * n_pre)
-        w = weights.reshape(-1).clone()
-        for k in range(round(config.duration / DT)):
-            now = k * DT
-            spikes_in = torch.rand((1, n_pre)) < rates * DT
-            last_pre[spikes_in] = now
-            current = spikes_in.float() @ w.view(n_post, n_pre).T + model.inputs.bias
-            z, state = step(state, current, sleepy, DT)
-            if z.any():
-                w = sleep_update(w, last_pre, z, now, pre_index, post_index, protection, config, bounds)
-        weights.copy_(w.view(n_post, n_pre))
+        sleep_dense_layer(model.inputs.weight.data, model.inputs.bias.data, HIDDEN_LIF, rates, config, DT)
 
     return after
 

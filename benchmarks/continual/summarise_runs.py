@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.continual.protocol import PUBLISHED, REGULARISED, Method, OnlineFisher, ProtocolName
 from benchmarks.continual.report import beats_published, online_fisher_verdict

@@ -26,14 +26,31 @@ import enum
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import replace as dataclasses_replace
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
-from neurosim.learning.fisher import FisherMatrixBase
+from neurosim.learning.consolidation import (
+    ConsolidatorBase,
+    LearningStep,
+    Parameters,
+    TaskData,
+    require_data,
+)
+from neurosim.learning.fisher import (
+    FisherKind,
+    FisherMatrixBase,
+    InMemoryFisherStore,
+    LinearTaps,
+    SnapshotReason,
+    estimate_fisher,
+)
+from neurosim.learning.fisher_online import FisherAccumulator, FisherAccumulatorConfig
+from neurosim.metrics import Metrics
 
 Tensor = torch.Tensor
 FisherLike = Mapping[str, Tensor] | Mapping[str, npt.NDArray[np.float32]]
@@ -222,3 +239,232 @@ class EWCRegulariser:
             cached = (coefficient.to(weights).contiguous(), merged.centre[name].to(weights).contiguous())
             self._pull_cache[key] = cached
         return cached
+
+
+# --------------------------------------------------------------------------- consolidators
+class EWC(ConsolidatorBase):
+    """EWC as a consolidator (separate or online mode, ``config.mode``): at each task's end
+    the diagonal Fisher of the task's data (``fisher_samples`` samples, one gradient each;
+    true Fisher by default: labels drawn from the model) and the parameters become an anchor.
+    For a Fisher fed during training instead, use ``OnlineFisherEWC``."""
+
+    def __init__(
+        self,
+        config: EWCConfig | None = None,
+        *,
+        fisher_samples: int = 1000,
+        fisher_kind: FisherKind = FisherKind.TRUE,
+        seed: int = 0,
+    ) -> None:
+        config = config if config is not None else EWCConfig()
+        if config.online_fisher:
+            raise ValueError("EWC estimates its Fisher at each task's end; for a Fisher fed online use OnlineFisherEWC")
+        if not (isinstance(fisher_samples, int) and fisher_samples >= 1):
+            raise ValueError(f"EWC fisher_samples must be a positive integer, got {fisher_samples!r}")
+        self.regulariser = EWCRegulariser(config)
+        self.fisher_samples = fisher_samples
+        self.fisher_kind = fisher_kind
+        self.seed = seed
+
+    def end_task(self, task_id: str, parameters: Parameters, data: TaskData | None = None) -> None:
+        data = require_data("EWC", task_id, data, log_prob=True)
+        assert data.log_prob is not None  # checked by require_data; narrows the type
+        generator = torch.Generator().manual_seed(self.seed + data.task)
+        n = min(self.fisher_samples, int(data.labels.shape[0]))
+        pick = torch.randperm(int(data.labels.shape[0]), generator=generator)[:n]
+        samples = [(data.inputs[pick], data.labels[pick])]
+        fisher = estimate_fisher(parameters, data.log_prob, samples, kind=self.fisher_kind, generator=generator)
+        self.regulariser.consolidate(task_id, parameters, fisher)
+
+    def penalty(self, parameters: Parameters) -> Tensor | None:
+        return self.regulariser.penalty(parameters) if self.regulariser.anchors else None
+
+    def pull(self, name: str, weights: Tensor) -> Tensor | None:
+        return self.regulariser.pull(name, weights)
+
+    def pull_terms(self, name: str, weights: Tensor) -> tuple[Tensor, Tensor] | None:
+        return self.regulariser.pull_terms(name, weights)
+
+
+@dataclass(frozen=True)
+class OnlineFisherFeed:
+    """What feeds ``OnlineFisherEWC``'s accumulator at a training step."""
+
+    alpha: float = 0.01  # EMA rate: about the last 1 / alpha updates count
+    every: int = 1  # one update per this many training steps (the others cost nothing)
+    # EMPIRICAL: the step's task gradient (observed labels, free); TRUE: the gradient at labels
+    # drawn from the model's own p(y|x), one extra backward pass per update
+    labels: FisherKind = FisherKind.EMPIRICAL
+    # False: one squared mean gradient per update, times the batch size; True: the mean of the
+    # batch's per-sample squared gradients (``LinearTaps``), one extra backward pass to the
+    # layers' outputs per update; needs a model of ``nn.Linear`` layers
+    per_sample: bool = False
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.every, int) and self.every >= 1):
+            raise ValueError(f"OnlineFisherFeed.every must be a positive integer, got {self.every!r}")
+        if not 0.0 < self.alpha <= 1.0:
+            raise ValueError(f"OnlineFisherFeed.alpha must be in (0, 1], got {self.alpha!r}")
+
+    def feeds_on(self, step: int) -> bool:
+        """Whether training step ``step`` (0: a task's first) updates the accumulator."""
+        return step % self.every == 0
+
+    @property
+    def uses_task_gradient(self) -> bool:
+        """Fed the step's own task gradient (no extra backward pass)."""
+        return self.labels is FisherKind.EMPIRICAL and not self.per_sample
+
+    def as_record(self) -> dict[str, float | int | str | bool]:
+        """The fields a saved result keeps."""
+        return {"fisher_alpha": self.alpha, "fisher_every": self.every, "fisher_labels": self.labels.value,
+                "fisher_per_sample": self.per_sample}  # fmt: skip
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> OnlineFisherFeed:
+        """The feeding a saved record names; a field older records lack takes its default."""
+        return cls(float(record.get("fisher_alpha", cls.alpha)), int(record.get("fisher_every", cls.every)),
+                   FisherKind(record.get("fisher_labels", cls.labels)),
+                   bool(record.get("fisher_per_sample", cls.per_sample)))  # fmt: skip
+
+    def label(self) -> str:
+        """In words, as tables print it."""
+        return (f"EMA rate {self.alpha:g}" + ("" if self.every == 1 else f", every {self.every} steps")
+                + (", sampled labels" if self.labels is FisherKind.TRUE else "")
+                + (", per-sample squares" if self.per_sample else ""))  # fmt: skip
+
+
+def sample_labels(logits: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One label per sample, drawn from the model's own p(y|x)."""
+    with torch.no_grad():
+        return torch.multinomial(torch.softmax(logits, dim=1), 1, generator=generator).squeeze(1)
+
+
+def mean_gradients(loss: Tensor, parameters: Parameters) -> dict[str, Tensor]:
+    """The gradient of ``loss``, keeping its graph so the training step can still backpropagate."""
+    names = list(parameters)
+    grads = torch.autograd.grad(loss, [parameters[n] for n in names], retain_graph=True, allow_unused=True)
+    return {n: g for n, g in zip(names, grads, strict=True) if g is not None}
+
+
+class OnlineFisherEWC(ConsolidatorBase):
+    """EWC whose Fisher is a ``FisherAccumulator`` EMA fed during training (one accumulator
+    per task, snapshotted at the task's end into ``store``), instead of a pass over the data.
+
+    From a PyTorch loop the accumulator is fed by ``observe`` (see ``OnlineFisherFeed``: the
+    squared mean gradient times the batch size, which estimates the per-sample Fisher
+    ``mean_b g_b^2``: without bias at sampled labels, roughly at observed ones; or per-sample
+    squares). A spiking learner feeds ``accumulator`` itself (``STDPOnlineLearner.accumulator``,
+    compiled) and takes the pull through ``pull_terms``. With ``config.lambda_ = 0`` it only
+    accumulates (the Fisher that sleep protection and diagnostics read) and pulls nothing."""
+
+    def __init__(
+        self,
+        config: EWCConfig | None = None,
+        feed: OnlineFisherFeed | None = None,
+        *,
+        store: FisherMatrixBase | None = None,
+        accumulator: FisherAccumulatorConfig | None = None,
+        model: torch.nn.Module | None = None,
+        seed: int = 0,
+        metrics: Metrics | None = None,
+    ) -> None:
+        config = config if config is not None else EWCConfig()
+        self.feed = feed if feed is not None else OnlineFisherFeed()
+        self.store: FisherMatrixBase = store if store is not None else InMemoryFisherStore(keep_last=1)
+        self.regulariser = EWCRegulariser(dataclasses_replace(config, online_fisher=True), self.store)
+        # by default a snapshot only at the task's end (forced): the EMA at the boundary is the task's Fisher
+        self.accumulator_config = accumulator or FisherAccumulatorConfig(
+            alpha=self.feed.alpha, min_samples=1, snapshot_every=10**9, max_staleness_steps=10**9
+        )
+        self.metrics = metrics
+        if self.feed.per_sample and model is None:
+            raise ValueError("per-sample online Fisher squares need the model: OnlineFisherEWC(..., model=model)")
+        self.taps = LinearTaps(model) if self.feed.per_sample and model is not None else None
+        self.label_generator = torch.Generator().manual_seed(seed)
+        self.accumulators: dict[str, FisherAccumulator] = {}
+        self.accumulator: FisherAccumulator | None = None  # the current task's
+        self._step = 0
+        self._fisher_input: dict[str, Tensor] | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether the pull / penalty does anything (an anchor exists and lambda > 0)."""
+        return bool(self.regulariser.anchors) and self.regulariser.config.lambda_ > 0
+
+    def begin_task(self, task_id: str, parameters: Parameters) -> None:
+        self._step = 0
+        acc = self.accumulators.get(task_id)
+        if acc is None:
+            acc = FisherAccumulator(self.accumulator_config, self.store, task_id, metrics=self.metrics)
+            self.accumulators[task_id] = acc
+        self.accumulator = acc
+
+    def prepare(self, logits: Tensor, labels: Tensor, parameters: Parameters) -> None:
+        """What a fed step needs from the graph before the training backward frees it: the
+        mean gradient at sampled labels, or per-sample squares (none for the task gradient)."""
+        self._fisher_input = None
+        if self.accumulator is None or not self.feed.feeds_on(self._step) or self.feed.uses_task_gradient:
+            return
+        targets = sample_labels(logits, self.label_generator) if self.feed.labels is FisherKind.TRUE else labels
+        loss = torch.nn.functional.cross_entropy(logits, targets)
+        if not self.feed.per_sample:
+            self._fisher_input = mean_gradients(loss, parameters)
+        else:
+            assert self.taps is not None  # required at construction for per_sample
+            self._fisher_input = self.taps.per_sample_squares(loss, len(labels))
+
+    def observe(self, step: LearningStep) -> None:
+        if self.accumulator is None:
+            raise RuntimeError("OnlineFisherEWC.observe before begin_task()")
+        if self.feed.feeds_on(self._step):
+            fed, self._fisher_input = self._fisher_input, None
+            if fed is None:
+                if not self.feed.uses_task_gradient:
+                    raise ValueError("this online Fisher feed needs prepare(logits, labels, parameters) each fed step")
+                fed = dict(step.gradients)
+            if self.feed.per_sample:
+                self.accumulator.fold_squares(fed)
+            else:
+                # B * mean_b(g)^2 estimates the per-sample Fisher mean_b(g^2) (see the class docs)
+                scale = math.sqrt(step.batch_size)
+                self.accumulator.fold({k: g * scale for k, g in fed.items()})
+        self._step += 1
+
+    def snapshot_pending(self, reason: SnapshotReason = SnapshotReason.SLEEP) -> None:
+        """Snapshot every accumulator with unsnapshotted steps (entering SLEEP)."""
+        for acc in self.accumulators.values():
+            if acc.pending_steps > 0:
+                acc.snapshot_now(reason)
+
+    def end_task(self, task_id: str, parameters: Parameters, data: TaskData | None = None) -> None:
+        acc = self.accumulators.get(task_id)
+        if acc is None or acc.stats().steps == 0:
+            return
+        snapshot = acc.snapshot_now(SnapshotReason.FORCED)
+        self.regulariser.consolidate(task_id, parameters, snapshot.arrays)
+        if self.accumulator is acc:
+            self.accumulator = None
+
+    def total_fisher(self, name: str) -> Tensor | None:
+        """The sum over tasks of each task's latest stored Fisher of ``name`` (None: none yet)."""
+        arrays = []
+        for task_id in self.accumulators:
+            try:
+                arrays.append(self.store.load(task_id).arrays[name])
+            except KeyError:
+                continue
+        return torch.from_numpy(np.sum(arrays, axis=0)) if arrays else None
+
+    def close(self) -> None:
+        for acc in self.accumulators.values():
+            acc.close()
+
+    def penalty(self, parameters: Parameters) -> Tensor | None:
+        return self.regulariser.penalty(parameters) if self.regulariser.anchors else None
+
+    def pull(self, name: str, weights: Tensor) -> Tensor | None:
+        return self.regulariser.pull(name, weights)
+
+    def pull_terms(self, name: str, weights: Tensor) -> tuple[Tensor, Tensor] | None:
+        return self.regulariser.pull_terms(name, weights)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import functools
 import hashlib
 import json
 import logging
@@ -391,6 +392,36 @@ def per_sample_linear_fisher(inputs: torch.Tensor, output_gradients: torch.Tenso
     squares = output_gradients.square()
     batch = inputs.shape[0]
     return squares.T @ inputs.square() / batch, squares.mean(0)
+
+
+class LinearTaps:
+    """The input and output of every ``nn.Linear`` of a model in its latest forward pass: what
+    ``per_sample_linear_fisher`` needs for a mini-batch's per-sample squared gradients."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.layers = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+        covered = {f"{name}.{p}" for name, m in self.layers.items() for p, _ in m.named_parameters(recurse=False)}
+        outside = [name for name, _ in model.named_parameters() if name not in covered]
+        if outside:
+            raise ValueError(f"per-sample Fisher squares need every parameter in an nn.Linear; not: {outside}")
+        self.seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for name, layer in self.layers.items():
+            layer.register_forward_hook(functools.partial(self._keep, name))
+
+    def _keep(self, name: str, module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        self.seen[name] = (inputs[0], output)
+
+    def per_sample_squares(self, mean_loss: torch.Tensor, batch_size: int) -> dict[str, torch.Tensor]:
+        """The mean per-sample squared gradient of every parameter, for a loss that is a mean over the batch."""
+        names = [n for n in self.layers if n in self.seen]
+        grads = torch.autograd.grad(mean_loss, [self.seen[n][1] for n in names], retain_graph=True)
+        out: dict[str, torch.Tensor] = {}
+        for name, grad in zip(names, grads, strict=True):
+            weight, bias = per_sample_linear_fisher(self.seen[name][0].detach(), grad * batch_size)
+            out[f"{name}.weight"] = weight
+            if self.layers[name].bias is not None:
+                out[f"{name}.bias"] = bias
+        return out
 
 
 class FisherKind(enum.StrEnum):

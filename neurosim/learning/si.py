@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from neurosim.learning.consolidation import ConsolidatorBase, LearningStep, Parameters, TaskData
 from neurosim.learning.ewc import quadratic_pull
 
 Tensor = torch.Tensor
@@ -97,3 +98,34 @@ class SynapticIntelligence:
         return quadratic_pull(
             weights, self.anchor[name], self.importance[name], 2 * self.config.strength, self.config.pull_rate
         )
+
+
+class SI(ConsolidatorBase):
+    """Synaptic Intelligence as a consolidator: the path integral from each observed step's
+    task gradient and parameter change (``LearningStep.gradients`` and ``.deltas``), the
+    importance and anchor updated at each task's end."""
+
+    wants_deltas = True
+
+    def __init__(self, config: SIConfig | None = None) -> None:
+        self.si = SynapticIntelligence(config if config is not None else SIConfig())
+
+    def begin_task(self, task_id: str, parameters: Parameters) -> None:
+        self.si.begin_task(parameters)
+
+    def observe(self, step: LearningStep) -> None:
+        missing = set(step.gradients) - set(step.deltas)
+        if missing:
+            raise ValueError(
+                f"SI.observe needs the step's parameter changes (LearningStep.deltas); none for {sorted(missing)}"
+            )
+        self.si.accumulate(step.gradients, step.deltas)
+
+    def end_task(self, task_id: str, parameters: Parameters, data: TaskData | None = None) -> None:
+        self.si.consolidate(parameters)
+
+    def penalty(self, parameters: Parameters) -> Tensor | None:
+        return self.si.penalty(parameters) if self.si.importance else None
+
+    def pull(self, name: str, weights: Tensor) -> Tensor | None:
+        return self.si.pull(name, weights)

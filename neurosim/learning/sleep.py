@@ -47,7 +47,7 @@ from pydantic import Field
 from neurosim.sim.compiled_learning import CompiledLearner, CompiledOutcome, SleepKernel
 from neurosim.sim.inputs import PoissonInput
 from neurosim.sim.monitors import SpikeMonitor, SpikeTrains
-from neurosim.sim.neurons import AdaptiveLIF, AdaptiveLIFState
+from neurosim.sim.neurons import AdaptiveLIF, AdaptiveLIFState, CurrentLIF, initial_state, step
 from neurosim.sim.synapses import Projection
 from neurosim.strict import StrictModel
 
@@ -394,3 +394,50 @@ async def sleep_episode(
         start_s=start,
         weight_change=projection.synapse_weights() - w_before,
     )
+
+
+@torch.no_grad()
+def sleep_dense_layer(
+    weights: Tensor,
+    bias: Tensor | None,
+    neuron: CurrentLIF,
+    rates: Tensor,
+    cfg: SleepConfig,
+    dt: float,
+    *,
+    protection: Tensor | None = None,
+    bounds: tuple[float, float] | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Sleep replay on a dense layer of a PyTorch model (a surrogate-gradient network's
+    ``nn.Linear`` input weights ``(n_post, n_pre)``, changed in place and returned): the layer's
+    neurons (``neuron``, thresholds raised by ``cfg.threshold_scale``) run for ``cfg.duration``
+    s on Poisson noise at ``rates`` (Hz per input, ``cfg.rate_scale`` applied by the caller's
+    choice of rates) and ``sleep_update`` reshapes the weights at every hidden spike. No gain
+    calibration here: the model has no wake rate to calibrate against. ``bounds`` default to
+    the weights' own range; ``protection`` per synapse (``fisher_protection``) or none."""
+    n_post, n_pre = weights.shape
+    if rates.shape != (n_pre,):
+        raise ValueError(f"sleep_dense_layer: rates of shape {tuple(rates.shape)}, the layer has {n_pre} inputs")
+    synapse = torch.arange(n_post * n_pre)
+    pre_index, post_index = synapse % n_pre, synapse // n_pre  # synapse k = post * n_pre + pre
+    bounds = bounds if bounds is not None else (float(weights.min()), float(weights.max()))
+    sleepy = dataclasses.replace(
+        neuron, v_threshold=neuron.v_rest + cfg.threshold_scale * (neuron.v_threshold - neuron.v_rest)
+    )
+    state = initial_state(sleepy, 1, n_post, dtype=weights.dtype, device=weights.device)
+    last_pre = torch.full((1, n_pre), -1e9, dtype=weights.dtype)
+    protect = protection if protection is not None else torch.ones(n_post * n_pre, dtype=weights.dtype)
+    w = weights.reshape(-1).clone()
+    for k in range(round(cfg.duration / dt)):
+        now = k * dt
+        spikes_in = torch.rand((1, n_pre), generator=generator) < rates * dt
+        last_pre[spikes_in] = now
+        current = spikes_in.to(w.dtype) @ w.view(n_post, n_pre).T
+        if bias is not None:
+            current = current + bias
+        z, state = step(state, current, sleepy, dt)
+        if cfg.plasticity and z.any():
+            w = sleep_update(w, last_pre, z, now, pre_index, post_index, protect, cfg, bounds)
+    weights.copy_(w.view(n_post, n_pre))
+    return weights
