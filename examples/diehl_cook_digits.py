@@ -45,18 +45,8 @@ from tqdm.auto import tqdm
 from neurosim.datasets import ImageDataset, load_mnist_subset, poisson_rates
 from neurosim.learning import PairSTDP, STDPOnlineLearner, VotingReadout
 from neurosim.outputs import prepare_output_dir, write_json
-from neurosim.sim import (
-    AdaptiveLIF,
-    Channel,
-    ChunkResult,
-    ConductanceLIF,
-    Network,
-    PoissonInput,
-    Population,
-    Projection,
-    Simulation,
-)
-from neurosim.sim import connectivity as conn
+from neurosim.sim import AdaptiveLIF, ChunkResult, Network, PoissonInput, Projection, Simulation
+from neurosim.sim.diehl_cook import DiehlCookLayer, diehl_cook_network
 
 mV, ms = 1e-3, 1e-3
 DT = 0.5 * ms
@@ -66,36 +56,7 @@ WEIGHT_SUM = 78.0
 
 
 def build(n_exc: int, seed: int) -> Network:
-    rng = np.random.default_rng(seed)
-    net = Network()
-    net.add_input(PoissonInput("input", 784, 0.0))
-    exc = AdaptiveLIF(
-        tau_m=100 * ms, v_rest=-65 * mV, v_reset=-65 * mV, v_threshold=-72 * mV, t_ref=5 * ms,
-        tau_exc=1 * ms, tau_inh=2 * ms, e_exc=0.0, e_inh=-100 * mV, tau_theta=1e4, theta_plus=0.05 * mV,
-    )  # fmt: skip
-    inh = ConductanceLIF(
-        tau_m=10 * ms, v_rest=-60 * mV, v_reset=-45 * mV, v_threshold=-40 * mV, t_ref=2 * ms,
-        tau_exc=1 * ms, tau_inh=2 * ms, e_exc=0.0, e_inh=-85 * mV,
-    )  # fmt: skip
-    net.add_population(Population("exc", n_exc, exc, {"v": -105 * mV, "theta": 20 * mV}))
-    net.add_population(Population("inh", n_exc, inh, {"v": -100 * mV}))
-    pre, post = conn.all_to_all(784, n_exc)
-    net.add_projection(
-        Projection.from_pairs(
-            "input_exc", "input", "exc", 784, n_exc, pre, post, conn.uniform_weights(pre.size, 0.0, 0.3, rng)
-        )
-    )
-    idx = np.arange(n_exc, dtype=np.int64)
-    net.add_projection(
-        Projection.from_pairs("exc_inh", "exc", "inh", n_exc, n_exc, idx, idx, conn.constant_weights(n_exc, 10.4))
-    )
-    pre, post = conn.all_to_all(n_exc, n_exc, autapses=False)
-    net.add_projection(
-        Projection.from_pairs(
-            "inh_exc", "inh", "exc", n_exc, n_exc, pre, post, conn.constant_weights(pre.size, 17.0), channel=Channel.INH
-        )
-    )
-    return net
+    return diehl_cook_network(DiehlCookLayer(n_inputs=784, n_exc=n_exc), seed)
 
 
 class SpikeCounter:

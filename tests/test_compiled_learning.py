@@ -257,7 +257,7 @@ def test_a_whole_learning_sleep_wake_cycle_is_the_same_on_both_paths(tmp_path: P
             assert fold.call_count == 0 and fold_external.call_count > 0
         else:
             assert fold.call_count > 0 and fold_external.call_count == 0
-        fisher = {t: experiment.store.load(t).arrays["input_exc.weight"] for t in experiment.accumulators}
+        fisher = {t: experiment.fisher.store.load(t).arrays["input_exc.weight"] for t in experiment.fisher.accumulators}
         outcomes.append((results, experiment.proj.synapse_weights(), fisher, experiment.sim._last_stats))
     (r_t, w_t, f_t, _), (r_c, w_c, f_c, _) = outcomes
     assert r_c["accuracy_matrix_class_incremental"] == r_t["accuracy_matrix_class_incremental"]

@@ -13,7 +13,8 @@ import pytest
 from neurosim.config import ConfigError, parse_continual
 from neurosim.learning.fisher import SnapshotReason
 from neurosim.phases import ListenerError, Phase
-from neurosim.phases.schedule import Experiment, average_accuracy, backward_transfer, run_experiment
+from neurosim.phases.evaluation import average_accuracy, backward_transfer
+from neurosim.phases.schedule import Experiment, run_experiment
 
 
 def _tiny(**changes: Any) -> dict[str, Any]:
@@ -50,11 +51,11 @@ def test_leaving_learning_consolidates_exactly_that_task(tmp_path: Path) -> None
     cfg = parse_continual(_tiny(schedule=[{"phase": "learning", "task": 0}, {"phase": "wake"}]))
     exp = Experiment(cfg, tmp_path, progress=False)
     asyncio.run(exp.run())
-    assert exp.ewc is not None and exp.ewc.tasks == ["split-01"]
-    snapshot = exp.store.load("split-01")
+    assert exp.fisher.regulariser.tasks == ["split-01"]
+    snapshot = exp.fisher.store.load("split-01")
     assert getattr(snapshot, "reason", None) is SnapshotReason.FORCED
     name = exp.learner.parameter_name
-    np.testing.assert_allclose(exp.ewc.anchors["online"].fisher[name].numpy(), snapshot.arrays[name], rtol=1e-6)
+    np.testing.assert_allclose(exp.fisher.regulariser.anchors["online"].fisher[name].numpy(), snapshot.arrays[name], rtol=1e-6)
 
 
 def test_entering_sleep_snapshots_each_accumulator_with_pending_steps_once(tmp_path: Path) -> None:
@@ -66,17 +67,17 @@ def test_entering_sleep_snapshots_each_accumulator_with_pending_steps_once(tmp_p
         await exp.machine.transition(Phase.LEARNING, task="split-01")
         await exp.learn(0)
         await exp.machine.transition(Phase.WAKE)  # consolidation: nothing pending afterwards
-        acc = exp.accumulators["split-01"]
+        acc = exp.fisher.accumulators["split-01"]
         for _ in range(3):  # a learner kept feeding it after the boundary
             await acc.update({exp.learner.parameter_name: np.ones(exp.proj.n_synapses, np.float32)})
-        latest = exp.store.versions("split-01")[-1]
+        latest = exp.fisher.store.versions("split-01")[-1]
         await exp.machine.transition(Phase.SLEEP)
-        assert exp.store.versions("split-01")[-1] == latest + 1
-        assert getattr(exp.store.load("split-01"), "reason", None) is SnapshotReason.SLEEP
+        assert exp.fisher.store.versions("split-01")[-1] == latest + 1
+        assert getattr(exp.fisher.store.load("split-01"), "reason", None) is SnapshotReason.SLEEP
         assert acc.pending_steps == 0
         await exp.machine.transition(Phase.WAKE)
         await exp.machine.transition(Phase.SLEEP)  # nothing pending now: no new snapshot
-        assert exp.store.versions("split-01")[-1] == latest + 1
+        assert exp.fisher.store.versions("split-01")[-1] == latest + 1
 
     asyncio.run(scenario())
 
@@ -195,7 +196,7 @@ def test_joint_training_learns_every_task_in_one_block(tmp_path: Path) -> None:
     assert [(e["phase"], e["task"]) for e in results["phase_history"]] == [
         ("wake", None), ("learning", "split-23"), ("wake", "split-23")]  # fmt: skip
     assert len(results["accuracy_matrix"]) == 1 and all(a is not None for a in results["accuracy_matrix"][0])
-    assert exp._class_count.sum() == 2 * 6  # every task's training images, once
+    assert exp.voting.observed.sum() == 2 * 6  # every task's training images, once
     with pytest.raises(ConfigError, match="joint"):
         parse_continual(_tiny(joint=True, schedule=[{"phase": "learning", "task": 0}, {"phase": "sleep"}]))
 
@@ -227,13 +228,13 @@ def test_the_uniform_noise_control_keeps_the_targeted_class_blocks(tmp_path: Pat
     cfg = parse_continual(_tiny(sleep={"duration": 0.2, "drive": "uniform", "targeted": True}, control=False))
     exp = Experiment(cfg, tmp_path, progress=False)
     statistics = []
-    original = exp.sleep_statistics
+    original = exp.statistics.means
 
-    def spy() -> list[np.ndarray]:
-        statistics.append(original())
+    def spy(keys: list[tuple[int, int]], *, by_class: bool) -> list[np.ndarray]:
+        statistics.append(original(keys, by_class=by_class))
         return statistics[-1]
 
-    exp.sleep_statistics = spy  # type: ignore[method-assign]
+    exp.statistics.means = spy  # type: ignore[method-assign]
     results = asyncio.run(exp.run())
     assert [s["drive"] for s in results["sleep"]] == ["uniform", "uniform"]
     assert [len(s) for s in statistics] == [2, 4]  # one block statistic per class seen, labelled, as targeted replay

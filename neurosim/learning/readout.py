@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+import numpy as np
+import numpy.typing as npt
 import torch
 
 Tensor = torch.Tensor
@@ -84,9 +87,63 @@ class VotingReadout:
     average; a sample is classified as the class whose assigned neurons fire most on average.
     Neurons that never fired during assignment stay unassigned (-1) and do not vote."""
 
-    def __init__(self, n_classes: int) -> None:
+    def __init__(self, n_classes: int, n_neurons: int | None = None) -> None:
         self.n_classes = n_classes
         self.assignments: Tensor | None = None
+        # running class responses for online use (``observe``): sums of spike counts per class
+        self._response_sum: npt.NDArray[np.float64] | None = (
+            np.zeros((n_classes, n_neurons)) if n_neurons is not None else None
+        )
+        self._response_count = np.zeros(n_classes)
+
+    def observe(self, counts: npt.NDArray[np.int64], label: int) -> None:
+        """Add one training presentation's spike counts ``(n,)`` to class ``label``'s response."""
+        if not 0 <= label < self.n_classes:
+            raise ValueError(f"label {label} outside [0, {self.n_classes})")
+        if self._response_sum is None:
+            self._response_sum = np.zeros((self.n_classes, counts.shape[0]))
+        self._response_sum[label] += counts
+        self._response_count[label] += 1
+
+    @property
+    def observed(self) -> npt.NDArray[np.float64]:
+        """How many presentations of each class ``observe`` has seen."""
+        return self._response_count.copy()
+
+    def assignments_among(self, classes: Sequence[int]) -> npt.NDArray[np.int64]:
+        """Each neuron's class among ``classes``, by its mean observed response; -1 if it never
+        responded to any of them (online form of ``assign``)."""
+        if self._response_sum is None:
+            raise RuntimeError("VotingReadout.assignments_among before observe()")
+        means = self._response_sum[classes] / np.maximum(self._response_count[classes], 1)[:, None]
+        assigned: npt.NDArray[np.int64] = np.asarray(classes, dtype=np.int64)[means.argmax(0)]
+        assigned[means.max(0) <= 0] = -1
+        return assigned
+
+    def vote(
+        self, responses: npt.NDArray[np.int64], classes: Sequence[int], assigned: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.int64]:
+        """Predictions among ``classes`` for ``responses`` ``(samples, n)``: the class whose
+        assigned neurons fire most on average. A neuron assigned to a class outside
+        ``classes`` does not vote, so restricting the choice (task-incremental) can only help
+        a response that the wider vote gets right."""
+        scores = np.full((responses.shape[0], len(classes)), -1.0)
+        for k, c in enumerate(classes):
+            members = assigned == c
+            if members.any():
+                scores[:, k] = responses[:, members].mean(1)
+        predicted: npt.NDArray[np.int64] = np.asarray(classes, dtype=np.int64)[scores.argmax(1)]
+        return predicted
+
+    def softmax_weights(self, assigned: npt.NDArray[np.int64], beta: float, *, dtype: torch.dtype) -> Tensor:
+        """The vote as a linear softmax readout ``(n_classes, n)``: ``logit_c = beta * mean
+        rate of the neurons assigned to c`` (``p(y|x)`` and the surrogate learning signal)."""
+        weight = torch.zeros((self.n_classes, assigned.shape[0]), dtype=dtype)
+        for c in range(self.n_classes):
+            members = np.flatnonzero(assigned == c)
+            if members.size:
+                weight[c, torch.from_numpy(members)] = beta / members.size
+        return weight
 
     def assign(self, counts: Tensor, labels: Tensor) -> Tensor:
         """``counts`` ``(samples, n)``; returns and keeps the class of every neuron."""

@@ -441,3 +441,35 @@ def sleep_dense_layer(
             w = sleep_update(w, last_pre, z, now, pre_index, post_index, protect, cfg, bounds)
     weights.copy_(w.view(n_post, n_pre))
     return weights
+
+
+class InputStatistics:
+    """What SLEEP replays without keeping the data: the sum and count of the inputs shown per
+    (task, class), from which the mean input of a class or of a task is drawn."""
+
+    def __init__(self) -> None:
+        self._sum: dict[tuple[int, int], npt.NDArray[np.float64]] = {}
+        self._count: dict[tuple[int, int], int] = {}
+
+    def add(self, task: int, label: int, image: npt.NDArray[np.float32]) -> None:
+        key = (task, label)
+        self._sum[key] = self._sum.get(key, np.zeros(image.shape)) + image
+        self._count[key] = self._count.get(key, 0) + 1
+
+    def keys(self, *, excluding_task: int | None = None) -> list[tuple[int, int]]:
+        """The (task, class) pairs seen, sorted; ``excluding_task``: without that task's,
+        unless it is the only task seen."""
+        keys = sorted(self._sum)
+        if excluding_task is not None and len({k[0] for k in keys}) > 1:
+            keys = [k for k in keys if k[0] != excluding_task]
+        return keys
+
+    def means(self, keys: Sequence[tuple[int, int]], *, by_class: bool) -> list[npt.NDArray[np.float64]]:
+        """The mean input of each key (``by_class``), or of each task among ``keys``."""
+        if by_class:
+            return [self._sum[k] / self._count[k] for k in keys]
+        out = []
+        for t in sorted({k[0] for k in keys}):
+            own = [k for k in keys if k[0] == t]
+            out.append(np.sum([self._sum[k] for k in own], axis=0) / sum(self._count[k] for k in own))
+        return out

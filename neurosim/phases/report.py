@@ -1,68 +1,98 @@
-"""Plots of a continual-learning experiment: accuracy over time with the phases shaded, the
-phase timeline, and a spike raster of a sleep episode."""
+"""Plots of a continual-learning experiment, drawn from what the run wrote (``results.json``
+and ``sleep_replay.npz``), not from the running object: accuracy over time with the phases
+shaded (and the run against its control), the phase timeline, and a spike raster of every
+sleep episode. ``plot_experiment(out_dir)`` redraws them from a finished run's directory."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 from matplotlib.patches import Patch
+
+from neurosim.atomic import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from neurosim.phases.schedule import Experiment
-
 PHASE_COLOURS = {"wake": "#f2f2f2", "learning": "#cfe3f7", "sleep": "#e5d4f2"}
+REPLAY_FILE = "sleep_replay.npz"
 
 
-def _phase_spans(experiment: Experiment) -> list[tuple[float, float, str, str | None]]:
-    history = experiment.machine.history
-    end = experiment.sim.t
+class Replay(NamedTuple):
+    """One sleep episode's replay spikes and each neuron's class at the time."""
+
+    times: npt.NDArray[np.float64]  # s since the start of the episode
+    indices: npt.NDArray[np.int64]
+    assignments: npt.NDArray[np.int64]
+
+
+def write_replays(path: Path, replays: Sequence[Replay]) -> None:
+    """Every episode's raster in one ``.npz`` (``times_k``, ``indices_k``, ``assignments_k``)."""
+    arrays: dict[str, Any] = {}
+    for k, r in enumerate(replays):
+        arrays |= {f"times_{k}": r.times, f"indices_{k}": r.indices, f"assignments_{k}": r.assignments}
+    with atomic_write(path) as handle:
+        np.savez_compressed(handle, **arrays)
+
+
+def read_replays(path: Path) -> list[Replay]:
+    if not path.exists():
+        return []
+    with np.load(path) as data:
+        n = sum(1 for name in data.files if name.startswith("times_"))
+        return [Replay(data[f"times_{k}"], data[f"indices_{k}"], data[f"assignments_{k}"]) for k in range(n)]
+
+
+def _phase_spans(results: dict[str, Any]) -> list[tuple[float, float, str, str | None]]:
+    history = results["phase_history"]
+    end = results["simulated_s"]
     spans = []
     for k, event in enumerate(history):
-        stop = history[k + 1].sim_time_s if k + 1 < len(history) else end
-        spans.append((event.sim_time_s, stop, event.phase.value, event.task))
+        stop = history[k + 1]["sim_time_s"] if k + 1 < len(history) else end
+        spans.append((event["sim_time_s"], stop, event["phase"], event["task"]))
     return spans
 
 
-def plot_experiment(out_dir: Path, experiment: Experiment) -> None:
+def plot_experiment(out_dir: Path) -> None:
+    """``accuracy.png``, ``phases.png`` and (after any sleep) ``sleep_raster.png`` in ``out_dir``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    spans = _phase_spans(experiment)
-    scenario = experiment.cfg.scenario
-    matrix = experiment.matrix[scenario]
-
-    control = experiment.control
+    results = json.loads((out_dir / "results.json").read_text(encoding="utf-8"))
+    spans = _phase_spans(results)
+    scenario = results["scenario"]
+    matrix = results["accuracy_matrix"]
+    end = max(results["simulated_s"], 1e-9)
+    control = results.get("control")
     fig, axes = plt.subplots(1, 2 if control else 1, figsize=(14 if control else 10, 4), squeeze=False,
                              gridspec_kw={"width_ratios": [2.2, 1]} if control else None)  # fmt: skip
     ax = axes[0, 0]
     for start, stop, phase, _ in spans:
         ax.axvspan(start, stop, color=PHASE_COLOURS[phase], linewidth=0)
-    times = np.asarray(experiment.evaluation_times)
-    for t, task in enumerate(experiment.tasks):
+    times = np.asarray(results["evaluation_times_s"])
+    for t, task in enumerate(results["tasks"]):
         values = np.array([np.nan if row[t] is None else row[t] for row in matrix], dtype=np.float64)
         if not np.all(np.isnan(values)):
-            ax.plot(times, values, marker="o", label=f"{task.task_id} {task.classes}")
+            ax.plot(times, values, marker="o", label=f"{task['task_id']} {tuple(task['classes'])}")
     ax.set_xlabel("simulated time (s)")
     ax.set_ylabel(f"accuracy ({scenario}-incremental)")
     ax.set_ylim(-0.02, 1.02)
     handles, _ = ax.get_legend_handles_labels()
     handles += [Patch(color=c, label=p) for p, c in PHASE_COLOURS.items()]
     ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    summary = ""
-    if matrix:
-        from neurosim.phases.schedule import average_accuracy, backward_transfer
-
-        bwt = backward_transfer(matrix, experiment.learned_at)
-        summary = f": final average {average_accuracy(matrix):.3f}, BWT {bwt:+.3f}"
+    average, bwt = results["average_accuracy"], results["bwt"]  # None where undefined (strict JSON)
+    summary = (f": final average {average:.3f}" + (f", BWT {bwt:+.3f}" if bwt is not None else "")
+               if matrix and average is not None else "")  # fmt: skip
     ax.set_title(f"accuracy of every task at each WAKE evaluation{summary}", fontsize=9, loc="left")
     if control and matrix:
-        _plot_against_control(axes[0, 1], experiment, matrix[-1], control)
+        _plot_against_control(axes[0, 1], results, matrix[-1], control)
     fig.tight_layout()
     fig.savefig(out_dir / "accuracy.png", dpi=120)
     plt.close(fig)
@@ -70,27 +100,31 @@ def plot_experiment(out_dir: Path, experiment: Experiment) -> None:
     fig, ax = plt.subplots(figsize=(10, 1.8))
     for start, stop, phase, task_id in spans:
         ax.barh(0, stop - start, left=start, color=PHASE_COLOURS[phase], edgecolor="k", linewidth=0.5)
-        if stop - start > 0.02 * max(experiment.sim.t, 1e-9):
+        if stop - start > 0.02 * end:
             ax.text((start + stop) / 2, 0, phase if phase != "learning" else f"L {task_id}", ha="center",
                     va="center", fontsize=7)  # fmt: skip
-    for nap in experiment.sleep_diagnostics:  # naps inside LEARNING: no phase change, drawn over it
-        if nap.within_task is not None:
-            ax.barh(0, nap.duration_s, left=nap.start_s, height=0.5, color=PHASE_COLOURS["sleep"], edgecolor="#8a5fb0")
+    for nap in results["sleep"]:  # naps inside LEARNING: no phase change, drawn over it
+        if nap["within_task"] is not None:
+            ax.barh(0, nap["duration_s"], left=nap["start_s"], height=0.5, color=PHASE_COLOURS["sleep"],
+                    edgecolor="#8a5fb0")  # fmt: skip
     ax.set_yticks([])
     ax.set_xlabel("simulated time (s)")
-    ax.set_xlim(0, max(experiment.sim.t, 1e-9))
+    ax.set_xlim(0, end)
     ax.set_title("phase timeline", fontsize=9, loc="left")
     fig.tight_layout()
     fig.savefig(out_dir / "phases.png", dpi=120)
     plt.close(fig)
 
-    if experiment.sleep_reports:
-        _plot_replay(out_dir / "sleep_raster.png", experiment)
+    replays = read_replays(out_dir / REPLAY_FILE)
+    if replays:
+        _plot_replay(out_dir / "sleep_raster.png", replays, results["sleep"])
 
 
-def _plot_against_control(ax: Axes, experiment: Experiment, final: list[float | None], control: dict[str, Any]) -> None:
+def _plot_against_control(
+    ax: Axes, results: dict[str, Any], final: list[float | None], control: dict[str, Any]
+) -> None:
     """Final accuracy per task: the run against its no-consolidation control."""
-    ids = [task.task_id for task in experiment.tasks]
+    ids = [task["task_id"] for task in results["tasks"]]
     run = [np.nan if a is None else a for a in final]
     base = [np.nan if a is None else a for a in control["accuracy_matrix"][-1]]
     x = np.arange(len(ids))
@@ -98,39 +132,37 @@ def _plot_against_control(ax: Axes, experiment: Experiment, final: list[float | 
     ax.bar(x + 0.2, base, 0.4, label=f"no consolidation: average {np.nanmean(base):.3f}", color="#bbbbbb")
     ax.set_xticks(x, ids, fontsize=7)
     ax.set_ylim(0, 1.02)
-    ax.set_ylabel(f"accuracy after the last task ({experiment.cfg.scenario}-incremental)")
+    ax.set_ylabel(f"accuracy after the last task ({results['scenario']}-incremental)")
     ax.legend(fontsize=7, loc="upper left")
     ax.set_title("against its own control (same seed, same data)", fontsize=9, loc="left")
 
 
-def _plot_replay(path: Path, experiment: Experiment) -> None:
+def _plot_replay(path: Path, replays: list[Replay], episodes: list[dict[str, Any]]) -> None:
     """One raster per SLEEP, each spike coloured by the class its neuron is assigned to."""
     import matplotlib.pyplot as plt
 
-    reports = experiment.sleep_reports
     colours = plt.get_cmap("tab10")
-    n = experiment.cfg.network.n_hidden
-    fig, axes = plt.subplots(len(reports), 1, figsize=(10, 1.6 + 1.3 * len(reports)), squeeze=False, sharex=True)
-    for k, (report, assigned, diag) in enumerate(
-        zip(reports, experiment.sleep_assignments, experiment.sleep_diagnostics, strict=True)
-    ):
+    fig, axes = plt.subplots(len(replays), 1, figsize=(10, 1.6 + 1.3 * len(replays)), squeeze=False, sharex=True)
+    for k, (replay, diag) in enumerate(zip(replays, episodes, strict=True)):
         ax = axes[k, 0]
-        cls = assigned[report.trains.indices]
+        assigned = replay.assignments
+        n = assigned.shape[0]
+        cls = assigned[replay.indices]
         order = np.argsort(assigned, kind="stable")  # neurons grouped by class
         row_of = np.empty(n, dtype=np.int64)
         row_of[order] = np.arange(n)
         colour = np.where(cls[:, None] >= 0, colours(np.maximum(cls, 0) % 10), (0.6, 0.6, 0.6, 1.0))
-        ax.scatter(report.trains.times - report.start_s, row_of[report.trains.indices], s=1.5, c=colour, linewidths=0)
+        ax.scatter(replay.times, row_of[replay.indices], s=1.5, c=colour, linewidths=0)
         ax.set_ylim(-0.5, n - 0.5)
         ax.set_ylabel("neuron\n(by class)", fontsize=7)
         ax.set_title(
-            f"sleep {k}: {diag.spikes} spikes, {diag.classes_reactivated}/{diag.classes_seen} classes reactivated, "
-            f"gain {diag.gain:.2f}, {diag.rate_hz:.2f} Hz per neuron",
+            f"sleep {k}: {diag['spikes']} spikes, {diag['classes_reactivated']}/{diag['classes_seen']} classes "
+            f"reactivated, gain {diag['gain']:.2f}, {diag['rate_hz']:.2f} Hz per neuron",
             fontsize=8,
             loc="left",
         )
     axes[-1, 0].set_xlabel("time in the sleep episode (s)")
-    classes = sorted({c for a in experiment.sleep_assignments for c in a.tolist() if c >= 0})
+    classes = sorted({c for r in replays for c in r.assignments.tolist() if c >= 0})
     handles = [Patch(color=colours(c % 10), label=str(c)) for c in classes]
     handles.append(Patch(color=(0.6, 0.6, 0.6), label="unassigned"))
     axes[0, 0].legend(handles=handles, fontsize=6, ncol=len(handles), loc="lower right", bbox_to_anchor=(1.0, 1.15))
