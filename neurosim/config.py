@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from neurosim.learning.drift import PageHinkleyConfig
 from neurosim.learning.sleep import SleepConfig
 from neurosim.learning.stdp import PairSTDP, TraceMode, TripletSTDP, WeightDependence
 from neurosim.sim.engine import Backend
@@ -599,6 +600,25 @@ class ContinualSleepConfig(SleepConfig):
         )
 
 
+_PH = PageHinkleyConfig()
+
+
+class TaskFreeConfig(_Strict):
+    """Task-free continual learning: the tasks' images as one stream (task after task, no
+    boundaries given); a Page-Hinkley test on the readout's loss per image (its
+    ``-log p(label | response)`` before the image is learned) closes the LEARNING block at a
+    drift, then SLEEP (if enabled) and a WAKE evaluation follow. Defaults: the detector's."""
+
+    delta: NonNegativeFloat = _PH.delta  # tolerated rise of the mean loss (nats)
+    threshold: PositiveFloat = _PH.threshold  # evidence needed (nats)
+    # 60, not the detector's 30: the first classes' first images raise the loss too (the
+    # readout has no neuron for them yet); chosen on validation seeds 1-2 (docs/consolidation.md)
+    min_samples: PositiveInt = 60
+
+    def detector(self) -> PageHinkleyConfig:
+        return PageHinkleyConfig(delta=self.delta, threshold=self.threshold, min_samples=self.min_samples)
+
+
 class ScheduleBlock(_Strict):
     phase: Literal["wake", "learning", "sleep"]
     task: NonNegativeInt | None = None  # LEARNING: index of the task
@@ -633,6 +653,8 @@ class ContinualConfig(_Strict):
     # the upper bound of continual learning: one LEARNING block over every task's images,
     # interleaved, then one evaluation (no EWC anchors, no sleep)
     joint: bool = False
+    # no schedule: the tasks as one stream, blocks closed where a drift detector fires
+    task_free: TaskFreeConfig | None = None
 
     def without_consolidation(self) -> ContinualConfig:
         """The same experiment with EWC and sleep off (and no sleep blocks): the control."""
@@ -677,6 +699,8 @@ class ContinualConfig(_Strict):
             if target is Phase.SLEEP and not self.sleep.enabled:
                 problems.append(f"schedule[{i}]: a sleep block, but sleep.enabled is false")
             current = target
+        if self.task_free is not None and (self.joint or self.schedule != "auto"):
+            problems.append("task_free: a task-free run has no schedule and is not joint (its blocks come from drifts)")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -145,7 +145,7 @@ def test_a_run_stopped_by_sigterm_or_sigint_still_writes_what_it_recorded(tmp_pa
     deadline = time.time() + 60
     while not (out / "config.json").exists() and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(1.5)  # into the simulation
+    time.sleep(3.0)  # into the simulation (numba compiles first; a loaded machine needs the margin)
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == (143 if signum == signal.SIGTERM else 1), stderr.decode()[-2000:]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from neurosim.learning.fisher import SnapshotReason
 from neurosim.phases import ListenerError, Phase
 from neurosim.phases.evaluation import average_accuracy, backward_transfer
 from neurosim.phases.schedule import Experiment, run_experiment
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def _tiny(**changes: Any) -> dict[str, Any]:
@@ -55,7 +58,8 @@ def test_leaving_learning_consolidates_exactly_that_task(tmp_path: Path) -> None
     snapshot = exp.fisher.store.load("split-01")
     assert getattr(snapshot, "reason", None) is SnapshotReason.FORCED
     name = exp.learner.parameter_name
-    np.testing.assert_allclose(exp.fisher.regulariser.anchors["online"].fisher[name].numpy(), snapshot.arrays[name], rtol=1e-6)
+    anchor = exp.fisher.regulariser.anchors["online"]
+    np.testing.assert_allclose(anchor.fisher[name].numpy(), snapshot.arrays[name], rtol=1e-6)
 
 
 def test_entering_sleep_snapshots_each_accumulator_with_pending_steps_once(tmp_path: Path) -> None:
@@ -239,3 +243,26 @@ def test_the_uniform_noise_control_keeps_the_targeted_class_blocks(tmp_path: Pat
     assert [s["drive"] for s in results["sleep"]] == ["uniform", "uniform"]
     assert [len(s) for s in statistics] == [2, 4]  # one block statistic per class seen, labelled, as targeted replay
     assert all(s["spikes"] > 0 for s in results["sleep"])
+
+
+def test_a_task_free_run_finds_the_task_boundaries_with_no_labels_of_them(tmp_path: Path) -> None:
+    """The main job's network on three split-digit tasks as one stream: the drift detector on
+    the readout's loss closes a LEARNING block near each true boundary, and every drift
+    goes LEARNING -> SLEEP -> WAKE -> LEARNING through the orchestrator."""
+    raw = tomllib.loads((EXAMPLES / "continual_digits_task_free.toml").read_text())
+    raw["seed"] = 1
+    raw["data"] |= {"n_tasks": 3, "train_per_task": 80, "test_per_task": 10}
+    raw["sleep"] |= {"duration": 1.0}
+    raw["control"] = False
+    results = run_experiment(parse_continual(raw), tmp_path, progress=False)
+    found = results["task_free"]
+    assert found["boundaries"] == [80, 160]
+    assert found["found"] == 2 and found["false_alarms"] == 0, found
+    assert all(0 <= d <= 30 for d in found["delay_images"])
+    phases = [e["phase"] for e in results["phase_history"]]
+    assert phases == ["wake"] + ["learning", "sleep", "wake"] * 2 + ["learning", "wake"]
+    blocks = [e["task"] for e in results["phase_history"] if e["phase"] == "learning"]
+    assert blocks == ["block-0", "block-1", "block-2"]
+    assert len(found["readout_loss"]) == 240
+    assert (tmp_path / "drift.png").stat().st_size > 5_000
+    assert sorted(p.name for p in (tmp_path / "fisher").iterdir()) == ["block-0", "block-1", "block-2"]

@@ -446,14 +446,20 @@ class OnlineFisherEWC(ConsolidatorBase):
         if self.accumulator is acc:
             self.accumulator = None
 
-    def total_fisher(self, name: str) -> Tensor | None:
-        """The sum over tasks of each task's latest stored Fisher of ``name`` (None: none yet)."""
-        arrays = []
+    def stored_fishers(self, name: str) -> dict[str, npt.NDArray[np.float32]]:
+        """Each task's latest stored Fisher of ``name``, in the order the tasks began (tasks
+        with no snapshot yet are left out)."""
+        out = {}
         for task_id in self.accumulators:
             try:
-                arrays.append(self.store.load(task_id).arrays[name])
+                out[task_id] = self.store.load(task_id).arrays[name]
             except KeyError:
                 continue
+        return out
+
+    def total_fisher(self, name: str) -> Tensor | None:
+        """The sum over tasks of each task's latest stored Fisher of ``name`` (None: none yet)."""
+        arrays = list(self.stored_fishers(name).values())
         return torch.from_numpy(np.sum(arrays, axis=0)) if arrays else None
 
     def close(self) -> None:

@@ -92,6 +92,12 @@ class SleepConfig(StrictModel):
     fisher_protection: float = Field(10.0, ge=0)  # 0: no protection
     downscale: float = Field(1.0, gt=0, le=1.0)  # multiply weights at the end of sleep; 1: off
 
+    @property
+    def replays_by_class(self) -> bool:
+        """One statistic per class (class means; or uniform noise standing in for them in
+        targeted replay, so the control keeps the same blocks and gains, without the data)."""
+        return self.drive is SleepDrive.CLASS_MEANS or (self.drive is SleepDrive.UNIFORM and self.targeted)
+
 
 @torch.no_grad()
 def sleep_update(

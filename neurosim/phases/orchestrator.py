@@ -124,13 +124,14 @@ class PhaseOrchestrator:
         detector: PageHinkley,
         work: PhaseWork,
         *,
+        sleep: bool = True,
         sleep_duration: float | None = None,
         block_name: Callable[[int], str] = lambda k: f"block-{k}",
     ) -> list[int]:
         """Task-free continual learning: LEARNING blocks named ``block_name(k)``; ``stream()``
         presents the next sample and returns the signal the detector watches (None: the
-        stream has ended). At a drift: the block is consolidated (leaving LEARNING), SLEEP,
-        WAKE, and a new block begins. Returns the stream positions of the drifts."""
+        stream has ended). At a drift: the block is consolidated (leaving LEARNING), SLEEP
+        (with ``sleep``), WAKE, and a new block begins. Returns the stream positions of the drifts."""
         block = 0
         position = 0
         drifts: list[int] = []
@@ -138,10 +139,11 @@ class PhaseOrchestrator:
         while (value := await stream()) is not None:
             if detector.update(value):
                 drifts.append(position)
-                await self.machine.transition(Phase.SLEEP, reason=f"drift at sample {position}")
-                await work.sleep(sleep_duration)
-                self.after_sleep()
-                await self.machine.transition(Phase.WAKE, reason="after sleep")
+                if sleep:
+                    await self.machine.transition(Phase.SLEEP, reason=f"drift at sample {position}")
+                    await work.sleep(sleep_duration)
+                    self.after_sleep()
+                await self.machine.transition(Phase.WAKE, reason=f"drift at sample {position}")
                 await work.evaluate()
                 block += 1
                 await self.machine.transition(Phase.LEARNING, task=block_name(block), reason="new block")

@@ -115,6 +115,8 @@ def plot_experiment(out_dir: Path) -> None:
     fig.savefig(out_dir / "phases.png", dpi=120)
     plt.close(fig)
 
+    if "task_free" in results:
+        _plot_drift(out_dir / "drift.png", results["task_free"])
     replays = read_replays(out_dir / REPLAY_FILE)
     if replays:
         _plot_replay(out_dir / "sleep_raster.png", replays, results["sleep"])
@@ -166,6 +168,37 @@ def _plot_replay(path: Path, replays: list[Replay], episodes: list[dict[str, Any
     handles = [Patch(color=colours(c % 10), label=str(c)) for c in classes]
     handles.append(Patch(color=(0.6, 0.6, 0.6), label="unassigned"))
     axes[0, 0].legend(handles=handles, fontsize=6, ncol=len(handles), loc="lower right", bbox_to_anchor=(1.0, 1.15))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_drift(path: Path, task_free: dict[str, Any]) -> None:
+    """The readout's loss per image of a task-free stream, the true task boundaries and the drifts found."""
+    import matplotlib.pyplot as plt
+
+    loss = np.asarray(task_free["readout_loss"], dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(10, 2.8))
+    ax.plot(loss, lw=0.6, color="#777777", label="readout loss per image")
+    window = 10
+    if loss.size >= window:
+        smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
+        ax.plot(np.arange(window - 1, loss.size), smooth, lw=1.2, color="k", label=f"mean of {window}")
+    for k, b in enumerate(task_free["boundaries"]):
+        ax.axvline(b, color="#2a7ab9", ls="--", lw=1, label="true task boundary" if k == 0 else None)
+    for k, d in enumerate(task_free["drifts"]):
+        ax.axvline(d, color="#d62728", lw=1.5, label="drift detected" if k == 0 else None)
+    ax.set_xlabel("image in the stream")
+    ax.set_ylabel("-log p(label) (nats)")
+    delay = task_free["mean_delay_images"]
+    ax.set_title(
+        f"task-free: {task_free['found']}/{len(task_free['boundaries'])} boundaries found"
+        + (f", {delay:.1f} images late on average" if delay is not None else "")
+        + f", {task_free['false_alarms']} false alarms",
+        fontsize=9,
+        loc="left",
+    )
+    ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

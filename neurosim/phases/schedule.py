@@ -39,12 +39,13 @@ from neurosim.events.bus import EventBus
 from neurosim.events.mqtt import BrokerSettings, MQTTPublisher
 from neurosim.events.schema import Event, SleepEvent
 from neurosim.events.spikes import SpikeStream
+from neurosim.learning.drift import PageHinkley
 from neurosim.learning.ewc import EWCConfig, EWCMode, OnlineFisherEWC
 from neurosim.learning.fisher import DirectoryFisherStore
 from neurosim.learning.fisher_online import FisherAccumulatorConfig
 from neurosim.learning.learner import STDPOnlineLearner
 from neurosim.learning.readout import LinearReadout, VotingReadout
-from neurosim.learning.sleep import InputStatistics, SleepDrive, SleepReport, sleep_episode
+from neurosim.learning.sleep import InputStatistics, SleepReport, sleep_episode
 from neurosim.learning.surrogate import Surrogate
 from neurosim.metrics import METRICS, Metrics
 from neurosim.outputs import write_json
@@ -54,10 +55,8 @@ from neurosim.phases.machine import PhaseMachine
 from neurosim.phases.orchestrator import Block, PhaseOrchestrator
 from neurosim.phases.phase import Phase
 from neurosim.phases.report import REPLAY_FILE, Replay, plot_experiment, write_replays
-from neurosim.sim.diehl_cook import DiehlCookLayer, diehl_cook_network
+from neurosim.sim.diehl_cook import DiehlCookLayer, LayerPresenter, diehl_cook_network
 from neurosim.sim.engine import Backend, Simulation
-from neurosim.sim.inputs import PoissonInput
-from neurosim.sim.monitors import ChunkResult
 from neurosim.sim.neurons import AdaptiveLIF
 
 mV = 1e-3
@@ -80,31 +79,15 @@ class Experiment:
         d, n = cfg.data, cfg.network.n_hidden
         self.tasks: list[Task] = split_tasks(train, test, classes_per_task=d.classes_per_task, n_tasks=d.n_tasks)
         self.n_inputs = int(data.images.shape[1])
-        layer = DiehlCookLayer(self.n_inputs, n, cfg.network.w_init_max, cfg.network.exc_to_inh,
-                               cfg.network.inh_to_exc, cfg.network.theta_init, cfg.network.theta_plus,
-                               v_init_exc=-65 * mV, v_init_inh=-60 * mV)  # fmt: skip
-        self.sim = Simulation(diehl_cook_network(layer, cfg.seed, dtype=dtype), dt=cfg.dt, seed=cfg.seed,
-                              backend=backend, dtype=dtype)  # fmt: skip
-        self.proj = self.sim.network.projections["input_exc"]
-        self.weight_sum = cfg.network.weight_sum or 78.0 * (self.n_inputs / 784) ** 0.5
-        self._normalise()
+        self.sim, self.presenter = build_layer(cfg, self.n_inputs, backend, dtype)
+        self.proj = self.presenter.projection
         self.voting = VotingReadout(int(data.n_classes), n)
         self.readout = LinearReadout(n, int(data.n_classes), dtype=dtype)
         self.learner = STDPOnlineLearner(self.proj, cfg.stdp.to_rule(), dt=cfg.dt, surrogate=Surrogate(width=2 * mV),
                                          readout=self.readout)  # fmt: skip
         self.learner.attach(self.sim)
-        f, e = cfg.fisher, cfg.ewc
-        self.fisher = OnlineFisherEWC(
-            EWCConfig(lambda_=e.lambda_ if e.enabled else 0.0, mode=EWCMode(e.mode), gamma=e.gamma,
-                      pull_rate=e.pull_rate),
-            store=DirectoryFisherStore(out_dir / "fisher", keep_last=3), metrics=self.metrics,
-            accumulator=FisherAccumulatorConfig(alpha=f.alpha, min_samples=f.min_samples,
-                                                snapshot_every=f.snapshot_every,
-                                                max_staleness_steps=f.max_staleness_steps),
-        )  # fmt: skip
+        self.fisher = online_fisher_ewc(cfg, out_dir, self.metrics)
         self.sleep_cfg = cfg.sleep.sleep_config()
-        self._counts = np.zeros(n, dtype=np.int64)
-        self.sim.add_chunk_hook(self._count)
         self.sim.add_chunk_hook(self.metrics.observe_chunk)
         self.spike_stream = SpikeStream(self.bus).attach(self.sim)
         self.machine = PhaseMachine(run_id=run_id, sim_time=lambda: self.sim.t, bus=self.bus, metrics=self.metrics)
@@ -112,6 +95,7 @@ class Experiment:
         self.seen: list[int] = []
         self.accuracy = AccuracyLog()
         self.control: dict[str, Any] | None = None  # the no-consolidation control's results, once run
+        self.task_free: dict[str, Any] | None = None  # task-free runs: drifts against the true boundaries
         self.statistics = InputStatistics()  # what SLEEP replays: input sums per task and class, not the data
         self.sleep_reports: list[SleepReport] = []
         self.sleep_assignments: list[npt.NDArray[np.int64]] = []  # each neuron's class at each sleep
@@ -119,88 +103,80 @@ class Experiment:
         self._wake_spikes, self._wake_seconds = 0, 0.0
         self.wall0 = time.perf_counter()
 
-    def _count(self, result: ChunkResult) -> None:
-        np.add.at(self._counts, result.spikes["exc"].indices, 1)
+    def _order(self, task_index: int) -> list[tuple[int, int]]:
+        d = self.cfg.data
+        return training_order(self.tasks, task_index, d.train_per_task, self.cfg.seed, joint=self.cfg.joint)
 
-    def _normalise(self) -> None:
-        w = self.proj.synapse_weights()
-        sums = torch.zeros(self.proj.n_post, dtype=w.dtype).index_add_(0, self.proj.post_index, w)
-        self.proj.set_synapse_weights(w * (self.weight_sum / sums.clamp_min(1e-12))[self.proj.post_index])
-
-    def _input(self) -> PoissonInput:
-        inp = self.sim.network.inputs["input"]
-        if not isinstance(inp, PoissonInput):
-            raise TypeError("the input population must be a PoissonInput")
-        return inp
-
-    def _seen_classes(self) -> list[int]:
-        return sorted({c for t in self.seen for c in self.tasks[t].classes})
-
-    async def _present(self, image: npt.NDArray[np.float32], label: int | None) -> npt.NDArray[np.int64]:
+    async def _show(self, image: npt.NDArray[np.float32], label: int | None) -> npt.NDArray[np.int64]:
         if label is not None:
             self.learner.begin_sample(torch.tensor([label]))
-        d = self.cfg.data
-        counts = np.zeros_like(self._counts)
-        for boost in range(4):  # Diehl & Cook: brighter until the image drives 5 spikes
-            self._counts[:] = 0
-            self._input().set_rates(poisson_rates(image, d.max_rate * (1 + boost)))
-            await self.sim.run_async(d.present)
-            counts = self._counts.copy()
-            self._input().set_rates(0.0)
-            if d.rest > 0:
-                await self.sim.run_async(d.rest)
-            if counts.sum() >= 5:
-                break
-        return counts
+        return await self.presenter.present(image)
 
-    def _training_order(self, task_index: int) -> list[tuple[int, int]]:
-        """(task, image index) pairs of a LEARNING block: the task's first ``train_per_task``
-        images in a seeded order; with ``joint``, every task's, interleaved."""
-        tasks = range(len(self.tasks)) if self.cfg.joint else [task_index]
-        pairs = []
-        for t in tasks:
-            n = min(self.cfg.data.train_per_task, len(self.tasks[t].train))
-            order = np.random.default_rng(self.cfg.seed + 1000 * t).permutation(len(self.tasks[t].train))[:n]
-            pairs += [(t, int(i)) for i in order]
-        if self.cfg.joint:
-            shuffle = np.random.default_rng([self.cfg.seed, 999]).permutation(len(pairs))
-            pairs = [pairs[k] for k in shuffle]
-        return pairs
+    def _seen_classes(self) -> list[int]:
+        if self.cfg.task_free is not None:  # no task labels: the classes whose labels came so far
+            return [int(c) for c in np.flatnonzero(self.voting.observed)]
+        return sorted({c for t in self.seen for c in self.tasks[t].classes})
 
     async def learn(self, task_index: int) -> None:
         """The data of a LEARNING block (the orchestrator has switched plasticity on)."""
         self.seen += [t for t in (range(len(self.tasks)) if self.cfg.joint else [task_index]) if t not in self.seen]
-        pairs, task_id = self._training_order(task_index), self.tasks[task_index].task_id
+        pairs, task_id = self._order(task_index), self.tasks[task_index].task_id
         for k, (t, idx) in enumerate(tqdm(pairs, desc=f"learning {task_id}", disable=not self.progress, leave=False)):
-            if k % 10 == 0:
-                assigned = self.voting.assignments_among(self._seen_classes())
-                self.readout.weight = self.voting.softmax_weights(assigned, self.cfg.readout_beta,
-                                                                  dtype=self.readout.weight.dtype)  # fmt: skip
-            label, image = int(self.tasks[t].train.labels[idx]), self.tasks[t].train.images[idx]
-            counts = await self._present(image, label)
-            self.voting.observe(counts, label)
-            self.statistics.add(t, label, image)
-            self._wake_spikes += int(counts.sum())
-            self._wake_seconds += self.cfg.data.present
-            self._normalise()
+            await self._learn_image(t, idx, k, group=t)
             nap_every = self.cfg.sleep.interleave_every
             if self.cfg.sleep.enabled and nap_every is not None and (k + 1) % nap_every == 0 and k + 1 < len(pairs):
                 await self.orchestrator.nap(lambda: self._replay(self.cfg.sleep.interleave_duration, within=task_id))
+
+    async def _learn_image(self, t: int, idx: int, k: int, *, group: int) -> float:
+        """Present training image ``idx`` of task ``t`` (the ``k``-th of its block) and learn it;
+        its input joins the sleep statistics of ``group``. Returns the readout's loss on it
+        before it was learned, ``-log p(label | response)``."""
+        if k % 10 == 0 and self._seen_classes():
+            assigned = self.voting.assignments_among(self._seen_classes())
+            self.readout.weight = self.voting.softmax_weights(assigned, self.cfg.readout_beta,
+                                                              dtype=self.readout.weight.dtype)  # fmt: skip
+        label, image = int(self.tasks[t].train.labels[idx]), self.tasks[t].train.images[idx]
+        counts = await self._show(image, label)
+        rates = torch.from_numpy(counts / self.cfg.data.present).to(self.readout.weight.dtype)[None]
+        loss = -float(self.readout.log_prob(rates)[0, label])
+        self.voting.observe(counts, label)
+        self.statistics.add(group, label, image)
+        self._wake_spikes += int(counts.sum())
+        self._wake_seconds += self.cfg.data.present
+        self.presenter.normalise()
+        return loss
+
+    async def _learn_stream(self) -> dict[str, Any]:
+        """Task-free: every task's training images as one stream, task after task; a drift in
+        the readout's loss closes the block (the orchestrator does the rest)."""
+        assert self.cfg.task_free is not None  # the caller's condition
+        stream = [(t, idx) for t in range(len(self.tasks)) for _, idx in self._order(t)]
+        position, losses = 0, []
+
+        async def next_loss() -> float | None:
+            nonlocal position
+            if position == len(stream):
+                return None
+            t, idx = stream[position]
+            self.seen += [t] if t not in self.seen else []
+            losses.append(await self._learn_image(t, idx, position, group=len(self.fisher.accumulators) - 1))
+            position += 1
+            return losses[-1]
+
+        detector = PageHinkley(self.cfg.task_free.detector())
+        drifts = await self.orchestrator.run_task_free(next_loss, detector, self, sleep=self.cfg.sleep.enabled)
+        boundaries = [k for k in range(1, len(stream)) if stream[k][0] != stream[k - 1][0]]
+        return {**task_free_summary(drifts, boundaries), "readout_loss": losses}
 
     async def sleep(self, duration: float | None) -> None:
         """The replay of a SLEEP phase (the orchestrator snapshots before and re-anchors after)."""
         await self._replay(duration if duration is not None else self.sleep_cfg.duration, within=None)
 
-    def _replay_by_class(self) -> bool:
-        """One statistic per class (class means; or uniform noise standing in for them in
-        targeted replay, so the control keeps the same blocks and gains, without the data)."""
-        drive = self.sleep_cfg.drive
-        return drive is SleepDrive.CLASS_MEANS or (drive is SleepDrive.UNIFORM and self.sleep_cfg.targeted)
-
     async def _replay(self, duration: float, *, within: str | None) -> None:
+        latest = len(self.fisher.accumulators) - 1 if self.cfg.task_free is not None else self.seen[-1]
         earlier = self.cfg.sleep.replay_tasks == "earlier"
-        keys = self.statistics.keys(excluding_task=self.seen[-1] if earlier and self.seen else None)
-        means = self.statistics.means(keys, by_class=self._replay_by_class())
+        keys = self.statistics.keys(excluding_task=latest if earlier and self.seen else None)
+        means = self.statistics.means(keys, by_class=self.sleep_cfg.replays_by_class)
         if not means:
             raise RuntimeError("SLEEP before any LEARNING: there is nothing to replay")
         drives = [poisson_rates(np.clip(m, 0.0, 1.0).astype(np.float32), self.cfg.data.max_rate) for m in means]
@@ -212,21 +188,14 @@ class Experiment:
         # changes no weight leaves the rest of the run exactly as without it (sharp controls)
         with self.sim.detached(stream=len(self.sleep_reports) + 1):
             report = await sleep_episode(
-                self.sim, projection=self.proj, inputs=self._input(), statistics=drives, cfg=self.sleep_cfg,
-                duration=duration, wake_rate=self._wake_spikes / max(self.cfg.network.n_hidden * self._wake_seconds,
-                                                                     1e-12),
+                self.sim, projection=self.proj, inputs=self.presenter.inputs, statistics=drives, cfg=self.sleep_cfg,
+                duration=duration, wake_rate=self._wake_spikes / max(self.proj.n_post * self._wake_seconds, 1e-12),
                 rng=np.random.default_rng([self.cfg.seed, 7919, len(self.sleep_reports)]), fisher=fisher,
-                bounds=(self.cfg.stdp.w_min, self.cfg.stdp.w_max), normalise=self._normalise,
-                labels=[k[1] for k in keys] if self._replay_by_class() else None, assignments=assigned,
+                bounds=(self.cfg.stdp.w_min, self.cfg.stdp.w_max), normalise=self.presenter.normalise,
+                labels=[k[1] for k in keys] if self.sleep_cfg.replays_by_class else None, assignments=assigned,
             )  # fmt: skip
-        fishers = {}
-        for t in self.seen:
-            try:
-                fishers[self.tasks[t].task_id] = self.fisher.store.load(self.tasks[t].task_id).arrays[name]
-            except KeyError:
-                continue
         event = diagnose_sleep(report, run_id=self.run_id, episode=len(self.sleep_diagnostics), classes=classes,
-                               assigned=assigned, fishers=fishers, within=within)  # fmt: skip
+                               assigned=assigned, fishers=self.fisher.stored_fishers(name), within=within)  # fmt: skip
         self.sleep_reports.append(report)
         self.sleep_assignments.append(assigned)
         self.sleep_diagnostics.append(event)
@@ -245,7 +214,7 @@ class Experiment:
             for t in self.seen:
                 task = self.tasks[t]
                 n = min(self.cfg.data.test_per_task, len(task.test))
-                responses = np.stack([await self._present(task.test.images[i], None) for i in range(n)])
+                responses = np.stack([await self._show(task.test.images[i], None) for i in range(n)])
                 labels = task.test.labels[:n]
                 rows["class"][t] = float(np.mean(self.voting.vote(responses, seen_classes, assigned) == labels))
                 rows["task"][t] = float(np.mean(self.voting.vote(responses, list(task.classes), assigned) == labels))
@@ -270,6 +239,7 @@ class Experiment:
             "consolidation": {"ewc": self.cfg.ewc.enabled, "sleep": self.cfg.sleep.enabled},
             "sleep": [e.model_dump(mode="json", exclude={"run_id", "wall_time"}) for e in self.sleep_diagnostics],
             **({"control": self.control} if self.control is not None else {}),
+            **({"task_free": self.task_free} if self.task_free is not None else {}),
         }
 
     def write_results(self, status: str) -> None:
@@ -278,19 +248,86 @@ class Experiment:
     async def run(self) -> dict[str, Any]:
         await self.machine.start(reason="experiment start")
         blocks = [Block(Phase(b.phase), b.task, b.duration) for b in self.cfg.resolved_schedule()]
-        ids = [t.task_id for t in self.tasks]
         try:
-            bar = tqdm(blocks, desc="schedule", disable=not self.progress, unit="phase")
-            await self.orchestrator.run(bar, self, ids)
+            if self.cfg.task_free is not None:
+                self.task_free = await self._learn_stream()
+            else:
+                bar = tqdm(blocks, desc="schedule", disable=not self.progress, unit="phase")
+                await self.orchestrator.run(bar, self, [t.task_id for t in self.tasks])
         except BaseException as err:
-            write_json(
-                self.out_dir / "results.json", {**self.results("failed"), "error": f"{type(err).__name__}: {err}"}
-            )
+            failed = {**self.results("failed"), "error": f"{type(err).__name__}: {err}"}
+            write_json(self.out_dir / "results.json", failed)
             raise
         finally:
             self.fisher.close()
         self.write_results("completed")
         return self.results("completed")
+
+
+def build_layer(cfg: ContinualConfig, n_inputs: int, backend: Backend,
+                dtype: torch.dtype) -> tuple[Simulation, LayerPresenter]:  # fmt: skip
+    """The Diehl & Cook layer of ``cfg`` (starting at rest), its simulation and presenter."""
+    net = cfg.network
+    layer = DiehlCookLayer(n_inputs, net.n_hidden, net.w_init_max, net.exc_to_inh, net.inh_to_exc, net.theta_init,
+                           net.theta_plus, v_init_exc=-65 * mV, v_init_inh=-60 * mV)  # fmt: skip
+    sim = Simulation(diehl_cook_network(layer, cfg.seed, dtype=dtype), dt=cfg.dt, seed=cfg.seed, backend=backend,
+                     dtype=dtype)  # fmt: skip
+    d = cfg.data
+    presenter = LayerPresenter(sim, max_rate=d.max_rate, present=d.present, rest=d.rest,
+                               weight_sum=net.weight_sum or 78.0 * (n_inputs / 784) ** 0.5)  # fmt: skip
+    presenter.normalise()
+    return sim, presenter
+
+
+def online_fisher_ewc(cfg: ContinualConfig, out_dir: Path, metrics: Metrics) -> OnlineFisherEWC:
+    """The per-task Fisher accumulators and the EWC pull of ``cfg`` (EWC off: lambda 0, the
+    Fisher still kept for sleep protection and diagnostics)."""
+    f, e = cfg.fisher, cfg.ewc
+    return OnlineFisherEWC(
+        EWCConfig(lambda_=e.lambda_ if e.enabled else 0.0, mode=EWCMode(e.mode), gamma=e.gamma, pull_rate=e.pull_rate),
+        store=DirectoryFisherStore(out_dir / "fisher", keep_last=3), metrics=metrics,
+        accumulator=FisherAccumulatorConfig(alpha=f.alpha, min_samples=f.min_samples, snapshot_every=f.snapshot_every,
+                                            max_staleness_steps=f.max_staleness_steps),
+    )  # fmt: skip
+
+
+def training_order(
+    tasks: list[Task], task_index: int, per_task: int, seed: int, *, joint: bool
+) -> list[tuple[int, int]]:
+    """(task, image index) pairs of a LEARNING block: the task's first ``per_task`` training
+    images in a seeded order; with ``joint``, every task's, interleaved."""
+    pairs = []
+    for t in range(len(tasks)) if joint else [task_index]:
+        n = min(per_task, len(tasks[t].train))
+        order = np.random.default_rng(seed + 1000 * t).permutation(len(tasks[t].train))[:n]
+        pairs += [(t, int(i)) for i in order]
+    if joint:
+        shuffle = np.random.default_rng([seed, 999]).permutation(len(pairs))
+        pairs = [pairs[k] for k in shuffle]
+    return pairs
+
+
+def task_free_summary(drifts: list[int], boundaries: list[int]) -> dict[str, Any]:
+    """Each true task boundary's first drift at or after it (before the next boundary): found
+    or missed, and how late (images); drifts matched to no boundary are false alarms."""
+    found: list[int | None] = []
+    matched: set[int] = set()
+    for k, b in enumerate(boundaries):
+        end = boundaries[k + 1] if k + 1 < len(boundaries) else None
+        hit = next((d for d in drifts if d >= b and (end is None or d < end) and d not in matched), None)
+        found.append(None if hit is None else hit - b)
+        if hit is not None:
+            matched.add(hit)
+    delays = [d for d in found if d is not None]
+    return {
+        "boundaries": boundaries,
+        "drifts": drifts,
+        "delay_images": found,
+        "found": len(delays),
+        "missed": len(boundaries) - len(delays),
+        "false_alarms": len([d for d in drifts if d not in matched]),
+        "mean_delay_images": float(np.mean(delays)) if delays else None,
+    }
 
 
 CONTROL_KEYS = ("average_accuracy", "bwt", "average_accuracy_task_incremental", "bwt_task_incremental")

@@ -23,15 +23,22 @@ network here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
+from neurosim.datasets.encoding import poisson_rates
 from neurosim.sim import connectivity as conn
 from neurosim.sim.inputs import PoissonInput
+from neurosim.sim.monitors import ChunkResult
 from neurosim.sim.network import Network, Population
 from neurosim.sim.neurons import AdaptiveLIF, ConductanceLIF
 from neurosim.sim.synapses import Channel, Projection
+
+if TYPE_CHECKING:
+    from neurosim.sim.engine import Simulation
 
 mV, ms = 1e-3, 1e-3
 
@@ -89,3 +96,47 @@ def diehl_cook_network(layer: DiehlCookLayer, seed: int, *, dtype: torch.dtype =
         Projection.from_pairs("inh_exc", "inh", "exc", n, n, pre, post, lateral, channel=Channel.INH, dtype=dtype)
     )
     return net
+
+
+class LayerPresenter:
+    """Diehl & Cook's presentation of an image to the layer: Poisson rates proportional to the
+    pixels (``max_rate`` Hz for intensity 1) for ``present`` s, then ``rest`` s of silence,
+    repeated brighter (``max_rate`` times 2, 3, 4) until the excitatory layer answers with
+    ``min_spikes`` spikes; returns the excitatory spike counts. ``normalise()`` rescales each
+    excitatory neuron's input weights to sum to ``weight_sum`` (the paper does it after
+    every image)."""
+
+    def __init__(self, sim: Simulation, *, max_rate: float, present: float, rest: float, weight_sum: float,
+                 min_spikes: int = 5, attempts: int = 4) -> None:  # fmt: skip
+        inputs = sim.network.inputs["input"]
+        if not isinstance(inputs, PoissonInput):
+            raise TypeError("the input population must be a PoissonInput")
+        self.sim, self.inputs = sim, inputs
+        self.projection = sim.network.projections["input_exc"]
+        self.max_rate, self.present_s, self.rest_s, self.weight_sum = max_rate, present, rest, weight_sum
+        self.min_spikes, self.attempts = min_spikes, attempts
+        self.counts = np.zeros(sim.network.source_size("exc"), dtype=np.int64)
+        sim.add_chunk_hook(self._count)
+
+    def _count(self, result: ChunkResult) -> None:
+        np.add.at(self.counts, result.spikes["exc"].indices, 1)
+
+    async def present(self, image: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
+        counts = np.zeros_like(self.counts)
+        for boost in range(self.attempts):
+            self.counts[:] = 0
+            self.inputs.set_rates(poisson_rates(image, self.max_rate * (1 + boost)))
+            await self.sim.run_async(self.present_s)
+            counts = self.counts.copy()
+            self.inputs.set_rates(0.0)
+            if self.rest_s > 0:
+                await self.sim.run_async(self.rest_s)
+            if counts.sum() >= self.min_spikes:
+                break
+        return counts
+
+    def normalise(self) -> None:
+        proj = self.projection
+        w = proj.synapse_weights()
+        sums = torch.zeros(proj.n_post, dtype=w.dtype).index_add_(0, proj.post_index, w)
+        proj.set_synapse_weights(w * (self.weight_sum / sums.clamp_min(1e-12))[proj.post_index])
