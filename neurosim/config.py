@@ -603,6 +603,18 @@ class ContinualSleepConfig(SleepConfig):
 _PH = PageHinkleyConfig()
 
 
+class ContinualReplayConfig(_Strict):
+    """Experience replay in a spiking run: a reservoir buffer keeps ``capacity`` of the images
+    shown (each kept with equal probability); with ``every``, one stored image (with its
+    label) is presented again after every ``every`` new ones during LEARNING; with
+    ``sleep.drive = "episodes"``, SLEEP replays the stored images (hippocampal-style replay
+    of stored episodes) instead of mean images."""
+
+    enabled: bool = False
+    capacity: PositiveInt = 100
+    every: PositiveInt | None = None
+
+
 class TaskFreeConfig(_Strict):
     """Task-free continual learning: the tasks' images as one stream (task after task, no
     boundaries given); a Page-Hinkley test on the readout's loss per image (its
@@ -655,6 +667,7 @@ class ContinualConfig(_Strict):
     joint: bool = False
     # no schedule: the tasks as one stream, blocks closed where a drift detector fires
     task_free: TaskFreeConfig | None = None
+    replay: ContinualReplayConfig = Field(default_factory=ContinualReplayConfig)
 
     def without_consolidation(self) -> ContinualConfig:
         """The same experiment with EWC and sleep off (and no sleep blocks): the control."""
@@ -663,6 +676,7 @@ class ContinualConfig(_Strict):
             update={
                 "ewc": self.ewc.model_copy(update={"enabled": False}),
                 "sleep": self.sleep.model_copy(update={"enabled": False}),
+                "replay": self.replay.model_copy(update={"enabled": False}),
                 "schedule": schedule,
                 "control": False,
             }
@@ -699,6 +713,8 @@ class ContinualConfig(_Strict):
             if target is Phase.SLEEP and not self.sleep.enabled:
                 problems.append(f"schedule[{i}]: a sleep block, but sleep.enabled is false")
             current = target
+        if self.sleep.enabled and self.sleep.drive == "episodes" and not self.replay.enabled:
+            problems.append('sleep.drive = "episodes" replays the replay buffer: set replay.enabled = true')
         if self.task_free is not None and (self.joint or self.schedule != "auto"):
             problems.append("task_free: a task-free run has no schedule and is not joint (its blocks come from drifts)")
         if problems:

@@ -266,3 +266,19 @@ def test_a_task_free_run_finds_the_task_boundaries_with_no_labels_of_them(tmp_pa
     assert len(found["readout_loss"]) == 240
     assert (tmp_path / "drift.png").stat().st_size > 5_000
     assert sorted(p.name for p in (tmp_path / "fisher").iterdir()) == ["block-0", "block-1", "block-2"]
+
+
+def test_replay_of_stored_episodes_during_learning_and_sleep(tmp_path: Path) -> None:
+    """A reservoir buffer of the images shown: one stored image learned again after every
+    second new one, and SLEEP driven by the stored images themselves."""
+    cfg = parse_continual(_tiny(replay={"enabled": True, "capacity": 5, "every": 2},
+                                sleep={"duration": 0.1, "drive": "episodes"}, control=False))  # fmt: skip
+    exp = Experiment(cfg, tmp_path, progress=False)
+    results = asyncio.run(exp.run())
+    assert results["consolidation"]["replay"] is True
+    assert results["replay"]["stored"] == 5 and results["replay"]["offered"] == 12  # 2 tasks x 6 images
+    assert sum(results["replay"]["class_counts"]) == 5
+    assert [s["drive"] for s in results["sleep"]] == ["episodes", "episodes"]
+    assert exp.voting.observed.sum() == 12 + 6  # every second image brings back one stored image
+    with pytest.raises(ConfigError, match="replay.enabled"):
+        parse_continual(_tiny(sleep={"drive": "episodes"}))

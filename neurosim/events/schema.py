@@ -117,7 +117,7 @@ class SleepEvent(BaseModel):
     within_task: str | None = None  # a nap inside this task's LEARNING; None: a SLEEP phase
     start_s: float = Field(ge=0.0)  # simulated time the replay began (after calibration)
     duration_s: float = Field(ge=0.0)
-    drive: Literal["task-means", "class-means", "uniform"]
+    drive: Literal["task-means", "class-means", "episodes", "uniform"]
     gain: float = Field(gt=0.0)  # input gain the calibration chose (times the stored rates)
     target_rate_hz: float | None = None  # what calibration aimed at; None when not calibrated
     rate_hz: float = Field(ge=0.0)  # mean rate per neuron of the layer during replay

@@ -135,6 +135,10 @@ class VotingReadout:
         predicted: npt.NDArray[np.int64] = np.asarray(classes, dtype=np.int64)[scores.argmax(1)]
         return predicted
 
+    def softmax_among(self, classes: Sequence[int], beta: float, dtype: torch.dtype) -> Tensor:
+        """``softmax_weights`` of the assignments among ``classes``."""
+        return self.softmax_weights(self.assignments_among(classes), beta, dtype=dtype)
+
     def softmax_weights(self, assigned: npt.NDArray[np.int64], beta: float, *, dtype: torch.dtype) -> Tensor:
         """The vote as a linear softmax readout ``(n_classes, n)``: ``logit_c = beta * mean
         rate of the neurons assigned to c`` (``p(y|x)`` and the surrogate learning signal)."""

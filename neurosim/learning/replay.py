@@ -110,6 +110,11 @@ class ReservoirBuffer:
         p = present / present.sum()
         return float(-(p * p.log()).sum() / np.log(present.numel()))
 
+    def summary(self, n_classes: int) -> dict[str, int | float | list[int]]:
+        """What the buffer holds, for a run's results."""
+        return {"stored": len(self), "offered": self.seen, "class_counts": self.class_counts(n_classes).tolist(),
+                "class_balance": self.class_balance(n_classes)}  # fmt: skip
+
 
 class ExperienceReplay(ConsolidatorBase):
     """Replay of a reservoir buffer as a consolidator. The buffer takes each task's data at

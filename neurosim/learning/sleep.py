@@ -20,7 +20,8 @@ Cirelli 2014). Tadros et al. scale ``inc`` and ``dec`` to the layer's weights (t
 
 ``sleep_episode`` runs one SLEEP: the drive is a sequence of blocks (``block`` s each), each
 Poisson noise at one stored input statistic (the mean image of one task seen, or of one
-class), chosen at random; ``drive="uniform"`` replaces every statistic by a flat image of
+class, or one stored episode: an image kept by a reservoir buffer, ``drive="episodes"``),
+chosen at random; ``drive="uniform"`` replaces every statistic by a flat image of
 the same mean rate (the non-data control). The input gain is calibrated before replay, with
 plasticity off, by bisection on short probes until the layer fires at ``target_rate`` (by
 default the mean rate of the layer during the last wake presentations: data-based
@@ -44,6 +45,7 @@ import numpy.typing as npt
 import torch
 from pydantic import Field
 
+from neurosim.datasets.encoding import poisson_rates
 from neurosim.sim.compiled_learning import CompiledLearner, CompiledOutcome, SleepKernel
 from neurosim.sim.inputs import PoissonInput
 from neurosim.sim.monitors import SpikeMonitor, SpikeTrains
@@ -62,6 +64,7 @@ class SleepDrive(enum.StrEnum):
 
     TASK_MEANS = "task-means"  # Poisson noise at the mean image of one task seen, per block
     CLASS_MEANS = "class-means"  # ... at the mean image of one class seen, per block
+    EPISODES = "episodes"  # ... at one stored image (a reservoir buffer's episode), per block: hippocampal-style
     UNIFORM = "uniform"  # flat noise of the same mean rate: the control that carries no data
 
 
@@ -96,7 +99,9 @@ class SleepConfig(StrictModel):
     def replays_by_class(self) -> bool:
         """One statistic per class (class means; or uniform noise standing in for them in
         targeted replay, so the control keeps the same blocks and gains, without the data)."""
-        return self.drive is SleepDrive.CLASS_MEANS or (self.drive is SleepDrive.UNIFORM and self.targeted)
+        return self.drive in (SleepDrive.CLASS_MEANS, SleepDrive.EPISODES) or (
+            self.drive is SleepDrive.UNIFORM and self.targeted
+        )
 
 
 @torch.no_grad()
@@ -479,3 +484,25 @@ class InputStatistics:
             own = [k for k in keys if k[0] == t]
             out.append(np.sum([self._sum[k] for k in own], axis=0) / sum(self._count[k] for k in own))
         return out
+
+
+def stored_drives(
+    statistics: InputStatistics,
+    cfg: SleepConfig,
+    *,
+    max_rate: float,
+    exclude: int | None = None,
+    episodes: tuple[Tensor, Tensor] | None = None,
+) -> tuple[list[npt.NDArray[np.float64]], list[int]]:
+    """What a SLEEP replays, as input rates (Hz) with the class of each: the mean input of each
+    class or task in ``statistics`` (``exclude``: without that task's, see
+    ``InputStatistics.keys``), or, for ``drive = "episodes"``, the stored ``episodes``
+    (inputs, labels) of a replay buffer. Pixels are clipped to [0, 1] and scaled to ``max_rate``."""
+    keys = statistics.keys(excluding_task=exclude)
+    labels = [k[1] for k in keys]
+    means = statistics.means(keys, by_class=cfg.replays_by_class)
+    if cfg.drive is SleepDrive.EPISODES:
+        if episodes is None:
+            raise ValueError('sleep drive "episodes" needs the stored episodes of a replay buffer')
+        means, labels = [x.double().numpy() for x in episodes[0]], episodes[1].tolist()
+    return [poisson_rates(np.clip(m, 0.0, 1.0).astype(np.float32), max_rate) for m in means], labels

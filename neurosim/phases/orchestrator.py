@@ -21,7 +21,7 @@ SLEEP and a WAKE follow before learning goes on as a new block, with no task lab
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -41,7 +41,7 @@ class PhaseWork(Protocol):
 
     async def learn(self, task: int) -> None: ...
 
-    async def sleep(self, duration: float | None) -> None: ...
+    async def sleep(self, duration: float | None, *, within: str | None = None) -> None: ...
 
     async def evaluate(self) -> None: ...
 
@@ -120,7 +120,7 @@ class PhaseOrchestrator:
 
     async def run_task_free(
         self,
-        stream: Callable[[], Awaitable[float | None]],
+        stream: AsyncIterator[float],
         detector: PageHinkley,
         work: PhaseWork,
         *,
@@ -128,15 +128,15 @@ class PhaseOrchestrator:
         sleep_duration: float | None = None,
         block_name: Callable[[int], str] = lambda k: f"block-{k}",
     ) -> list[int]:
-        """Task-free continual learning: LEARNING blocks named ``block_name(k)``; ``stream()``
-        presents the next sample and returns the signal the detector watches (None: the
-        stream has ended). At a drift: the block is consolidated (leaving LEARNING), SLEEP
-        (with ``sleep``), WAKE, and a new block begins. Returns the stream positions of the drifts."""
+        """Task-free continual learning: LEARNING blocks named ``block_name(k)``; each item of
+        ``stream`` is a sample presented and learned, and the signal the detector watches. At
+        a drift: the block is consolidated (leaving LEARNING), SLEEP (with ``sleep``), WAKE,
+        and a new block begins. Returns the stream positions of the drifts."""
         block = 0
         position = 0
         drifts: list[int] = []
         await self.machine.transition(Phase.LEARNING, task=block_name(block), reason="task-free stream")
-        while (value := await stream()) is not None:
+        async for value in stream:
             if detector.update(value):
                 drifts.append(position)
                 if sleep:

@@ -21,8 +21,8 @@ reference that continual learning is measured against).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 import neurosim
 from neurosim.config import ContinualConfig
-from neurosim.datasets import Task, load_digits, load_mnist_subset, poisson_rates, split_tasks
+from neurosim.datasets import Task, load_digits, load_mnist_subset, split_tasks
 from neurosim.events.bus import EventBus
 from neurosim.events.mqtt import BrokerSettings, MQTTPublisher
 from neurosim.events.schema import Event, SleepEvent
@@ -45,7 +45,8 @@ from neurosim.learning.fisher import DirectoryFisherStore
 from neurosim.learning.fisher_online import FisherAccumulatorConfig
 from neurosim.learning.learner import STDPOnlineLearner
 from neurosim.learning.readout import LinearReadout, VotingReadout
-from neurosim.learning.sleep import InputStatistics, SleepReport, sleep_episode
+from neurosim.learning.replay import ExperienceReplay, ReservoirBuffer
+from neurosim.learning.sleep import InputStatistics, sleep_episode, stored_drives
 from neurosim.learning.surrogate import Surrogate
 from neurosim.metrics import METRICS, Metrics
 from neurosim.outputs import write_json
@@ -57,7 +58,6 @@ from neurosim.phases.phase import Phase
 from neurosim.phases.report import REPLAY_FILE, Replay, plot_experiment, write_replays
 from neurosim.sim.diehl_cook import DiehlCookLayer, LayerPresenter, diehl_cook_network
 from neurosim.sim.engine import Backend, Simulation
-from neurosim.sim.neurons import AdaptiveLIF
 
 mV = 1e-3
 
@@ -97,10 +97,10 @@ class Experiment:
         self.control: dict[str, Any] | None = None  # the no-consolidation control's results, once run
         self.task_free: dict[str, Any] | None = None  # task-free runs: drifts against the true boundaries
         self.statistics = InputStatistics()  # what SLEEP replays: input sums per task and class, not the data
-        self.sleep_reports: list[SleepReport] = []
-        self.sleep_assignments: list[npt.NDArray[np.int64]] = []  # each neuron's class at each sleep
+        self.replay = ExperienceReplay(ReservoirBuffer(cfg.replay.capacity, seed=cfg.seed), from_stream=True,
+                                       seed=cfg.seed) if cfg.replay.enabled else None  # fmt: skip
+        self.replays: list[Replay] = []  # each sleep's replay spikes and each neuron's class then
         self.sleep_diagnostics: list[SleepEvent] = []
-        self._wake_spikes, self._wake_seconds = 0, 0.0
         self.wall0 = time.perf_counter()
 
     def _order(self, task_index: int) -> list[tuple[int, int]]:
@@ -110,7 +110,7 @@ class Experiment:
     async def _show(self, image: npt.NDArray[np.float32], label: int | None) -> npt.NDArray[np.int64]:
         if label is not None:
             self.learner.begin_sample(torch.tensor([label]))
-        return await self.presenter.present(image)
+        return await self.presenter.present(image, training=label is not None)
 
     def _seen_classes(self) -> list[int]:
         if self.cfg.task_free is not None:  # no task labels: the classes whose labels came so far
@@ -125,24 +125,30 @@ class Experiment:
             await self._learn_image(t, idx, k, group=t)
             nap_every = self.cfg.sleep.interleave_every
             if self.cfg.sleep.enabled and nap_every is not None and (k + 1) % nap_every == 0 and k + 1 < len(pairs):
-                await self.orchestrator.nap(lambda: self._replay(self.cfg.sleep.interleave_duration, within=task_id))
+                await self.orchestrator.nap(lambda: self.sleep(self.cfg.sleep.interleave_duration, within=task_id))
 
     async def _learn_image(self, t: int, idx: int, k: int, *, group: int) -> float:
         """Present training image ``idx`` of task ``t`` (the ``k``-th of its block) and learn it;
-        its input joins the sleep statistics of ``group``. Returns the readout's loss on it
-        before it was learned, ``-log p(label | response)``."""
-        if k % 10 == 0 and self._seen_classes():
-            assigned = self.voting.assignments_among(self._seen_classes())
-            self.readout.weight = self.voting.softmax_weights(assigned, self.cfg.readout_beta,
-                                                              dtype=self.readout.weight.dtype)  # fmt: skip
+        its input joins the sleep statistics of ``group`` (and the replay buffer). Returns the
+        readout's loss on it before it was learned, ``-log p(label | response)``."""
         label, image = int(self.tasks[t].train.labels[idx]), self.tasks[t].train.images[idx]
+        loss = await self._learn(image, label, refresh=k % 10 == 0)
+        self.statistics.add(group, label, image)
+        if self.replay is not None:
+            self.replay.buffer.add(torch.from_numpy(image)[None], torch.tensor([label]), group)
+            every = self.cfg.replay.every
+            if every is not None and (k + 1) % every == 0:  # one stored episode, learned again
+                stored = self.replay.buffer.sample(1, self.replay.generator)
+                await self._learn(stored.inputs[0].numpy(), int(stored.labels[0]), refresh=False)
+        return loss
+
+    async def _learn(self, image: npt.NDArray[np.float32], label: int, *, refresh: bool) -> float:
+        if refresh and (classes := self._seen_classes()):
+            self.readout.weight = self.voting.softmax_among(classes, self.cfg.readout_beta, self.readout.weight.dtype)
         counts = await self._show(image, label)
         rates = torch.from_numpy(counts / self.cfg.data.present).to(self.readout.weight.dtype)[None]
         loss = -float(self.readout.log_prob(rates)[0, label])
         self.voting.observe(counts, label)
-        self.statistics.add(group, label, image)
-        self._wake_spikes += int(counts.sum())
-        self._wake_seconds += self.cfg.data.present
         self.presenter.normalise()
         return loss
 
@@ -151,66 +157,55 @@ class Experiment:
         the readout's loss closes the block (the orchestrator does the rest)."""
         assert self.cfg.task_free is not None  # the caller's condition
         stream = [(t, idx) for t in range(len(self.tasks)) for _, idx in self._order(t)]
-        position, losses = 0, []
+        losses: list[float] = []
 
-        async def next_loss() -> float | None:
-            nonlocal position
-            if position == len(stream):
-                return None
-            t, idx = stream[position]
-            self.seen += [t] if t not in self.seen else []
-            losses.append(await self._learn_image(t, idx, position, group=len(self.fisher.accumulators) - 1))
-            position += 1
-            return losses[-1]
+        async def learned() -> AsyncIterator[float]:
+            for position, (t, idx) in enumerate(stream):
+                self.seen += [t] if t not in self.seen else []
+                losses.append(await self._learn_image(t, idx, position, group=len(self.fisher.accumulators) - 1))
+                yield losses[-1]
 
         detector = PageHinkley(self.cfg.task_free.detector())
-        drifts = await self.orchestrator.run_task_free(next_loss, detector, self, sleep=self.cfg.sleep.enabled)
+        drifts = await self.orchestrator.run_task_free(learned(), detector, self, sleep=self.cfg.sleep.enabled)
         boundaries = [k for k in range(1, len(stream)) if stream[k][0] != stream[k - 1][0]]
         return {**task_free_summary(drifts, boundaries), "readout_loss": losses}
 
-    async def sleep(self, duration: float | None) -> None:
-        """The replay of a SLEEP phase (the orchestrator snapshots before and re-anchors after)."""
-        await self._replay(duration if duration is not None else self.sleep_cfg.duration, within=None)
-
-    async def _replay(self, duration: float, *, within: str | None) -> None:
+    async def sleep(self, duration: float | None, *, within: str | None = None) -> None:
+        """The replay of a SLEEP phase (the orchestrator snapshots before and re-anchors after),
+        or of a nap ``within`` a task's LEARNING."""
         latest = len(self.fisher.accumulators) - 1 if self.cfg.task_free is not None else self.seen[-1]
         earlier = self.cfg.sleep.replay_tasks == "earlier"
-        keys = self.statistics.keys(excluding_task=latest if earlier and self.seen else None)
-        means = self.statistics.means(keys, by_class=self.sleep_cfg.replays_by_class)
-        if not means:
+        episodes = self.replay.episodes()[:2] if self.replay is not None and len(self.replay.buffer) else None
+        drives, labels = stored_drives(self.statistics, self.sleep_cfg, max_rate=self.cfg.data.max_rate,
+                                       exclude=latest if earlier else None, episodes=episodes)  # fmt: skip
+        if not drives:
             raise RuntimeError("SLEEP before any LEARNING: there is nothing to replay")
-        drives = [poisson_rates(np.clip(m, 0.0, 1.0).astype(np.float32), self.cfg.data.max_rate) for m in means]
         classes = self._seen_classes()
         assigned = self.voting.assignments_among(classes)  # sleep changes weights, not the class responses
         name = self.learner.parameter_name
         fisher = self.fisher.total_fisher(name) if self.sleep_cfg.fisher_protection > 0 else None
         # sleep noise on its own stream and the neuron state restored on waking: a sleep that
         # changes no weight leaves the rest of the run exactly as without it (sharp controls)
-        with self.sim.detached(stream=len(self.sleep_reports) + 1):
+        with self.sim.detached(stream=len(self.replays) + 1):
             report = await sleep_episode(
                 self.sim, projection=self.proj, inputs=self.presenter.inputs, statistics=drives, cfg=self.sleep_cfg,
-                duration=duration, wake_rate=self._wake_spikes / max(self.proj.n_post * self._wake_seconds, 1e-12),
-                rng=np.random.default_rng([self.cfg.seed, 7919, len(self.sleep_reports)]), fisher=fisher,
+                duration=duration or self.sleep_cfg.duration, wake_rate=self.presenter.training_rate_hz,
+                rng=np.random.default_rng([self.cfg.seed, 7919, len(self.replays)]), fisher=fisher,
                 bounds=(self.cfg.stdp.w_min, self.cfg.stdp.w_max), normalise=self.presenter.normalise,
-                labels=[k[1] for k in keys] if self.sleep_cfg.replays_by_class else None, assignments=assigned,
+                labels=labels if self.sleep_cfg.replays_by_class else None, assignments=assigned,
             )  # fmt: skip
         event = diagnose_sleep(report, run_id=self.run_id, episode=len(self.sleep_diagnostics), classes=classes,
                                assigned=assigned, fishers=self.fisher.stored_fishers(name), within=within)  # fmt: skip
-        self.sleep_reports.append(report)
-        self.sleep_assignments.append(assigned)
+        self.replays.append(Replay(report.trains.times - report.start_s, report.trains.indices, assigned))
         self.sleep_diagnostics.append(event)
         announce_sleep(event, self.metrics, self.bus)
 
     async def evaluate(self) -> None:
         """WAKE: every task seen, with plasticity (the orchestrator) and threshold adaptation off."""
-        exc_params = self.sim.network.populations["exc"].params
-        if not isinstance(exc_params, AdaptiveLIF):
-            raise TypeError("the excitatory population must be AdaptiveLIF")
-        self.sim.set_population_params("exc", dataclasses.replace(exc_params, theta_plus=0.0))
         seen_classes = self._seen_classes()
         assigned = self.voting.assignments_among(seen_classes)
         rows: dict[Scenario, Row] = {"class": [None] * len(self.tasks), "task": [None] * len(self.tasks)}
-        try:
+        with self.presenter.thresholds_frozen():
             for t in self.seen:
                 task = self.tasks[t]
                 n = min(self.cfg.data.test_per_task, len(task.test))
@@ -218,8 +213,6 @@ class Experiment:
                 labels = task.test.labels[:n]
                 rows["class"][t] = float(np.mean(self.voting.vote(responses, seen_classes, assigned) == labels))
                 rows["task"][t] = float(np.mean(self.voting.vote(responses, list(task.classes), assigned) == labels))
-        finally:
-            self.sim.set_population_params("exc", exc_params)
         self.accuracy.record(rows, self.seen, self.sim.t)
         seen = {s: {self.tasks[t].task_id: a for t, a in enumerate(r) if a is not None} for s, r in rows.items()}
         announce_evaluation(seen, primary=self.cfg.scenario, run_id=self.run_id, sequence=len(self.accuracy.times) - 1,
@@ -236,7 +229,12 @@ class Experiment:
             "phase_history": [e.model_dump(mode="json") for e in self.machine.history],
             "simulated_s": self.sim.t,
             "wall_s": time.perf_counter() - self.wall0,
-            "consolidation": {"ewc": self.cfg.ewc.enabled, "sleep": self.cfg.sleep.enabled},
+            "consolidation": {
+                "ewc": self.cfg.ewc.enabled,
+                "sleep": self.cfg.sleep.enabled,
+                "replay": bool(self.replay),
+            },
+            **({"replay": self.replay.buffer.summary(self.readout.n_classes)} if self.replay is not None else {}),
             "sleep": [e.model_dump(mode="json", exclude={"run_id", "wall_time"}) for e in self.sleep_diagnostics],
             **({"control": self.control} if self.control is not None else {}),
             **({"task_free": self.task_free} if self.task_free is not None else {}),
@@ -359,7 +357,7 @@ def run_experiment(
     control: dict[str, Any] | None = None
     try:
         results = asyncio.run(main())
-        if cfg.control and (cfg.ewc.enabled or cfg.sleep.enabled):
+        if cfg.control and (cfg.ewc.enabled or cfg.sleep.enabled or cfg.replay.enabled):
             baseline = Experiment(
                 cfg.without_consolidation(),
                 out_dir / "control",
@@ -374,10 +372,8 @@ def run_experiment(
             experiment.control = control
             write_json(out_dir / "results.json", results)
     finally:
-        replays = [Replay(r.trains.times - r.start_s, r.trains.indices, a)
-                   for r, a in zip(experiment.sleep_reports, experiment.sleep_assignments, strict=True)]  # fmt: skip
-        if replays:
-            write_replays(out_dir / REPLAY_FILE, replays)
+        if experiment.replays:
+            write_replays(out_dir / REPLAY_FILE, experiment.replays)
         if (out_dir / "results.json").exists():
             plot_experiment(out_dir)
     return results

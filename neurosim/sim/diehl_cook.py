@@ -22,6 +22,9 @@ network here.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -116,12 +119,20 @@ class LayerPresenter:
         self.max_rate, self.present_s, self.rest_s, self.weight_sum = max_rate, present, rest, weight_sum
         self.min_spikes, self.attempts = min_spikes, attempts
         self.counts = np.zeros(sim.network.source_size("exc"), dtype=np.int64)
+        self._training_spikes, self._training_seconds = 0, 0.0
         sim.add_chunk_hook(self._count)
 
     def _count(self, result: ChunkResult) -> None:
         np.add.at(self.counts, result.spikes["exc"].indices, 1)
 
-    async def present(self, image: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
+    @property
+    def training_rate_hz(self) -> float:
+        """The excitatory layer's mean rate per neuron over the training presentations so far
+        (the answer that counted, ``present`` s each): what sleep calibrates its drive to."""
+        return self._training_spikes / max(self.counts.size * self._training_seconds, 1e-12)
+
+    async def present(self, image: npt.NDArray[np.float32], *, training: bool = False) -> npt.NDArray[np.int64]:
+        """The layer's spike counts for ``image``; ``training`` ones count towards ``training_rate_hz``."""
         counts = np.zeros_like(self.counts)
         for boost in range(self.attempts):
             self.counts[:] = 0
@@ -133,7 +144,22 @@ class LayerPresenter:
                 await self.sim.run_async(self.rest_s)
             if counts.sum() >= self.min_spikes:
                 break
+        if training:
+            self._training_spikes += int(counts.sum())
+            self._training_seconds += self.present_s
         return counts
+
+    @contextlib.contextmanager
+    def thresholds_frozen(self) -> Iterator[None]:
+        """Test time: the excitatory thresholds stop adapting (``theta_plus = 0``), restored after."""
+        params = self.sim.network.populations["exc"].params
+        if not isinstance(params, AdaptiveLIF):
+            raise TypeError("the excitatory population must be AdaptiveLIF")
+        self.sim.set_population_params("exc", dataclasses.replace(params, theta_plus=0.0))
+        try:
+            yield
+        finally:
+            self.sim.set_population_params("exc", params)
 
     def normalise(self) -> None:
         proj = self.projection
