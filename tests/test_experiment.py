@@ -280,5 +280,5 @@ def test_replay_of_stored_episodes_during_learning_and_sleep(tmp_path: Path) -> 
     assert sum(results["replay"]["class_counts"]) == 5
     assert [s["drive"] for s in results["sleep"]] == ["episodes", "episodes"]
     assert exp.voting.observed.sum() == 12 + 6  # every second image brings back one stored image
-    with pytest.raises(ConfigError, match="replay.enabled"):
+    with pytest.raises(ConfigError, match=r"replay\.enabled"):
         parse_continual(_tiny(sleep={"drive": "episodes"}))
