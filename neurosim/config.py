@@ -16,10 +16,13 @@ from pydantic import (
     NonNegativeFloat,
     PositiveFloat,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
 from neurosim.learning.drift import PageHinkleyConfig
+from neurosim.learning.ewc import EWCConfig, EWCMode
+from neurosim.learning.fisher_online import FisherAccumulatorConfig
 from neurosim.learning.sleep import SleepConfig
 from neurosim.learning.stdp import PairSTDP, TraceMode, TripletSTDP, WeightDependence
 from neurosim.sim.engine import Backend
@@ -37,6 +40,13 @@ class _Strict(StrictModel):
 
 
 # --------------------------------------------------------------------------- neuron models
+# The library's parameter classes hold every default; the config models below take theirs
+# from these instances, so a default is stated once (in the class a Python user builds).
+_CUBA, _COBA, _ALIF = CurrentLIF(), ConductanceLIF(), AdaptiveLIF()
+_PAIR, _TRIPLET = PairSTDP(), TripletSTDP()
+_FISHER, _EWC = FisherAccumulatorConfig(), EWCConfig()
+
+
 class _ModelConfig(_Strict):
     def to_params(self) -> NeuronParams:
         raise NotImplementedError
@@ -51,14 +61,14 @@ class CurrentLIFConfig(_ModelConfig):
     """Current-based LIF (CUBA). See ``neurosim.sim.neurons.CurrentLIF``."""
 
     kind: Literal["current_lif"]
-    tau_m: PositiveFloat = 20e-3
-    v_rest: float = -49e-3
-    v_threshold: float = -50e-3
-    v_reset: float = -60e-3
-    t_ref: NonNegativeFloat = 5e-3
-    tau_exc: PositiveFloat = 5e-3
-    tau_inh: PositiveFloat = 10e-3
-    r_m: PositiveFloat = 1e8
+    tau_m: PositiveFloat = _CUBA.tau_m
+    v_rest: float = _CUBA.v_rest
+    v_threshold: float = _CUBA.v_threshold
+    v_reset: float = _CUBA.v_reset
+    t_ref: NonNegativeFloat = _CUBA.t_ref
+    tau_exc: PositiveFloat = _CUBA.tau_exc
+    tau_inh: PositiveFloat = _CUBA.tau_inh
+    r_m: PositiveFloat = _CUBA.r_m
 
     def to_params(self) -> NeuronParams:
         return CurrentLIF(**self.model_dump(exclude={"kind"}))
@@ -68,16 +78,16 @@ class ConductanceLIFConfig(_ModelConfig):
     """Conductance-based LIF (Song et al. 2000). See ``neurosim.sim.neurons.ConductanceLIF``."""
 
     kind: Literal["conductance_lif"]
-    tau_m: PositiveFloat = 10e-3
-    v_rest: float = -74e-3
-    v_threshold: float = -54e-3
-    v_reset: float = -60e-3
-    t_ref: NonNegativeFloat = 0.0
-    tau_exc: PositiveFloat = 5e-3
-    tau_inh: PositiveFloat = 10e-3
-    e_exc: float = 0.0
-    e_inh: float = -80e-3
-    r_m: PositiveFloat = 1e8
+    tau_m: PositiveFloat = _COBA.tau_m
+    v_rest: float = _COBA.v_rest
+    v_threshold: float = _COBA.v_threshold
+    v_reset: float = _COBA.v_reset
+    t_ref: NonNegativeFloat = _COBA.t_ref
+    tau_exc: PositiveFloat = _COBA.tau_exc
+    tau_inh: PositiveFloat = _COBA.tau_inh
+    e_exc: float = _COBA.e_exc
+    e_inh: float = _COBA.e_inh
+    r_m: PositiveFloat = _COBA.r_m
 
     def to_params(self) -> NeuronParams:
         return ConductanceLIF(**self.model_dump(exclude={"kind"}))
@@ -87,18 +97,18 @@ class AdaptiveLIFConfig(_ModelConfig):
     """Adaptive-threshold LIF (Diehl & Cook 2015). See ``neurosim.sim.neurons.AdaptiveLIF``."""
 
     kind: Literal["adaptive_lif"]
-    tau_m: PositiveFloat = 100e-3
-    v_rest: float = -65e-3
-    v_threshold: float = -72e-3
-    v_reset: float = -65e-3
-    t_ref: NonNegativeFloat = 5e-3
-    tau_exc: PositiveFloat = 1e-3
-    tau_inh: PositiveFloat = 2e-3
-    e_exc: float = 0.0
-    e_inh: float = -100e-3
-    r_m: PositiveFloat = 1e8
-    tau_theta: PositiveFloat = 1e4
-    theta_plus: NonNegativeFloat = 0.05e-3
+    tau_m: PositiveFloat = _ALIF.tau_m
+    v_rest: float = _ALIF.v_rest
+    v_threshold: float = _ALIF.v_threshold
+    v_reset: float = _ALIF.v_reset
+    t_ref: NonNegativeFloat = _ALIF.t_ref
+    tau_exc: PositiveFloat = _ALIF.tau_exc
+    tau_inh: PositiveFloat = _ALIF.tau_inh
+    e_exc: float = _ALIF.e_exc
+    e_inh: float = _ALIF.e_inh
+    r_m: PositiveFloat = _ALIF.r_m
+    tau_theta: PositiveFloat = _ALIF.tau_theta
+    theta_plus: NonNegativeFloat = _ALIF.theta_plus
 
     def to_params(self) -> NeuronParams:
         return AdaptiveLIF(**self.model_dump(exclude={"kind"}))
@@ -350,14 +360,14 @@ class PairSTDPConfig(_Strict):
     """Pair-based STDP; see ``neurosim.learning.stdp.PairSTDP`` (defaults: Song et al. 2000)."""
 
     kind: Literal["pair"]
-    tau_pre: PositiveFloat = 20e-3
-    tau_post: PositiveFloat = 20e-3
-    a_plus: NonNegativeFloat = 1e-4
-    a_minus: NonNegativeFloat = 1.05e-4
-    w_min: float = 0.0
-    w_max: float = 0.01
-    dependence: WeightDependence = WeightDependence.ADDITIVE
-    traces: TraceMode = TraceMode.ALL_TO_ALL
+    tau_pre: PositiveFloat = _PAIR.tau_pre
+    tau_post: PositiveFloat = _PAIR.tau_post
+    a_plus: NonNegativeFloat = _PAIR.a_plus
+    a_minus: NonNegativeFloat = _PAIR.a_minus
+    w_min: float = _PAIR.w_min
+    w_max: float = _PAIR.w_max
+    dependence: WeightDependence = _PAIR.dependence
+    traces: TraceMode = _PAIR.traces
 
     def to_rule(self) -> PairSTDP:
         return PairSTDP(**self.model_dump(exclude={"kind"}))
@@ -372,16 +382,16 @@ class TripletSTDPConfig(_Strict):
     """Triplet STDP; see ``neurosim.learning.stdp.TripletSTDP`` (Pfister & Gerstner 2006)."""
 
     kind: Literal["triplet"]
-    tau_plus: PositiveFloat = 16.8e-3
-    tau_minus: PositiveFloat = 33.7e-3
-    tau_x: PositiveFloat = 101e-3
-    tau_y: PositiveFloat = 125e-3
-    a2_plus: NonNegativeFloat = 5e-12
-    a3_plus: NonNegativeFloat = 6.2e-5
-    a2_minus: NonNegativeFloat = 7e-5
-    a3_minus: NonNegativeFloat = 2.3e-6
-    w_min: float = 0.0
-    w_max: float = 0.01
+    tau_plus: PositiveFloat = _TRIPLET.tau_plus
+    tau_minus: PositiveFloat = _TRIPLET.tau_minus
+    tau_x: PositiveFloat = _TRIPLET.tau_x
+    tau_y: PositiveFloat = _TRIPLET.tau_y
+    a2_plus: NonNegativeFloat = _TRIPLET.a2_plus
+    a3_plus: NonNegativeFloat = _TRIPLET.a3_plus
+    a2_minus: NonNegativeFloat = _TRIPLET.a2_minus
+    a3_minus: NonNegativeFloat = _TRIPLET.a3_minus
+    w_min: float = _TRIPLET.w_min
+    w_max: float = _TRIPLET.w_max
 
     def to_rule(self) -> TripletSTDP:
         return TripletSTDP(**self.model_dump(exclude={"kind"}))
@@ -565,21 +575,44 @@ class ContinualNetworkConfig(_Strict):
 
 
 class ContinualFisherConfig(_Strict):
-    alpha: float = Field(0.01, gt=0, le=1)
-    min_samples: PositiveInt = 10
-    snapshot_every: PositiveInt = 2000
-    max_staleness_steps: PositiveInt = 10000
+    """``FisherAccumulatorConfig`` (its defaults) for each task's accumulator."""
+
+    alpha: float = Field(_FISHER.alpha, gt=0, le=1)
+    min_samples: PositiveInt = _FISHER.min_samples
+    snapshot_every: PositiveInt = _FISHER.snapshot_every
+    max_staleness_steps: PositiveInt | None = None  # None: 10 x snapshot_every, as the accumulator
+
+    def accumulator(self) -> FisherAccumulatorConfig:
+        return FisherAccumulatorConfig(alpha=self.alpha, min_samples=self.min_samples,
+                                       snapshot_every=self.snapshot_every,
+                                       max_staleness_steps=self.max_staleness_steps)  # fmt: skip
 
 
 class ContinualEWCConfig(_Strict):
+    """``EWCConfig`` (its defaults) for the spiking experiment, whose Fisher is always the
+    per-task online accumulator's (``online_fisher`` stays true; a full-batch Fisher is
+    for PyTorch models, ``neurosim.learning.ewc.EWC``)."""
+
     enabled: bool = True
-    lambda_: NonNegativeFloat = Field(1.0, alias="lambda")
-    mode: Literal["separate", "online"] = "online"
-    gamma: float = Field(1.0, ge=0, le=1)
+    lambda_: NonNegativeFloat = Field(_EWC.lambda_, alias="lambda")
+    mode: Literal["separate", "online"] = _EWC.mode.value
+    gamma: float = Field(_EWC.gamma, ge=0, le=1)
     online_fisher: bool = True
-    pull_rate: NonNegativeFloat = 1e-3
+    pull_rate: NonNegativeFloat = _EWC.pull_rate
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("online_fisher")
+    @classmethod
+    def _online_only(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError("the spiking experiment's Fisher is the online accumulator's (EWC: full-batch Fisher)")
+        return value
+
+    def regulariser(self) -> EWCConfig:
+        """The library's config; ``enabled = false`` gives strength 0 (the Fisher is still kept)."""
+        return EWCConfig(lambda_=self.lambda_ if self.enabled else 0.0, mode=EWCMode(self.mode), gamma=self.gamma,
+                         pull_rate=self.pull_rate)  # fmt: skip
 
 
 class ContinualSleepConfig(SleepConfig):

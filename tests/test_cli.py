@@ -71,8 +71,9 @@ def test_run_recognises_a_continual_experiment(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "class-incremental: average accuracy" in result.output
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert saved["status"] == "completed" and saved["consolidation"] == {"ewc": True, "sleep": False}
-    assert json.loads((tmp_path / "out" / "config.json").read_text())["ewc"]["lambda"] == 1.0
+    assert saved["status"] == "completed" and saved["consolidation"] == {"ewc": True, "sleep": False, "replay": False}
+    saved_config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved_config["ewc"]["lambda"] == 100.0  # EWCConfig().lambda_: the default is the library's
 
 
 def test_run_options_a_continual_experiment_cannot_honour_are_refused(tmp_path: Path) -> None:

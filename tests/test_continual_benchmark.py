@@ -186,34 +186,20 @@ def test_saved_online_fisher_scores_are_reused_only_when_fed_the_same_way() -> N
 
 def test_online_fisher_every_n_steps_feeds_the_accumulator_that_often() -> None:
     """Every N-th step's gradient reaches the accumulator, from each context's first step on."""
-    import asyncio
-
     import torch
 
-    from benchmarks.continual.protocol import (
-        DatasetName,
-        Method,
-        OnlineFisher,
-        ProtocolName,
-        Regulariser,
-        RunConfig,
-        build_contexts,
-        protocol,
-    )
+    from neurosim.learning.consolidation import LearningStep
+    from neurosim.learning.ewc import EWCConfig, OnlineFisherEWC, OnlineFisherFeed
 
-    proto = protocol(ProtocolName.SPLIT_TASK_IL, iterations=7, hidden=4)
-    context = build_contexts(proto, DatasetName.DIGITS)[0]
-    params = {"w": torch.zeros(3, requires_grad=True)}
-    with asyncio.Runner() as loop:
-        for every, expected in ((1, 7), (3, 3), (10, 1)):
-            cfg = RunConfig(Method.ONLINE_FISHER_EWC, 1.0, online_fisher=OnlineFisher(0.5, every=every))
-            reg = Regulariser(proto, cfg, params, loop)
-            reg.begin_context(context)
-            for _ in range(proto.iterations):
-                reg.after_step({"w": torch.ones(3)}, {"w": torch.zeros(3)}, batch_size=4)
-            assert reg.accumulator is not None and reg.accumulator.stats().steps == expected
+    for every, expected in ((1, 7), (3, 3), (10, 1)):
+        method = OnlineFisherEWC(EWCConfig(lambda_=1.0), OnlineFisherFeed(0.5, every=every))
+        method.begin_task("a", {"w": torch.zeros(3)})
+        for _ in range(7):
+            method.observe(LearningStep({"w": torch.ones(3)}, batch_size=4))
+        assert method.accumulator is not None and method.accumulator.stats().steps == expected
+        method.close()
     with pytest.raises(ValueError, match="positive integer"):
-        OnlineFisher(0.1, every=0)
+        OnlineFisherFeed(0.1, every=0)
 
 
 def test_sampled_label_gradients_estimate_the_true_fisher_without_bias() -> None:
@@ -221,7 +207,7 @@ def test_sampled_label_gradients_estimate_the_true_fisher_without_bias() -> None
     labels it does not (their mean gradient is not zero)."""
     import torch
 
-    from benchmarks.continual.protocol import mean_gradients, sample_labels
+    from neurosim.learning.ewc import mean_gradients, sample_labels
 
     def sampled_label_gradients(logits: torch.Tensor, params: dict[str, torch.Tensor],
                                 generator: torch.Generator) -> dict[str, torch.Tensor]:  # fmt: skip
@@ -252,8 +238,6 @@ def test_sampled_label_gradients_estimate_the_true_fisher_without_bias() -> None
 
 
 def test_online_true_fisher_is_fed_sampled_label_gradients_end_to_end() -> None:
-    import asyncio
-
     import torch
 
     from benchmarks.continual.protocol import (
@@ -261,12 +245,13 @@ def test_online_true_fisher_is_fed_sampled_label_gradients_end_to_end() -> None:
         Method,
         OnlineFisher,
         ProtocolName,
-        Regulariser,
         RunConfig,
         build_contexts,
         protocol,
         run,
     )
+    from neurosim.learning.consolidation import LearningStep
+    from neurosim.learning.ewc import EWCConfig, OnlineFisherEWC
     from neurosim.learning.fisher import FisherKind
 
     proto = protocol(ProtocolName.PERMUTED_DOMAIN_IL, iterations=6, hidden=8)
@@ -275,11 +260,11 @@ def test_online_true_fisher_is_fed_sampled_label_gradients_end_to_end() -> None:
     cfg = RunConfig(Method.ONLINE_FISHER_EWC, 10.0, online_fisher=true_fisher)
     result = run(proto, contexts, cfg)
     assert len(result.final_accuracy) == 2 and result.fisher_s > 0
-    with asyncio.Runner() as loop:  # the step's task gradient is not what this Fisher wants
-        reg = Regulariser(proto, cfg, {"w": torch.zeros(3, requires_grad=True)}, loop)
-        reg.begin_context(contexts[0])
-        with pytest.raises(ValueError, match="needs the step's online_fisher_input"):
-            reg.after_step({"w": torch.ones(3)}, {}, batch_size=4)
+    method = OnlineFisherEWC(EWCConfig(lambda_=10.0), true_fisher)  # the step's task gradient is not what it wants
+    method.begin_task("a", {"w": torch.zeros(3, requires_grad=True)})
+    with pytest.raises(ValueError, match=r"needs prepare\(logits, labels, parameters\)"):
+        method.observe(LearningStep({"w": torch.ones(3)}, batch_size=4))
+    method.close()
     assert OnlineFisher.from_record(true_fisher.as_record()) == true_fisher
     assert OnlineFisher.from_record({"fisher_alpha": 0.1}) == OnlineFisher(0.1)  # older records: observed labels
     per_sample = OnlineFisher(0.5, every=3, labels=FisherKind.TRUE, per_sample=True)
@@ -292,7 +277,8 @@ def test_linear_taps_give_each_samples_own_squared_gradient() -> None:
     """The per-sample squares online-Fisher EWC can feed equal one backward pass per sample."""
     import torch
 
-    from benchmarks.continual.protocol import LinearTaps, mlp
+    from benchmarks.continual.protocol import mlp
+    from neurosim.learning.fisher import LinearTaps
 
     torch.manual_seed(0)
     model = mlp(6, 5, 4)

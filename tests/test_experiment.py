@@ -51,7 +51,7 @@ def test_small_experiment_runs_every_phase_and_writes_results(tmp_path: Path) ->
 
 
 def test_leaving_learning_consolidates_exactly_that_task(tmp_path: Path) -> None:
-    cfg = parse_continual(_tiny(schedule=[{"phase": "learning", "task": 0}, {"phase": "wake"}]))
+    cfg = parse_continual(_tiny(schedule=[{"phase": "learning", "task": 0}, {"phase": "wake"}], ewc={"mode": "online"}))
     exp = Experiment(cfg, tmp_path, progress=False)
     asyncio.run(exp.run())
     assert exp.fisher.regulariser.tasks == ["split-01"]

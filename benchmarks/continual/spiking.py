@@ -134,8 +134,8 @@ PREFIX = "continual_spiking"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", type=DatasetName, choices=list(DatasetName), default=DatasetName.MNIST_SUBSET)
-    parser.add_argument("--protocols", type=ProtocolName, nargs="+", choices=list(ProtocolName),
-                        default=list(ProtocolName))  # fmt: skip
+    parser.add_argument("--protocols", type=ProtocolName, nargs="+", choices=list(ITERATIONS),
+                        default=list(ITERATIONS))  # fmt: skip
     parser.add_argument("--methods", type=Method, nargs="+", choices=list(SPIKING_METHODS),
                         default=list(SPIKING_METHODS),
                         help="run only these (the saved results of the others are kept)")  # fmt: skip

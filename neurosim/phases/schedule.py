@@ -40,9 +40,8 @@ from neurosim.events.mqtt import BrokerSettings, MQTTPublisher
 from neurosim.events.schema import Event, SleepEvent
 from neurosim.events.spikes import SpikeStream
 from neurosim.learning.drift import PageHinkley
-from neurosim.learning.ewc import EWCConfig, EWCMode, OnlineFisherEWC
+from neurosim.learning.ewc import OnlineFisherEWC
 from neurosim.learning.fisher import DirectoryFisherStore
-from neurosim.learning.fisher_online import FisherAccumulatorConfig
 from neurosim.learning.learner import STDPOnlineLearner
 from neurosim.learning.readout import LinearReadout, VotingReadout
 from neurosim.learning.replay import ExperienceReplay, ReservoirBuffer
@@ -280,13 +279,8 @@ def build_layer(cfg: ContinualConfig, n_inputs: int, backend: Backend,
 def online_fisher_ewc(cfg: ContinualConfig, out_dir: Path, metrics: Metrics) -> OnlineFisherEWC:
     """The per-task Fisher accumulators and the EWC pull of ``cfg`` (EWC off: lambda 0, the
     Fisher still kept for sleep protection and diagnostics)."""
-    f, e = cfg.fisher, cfg.ewc
-    return OnlineFisherEWC(
-        EWCConfig(lambda_=e.lambda_ if e.enabled else 0.0, mode=EWCMode(e.mode), gamma=e.gamma, pull_rate=e.pull_rate),
-        store=DirectoryFisherStore(out_dir / "fisher", keep_last=3), metrics=metrics,
-        accumulator=FisherAccumulatorConfig(alpha=f.alpha, min_samples=f.min_samples, snapshot_every=f.snapshot_every,
-                                            max_staleness_steps=f.max_staleness_steps),
-    )  # fmt: skip
+    return OnlineFisherEWC(cfg.ewc.regulariser(), store=DirectoryFisherStore(out_dir / "fisher", keep_last=3),
+                           accumulator=cfg.fisher.accumulator(), metrics=metrics)  # fmt: skip
 
 
 def training_order(
