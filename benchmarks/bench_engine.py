@@ -31,8 +31,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import cuba_config, machine_description, table_header
+from neurosim.build import build_network
 from neurosim.sim import Backend, Simulation
-from neurosim.sim.build import build_network
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -43,6 +43,7 @@ from prometheus_client import CollectorRegistry
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import cuba_config, machine_description
+from neurosim.build import build_network
 from neurosim.events.broker import LocalBroker
 from neurosim.events.bus import EventBus
 from neurosim.events.mqtt import MQTTPublisher
@@ -50,7 +51,6 @@ from neurosim.events.schema import Event, SpikeBatch
 from neurosim.events.spikes import SpikeStream
 from neurosim.metrics import Metrics
 from neurosim.sim import Simulation
-from neurosim.sim.build import build_network
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -27,9 +27,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import EXAMPLES, best_of, machine_description, run_brian2_standalone, table_header
+from neurosim.build import build_simulation
 from neurosim.config import load_config, parse_config
 from neurosim.learning import STDPOnlineLearner
-from neurosim.sim.build import build_simulation
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -382,7 +382,7 @@ def validate(config: Path, as_json: bool, backend: str) -> None:
     if backend == "brian2":
         if isinstance(cfg, ContinualConfig):
             raise click.ClickException(f"{config}: a continual experiment runs on neurosim's engine, not Brian2")
-        from neurosim.sim.backends.brian2 import unsupported_features
+        from neurosim.backends.brian2 import unsupported_features
 
         problems = unsupported_features(cfg)
         if problems:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 import neurosim
+from neurosim.build import build_network, build_simulation
 from neurosim.config import SimulationConfig
 from neurosim.events.bus import EventBus
 from neurosim.events.mqtt import BrokerSettings, MQTTPublisher
@@ -37,7 +38,6 @@ from neurosim.outputs import (
     write_json,
     write_spikes,
 )
-from neurosim.sim.build import build_network, build_simulation
 from neurosim.sim.monitors import SpikeMonitor, SpikeTrains, StateMonitor
 
 
@@ -169,7 +169,7 @@ def _run_neurosim(cfg: SimulationConfig, progress: bool, record_out: list[RunRec
 
 
 def _run_brian2(cfg: SimulationConfig, target: str, record_out: list[RunRecord]) -> None:
-    from neurosim.sim.backends.brian2 import run_brian2
+    from neurosim.backends.brian2 import run_brian2
 
     structure = build_network(cfg)  # the same structure Brian2 gets, for sizes and initial weights
     plastic = [pl.projection for pl in cfg.plasticity]
@@ -207,7 +207,7 @@ def run_simulation(
     if backend is RunBackend.BRIAN2 and live.mqtt is not None:
         raise ValueError("publishing over MQTT needs the neurosim backend (Brian2 runs the whole simulation at once)")
     if backend is RunBackend.BRIAN2:
-        from neurosim.sim.backends.brian2 import UnsupportedByBrian2, unsupported_features
+        from neurosim.backends.brian2 import UnsupportedByBrian2, unsupported_features
 
         problems = unsupported_features(cfg)
         if problems:  # refuse before creating anything

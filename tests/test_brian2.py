@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from conftest import EXAMPLES, cuba_config
 
+from neurosim.backends.brian2 import UnsupportedByBrian2, run_brian2
+from neurosim.build import build_simulation
 from neurosim.config import SimulationConfig, load_config, parse_config
 from neurosim.learning import STDPOnlineLearner
 from neurosim.runner import RunBackend, run_simulation
 from neurosim.sim import SpikeMonitor, StateMonitor
-from neurosim.sim.backends.brian2 import UnsupportedByBrian2, run_brian2
-from neurosim.sim.build import build_simulation
 
 pytest.importorskip("brian2")
 DT = 1e-4

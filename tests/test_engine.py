@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import cuba_config
 
+from neurosim.build import build_network, build_simulation
 from neurosim.sim import (
     AsyncHookInSyncRun,
     Backend,
@@ -27,7 +28,6 @@ from neurosim.sim import (
     Uniform,
     WeightFormat,
 )
-from neurosim.sim.build import build_network, build_simulation
 from neurosim.sim.neurons import AdaptiveLIF
 
 

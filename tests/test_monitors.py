@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from conftest import cuba_config
 
+from neurosim.build import build_simulation
 from neurosim.sim import SpikeMonitor, StateMonitor, WeightMonitor
-from neurosim.sim.build import build_simulation
 
 
 def test_subset_and_window_are_respected() -> None:

@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from neurosim.build import build_simulation
 from neurosim.cli import main
 from neurosim.events.broker import LocalBroker
 from neurosim.events.bus import EventBus
@@ -40,7 +41,6 @@ from neurosim.events.spikes import SpikeStream
 from neurosim.metrics import Metrics, serve_metrics
 from neurosim.phases import Phase, PhaseMachine
 from neurosim.runner import LiveOptions, run_simulation
-from neurosim.sim.build import build_simulation
 from neurosim.sim.monitors import SpikeMonitor
 
 pytestmark = pytest.mark.timeout(120)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from conftest import EXAMPLES
 
+from neurosim.build import build_simulation
 from neurosim.config import load_config
 from neurosim.learning import STDPOnlineLearner, stdp
 from neurosim.sim import Backend, SpikeMonitor
-from neurosim.sim.build import build_simulation
 
 DT = 1e-4
 ONE = stdp.Synapses(torch.tensor([0]), torch.tensor([0]))

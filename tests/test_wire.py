@@ -10,8 +10,8 @@ from conftest import cuba_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from neurosim.build import build_simulation
 from neurosim.events.wire import SpikeBatch, SpikeBatchError, decode, encode
-from neurosim.sim.build import build_simulation
 
 
 @st.composite

@@ -26,9 +26,9 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from neurosim.build import build_simulation
 from neurosim.config import CurrentInputConfig, PairSTDPConfig, SimulationConfig
 from neurosim.learning.stdp import TraceMode, WeightDependence
-from neurosim.sim.build import build_simulation
 from neurosim.sim.engine import Simulation
 from neurosim.sim.inputs import PoissonInput, SpikeArrayInput
 from neurosim.sim.monitors import SpikeTrains
