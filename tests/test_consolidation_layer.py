@@ -281,3 +281,42 @@ def test_page_hinkley_directions_and_checks() -> None:
         PageHinkleyConfig(threshold=0.0)
     with pytest.raises(ValueError, match="finite"):
         PageHinkley().update(float("nan"))
+
+
+async def test_a_spiking_learner_feeds_any_consolidator() -> None:
+    """SI on STDP weights: the learner's surrogate gradients and weight changes reach the path
+    integral through ``LearnerFeed``; after the task its importance is positive where the
+    weights moved, and its pull on the learner draws them back towards the anchor."""
+    from neurosim.learning import LinearReadout, PairSTDP, STDPOnlineLearner, Surrogate
+    from neurosim.learning.consolidation import LearnerFeed
+    from neurosim.sim import ConductanceLIF, Network, PoissonInput, Population, Projection
+    from neurosim.sim import connectivity as conn
+
+    net = Network()
+    net.add_input(PoissonInput("inp", 50, 80.0))
+    net.add_population(Population("out", 4, ConductanceLIF()))
+    pre, post = conn.all_to_all(50, 4)
+    w0 = conn.uniform_weights(pre.size, 0.0, 0.1, np.random.default_rng(0))
+    net.add_projection(Projection.from_pairs("ff", "inp", "out", 50, 4, pre, post, w0))
+    proj = net.projections["ff"]
+    readout = LinearReadout(4, 3)
+    readout.weight = torch.randn((3, 4), generator=torch.Generator().manual_seed(0))
+    learner = STDPOnlineLearner(proj, PairSTDP(w_max=0.1, a_plus=1e-3, a_minus=1e-3), dt=1e-4, surrogate=Surrogate(),
+                                readout=readout)  # fmt: skip
+    si = SI(SIConfig(strength=1e4, pull_rate=0.5))
+    params = {learner.parameter_name: proj.synapse_weights()}
+    si.begin_task("a", params)
+    feed = LearnerFeed(si, proj.synapse_weights, learner.parameter_name)
+    gen = torch.Generator().manual_seed(2)
+    learner.begin_sample(torch.tensor([1]))
+    for _ in range(200):
+        spikes_in, spikes_out = torch.rand((1, 50), generator=gen) < 0.1, torch.rand((1, 4), generator=gen) < 0.1
+        v = -0.06 + 0.01 * torch.rand((1, 4), generator=gen)
+        await learner.update(spikes_in, spikes_out, post_v=v, post_threshold=-0.054, accumulator=feed)
+    anchor = proj.synapse_weights().clone()
+    si.end_task("a", {learner.parameter_name: anchor})
+    importance = si.si.importance[learner.parameter_name]
+    assert float(importance.max()) > 0 and torch.isfinite(importance).all()
+    proj.set_synapse_weights(anchor + 0.01)  # a later task moved every weight
+    pull = si.pull(learner.parameter_name, proj.synapse_weights())
+    assert pull is not None and float(pull[importance > 0].max()) < 0  # back towards the anchor

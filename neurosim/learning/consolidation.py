@@ -183,6 +183,31 @@ class Consolidation(ConsolidatorBase):
             m.close()
 
 
+class LearnerFeed:
+    """A consolidator fed by a spiking learner: give it as ``STDPOnlineLearner.accumulator``
+    (a gradient sink); each step's surrogate gradients become a ``LearningStep`` whose deltas
+    are the weights' change since the previous step (so SI's path integral, a gamma-gated
+    Fisher or any other observer runs on STDP learning). ``signals`` gives the step's
+    training signals (a reward, say), if any. The learner then takes its PyTorch path; a
+    ``FisherAccumulator`` given directly keeps the compiled one."""
+
+    def __init__(self, method: Consolidator, weights: Callable[[], Tensor], name: str,
+                 signals: Callable[[], TrainingSignals] | None = None) -> None:  # fmt: skip
+        self.method, self.weights, self.name, self.signals = method, weights, name, signals
+        self._previous: Tensor | None = None
+
+    async def update(self, gradients: Mapping[str, Tensor] | Mapping[str, object]) -> None:
+        self.observe_step(gradients)
+
+    def observe_step(self, gradients: Mapping[str, Tensor] | Mapping[str, object]) -> None:
+        now = self.weights().detach().clone()
+        before = self._previous if self._previous is not None else now
+        self._previous = now
+        tensors = {k: v if isinstance(v, Tensor) else torch.as_tensor(v) for k, v in gradients.items()}
+        signals = self.signals() if self.signals is not None else TrainingSignals()
+        self.method.observe(LearningStep(tensors, {self.name: now - before}, 1, signals=signals))
+
+
 def require_data(method: str, task_id: str, data: TaskData | None, *, log_prob: bool = False) -> TaskData:
     """The task's data, or a precise error naming the method and what it needs."""
     if data is None:
