@@ -320,3 +320,26 @@ async def test_a_spiking_learner_feeds_any_consolidator() -> None:
     proj.set_synapse_weights(anchor + 0.01)  # a later task moved every weight
     pull = si.pull(learner.parameter_name, proj.synapse_weights())
     assert pull is not None and float(pull[importance > 0].max()) < 0  # back towards the anchor
+
+
+def test_sleep_on_a_dense_pytorch_layer_potentiates_active_inputs_and_depresses_silent_ones() -> None:
+    """``sleep_dense_layer``: noise on the first half of the inputs only; the hidden neurons that
+    fire strengthen their synapses from those inputs and weaken those from the silent half."""
+    from neurosim.learning.sleep import SleepConfig, sleep_dense_layer
+    from neurosim.sim.neurons import CurrentLIF
+
+    torch.manual_seed(0)
+    neuron = CurrentLIF(tau_m=10e-3, v_rest=0.0, v_threshold=1.0, v_reset=0.0, t_ref=0.0, r_m=1.0)
+    weights = torch.full((5, 20), 0.5)
+    before = weights.clone()
+    rates = torch.cat([torch.full((10,), 400.0), torch.zeros(10)])
+    cfg = SleepConfig(duration=0.2, inc=1e-3, dec=1e-3)
+    sleep_dense_layer(weights, None, neuron, rates, cfg, 1e-3, bounds=(0.0, 1.0))
+    change = weights - before
+    assert float(change[:, :10].mean()) > 0 > float(change[:, 10:].mean())
+    assert float(weights.min()) >= 0.0 and float(weights.max()) <= 1.0
+    off = torch.full((5, 20), 0.5)
+    sleep_dense_layer(off, None, neuron, rates, cfg.model_copy(update={"plasticity": False}), 1e-3)
+    assert torch.equal(off, torch.full((5, 20), 0.5))  # the control: replay without plasticity
+    with pytest.raises(ValueError, match="20 inputs"):
+        sleep_dense_layer(weights, None, neuron, torch.zeros(3), cfg, 1e-3)
