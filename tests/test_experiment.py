@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from neurosim.config import ConfigError, parse_continual
+from neurosim.events.schema import DriftEvent
 from neurosim.learning.fisher import SnapshotReason
 from neurosim.phases import ListenerError, Phase
 from neurosim.phases.evaluation import average_accuracy, backward_transfer
+from neurosim.phases.report import plot_experiment
 from neurosim.phases.schedule import Experiment, run_experiment
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -254,8 +256,14 @@ def test_a_task_free_run_finds_the_task_boundaries_with_no_labels_of_them(tmp_pa
     raw["data"] |= {"n_tasks": 3, "train_per_task": 80, "test_per_task": 10}
     raw["sleep"] |= {"duration": 1.0}
     raw["control"] = False
-    results = run_experiment(parse_continual(raw), tmp_path, progress=False)
+    exp = Experiment(parse_continual(raw), tmp_path, progress=False)
+    drift_events = exp.bus.subscribe(maxsize=100_000)
+    results = asyncio.run(exp.run())
+    plot_experiment(tmp_path)
     found = results["task_free"]
+    events = [drift_events.get_nowait() for _ in range(drift_events.pending())]
+    published = [e for e in events if isinstance(e, DriftEvent)]
+    assert [(e.block, e.position) for e in published] == [(f"block-{k}", p) for k, p in enumerate(found["drifts"])]
     assert found["boundaries"] == [80, 160]
     assert found["found"] == 2 and found["false_alarms"] == 0, found
     assert all(0 <= d <= 30 for d in found["delay_images"])

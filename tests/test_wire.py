@@ -109,3 +109,18 @@ def test_json_rendering_of_events_is_strict_json() -> None:
 
     line = json.loads(render_event(event, as_json=True), parse_constant=refuse)
     assert line["type"] == "sleep" and line["wall_time"] is None and line["target_rate_hz"] is None
+
+
+def test_a_drift_event_goes_on_its_own_topic_and_back() -> None:
+    import json
+
+    from neurosim.events.render import render_event
+    from neurosim.events.schema import DriftEvent, event_from_message, payload_of, topic_of
+
+    event = DriftEvent(run_id="sweep/a/0", block="block-1", position=126, value=7.5, statistic=16.2, sim_time_s=12.5,
+                       wall_time=1.0)  # fmt: skip
+    topic = topic_of("sweep/a/0", event)
+    assert topic == "neurosim/sweep/a/0/drift"
+    assert event_from_message(topic, payload_of(event)[0]) == event
+    assert json.loads(render_event(event, as_json=True))["type"] == "drift"
+    assert "block-1 closed at sample 126" in render_event(event, as_json=False)

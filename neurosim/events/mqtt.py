@@ -7,6 +7,7 @@ Topics (``docs/events.md`` is the reference)::
     neurosim/{run_id}/spikes/{population}   binary spike batch    QoS 0, one message per chunk
     neurosim/{run_id}/metrics               EvaluationEvent JSON  QoS 1
     neurosim/{run_id}/sleep                 SleepEvent JSON       QoS 1
+    neurosim/{run_id}/drift                 DriftEvent JSON       QoS 1 (task-free runs)
     neurosim/{sweep_id}/sweep               SweepEvent JSON       QoS 1, retained (a sweep's progress)
 
 A sweep's runs publish under ``neurosim/{sweep_id}/{setting}/{seed}/...``: a run id may
@@ -49,6 +50,7 @@ from neurosim.events.bus import EventBus, Subscription
 from neurosim.events.schema import (
     JSON_CONTENT_TYPE,
     SPIKES_CONTENT_TYPE,
+    DriftEvent,
     Event,
     MalformedEvent,
     PhaseEvent,
@@ -295,24 +297,23 @@ _QOS_RETAIN: dict[Topic, tuple[int, bool]] = {
     Topic.SPIKES: (0, False),
     Topic.METRICS: (1, False),
     Topic.SLEEP: (1, False),
+    Topic.DRIFT: (1, False),
     Topic.SWEEP: (1, True),
 }
 
 
+_KINDS: dict[type, Topic] = {
+    PhaseEvent: Topic.PHASE,
+    StatusEvent: Topic.STATUS,
+    SpikeBatch: Topic.SPIKES,
+    SleepEvent: Topic.SLEEP,
+    DriftEvent: Topic.DRIFT,
+    SweepEvent: Topic.SWEEP,
+}
+
+
 def _kind(event: Event) -> Topic:
-    match event:
-        case PhaseEvent():
-            return Topic.PHASE
-        case StatusEvent():
-            return Topic.STATUS
-        case SpikeBatch():
-            return Topic.SPIKES
-        case SleepEvent():
-            return Topic.SLEEP
-        case SweepEvent():
-            return Topic.SWEEP
-        case _:
-            return Topic.METRICS
+    return _KINDS.get(type(event), Topic.METRICS)
 
 
 class MQTTPublisher:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from neurosim.events.schema import EvaluationEvent, Event, PhaseEvent, SleepEvent, StatusEvent, SweepEvent
+from neurosim.events.schema import (
+    DriftEvent,
+    EvaluationEvent,
+    Event,
+    PhaseEvent,
+    SleepEvent,
+    StatusEvent,
+    SweepEvent,
+)
 from neurosim.events.wire import SpikeBatch
 from neurosim.outputs import strict_json
 
@@ -38,6 +46,7 @@ def render_event(event: Event, *, as_json: bool, full_spikes: bool = False) -> s
             StatusEvent: "status",
             EvaluationEvent: "evaluation",
             SleepEvent: "sleep",
+            DriftEvent: "drift",
             SweepEvent: "sweep",
         }[type(event)]
         return json.dumps(strict_json({"type": kind, **event.model_dump(mode="json")}), allow_nan=False)
@@ -50,27 +59,32 @@ def _text(event: Event, full_spikes: bool) -> str:
             came_from = f"{event.previous.value} -> " if event.previous else ""
             task = f" (task {event.task})" if event.task else ""
             where = f"at {event.sim_time_s:.3f} s"
-            return f"phase      {event.run_id} #{event.sequence} {came_from}{event.phase.value}{task} {where}"
+            text = f"phase      {event.run_id} #{event.sequence} {came_from}{event.phase.value}{task} {where}"
         case StatusEvent():
             how = "" if event.clean else " (connection lost: Last Will)"
-            return f"status     {event.run_id} {event.state.value}{how}"
+            text = f"status     {event.run_id} {event.state.value}{how}"
         case EvaluationEvent():
             accs = ", ".join(f"{task} {acc:.3f}" for task, acc in event.accuracy.items())
-            return (
+            text = (
                 f"evaluation {event.run_id} #{event.sequence} {event.scenario}-incremental average "
                 f"{event.average_accuracy:.3f} ({accs}) at {event.sim_time_s:.3f} s"
             )
         case SleepEvent():
             groups = ", ".join(f"{c}: {n}" for c, n in event.spikes_per_class.items())
-            return (
+            text = (
                 f"sleep      {event.run_id} #{event.episode} {event.duration_s:.1f} s of {event.drive} replay, "
                 f"{event.spikes} spikes ({groups}; unassigned {event.spikes_unassigned}), "
                 f"{event.classes_reactivated}/{event.classes_seen} classes reactivated, "
                 f"mean |dw| {event.weight_change_mean_abs:.2e}"
             )
+        case DriftEvent():
+            text = (
+                f"drift      {event.run_id} {event.block} closed at sample {event.position} "
+                f"(signal {event.value:.3f}, evidence {event.statistic:.1f}) at {event.sim_time_s:.3f} s"
+            )
         case SweepEvent():
             last = f", last {event.last_run}" if event.last_run else ""
-            return (
+            text = (
                 f"sweep      {event.sweep_id} {event.done + event.failed}/{event.total} runs finished "
                 f"({event.failed} failed, {event.running} running{last})"
             )
@@ -81,4 +95,5 @@ def _text(event: Event, full_spikes: bool) -> str:
             )
             if full_spikes:
                 line += " " + json.dumps({"steps": f["steps"], "indices": f["indices"]})
-            return line
+            text = line
+    return text

@@ -3,6 +3,8 @@
 - ``PhaseEvent``: one phase transition (JSON on ``neurosim/{run_id}/phase``).
 - ``StatusEvent``: a run's liveness, ``online`` or ``offline`` (JSON on ``.../status``).
 - ``EvaluationEvent``: accuracy per task after an evaluation (JSON on ``.../metrics``).
+- ``DriftEvent``: a drift detector closed a LEARNING block of a task-free run (JSON on
+  ``.../drift``).
 - ``SleepEvent``: what one SLEEP replayed: spikes per class-assigned group of neurons and
   the weight change of each task's most important synapses (JSON on ``.../sleep``).
 - ``SweepEvent``: a sweep's progress, runs done, failed and in flight (JSON, retained, on
@@ -33,6 +35,7 @@ __all__ = [
     "JSON_CONTENT_TYPE",
     "SPIKES_CONTENT_TYPE",
     "TOPIC_ROOT",
+    "DriftEvent",
     "EvaluationEvent",
     "Event",
     "MalformedEvent",
@@ -131,6 +134,20 @@ class SleepEvent(BaseModel):
     wall_time: float
 
 
+class DriftEvent(BaseModel):
+    """A drift detector fired on a task-free stream: the LEARNING block ``block`` ends here."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_id: str
+    block: str  # the LEARNING block the drift closes
+    position: int = Field(ge=0)  # the sample of the stream (0-based) at which it was detected
+    value: float  # the watched signal's value at that sample (e.g. the readout's loss, nats)
+    statistic: float = Field(ge=0.0)  # the detector's evidence just before it restarted
+    sim_time_s: float = Field(ge=0.0)
+    wall_time: float
+
+
 class SweepEvent(BaseModel):
     """A sweep's progress, published after each run finishes (and when it starts and ends)."""
 
@@ -145,7 +162,7 @@ class SweepEvent(BaseModel):
     wall_time: float
 
 
-Event = PhaseEvent | StatusEvent | EvaluationEvent | SleepEvent | SweepEvent | SpikeBatch
+Event = PhaseEvent | StatusEvent | EvaluationEvent | SleepEvent | DriftEvent | SweepEvent | SpikeBatch
 
 
 class Topic(enum.StrEnum):
@@ -156,6 +173,7 @@ class Topic(enum.StrEnum):
     SPIKES = "spikes"
     METRICS = "metrics"
     SLEEP = "sleep"
+    DRIFT = "drift"
     SWEEP = "sweep"
 
 
@@ -179,6 +197,8 @@ def topic_of(run_id: str, event: Event) -> str:
             suffix = Topic.METRICS.value
         case SleepEvent():
             suffix = Topic.SLEEP.value
+        case DriftEvent():
+            suffix = Topic.DRIFT.value
         case SweepEvent():
             suffix = Topic.SWEEP.value
         case SpikeBatch():
@@ -213,7 +233,10 @@ def split_topic(topic: str) -> tuple[str, str, list[str]]:
 def event_from_message(topic: str, payload: bytes | bytearray | memoryview) -> Event:
     """Decode a message received on ``neurosim/{run_id}/...``; ``MalformedEvent`` if it is not one."""
     _run_id, kind, rest = split_topic(topic)
-    model: type[PhaseEvent] | type[StatusEvent] | type[EvaluationEvent] | type[SleepEvent] | type[SweepEvent]
+    model: (
+        type[PhaseEvent] | type[StatusEvent] | type[EvaluationEvent] | type[SleepEvent] | type[DriftEvent]
+        | type[SweepEvent]
+    )  # fmt: skip
     if kind == Topic.SPIKES and len(rest) >= 1:
         try:
             batch = decode(payload)
@@ -231,6 +254,8 @@ def event_from_message(topic: str, payload: bytes | bytearray | memoryview) -> E
         model = EvaluationEvent
     elif kind == Topic.SLEEP and not rest:
         model = SleepEvent
+    elif kind == Topic.DRIFT and not rest:
+        model = DriftEvent
     elif kind == Topic.SWEEP and not rest:
         model = SweepEvent
     else:  # split_topic returns only the kinds above

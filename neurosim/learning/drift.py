@@ -62,8 +62,11 @@ class PageHinkleyState:
         return max(self.up - self.up_min, self.down_max - self.down)
 
 
-def page_hinkley_step(x: float, state: PageHinkleyState, cfg: PageHinkleyConfig) -> tuple[bool, PageHinkleyState]:
-    """``(drift, new_state)`` after one value; on drift the state restarts (pure)."""
+def page_hinkley_step(
+    x: float, state: PageHinkleyState, cfg: PageHinkleyConfig
+) -> tuple[bool, PageHinkleyState, float]:
+    """``(drift, new_state, evidence)`` after one value, ``evidence`` the statistic with it;
+    on drift the state restarts (pure)."""
     if not math.isfinite(x):
         raise ValueError(f"Page-Hinkley needs finite values, got {x!r}")
     n = state.n + 1
@@ -72,12 +75,12 @@ def page_hinkley_step(x: float, state: PageHinkleyState, cfg: PageHinkleyConfig)
     down = state.down + x - mean + cfg.delta
     new = PageHinkleyState(n, mean, up, min(state.up_min, up), down, max(state.down_max, down))
     if n < cfg.min_samples:
-        return False, new
+        return False, new, new.statistic
     rise = cfg.direction is not DriftDirection.DECREASE and new.up - new.up_min > cfg.threshold
     fall = cfg.direction is not DriftDirection.INCREASE and new.down_max - new.down > cfg.threshold
     if rise or fall:
-        return True, PageHinkleyState()
-    return False, new
+        return True, PageHinkleyState(), new.statistic
+    return False, new, new.statistic
 
 
 class PageHinkley:
@@ -89,9 +92,10 @@ class PageHinkley:
         self.state = PageHinkleyState()
         self.seen = 0
         self.detections: list[int] = []
+        self.evidence = 0.0  # the statistic after the latest value (before a restart)
 
     def update(self, x: float) -> bool:
-        drift, self.state = page_hinkley_step(float(x), self.state, self.config)
+        drift, self.state, self.evidence = page_hinkley_step(float(x), self.state, self.config)
         if drift:
             self.detections.append(self.seen)
         self.seen += 1

@@ -73,6 +73,10 @@ class PhaseMachine:
         self._on_exit: dict[Phase, list[Listener]] = {p: [] for p in Phase}
         self.history: list[PhaseEvent] = []
 
+    def sim_time(self) -> float:
+        """The simulated time now (s), from the clock the machine was given."""
+        return self._sim_time()
+
     @property
     def phase(self) -> Phase:
         return self._phase

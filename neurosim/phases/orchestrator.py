@@ -21,13 +21,15 @@ SLEEP and a WAKE follow before learning goes on as a new block, with no task lab
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
-from neurosim.events.schema import PhaseEvent
+from neurosim.events.bus import EventBus
+from neurosim.events.schema import DriftEvent, Event, PhaseEvent
 from neurosim.learning.drift import PageHinkley
 from neurosim.learning.ewc import OnlineFisherEWC
 from neurosim.learning.fisher import SnapshotReason
@@ -59,8 +61,11 @@ class Block:
 class PhaseOrchestrator:
     """Binds a learner and its online-Fisher EWC to a ``PhaseMachine`` (see the module docs)."""
 
-    def __init__(self, machine: PhaseMachine, learner: STDPOnlineLearner, fisher: OnlineFisherEWC) -> None:
+    def __init__(self, machine: PhaseMachine, learner: STDPOnlineLearner, fisher: OnlineFisherEWC, *,
+                 bus: EventBus[Event] | None = None) -> None:  # fmt: skip
+        """``bus`` (the run's): where drift events go."""
         self.machine = machine
+        self.bus = bus
         self.learner = learner
         self.fisher = fisher
         learner.enabled = False
@@ -139,6 +144,11 @@ class PhaseOrchestrator:
         async for value in stream:
             if detector.update(value):
                 drifts.append(position)
+                if self.bus is not None:
+                    self.bus.publish(DriftEvent(
+                        run_id=self.machine.run_id, block=block_name(block), position=position, value=value,
+                        statistic=detector.evidence, sim_time_s=self.machine.sim_time(), wall_time=time.time(),
+                    ))  # fmt: skip
                 if sleep:
                     await self.machine.transition(Phase.SLEEP, reason=f"drift at sample {position}")
                     await work.sleep(sleep_duration)

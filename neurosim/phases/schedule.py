@@ -90,7 +90,7 @@ class Experiment:
         self.sim.add_chunk_hook(self.metrics.observe_chunk)
         self.spike_stream = SpikeStream(self.bus).attach(self.sim)
         self.machine = PhaseMachine(run_id=run_id, sim_time=lambda: self.sim.t, bus=self.bus, metrics=self.metrics)
-        self.orchestrator = PhaseOrchestrator(self.machine, self.learner, self.fisher)
+        self.orchestrator = PhaseOrchestrator(self.machine, self.learner, self.fisher, bus=self.bus)
         self.seen: list[int] = []
         self.accuracy = AccuracyLog()
         self.control: dict[str, Any] | None = None  # the no-consolidation control's results, once run
