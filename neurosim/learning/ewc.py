@@ -44,6 +44,7 @@ from neurosim.learning.consolidation import (
 from neurosim.learning.fisher import (
     FisherKind,
     FisherMatrixBase,
+    FisherSnapshot,
     InMemoryFisherStore,
     LinearTaps,
     SnapshotReason,
@@ -437,11 +438,30 @@ class OnlineFisherEWC(ConsolidatorBase):
             if acc.pending_steps > 0:
                 acc.snapshot_now(reason)
 
+    async def snapshot_pending_async(self, reason: SnapshotReason = SnapshotReason.SLEEP) -> None:
+        """``snapshot_pending`` without blocking the event loop on the writes."""
+        for acc in self.accumulators.values():
+            if acc.pending_steps > 0:
+                await acc.force_snapshot(reason)
+
     def end_task(self, task_id: str, parameters: Parameters, data: TaskData | None = None) -> None:
+        acc = self._ending(task_id)
+        if acc is not None:
+            self._consolidate(task_id, acc, acc.snapshot_now(SnapshotReason.FORCED), parameters)
+
+    async def end_task_async(self, task_id: str, parameters: Parameters) -> None:
+        """``end_task`` without blocking the event loop on the snapshot's write (a phase listener)."""
+        acc = self._ending(task_id)
+        if acc is not None:
+            self._consolidate(task_id, acc, await acc.force_snapshot(SnapshotReason.FORCED), parameters)
+
+    def _ending(self, task_id: str) -> FisherAccumulator | None:
         acc = self.accumulators.get(task_id)
-        if acc is None or acc.stats().steps == 0:
-            return
-        snapshot = acc.snapshot_now(SnapshotReason.FORCED)
+        return acc if acc is not None and acc.stats().steps > 0 else None
+
+    def _consolidate(
+        self, task_id: str, acc: FisherAccumulator, snapshot: FisherSnapshot, parameters: Parameters
+    ) -> None:
         self.regulariser.consolidate(task_id, parameters, snapshot.arrays)
         if self.accumulator is acc:
             self.accumulator = None

@@ -87,10 +87,10 @@ class PhaseOrchestrator:
     async def _leave_learning(self, event: PhaseEvent) -> None:
         self.learner.enabled = False
         self.learner.accumulator = None
-        self.fisher.end_task(event.task or "", self.parameters())
+        await self.fisher.end_task_async(event.task or "", self.parameters())
 
     async def _enter_sleep(self, event: PhaseEvent) -> None:
-        self.fisher.snapshot_pending(SnapshotReason.SLEEP)
+        await self.fisher.snapshot_pending_async(SnapshotReason.SLEEP)
 
     def after_sleep(self) -> None:
         """The consolidated weights become the latest anchor."""
