@@ -74,11 +74,12 @@ class ReservoirBuffer:
             else:
                 j = int(self._rng.integers(0, self.seen))
                 slots[k] = j if j < self.capacity else -1
-        keep = np.flatnonzero(slots >= 0)
-        if keep.size:
-            # a later sample of the same batch may take a slot an earlier one just took: last wins
-            index = torch.from_numpy(slots[keep])
-            source = torch.from_numpy(keep)
+        # a later sample of the same batch may take a slot an earlier one just took: the last
+        # wins, decided here (an indexed assignment with repeated indices has no defined winner)
+        last = {int(slot): k for k, slot in enumerate(slots) if slot >= 0}
+        if last:
+            index = torch.tensor(list(last), dtype=torch.int64)
+            source = torch.tensor(list(last.values()), dtype=torch.int64)
             self._inputs[index] = inputs.detach()[source].to(self._inputs.dtype)
             self._labels[index] = labels[source].to(torch.int64)
             self._tasks[index] = tasks[source].to(torch.int64)
