@@ -243,7 +243,43 @@ class EWCRegulariser:
 
 
 # --------------------------------------------------------------------------- consolidators
-class EWC(ConsolidatorBase):
+def task_fisher(
+    method: str,
+    task_id: str,
+    parameters: Parameters,
+    data: TaskData | None,
+    *,
+    samples: int,
+    kind: FisherKind,
+    seed: int,
+) -> dict[str, npt.NDArray[np.float32]]:
+    """The diagonal Fisher of up to ``samples`` of a task's data (a seeded draw, ``seed`` plus
+    the task's index), one gradient each: what EWC and merging record at a task's end."""
+    data = require_data(method, task_id, data, log_prob=True)
+    assert data.log_prob is not None  # checked by require_data; narrows the type
+    generator = torch.Generator().manual_seed(seed + data.task)
+    n = min(samples, int(data.labels.shape[0]))
+    pick = torch.randperm(int(data.labels.shape[0]), generator=generator)[:n]
+    return estimate_fisher(parameters, data.log_prob, [(data.inputs[pick], data.labels[pick])], kind=kind,
+                           generator=generator)  # fmt: skip
+
+
+class _Anchored(ConsolidatorBase):
+    """The penalty and pull of an ``EWCRegulariser`` (``self.regulariser``), as a consolidator's."""
+
+    regulariser: EWCRegulariser
+
+    def penalty(self, parameters: Parameters) -> Tensor | None:
+        return self.regulariser.penalty(parameters) if self.regulariser.anchors else None
+
+    def pull(self, name: str, weights: Tensor) -> Tensor | None:
+        return self.regulariser.pull(name, weights)
+
+    def pull_terms(self, name: str, weights: Tensor) -> tuple[Tensor, Tensor] | None:
+        return self.regulariser.pull_terms(name, weights)
+
+
+class EWC(_Anchored):
     """EWC as a consolidator (separate or online mode, ``config.mode``): at each task's end
     the diagonal Fisher of the task's data (``fisher_samples`` samples, one gradient each;
     true Fisher by default: labels drawn from the model) and the parameters become an anchor.
@@ -268,23 +304,9 @@ class EWC(ConsolidatorBase):
         self.seed = seed
 
     def end_task(self, task_id: str, parameters: Parameters, data: TaskData | None = None) -> None:
-        data = require_data("EWC", task_id, data, log_prob=True)
-        assert data.log_prob is not None  # checked by require_data; narrows the type
-        generator = torch.Generator().manual_seed(self.seed + data.task)
-        n = min(self.fisher_samples, int(data.labels.shape[0]))
-        pick = torch.randperm(int(data.labels.shape[0]), generator=generator)[:n]
-        samples = [(data.inputs[pick], data.labels[pick])]
-        fisher = estimate_fisher(parameters, data.log_prob, samples, kind=self.fisher_kind, generator=generator)
+        fisher = task_fisher("EWC", task_id, parameters, data, samples=self.fisher_samples, kind=self.fisher_kind,
+                             seed=self.seed)  # fmt: skip
         self.regulariser.consolidate(task_id, parameters, fisher)
-
-    def penalty(self, parameters: Parameters) -> Tensor | None:
-        return self.regulariser.penalty(parameters) if self.regulariser.anchors else None
-
-    def pull(self, name: str, weights: Tensor) -> Tensor | None:
-        return self.regulariser.pull(name, weights)
-
-    def pull_terms(self, name: str, weights: Tensor) -> tuple[Tensor, Tensor] | None:
-        return self.regulariser.pull_terms(name, weights)
 
 
 @dataclass(frozen=True)
@@ -348,7 +370,7 @@ def mean_gradients(loss: Tensor, parameters: Parameters) -> dict[str, Tensor]:
     return {n: g for n, g in zip(names, grads, strict=True) if g is not None}
 
 
-class OnlineFisherEWC(ConsolidatorBase):
+class OnlineFisherEWC(_Anchored):
     """EWC whose Fisher is a ``FisherAccumulator`` EMA fed during training (one accumulator
     per task, snapshotted at the task's end into ``store``), instead of a pass over the data.
 
@@ -485,12 +507,3 @@ class OnlineFisherEWC(ConsolidatorBase):
     def close(self) -> None:
         for acc in self.accumulators.values():
             acc.close()
-
-    def penalty(self, parameters: Parameters) -> Tensor | None:
-        return self.regulariser.penalty(parameters) if self.regulariser.anchors else None
-
-    def pull(self, name: str, weights: Tensor) -> Tensor | None:
-        return self.regulariser.pull(name, weights)
-
-    def pull_terms(self, name: str, weights: Tensor) -> tuple[Tensor, Tensor] | None:
-        return self.regulariser.pull_terms(name, weights)

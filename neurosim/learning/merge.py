@@ -17,8 +17,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from neurosim.learning.consolidation import ConsolidatorBase, Parameters, TaskData, require_data
-from neurosim.learning.fisher import FisherKind, estimate_fisher
+from neurosim.learning.consolidation import ConsolidatorBase, Parameters, TaskData
+from neurosim.learning.ewc import task_fisher
+from neurosim.learning.fisher import FisherKind
 
 Tensor = torch.Tensor
 
@@ -72,16 +73,8 @@ class FisherMerge(ConsolidatorBase):
         self.fishers.append({k: torch.as_tensor(np.asarray(fisher[k])).to(v) for k, v in params.items()})
 
     def end_task(self, task_id: str, parameters: Parameters, data: TaskData | None = None) -> None:
-        data = require_data("FisherMerge", task_id, data, log_prob=True)
-        assert data.log_prob is not None  # checked by require_data
-        generator = torch.Generator().manual_seed(self.seed + data.task)
-        n = min(self.fisher_samples, int(data.labels.shape[0]))
-        pick = torch.randperm(int(data.labels.shape[0]), generator=generator)[:n]
-        fisher = estimate_fisher(
-            parameters, data.log_prob, [(data.inputs[pick], data.labels[pick])], kind=self.fisher_kind,
-            generator=generator,
-        )  # fmt: skip
-        self.add(parameters, fisher)
+        self.add(parameters, task_fisher("FisherMerge", task_id, parameters, data, samples=self.fisher_samples,
+                                         kind=self.fisher_kind, seed=self.seed))  # fmt: skip
 
     def proposed_weights(self) -> dict[str, Tensor]:
         if len(self.weights) < 2:
