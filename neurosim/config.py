@@ -1,6 +1,7 @@
 """Configuration: pydantic models for a whole run, loaded from TOML and checked before
 anything runs. Every error names the field (``network.populations[0].model.tau_m``) and
-the reason. Units are SI: seconds, volts, amperes, hertz.
+the reason. A plain number is SI (seconds, volts, amperes, hertz); a physical field also
+takes a unit string, ``tau_m = "20 ms"``, checked for its dimension (``neurosim.units``).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     ConfigDict,
@@ -29,6 +30,22 @@ from neurosim.sim.engine import Backend
 from neurosim.sim.neurons import AdaptiveLIF, ConductanceLIF, CurrentLIF, NeuronParams
 from neurosim.sim.synapses import Channel, Propagation
 from neurosim.strict import NonNegativeInt, PositiveInt, StrictModel
+from neurosim.units import (
+    CURRENT,
+    DURATION,
+    MEMBRANE_POTENTIAL,
+    RATE,
+    SI,
+    THRESHOLD_INCREMENT,
+    TIME,
+    TIME_STEP,
+    is_quantity,
+    physical_fields,
+    to_si,
+)
+
+Seconds = Annotated[NonNegativeFloat, SI(TIME)]
+PositiveSeconds = Annotated[PositiveFloat, SI(TIME)]
 
 
 class ConfigError(ValueError):
@@ -47,7 +64,23 @@ _PAIR, _TRIPLET = PairSTDP(), TripletSTDP()
 _FISHER, _EWC = FisherAccumulatorConfig(), EWCConfig()
 
 
-class _ModelConfig(_Strict):
+class _MirrorsLibrary(_Strict):
+    """A config model whose fields are those of a library dataclass (``library``): unit
+    strings and quantities in its ``physical`` fields are converted by that class's kinds
+    (the dataclass itself warns about implausible plain numbers when it is built)."""
+
+    library: ClassVar[type]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _quantities(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        kinds = physical_fields(cls.library)
+        return {k: to_si(v, kinds[k], k) if k in kinds and is_quantity(v) else v for k, v in data.items()}
+
+
+class _ModelConfig(_MirrorsLibrary):
     def to_params(self) -> NeuronParams:
         raise NotImplementedError
 
@@ -60,6 +93,7 @@ class _ModelConfig(_Strict):
 class CurrentLIFConfig(_ModelConfig):
     """Current-based LIF (CUBA). See ``neurosim.sim.neurons.CurrentLIF``."""
 
+    library = CurrentLIF
     kind: Literal["current_lif"]
     tau_m: PositiveFloat = _CUBA.tau_m
     v_rest: float = _CUBA.v_rest
@@ -77,6 +111,7 @@ class CurrentLIFConfig(_ModelConfig):
 class ConductanceLIFConfig(_ModelConfig):
     """Conductance-based LIF (Song et al. 2000). See ``neurosim.sim.neurons.ConductanceLIF``."""
 
+    library = ConductanceLIF
     kind: Literal["conductance_lif"]
     tau_m: PositiveFloat = _COBA.tau_m
     v_rest: float = _COBA.v_rest
@@ -96,6 +131,7 @@ class ConductanceLIFConfig(_ModelConfig):
 class AdaptiveLIFConfig(_ModelConfig):
     """Adaptive-threshold LIF (Diehl & Cook 2015). See ``neurosim.sim.neurons.AdaptiveLIF``."""
 
+    library = AdaptiveLIF
     kind: Literal["adaptive_lif"]
     tau_m: PositiveFloat = _ALIF.tau_m
     v_rest: float = _ALIF.v_rest
@@ -141,7 +177,7 @@ class PoissonInputConfig(_Strict):
     kind: Literal["poisson"]
     name: str
     n: PositiveInt
-    rates: NonNegativeFloat | list[NonNegativeFloat]  # Hz
+    rates: Annotated[NonNegativeFloat | list[NonNegativeFloat], SI(RATE)]  # Hz
 
     @model_validator(mode="after")
     def _sized(self) -> PoissonInputConfig:
@@ -154,7 +190,7 @@ class SpikeArrayInputConfig(_Strict):
     kind: Literal["spike_array"]
     name: str
     n: PositiveInt
-    times: list[NonNegativeFloat] = Field(default_factory=list)  # s
+    times: Annotated[list[NonNegativeFloat], SI(TIME)] = Field(default_factory=list)  # s
     indices: list[NonNegativeInt] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -172,9 +208,9 @@ class CurrentInputConfig(_Strict):
     kind: Literal["current"]
     name: str
     target: str
-    amplitude: float | list[float] | None = None
-    samples: list[float] | list[list[float]] | None = None
-    sample_dt: PositiveFloat | None = None
+    amplitude: Annotated[float | list[float] | None, SI(CURRENT)] = None
+    samples: Annotated[list[float] | list[list[float]] | None, SI(CURRENT)] = None
+    sample_dt: PositiveSeconds | None = None
 
     @model_validator(mode="after")
     def _one_form(self) -> CurrentInputConfig:
@@ -258,7 +294,7 @@ class ProjectionConfig(_Strict):
     channel: Channel = Channel.EXC
     connectivity: ConnectivityConfig
     weights: WeightConfig
-    delay: NonNegativeFloat = 0.0  # s, rounded to whole steps
+    delay: Seconds = 0.0  # rounded to whole steps
     format: Literal["auto", "dense", "sparse"] = "auto"
     propagation: Propagation = Propagation.AUTO
 
@@ -323,8 +359,8 @@ MAX_STEPS = 10**9  # a run of more steps is a typo (dt in ms, duration in ms...)
 
 
 class RunConfig(_Strict):
-    dt: PositiveFloat = 1e-4  # s
-    duration: PositiveFloat = 1.0  # s
+    dt: Annotated[PositiveFloat, SI(TIME_STEP)] = 1e-4  # s
+    duration: Annotated[PositiveFloat, SI(DURATION)] = 1.0  # s
     seed: NonNegativeInt = 0
     device: Literal["cpu", "cuda"] = "cpu"
     dtype: Literal["float32", "float64"] = "float32"
@@ -346,7 +382,7 @@ class StateRecordConfig(_Strict):
     population: str
     variables: list[str] = Field(default_factory=lambda: ["v"])
     indices: list[NonNegativeInt] = Field(default_factory=lambda: [0])
-    every: PositiveFloat = 1e-3  # s
+    every: PositiveSeconds = 1e-3
 
 
 class RecordConfig(_Strict):
@@ -356,9 +392,10 @@ class RecordConfig(_Strict):
 
 
 # --------------------------------------------------------------------------- plasticity
-class PairSTDPConfig(_Strict):
+class PairSTDPConfig(_MirrorsLibrary):
     """Pair-based STDP; see ``neurosim.learning.stdp.PairSTDP`` (defaults: Song et al. 2000)."""
 
+    library = PairSTDP
     kind: Literal["pair"]
     tau_pre: PositiveFloat = _PAIR.tau_pre
     tau_post: PositiveFloat = _PAIR.tau_post
@@ -378,9 +415,10 @@ class PairSTDPConfig(_Strict):
         return self
 
 
-class TripletSTDPConfig(_Strict):
+class TripletSTDPConfig(_MirrorsLibrary):
     """Triplet STDP; see ``neurosim.learning.stdp.TripletSTDP`` (Pfister & Gerstner 2006)."""
 
+    library = TripletSTDP
     kind: Literal["triplet"]
     tau_plus: PositiveFloat = _TRIPLET.tau_plus
     tau_minus: PositiveFloat = _TRIPLET.tau_minus
@@ -556,9 +594,9 @@ class ContinualDataConfig(_Strict):
     classes_per_task: PositiveInt = 2
     train_per_task: PositiveInt = 150  # training images shown per task
     test_per_task: PositiveInt = 40  # test images per task at every WAKE evaluation
-    max_rate: PositiveFloat = 120.0  # Hz for a pixel of intensity 1
-    present: PositiveFloat = 0.06  # s per image
-    rest: NonNegativeFloat = 0.02  # s of silence after each image
+    max_rate: Annotated[PositiveFloat, SI(RATE)] = 120.0  # Hz for a pixel of intensity 1
+    present: PositiveSeconds = 0.06  # per image
+    rest: Seconds = 0.02  # of silence after each image
 
 
 class ContinualNetworkConfig(_Strict):
@@ -570,8 +608,8 @@ class ContinualNetworkConfig(_Strict):
     exc_to_inh: PositiveFloat = 10.4
     inh_to_exc: PositiveFloat = 17.0
     weight_sum: PositiveFloat | None = None  # input weights per neuron after each image; default 78 sqrt(n_in / 784)
-    theta_init: NonNegativeFloat = 20e-3  # V
-    theta_plus: NonNegativeFloat = 0.05e-3  # V
+    theta_init: Annotated[NonNegativeFloat, SI(MEMBRANE_POTENTIAL)] = 20e-3  # V
+    theta_plus: Annotated[NonNegativeFloat, SI(THRESHOLD_INCREMENT)] = 0.05e-3  # V
 
 
 class ContinualFisherConfig(_Strict):
@@ -625,7 +663,7 @@ class ContinualSleepConfig(SleepConfig):
     # naps inside LEARNING (Golden et al. 2022 interleave sleep with new-task training): every
     # ``interleave_every`` images, ``interleave_duration`` s of the same sleep; None: no naps
     interleave_every: PositiveInt | None = None
-    interleave_duration: PositiveFloat = 1.0
+    interleave_duration: PositiveSeconds = 1.0
 
     def sleep_config(self) -> SleepConfig:
         return SleepConfig(
@@ -667,7 +705,7 @@ class TaskFreeConfig(_Strict):
 class ScheduleBlock(_Strict):
     phase: Literal["wake", "learning", "sleep"]
     task: NonNegativeInt | None = None  # LEARNING: index of the task
-    duration: PositiveFloat | None = None  # SLEEP: seconds (default: sleep.duration)
+    duration: Annotated[PositiveFloat | None, SI(DURATION)] = None  # SLEEP (default: sleep.duration)
 
 
 class ExperimentInfo(_Strict):

@@ -38,7 +38,7 @@ import dataclasses
 import enum
 import math
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import numpy.typing as npt
@@ -52,6 +52,7 @@ from neurosim.sim.monitors import SpikeMonitor, SpikeTrains
 from neurosim.sim.neurons import AdaptiveLIF, AdaptiveLIFState, CurrentLIF, initial_state, step
 from neurosim.sim.synapses import Projection
 from neurosim.strict import StrictModel
+from neurosim.units import DURATION, RATE, SI, TRACE_TIME_CONSTANT
 
 if TYPE_CHECKING:
     from neurosim.sim.engine import Simulation, StepContext
@@ -72,12 +73,13 @@ class SleepConfig(StrictModel):
     """Sleep replay parameters (see the module docs; defaults follow Tadros et al. 2022 in
     spirit, scaled to neurosim's weight units)."""
 
-    duration: float = Field(10.0, gt=0)  # s of simulated replay per SLEEP phase (Tadros et al.: 15-35 s)
+    # s of simulated replay per SLEEP phase (Tadros et al.: 15-35 s)
+    duration: Annotated[float, SI(DURATION)] = Field(10.0, gt=0)
     drive: SleepDrive = SleepDrive.TASK_MEANS
-    block: float = Field(0.05, gt=0)  # s per drive block (one stored statistic each)
+    block: Annotated[float, SI(DURATION)] = Field(0.05, gt=0)  # s per drive block (one stored statistic each)
     plasticity: bool = True  # False: the control that replays without changing a weight
     calibrate: bool = True  # choose the input gain from wake activity; False: gain = rate_scale
-    target_rate: float | None = Field(None, gt=0)  # Hz per neuron; None: the measured wake rate
+    target_rate: Annotated[float | None, SI(RATE)] = Field(None, gt=0)  # Hz per neuron; None: the measured wake rate
     rate_scale: float = Field(1.0, gt=0)  # input gain when not calibrated (times the stored rates)
     threshold_scale: float = Field(1.0, gt=0)  # thresholds during sleep, relative to rest
     # True: adaptive thresholds keep adapting during sleep (homeostasis spreads the replay over
@@ -91,7 +93,7 @@ class SleepConfig(StrictModel):
     interference: float = Field(1.0, ge=0)
     inc: float = Field(1e-3, ge=0)  # potentiation per causal pairing (weight units)
     dec: float = Field(2e-4, ge=0)  # depression per non-causal post spike (weight units)
-    window: float = Field(10e-3, gt=0)  # s: "pre fired before the post spike"
+    window: Annotated[float, SI(TRACE_TIME_CONSTANT)] = Field(10e-3, gt=0)  # s: "pre fired before the post spike"
     fisher_protection: float = Field(10.0, ge=0)  # 0: no protection
     downscale: float = Field(1.0, gt=0, le=1.0)  # multiply weights at the end of sleep; 1: off
 

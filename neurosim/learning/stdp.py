@@ -38,6 +38,8 @@ from typing import NamedTuple
 
 import torch
 
+from neurosim.units import TRACE_TIME_CONSTANT, convert_fields, physical
+
 Tensor = torch.Tensor
 
 
@@ -73,8 +75,8 @@ class PairSTDP:
     """Pair-based STDP. Defaults: Song et al. (2000) as in Brian2's STDP example, with
     gmax = 0.01: a_plus = 0.01 * gmax, a_minus = 1.05 * a_plus."""
 
-    tau_pre: float = 20e-3  # s
-    tau_post: float = 20e-3  # s
+    tau_pre: float = physical(20e-3, TRACE_TIME_CONSTANT)
+    tau_post: float = physical(20e-3, TRACE_TIME_CONSTANT)
     a_plus: float = 1e-4  # weight units per pairing
     a_minus: float = 1.05e-4  # weight units per pairing (a magnitude)
     w_min: float = 0.0
@@ -83,6 +85,7 @@ class PairSTDP:
     traces: TraceMode = TraceMode.ALL_TO_ALL
 
     def __post_init__(self) -> None:
+        convert_fields(self)
         _check_positive("PairSTDP", tau_pre=self.tau_pre, tau_post=self.tau_post)
         _check_non_negative("PairSTDP", a_plus=self.a_plus, a_minus=self.a_minus)
         _check_bounds("PairSTDP", self.w_min, self.w_max)
@@ -95,10 +98,10 @@ class TripletSTDP:
     ``w_max = 0.01`` to the same weight units as ``PairSTDP``'s defaults (Song et al.'s
     ``gmax``). For weights in [0, 1]: ``TRIPLET_UNIT_AMPLITUDES`` with ``w_max=1.0``."""
 
-    tau_plus: float = 16.8e-3
-    tau_minus: float = 33.7e-3
-    tau_x: float = 101e-3
-    tau_y: float = 125e-3
+    tau_plus: float = physical(16.8e-3, TRACE_TIME_CONSTANT)
+    tau_minus: float = physical(33.7e-3, TRACE_TIME_CONSTANT)
+    tau_x: float = physical(101e-3, TRACE_TIME_CONSTANT)
+    tau_y: float = physical(125e-3, TRACE_TIME_CONSTANT)
     a2_plus: float = 5e-12
     a3_plus: float = 6.2e-5
     a2_minus: float = 7e-5
@@ -107,6 +110,7 @@ class TripletSTDP:
     w_max: float = 0.01
 
     def __post_init__(self) -> None:
+        convert_fields(self)
         _check_positive(
             "TripletSTDP", tau_plus=self.tau_plus, tau_minus=self.tau_minus, tau_x=self.tau_x, tau_y=self.tau_y
         )
@@ -125,10 +129,11 @@ class RewardSTDP:
     """Reward-modulated STDP with an eligibility trace (Izhikevich 2007: tau_c = 1 s)."""
 
     pair: PairSTDP = PairSTDP()
-    tau_eligibility: float = 1.0  # s
+    tau_eligibility: float = physical(1.0, TRACE_TIME_CONSTANT)
     learning_rate: float = 1.0
 
     def __post_init__(self) -> None:
+        convert_fields(self)
         _check_positive("RewardSTDP", tau_eligibility=self.tau_eligibility)
         _check_non_negative("RewardSTDP", learning_rate=self.learning_rate)
 

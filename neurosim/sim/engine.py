@@ -44,6 +44,7 @@ from neurosim.sim import neurons
 from neurosim.sim.monitors import ChunkResult, Monitor, SpikeChunk
 from neurosim.sim.network import Network
 from neurosim.sim.synapses import Channel
+from neurosim.units import DURATION, TIME_STEP, QuantityLike, to_si
 
 if TYPE_CHECKING:
     from neurosim.sim.compiled import CompiledRunner
@@ -131,7 +132,7 @@ class Simulation:
         self,
         network: Network,
         *,
-        dt: float = 1e-4,
+        dt: QuantityLike = 1e-4,
         batch: int = 1,
         seed: int = 0,
         device: str | torch.device = "cpu",
@@ -140,6 +141,7 @@ class Simulation:
         chunk_steps: int = 1000,
         threads: int | None = 1,
     ) -> None:
+        dt = to_si(dt, TIME_STEP, "Simulation.dt")
         if not (math.isfinite(dt) and dt > 0):
             raise ValueError(f"dt must be a positive number of seconds, got {dt!r}")
         if batch < 1:
@@ -326,12 +328,13 @@ class Simulation:
         return forms
 
     # ----------------------------------------------------------------------------- running
-    def _n_steps(self, duration: float) -> int:
+    def _n_steps(self, duration: QuantityLike) -> int:
+        duration = to_si(duration, DURATION, "duration")
         if not (math.isfinite(duration) and duration >= 0):
             raise ValueError(f"duration must be a finite number of seconds >= 0, got {duration!r}")
         return round(duration / self.dt)
 
-    def run(self, duration: float, *, progress: bool = False) -> RunStats:
+    def run(self, duration: QuantityLike, *, progress: bool = False) -> RunStats:
         """Simulate ``duration`` seconds. Hooks must be synchronous here."""
         gen = self._iterate(self._n_steps(duration), progress)
         for awaitable in gen:
@@ -342,7 +345,7 @@ class Simulation:
                 raise AsyncHookInSyncRun("a hook returned an awaitable; use `await sim.run_async(...)` for async hooks")
         return self._last_stats
 
-    async def run_async(self, duration: float, *, progress: bool = False) -> RunStats:
+    async def run_async(self, duration: QuantityLike, *, progress: bool = False) -> RunStats:
         """Simulate ``duration`` seconds, yielding to the event loop after every chunk and
         awaiting hooks that return awaitables."""
         for awaitable in self._iterate(self._n_steps(duration), progress):

@@ -16,13 +16,14 @@ import numpy as np
 import numpy.typing as npt
 
 from neurosim.sim.neurons import refractory_steps as _whole_steps
+from neurosim.units import CURRENT, RATE, TIME, QuantityLike, array_to_si, to_si
 
 BoolBlock = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float32]
 
 
 def _as_rates(name: str, rates: float | npt.ArrayLike, n: int) -> npt.NDArray[np.float64]:
-    arr = np.asarray(rates, dtype=np.float64)
+    arr = array_to_si(rates, RATE, f"input {name!r}: rates")
     if arr.ndim == 0:
         arr = np.full(n, float(arr))
     if arr.shape != (n,):
@@ -78,7 +79,7 @@ class SpikeArrayInput:
     def __init__(self, name: str, n: int, times: npt.ArrayLike, indices: npt.ArrayLike) -> None:
         if n <= 0:
             raise ValueError(f"input {name!r}: n must be positive, got {n}")
-        t = np.asarray(times, dtype=np.float64).reshape(-1)
+        t = array_to_si(times, TIME, f"input {name!r}: times").reshape(-1)
         i = np.asarray(indices, dtype=np.int64).reshape(-1)
         if t.shape != i.shape:
             raise ValueError(f"input {name!r}: times and indices must have the same length, got {t.size} and {i.size}")
@@ -129,9 +130,11 @@ class CurrentInput:
     sample_dt: float
 
     def __init__(
-        self, name: str, target: str, amplitude: float | npt.ArrayLike, sample_dt: float | None = None
-    ) -> None:
-        arr = np.asarray(amplitude, dtype=np.float64)
+        self, name: str, target: str, amplitude: QuantityLike | npt.ArrayLike, sample_dt: QuantityLike | None = None
+    ) -> None:  # amplitude in A, sample_dt in s; quantities accepted (neurosim.units)
+        arr = array_to_si(amplitude, CURRENT, f"current input {name!r}: amplitude")
+        if sample_dt is not None:
+            sample_dt = to_si(sample_dt, TIME, f"current input {name!r}: sample_dt")
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"current input {name!r}: amplitudes must be finite")
         if sample_dt is None:

@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from neurosim.atomic import atomic_write
+from neurosim.units import TIME, QuantityLike, to_si
 
 if TYPE_CHECKING:
     from neurosim.sim.engine import Simulation
@@ -117,11 +118,12 @@ class SpikeMonitor(Monitor):
         source: str,
         *,
         indices: Sequence[int] | None = None,
-        start: float = 0.0,
-        stop: float = math.inf,
+        start: QuantityLike = 0.0,
+        stop: QuantityLike = math.inf,
         stream_to: str | os.PathLike[str] | None = None,
         max_spikes: int = 20_000_000,
     ) -> None:
+        start, stop = to_si(start, TIME, "SpikeMonitor.start"), to_si(stop, TIME, "SpikeMonitor.stop")
         if max_spikes <= 0:
             raise ValueError(f"SpikeMonitor.max_spikes must be positive, got {max_spikes}")
         if stop < start:
@@ -239,7 +241,11 @@ class SpikeMonitor(Monitor):
 
 
 class _Periodic(Monitor):
-    def __init__(self, every: float, start: float, stop: float, max_samples: int, owner: str) -> None:
+    def __init__(
+        self, every: QuantityLike, start: QuantityLike, stop: QuantityLike, max_samples: int, owner: str
+    ) -> None:
+        every = to_si(every, TIME, f"{owner}.every")
+        start, stop = to_si(start, TIME, f"{owner}.start"), to_si(stop, TIME, f"{owner}.stop")
         if not every > 0:
             raise ValueError(f"{owner}.every must be > 0 s, got {every}")
         if max_samples <= 0:
@@ -283,9 +289,9 @@ class StateMonitor(_Periodic):
         variables: Sequence[str] = ("v",),
         *,
         indices: Sequence[int] | None = None,
-        every: float = 1e-4,
-        start: float = 0.0,
-        stop: float = math.inf,
+        every: QuantityLike = 1e-4,
+        start: QuantityLike = 0.0,
+        stop: QuantityLike = math.inf,
         max_samples: int = 1_000_000,
     ) -> None:
         super().__init__(every, start, stop, max_samples, "StateMonitor")
@@ -331,9 +337,9 @@ class WeightMonitor(_Periodic):
         self,
         projection: str,
         *,
-        every: float = 1.0,
-        start: float = 0.0,
-        stop: float = math.inf,
+        every: QuantityLike = 1.0,
+        start: QuantityLike = 0.0,
+        stop: QuantityLike = math.inf,
         max_samples: int = 1000,
     ) -> None:
         super().__init__(every, start, stop, max_samples, "WeightMonitor")

@@ -10,6 +10,10 @@ import numpy as np
 from neurosim.sim.inputs import CurrentInput, SpikeSource
 from neurosim.sim.neurons import STATE_VARIABLES, NeuronParams
 from neurosim.sim.synapses import Projection
+from neurosim.units import MEMBRANE_POTENTIAL, to_si
+
+# state variables whose initial values are voltages (the others: conductances, counters)
+_VOLTAGE_STATE = ("v", "theta")
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
@@ -45,6 +49,15 @@ class Population:
                 raise ValueError(
                     f"population {self.name!r}: unknown state variable {var!r} in initial values; "
                     f"{type(self.params).__name__} has {', '.join(allowed)}"
+                )
+        self.initial = dict(self.initial)  # converted below: the caller's mapping stays as it was
+        for var in _VOLTAGE_STATE:  # 20*mV or "20 mV" as well as 0.02
+            if var in self.initial:
+                spec, where = self.initial[var], f"population {self.name!r}: initial {var}"
+                self.initial[var] = (
+                    Uniform(to_si(spec.low, MEMBRANE_POTENTIAL, where), to_si(spec.high, MEMBRANE_POTENTIAL, where))
+                    if isinstance(spec, Uniform)
+                    else to_si(spec, MEMBRANE_POTENTIAL, where)
                 )
 
     def draw_initial(self, var: str, rng: np.random.Generator, default: float) -> np.ndarray:

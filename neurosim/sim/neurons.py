@@ -44,6 +44,18 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
+from neurosim.units import (
+    MEMBRANE_POTENTIAL,
+    MEMBRANE_TIME_CONSTANT,
+    REFRACTORY_PERIOD,
+    RESISTANCE,
+    SLOW_TIME_CONSTANT,
+    SYNAPTIC_TIME_CONSTANT,
+    THRESHOLD_INCREMENT,
+    convert_fields,
+    physical,
+)
+
 if TYPE_CHECKING:
     from neurosim.learning.surrogate import Surrogate
 
@@ -77,18 +89,19 @@ def _check_finite(owner: str, name: str, value: float) -> None:
 class CurrentLIF:
     """Current-based LIF with exponential synaptic currents (voltages). Defaults: CUBA."""
 
-    tau_m: float = 20e-3  # s
-    v_rest: float = -49e-3  # V
-    v_threshold: float = -50e-3  # V
-    v_reset: float = -60e-3  # V
-    t_ref: float = 5e-3  # s
-    tau_exc: float = 5e-3  # s
-    tau_inh: float = 10e-3  # s
-    r_m: float = 1e8  # Ohm, converts i_ext (A) to volts
+    tau_m: float = physical(20e-3, MEMBRANE_TIME_CONSTANT)
+    v_rest: float = physical(-49e-3, MEMBRANE_POTENTIAL)
+    v_threshold: float = physical(-50e-3, MEMBRANE_POTENTIAL)
+    v_reset: float = physical(-60e-3, MEMBRANE_POTENTIAL)
+    t_ref: float = physical(5e-3, REFRACTORY_PERIOD)
+    tau_exc: float = physical(5e-3, SYNAPTIC_TIME_CONSTANT)
+    tau_inh: float = physical(10e-3, SYNAPTIC_TIME_CONSTANT)
+    r_m: float = physical(1e8, RESISTANCE)  # Ohm, converts i_ext (A) to volts
 
     kind = NeuronKind.CURRENT_LIF
 
     def __post_init__(self) -> None:
+        convert_fields(self)
         _validate_common(self)
 
 
@@ -96,20 +109,21 @@ class CurrentLIF:
 class ConductanceLIF:
     """Conductance-based LIF. Defaults: Song, Miller & Abbott (2000) / Brian2 STDP example."""
 
-    tau_m: float = 10e-3  # s
-    v_rest: float = -74e-3  # V
-    v_threshold: float = -54e-3  # V
-    v_reset: float = -60e-3  # V
-    t_ref: float = 0.0  # s
-    tau_exc: float = 5e-3  # s
-    tau_inh: float = 10e-3  # s
-    e_exc: float = 0.0  # V
-    e_inh: float = -80e-3  # V
-    r_m: float = 1e8  # Ohm
+    tau_m: float = physical(10e-3, MEMBRANE_TIME_CONSTANT)
+    v_rest: float = physical(-74e-3, MEMBRANE_POTENTIAL)
+    v_threshold: float = physical(-54e-3, MEMBRANE_POTENTIAL)
+    v_reset: float = physical(-60e-3, MEMBRANE_POTENTIAL)
+    t_ref: float = physical(0.0, REFRACTORY_PERIOD)
+    tau_exc: float = physical(5e-3, SYNAPTIC_TIME_CONSTANT)
+    tau_inh: float = physical(10e-3, SYNAPTIC_TIME_CONSTANT)
+    e_exc: float = physical(0.0, MEMBRANE_POTENTIAL)
+    e_inh: float = physical(-80e-3, MEMBRANE_POTENTIAL)
+    r_m: float = physical(1e8, RESISTANCE)  # Ohm
 
     kind = NeuronKind.CONDUCTANCE_LIF
 
     def __post_init__(self) -> None:
+        convert_fields(self)
         _validate_common(self)
         _check_finite(type(self).__name__, "e_exc", self.e_exc)
         _check_finite(type(self).__name__, "e_inh", self.e_inh)
@@ -121,22 +135,23 @@ class AdaptiveLIF:
     neurons (their ``v_thresh_e - offset`` = -72 mV is ``v_threshold``; theta starts at 20 mV
     through the population's initial state)."""
 
-    tau_m: float = 100e-3  # s
-    v_rest: float = -65e-3  # V
-    v_threshold: float = -72e-3  # V, plus theta
-    v_reset: float = -65e-3  # V
-    t_ref: float = 5e-3  # s
-    tau_exc: float = 1e-3  # s
-    tau_inh: float = 2e-3  # s
-    e_exc: float = 0.0  # V
-    e_inh: float = -100e-3  # V
-    r_m: float = 1e8  # Ohm
-    tau_theta: float = 1e4  # s
-    theta_plus: float = 0.05e-3  # V
+    tau_m: float = physical(100e-3, MEMBRANE_TIME_CONSTANT)
+    v_rest: float = physical(-65e-3, MEMBRANE_POTENTIAL)
+    v_threshold: float = physical(-72e-3, MEMBRANE_POTENTIAL)  # V, plus theta
+    v_reset: float = physical(-65e-3, MEMBRANE_POTENTIAL)
+    t_ref: float = physical(5e-3, REFRACTORY_PERIOD)
+    tau_exc: float = physical(1e-3, SYNAPTIC_TIME_CONSTANT)
+    tau_inh: float = physical(2e-3, SYNAPTIC_TIME_CONSTANT)
+    e_exc: float = physical(0.0, MEMBRANE_POTENTIAL)
+    e_inh: float = physical(-100e-3, MEMBRANE_POTENTIAL)
+    r_m: float = physical(1e8, RESISTANCE)  # Ohm
+    tau_theta: float = physical(1e4, SLOW_TIME_CONSTANT)
+    theta_plus: float = physical(0.05e-3, THRESHOLD_INCREMENT)
 
     kind = NeuronKind.ADAPTIVE_LIF
 
     def __post_init__(self) -> None:
+        convert_fields(self)
         _validate_common(self)
         _check_positive(type(self).__name__, "tau_theta", self.tau_theta, "seconds")
         _check_non_negative(type(self).__name__, "theta_plus", self.theta_plus, "V")
