@@ -18,6 +18,7 @@ import click
 from neurosim.config import ConfigError, ContinualConfig, SimulationConfig, load_any_config
 from neurosim.outputs import OutputExistsError
 from neurosim.runner import LiveOptions
+from neurosim.sim.checkpoint import CheckpointError
 
 if TYPE_CHECKING:
     from neurosim.events.mqtt import BrokerSettings
@@ -85,7 +86,12 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=False)
+@click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Go on with the interrupted run in this output directory from its last checkpoint (no CONFIG; "
+                   "with --duration: extend a finished run).")  # fmt: skip
+@click.option("--checkpoint-every", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="Simulated seconds between checkpoints (DIR/checkpoint; default a tenth of the run).")  # fmt: skip
 @click.option(
     "--out",
     "out",
@@ -125,13 +131,31 @@ def main() -> None:
               help="Serve Prometheus metrics at http://HOST:PORT/metrics while the run lasts.")  # fmt: skip
 @click.option("--metrics-host", default="127.0.0.1", show_default=True,
               help="Address the metrics server binds (0.0.0.0: every interface).")  # fmt: skip
-def run(config: Path, out: Path | None, duration: float | None, seed: int | None, device: str | None,
-        batch: int | None, overwrite: bool, quiet: bool, backend: str, brian2_target: str, mqtt_url: str | None,
-        run_id: str | None, mqtt_ca: str | None, mqtt_cert: str | None, mqtt_key: str | None, mqtt_insecure: bool,
-        metrics_port: int | None, metrics_host: str) -> None:  # fmt: skip
-    """Run CONFIG and write config.json, spikes.npz, summary.json and raster.png to --out."""
-    from neurosim.metrics import serve_metrics
-
+def run(config: Path | None, resume_dir: Path | None, checkpoint_every: float | None, out: Path | None,
+        duration: float | None, seed: int | None, device: str | None, batch: int | None, overwrite: bool, quiet: bool,
+        backend: str, brian2_target: str, mqtt_url: str | None, run_id: str | None, mqtt_ca: str | None,
+        mqtt_cert: str | None, mqtt_key: str | None, mqtt_insecure: bool, metrics_port: int | None,
+        metrics_host: str) -> None:  # fmt: skip
+    """Run CONFIG and write config.json, spikes.npz, summary.json and raster.png to --out;
+    or, with --resume DIR, go on with an interrupted run from its last checkpoint."""
+    if (config is None) == (resume_dir is None):
+        raise click.UsageError("give CONFIG to start a run, or --resume DIR to go on with one (not both)")
+    if resume_dir is not None:
+        given = [
+            f"--{n}" for n, v in (("out", out), ("seed", seed), ("device", device), ("batch", batch)) if v is not None
+        ]
+        if given or backend != "neurosim":
+            raise click.UsageError(
+                f"{', '.join(given) or '--backend'}: a resumed run keeps its own settings "
+                "(only --duration, --checkpoint-every, --quiet and the live options apply)"
+            )
+        live = _live_options(resume_dir, mqtt_url, run_id, mqtt_ca, mqtt_cert, mqtt_key, mqtt_insecure)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(_terminate_like_interrupt())
+            _serve_metrics_if_asked(stack, metrics_port, metrics_host)
+            _resume_plain(resume_dir, duration=duration, quiet=quiet, checkpoint_every=checkpoint_every, live=live)
+        return
+    assert config is not None
     loaded = _load_any(config)
     if isinstance(loaded, ContinualConfig):
         ignored = [f"--{name}" for name, value in (("duration", duration), ("device", device), ("batch", batch))
@@ -152,19 +176,27 @@ def run(config: Path, out: Path | None, duration: float | None, seed: int | None
         _check_broker(live.mqtt)
     with contextlib.ExitStack() as stack:
         stack.enter_context(_terminate_like_interrupt())
-        if metrics_port is not None:
-            try:
-                port = stack.enter_context(serve_metrics(metrics_port, address=metrics_host))
-            except OSError as err:
-                raise click.ClickException(f"cannot serve metrics on {metrics_host}:{metrics_port}: {err}") from None
-            click.echo(f"Prometheus metrics at http://{metrics_host}:{port}/metrics", err=True)
+        _serve_metrics_if_asked(stack, metrics_port, metrics_host)
         if live.mqtt is not None:
             click.echo(f"publishing to {live.mqtt} under neurosim/{live.run_id}/", err=True)
         if isinstance(loaded, ContinualConfig):
             _run_continual(loaded, out, overwrite=overwrite, quiet=quiet, seed=seed, live=live)
         else:
             _run_plain(loaded, out, duration=duration, seed=seed, device=device, batch=batch, overwrite=overwrite,
-                       quiet=quiet, backend=backend, brian2_target=brian2_target, live=live)  # fmt: skip
+                       quiet=quiet, backend=backend, brian2_target=brian2_target, live=live,
+                       checkpoint_every=checkpoint_every)  # fmt: skip
+
+
+def _serve_metrics_if_asked(stack: contextlib.ExitStack, port: int | None, host: str) -> None:
+    from neurosim.metrics import serve_metrics
+
+    if port is None:
+        return
+    try:
+        bound = stack.enter_context(serve_metrics(port, address=host))
+    except OSError as err:
+        raise click.ClickException(f"cannot serve metrics on {host}:{port}: {err}") from None
+    click.echo(f"Prometheus metrics at http://{host}:{bound}/metrics", err=True)
 
 
 class Terminated(SystemExit):
@@ -223,9 +255,27 @@ def _live_options(out: Path, mqtt_url: str | None, run_id: str | None, ca: str |
         raise click.UsageError(str(err)) from None
 
 
+def _resume_plain(out: Path, *, duration: float | None, quiet: bool, checkpoint_every: float | None,
+                  live: LiveOptions) -> None:  # fmt: skip
+    from neurosim.runner import resume_simulation
+
+    try:
+        summary = resume_simulation(out, progress=not quiet, live=live, checkpoint_every=checkpoint_every,
+                                    duration=duration)  # fmt: skip
+    except (ValueError, CheckpointError) as err:
+        raise click.ClickException(str(err)) from None
+    _echo_summary(summary, out)
+
+
+def _echo_summary(summary: dict[str, Any], out: Path) -> None:
+    rates = ", ".join(f"{k} {v['rate_hz']:.2f} Hz" for k, v in summary["populations"].items())
+    click.echo(f"simulated {summary['duration_s']:.3f} s in {summary['wall_s']:.2f} s wall; {rates}")
+    click.echo(f"outputs in {out}")
+
+
 def _run_plain(loaded: SimulationConfig, out: Path, *, duration: float | None, seed: int | None,
                device: str | None, batch: int | None, overwrite: bool, quiet: bool, backend: str,
-               brian2_target: str, live: LiveOptions) -> None:  # fmt: skip
+               brian2_target: str, live: LiveOptions, checkpoint_every: float | None) -> None:  # fmt: skip
     from neurosim.runner import RunBackend, run_simulation
 
     try:
@@ -241,12 +291,11 @@ def _run_plain(loaded: SimulationConfig, out: Path, *, duration: float | None, s
             backend=RunBackend(backend),
             brian2_target=brian2_target,
             live=live,
+            checkpoint_every=checkpoint_every,
         )
     except (OutputExistsError, ValueError) as err:
         raise click.ClickException(str(err)) from None
-    rates = ", ".join(f"{k} {v['rate_hz']:.2f} Hz" for k, v in summary["populations"].items())
-    click.echo(f"simulated {summary['duration_s']:.3f} s in {summary['wall_s']:.2f} s wall; {rates}")
-    click.echo(f"outputs in {out}")
+    _echo_summary(summary, out)
 
 
 def _default_workers() -> int:

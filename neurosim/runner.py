@@ -2,26 +2,31 @@
 
 Outputs in ``DIR``: ``config.json`` (the resolved config, written first), ``spikes.npz``,
 ``summary.json``, ``raster.png``, and with plasticity ``weights.npz`` and ``weights.png``,
-with recorded state ``state.npz``. If the run fails, what was recorded so far is still
-written and ``summary.json`` says ``"status": "failed"`` with the error. The same files
-come out of either backend (neurosim's engine or Brian2).
+with recorded state ``state.npz``; on neurosim's engine also ``checkpoint/`` (the
+simulation after the last finished segment, ``neurosim.sim.checkpoint``) and
+``initial_weights.npz``, from which ``neurosim run --resume DIR`` goes on. If the run
+fails, what was recorded so far is still written and ``summary.json`` says
+``"status": "failed"`` with the error. The same files come out of either backend
+(neurosim's engine or Brian2).
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 import neurosim
 from neurosim.build import build_network, build_simulation
-from neurosim.config import SimulationConfig
+from neurosim.config import SimulationConfig, parse_config
 from neurosim.events.bus import EventBus
 from neurosim.events.mqtt import BrokerSettings, MQTTPublisher
 from neurosim.events.schema import Event
@@ -38,6 +43,8 @@ from neurosim.outputs import (
     write_json,
     write_spikes,
 )
+from neurosim.sim.checkpoint import read_manifest
+from neurosim.sim.engine import Simulation
 from neurosim.sim.monitors import SpikeMonitor, SpikeTrains, StateMonitor
 
 
@@ -111,34 +118,53 @@ def write_outputs(out_dir: Path, cfg: SimulationConfig, record: RunRecord, summa
     plot_rates(out_dir / "rates.png", record.spikes, record.sizes, record.duration_s)
 
 
-def _run_neurosim(cfg: SimulationConfig, progress: bool, record_out: list[RunRecord], live: LiveOptions) -> None:
+CHECKPOINT_DIR = "checkpoint"  # in the output directory: the simulation as of the last finished segment
+INITIAL_WEIGHTS = "initial_weights.npz"  # the plastic projections' weights at the start (for weights.png)
+
+
+def checkpoint_segment_steps(cfg: SimulationConfig, every: float | None, chunk_steps: int) -> int:
+    """Steps between checkpoints: ``every`` simulated seconds (default a tenth of the run),
+    rounded up to whole chunks."""
+    seconds = cfg.run.duration / 10 if every is None else every
+    chunks = max(1, -(-round(seconds / cfg.run.dt) // chunk_steps))
+    return chunks * chunk_steps
+
+
+def _new_simulation(cfg: SimulationConfig, out_dir: Path) -> Simulation:
     sim = build_simulation(cfg)
+    names = cfg.record.spikes if cfg.record.spikes is not None else [p.name for p in cfg.network.populations]
+    for name in names:
+        sim.add_monitor(SpikeMonitor(name, max_spikes=cfg.record.max_spikes))
+    for s in cfg.record.state:
+        sim.add_monitor(StateMonitor(s.population, s.variables, indices=s.indices, every=s.every))
+    for pl in cfg.plasticity:
+        projection = sim.network.projections[pl.projection]
+        STDPOnlineLearner(projection, pl.rule.to_rule(), dt=sim.dt, batch=sim.batch, scale=pl.scale).attach(sim)
+    write_arrays(out_dir / INITIAL_WEIGHTS, {
+        pl.projection: sim.network.projections[pl.projection].synapse_weights().cpu().numpy() for pl in cfg.plasticity
+    })  # fmt: skip
+    return sim
+
+
+def _run_neurosim(cfg: SimulationConfig, progress: bool, record_out: list[RunRecord], live: LiveOptions,
+                  out_dir: Path, *, resume: bool, checkpoint_every: float | None) -> None:  # fmt: skip
+    sim = Simulation.load(out_dir / CHECKPOINT_DIR) if resume else _new_simulation(cfg, out_dir)
     sim.add_chunk_hook(live.metrics.observe_chunk)
     bus: EventBus[Event] = EventBus()
     if live.mqtt is not None:
         SpikeStream(bus).attach(sim)
-    names = cfg.record.spikes if cfg.record.spikes is not None else [p.name for p in cfg.network.populations]
-    monitors = {name: SpikeMonitor(name, max_spikes=cfg.record.max_spikes) for name in names}
-    for mon in monitors.values():
-        sim.add_monitor(mon)
-    states = [StateMonitor(s.population, s.variables, indices=s.indices, every=s.every) for s in cfg.record.state]
-    for sm in states:
-        sim.add_monitor(sm)
-    learners = [
-        STDPOnlineLearner(
-            sim.network.projections[pl.projection], pl.rule.to_rule(), dt=sim.dt, batch=sim.batch, scale=pl.scale
-        )
-        for pl in cfg.plasticity
-    ]
-    for learner in learners:
-        learner.attach(sim)
+    monitors = {m.source: m for m in sim.monitors if isinstance(m, SpikeMonitor)}
+    states = [m for m in sim.monitors if isinstance(m, StateMonitor)]
+    learners = [ln for ln in sim.plasticity if isinstance(ln, STDPOnlineLearner)]
+    with np.load(out_dir / INITIAL_WEIGHTS) as initial:
+        initial_weights = {name: initial[name] for name in initial.files}
     record = RunRecord(
         duration_s=0.0,
         wall_s=0.0,
         batch=sim.batch,
         spikes={},
         sizes={name: sim.network.source_size(name) for name in monitors},
-        initial_weights={ln.projection.name: ln.projection.synapse_weights().cpu().numpy().copy() for ln in learners},
+        initial_weights=initial_weights,
         synapses={
             ln.projection.name: (ln.projection.pre_index.cpu().numpy(), ln.projection.post_index.cpu().numpy())
             for ln in learners
@@ -146,15 +172,28 @@ def _run_neurosim(cfg: SimulationConfig, progress: bool, record_out: list[RunRec
     )
     record_out.append(record)
     wall0 = time.perf_counter()
+    total = round(cfg.run.duration / cfg.run.dt)
+    segment = checkpoint_segment_steps(cfg, checkpoint_every, sim.chunk_steps)
+
+    def segments() -> Iterator[float]:
+        """Simulated seconds of each segment still to run; a checkpoint after each."""
+        with tqdm(total=total, initial=sim.step, unit="step", disable=not progress, desc="simulating") as bar:
+            while sim.step < total:
+                before = sim.step
+                yield min(segment, total - sim.step) * sim.dt
+                sim.save(out_dir / CHECKPOINT_DIR)
+                bar.update(sim.step - before)
 
     async def publishing(mqtt: BrokerSettings) -> None:
         async with MQTTPublisher(mqtt, live.run_id, bus, metrics=live.metrics) as publisher:
             await publisher.ready()
-            await sim.run_async(cfg.run.duration, progress=progress)
+            for seconds in segments():
+                await sim.run_async(seconds)
 
     try:
         if live.mqtt is None:
-            sim.run(cfg.run.duration, progress=progress)
+            for seconds in segments():
+                sim.run(seconds)
         else:
             asyncio.run(publishing(live.mqtt))
     finally:  # whatever happened, the record holds what was simulated
@@ -202,7 +241,12 @@ def run_simulation(
     backend: RunBackend = RunBackend.NEUROSIM,
     brian2_target: str = "cython",
     live: LiveOptions | None = None,
+    checkpoint_every: float | None = None,
 ) -> dict[str, Any]:
+    """Run ``cfg`` into the new directory ``out``. On neurosim's engine the run goes in
+    segments of ``checkpoint_every`` simulated seconds (default a tenth of the run, whole
+    chunks), saving ``out/checkpoint`` after each: ``resume_simulation(out)`` goes on from
+    there after an interruption."""
     live = live or LiveOptions()
     if backend is RunBackend.BRIAN2 and live.mqtt is not None:
         raise ValueError("publishing over MQTT needs the neurosim backend (Brian2 runs the whole simulation at once)")
@@ -214,13 +258,47 @@ def run_simulation(
             raise UnsupportedByBrian2("the Brian2 backend cannot run this config:\n- " + "\n- ".join(problems))
     out_dir = prepare_output_dir(out, overwrite=overwrite)
     write_json(out_dir / "config.json", cfg.model_dump(mode="json"))
+    return _execute(cfg, out_dir, progress=progress, backend=backend, brian2_target=brian2_target, live=live,
+                    resume=False, checkpoint_every=checkpoint_every)  # fmt: skip
+
+
+def resume_simulation(
+    out: str | Path,
+    *,
+    progress: bool = True,
+    live: LiveOptions | None = None,
+    checkpoint_every: float | None = None,
+    duration: float | None = None,
+) -> dict[str, Any]:
+    """Go on with the run in ``out`` from its last checkpoint, to the config's duration (or
+    ``duration``, to extend a finished run), and write its outputs as a whole run would."""
+    out_dir = Path(out)
+    if not (out_dir / "config.json").is_file():
+        raise ValueError(f"{out_dir}: no config.json: not the output directory of a neurosim run")
+    if not (out_dir / CHECKPOINT_DIR).is_dir():
+        raise ValueError(f"{out_dir}: no {CHECKPOINT_DIR}/: the run stopped before its first checkpoint; run it again")
+    cfg = parse_config(json.loads((out_dir / "config.json").read_text()))
+    if duration is not None:
+        cfg = parse_config({**cfg.model_dump(mode="json"), "run": {**cfg.run.model_dump(mode="json"),
+                                                                   "duration": duration}})  # fmt: skip
+        write_json(out_dir / "config.json", cfg.model_dump(mode="json"))
+    reached = read_manifest(out_dir / CHECKPOINT_DIR)["step"] * cfg.run.dt
+    if reached >= cfg.run.duration - cfg.run.dt / 2:
+        raise ValueError(f"{out_dir}: the run is complete ({reached:g} s of {cfg.run.duration:g} s); "
+                         "give a longer duration to extend it")  # fmt: skip
+    return _execute(cfg, out_dir, progress=progress, backend=RunBackend.NEUROSIM, brian2_target="cython",
+                    live=live or LiveOptions(), resume=True, checkpoint_every=checkpoint_every)  # fmt: skip
+
+
+def _execute(cfg: SimulationConfig, out_dir: Path, *, progress: bool, backend: RunBackend, brian2_target: str,
+             live: LiveOptions, resume: bool, checkpoint_every: float | None) -> dict[str, Any]:  # fmt: skip
     records: list[RunRecord] = []
     error: str | None = None
     try:
         if backend is RunBackend.BRIAN2:
             _run_brian2(cfg, brian2_target, records)
         else:
-            _run_neurosim(cfg, progress, records, live)
+            _run_neurosim(cfg, progress, records, live, out_dir, resume=resume, checkpoint_every=checkpoint_every)
     except BaseException as err:
         error = f"{type(err).__name__}: {err}"
         raise

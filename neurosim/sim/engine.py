@@ -30,9 +30,11 @@ import contextlib
 import enum
 import inspect
 import math
+import os
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
@@ -224,6 +226,22 @@ class Simulation:
     def t(self) -> float:
         """Simulated time (s) reached."""
         return self.step * self.dt
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write a checkpoint directory (network, state, random generators, monitors, STDP
+        learners; format in ``neurosim.sim.checkpoint``) from which ``Simulation.load`` goes on
+        exactly as this simulation would."""
+        from neurosim.sim.checkpoint import save_simulation
+
+        return save_simulation(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, device: str | torch.device | None = None) -> Simulation:
+        """The simulation saved by ``save``, with its monitors and STDP learners."""
+        from neurosim.sim.checkpoint import load_simulation
+
+        return load_simulation(path, device=device)
 
     def index_tensor(self, indices: npt.NDArray[np.int64]) -> Tensor:
         key = indices.tobytes()

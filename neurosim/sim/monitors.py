@@ -15,10 +15,10 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -89,6 +89,15 @@ class Monitor:
     def on_chunk(self, result: ChunkResult) -> None:
         """Receive the spikes of a finished chunk."""
 
+    def checkpoint(self) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]:
+        """``(arguments, recorded arrays)``: what ``neurosim.sim.checkpoint`` saves to rebuild
+        this monitor with what it has recorded (a monitor type without it cannot be saved)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be checkpointed")
+
+    def restore(self, arrays: Mapping[str, npt.NDArray[Any]]) -> None:
+        """Put back what ``checkpoint`` returned (after ``bind``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be checkpointed")
+
 
 def _index_filter(indices: Sequence[int] | None, n: int, what: str) -> Int64Array | None:
     if indices is None:
@@ -97,6 +106,11 @@ def _index_filter(indices: Sequence[int] | None, n: int, what: str) -> Int64Arra
     if arr.size and (arr[0] < 0 or arr[-1] >= n):
         raise ValueError(f"{what}: indices must be in [0, {n}), got [{arr[0]}, {arr[-1]}]")
     return arr
+
+
+def _finite_stop(stop: float) -> dict[str, float]:
+    """A checkpoint's ``stop`` argument: left out when open-ended (JSON has no infinity)."""
+    return {} if math.isinf(stop) else {"stop": stop}
 
 
 def _steps_window(start: float, stop: float, dt: float) -> tuple[int, float]:
@@ -179,6 +193,20 @@ class SpikeMonitor(Monitor):
         if chunk.steps.size:
             self._chunks.append(chunk)
             self.count += chunk.steps.size
+
+    def checkpoint(self) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]:
+        indices = None if self._raw_indices is None else [int(i) for i in self._raw_indices]
+        arguments = {"source": self.source, "indices": indices, "start": self.start, **_finite_stop(self.stop),
+                     "stream_to": None if self.stream_to is None else str(self.stream_to),
+                     "max_spikes": self.max_spikes}  # fmt: skip
+        merged = SpikeChunk.empty() if self.stream_to is not None else self._merged()  # streamed: on disk already
+        counters = np.array([self.count, self.dropped, self._n_files], dtype=np.int64)
+        return arguments, {"steps": merged.steps, "indices": merged.indices, "instances": merged.instances,
+                           "counters": counters}  # fmt: skip
+
+    def restore(self, arrays: Mapping[str, npt.NDArray[Any]]) -> None:
+        self.count, self.dropped, self._n_files = (int(v) for v in arrays["counters"])
+        self._chunks = [SpikeChunk(arrays["steps"], arrays["indices"], arrays["instances"])]
 
     def _write(self, directory: Path, chunk: SpikeChunk) -> None:
         final = directory / f"chunk_{self._n_files:06d}.npz"
@@ -322,6 +350,19 @@ class StateMonitor(_Periodic):
             self._samples[var].append(getattr(state, var).index_select(1, idx).detach().cpu().numpy().copy())
         self.sample_steps.append(step)
 
+    def checkpoint(self) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]:
+        indices = None if self._raw_indices is None else [int(i) for i in self._raw_indices]
+        arguments = {
+            "population": self.population, "variables": list(self.variables), "indices": indices,
+            "every": self.every, "start": self.start, **_finite_stop(self.stop), "max_samples": self.max_samples,
+        }  # fmt: skip
+        arrays = {f"values.{var}": v for var, v in self.values.items()}
+        return arguments, {**arrays, "sample_steps": np.asarray(self.sample_steps, dtype=np.int64)}
+
+    def restore(self, arrays: Mapping[str, npt.NDArray[Any]]) -> None:
+        self.sample_steps = [int(s) for s in arrays["sample_steps"]]
+        self._samples = {var: list(arrays[f"values.{var}"]) for var in self.variables}
+
     @property
     def values(self) -> dict[str, Float32Array]:
         return {
@@ -355,6 +396,15 @@ class WeightMonitor(_Periodic):
         w = sim.network.projections[self.projection].synapse_weights()
         self._snapshots.append(w.detach().cpu().numpy().astype(np.float32, copy=True))
         self.sample_steps.append(step)
+
+    def checkpoint(self) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]:
+        arguments = {"projection": self.projection, "every": self.every, "start": self.start,
+                     **_finite_stop(self.stop), "max_samples": self.max_samples}  # fmt: skip
+        return arguments, {"weights": self.weights, "sample_steps": np.asarray(self.sample_steps, dtype=np.int64)}
+
+    def restore(self, arrays: Mapping[str, npt.NDArray[Any]]) -> None:
+        self.sample_steps = [int(s) for s in arrays["sample_steps"]]
+        self._snapshots = list(arrays["weights"])
 
     @property
     def weights(self) -> Float32Array:
