@@ -421,6 +421,29 @@ def _is_sweep_file(path: Path) -> bool:
 
 
 @main.command()
+@click.argument("run_dir", metavar="DIR", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["nwb"]), default="nwb", show_default=True,
+              help="nwb: Neurodata Without Borders (units with spike times, recorded state, the config).")  # fmt: skip
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The file to write. Default: DIR/run.nwb.")  # fmt: skip
+@click.option("--experimenter", default=None, help="NWB metadata: who ran the simulation (Last, First).")
+@click.option("--institution", default=None, help="NWB metadata: where.")
+def export(run_dir: Path, fmt: str, out_file: Path | None, experimenter: str | None, institution: str | None) -> None:
+    """Export the outputs of a plain `neurosim run` in DIR (spikes, recorded state, config)
+    to another format. For Neo / Elephant, use neurosim.interop.neo_io.to_block(DIR) in Python."""
+    try:
+        from neurosim.interop.nwb_io import write_nwb
+    except ImportError as error:  # pragma: no cover - the interop extra is missing
+        raise click.ClickException(f"{error}: install the interop extra: pip install 'neurosim[interop]'") from None
+    target = out_file if out_file is not None else run_dir / "run.nwb"
+    try:
+        written = write_nwb(run_dir, target, experimenter=experimenter, institution=institution)
+    except FileNotFoundError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"wrote {written}")
+
+
+@main.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the resolved config as JSON.")
 @click.option("--backend", type=click.Choice(["neurosim", "brian2"]), default="neurosim", show_default=True,

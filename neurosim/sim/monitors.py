@@ -194,6 +194,11 @@ class SpikeMonitor(Monitor):
             self._chunks.append(chunk)
             self.count += chunk.steps.size
 
+    @property
+    def recorded_indices(self) -> Int64Array | None:
+        """The neurons recorded (sorted), or None for all of them (known once bound)."""
+        return self._filter
+
     def checkpoint(self) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]:
         indices = None if self._raw_indices is None else [int(i) for i in self._raw_indices]
         arguments = {"source": self.source, "indices": indices, "start": self.start, **_finite_stop(self.stop),
