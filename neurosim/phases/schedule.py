@@ -333,24 +333,42 @@ def run_experiment(
     run_id: str = "run",
     mqtt: BrokerSettings | None = None,
 ) -> dict[str, Any]:
-    """Run the experiment in a fresh event loop; writes results.json and the plots. With
-    ``mqtt``, its phases, spikes and evaluations are published live under ``neurosim/{run_id}/``.
+    """Run the experiment in a fresh event loop (``run_experiment_async`` inside a running
+    one, as in Jupyter); writes results.json and the plots."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run_experiment_async(cfg, out_dir, progress=progress, run_id=run_id, mqtt=mqtt))
+    raise RuntimeError(
+        "run_experiment() was called inside a running event loop (a notebook, an async application): "
+        "use `await run_experiment_async(...)` there"
+    )
+
+
+async def run_experiment_async(
+    cfg: ContinualConfig,
+    out_dir: Path,
+    *,
+    progress: bool = True,
+    run_id: str = "run",
+    mqtt: BrokerSettings | None = None,
+) -> dict[str, Any]:
+    """The experiment on the running event loop: results.json and the plots in ``out_dir``.
+    With ``mqtt``, its phases, spikes and evaluations are published live under
+    ``neurosim/{run_id}/``.
 
     With ``cfg.control`` and some consolidation on, the no-consolidation control runs
     afterwards in ``out_dir/control`` (same seed, same data; its own event bus and metrics,
     nothing published) and ``results.json`` gains ``"control"`` with its averages and BWT."""
     experiment = Experiment(cfg, out_dir, progress=progress, run_id=run_id)
-
-    async def main() -> dict[str, Any]:
-        if mqtt is None:
-            return await experiment.run()
-        async with MQTTPublisher(mqtt, run_id, experiment.bus) as publisher:
-            await publisher.ready()
-            return await experiment.run()
-
     control: dict[str, Any] | None = None
     try:
-        results = asyncio.run(main())
+        if mqtt is None:
+            results = await experiment.run()
+        else:
+            async with MQTTPublisher(mqtt, run_id, experiment.bus) as publisher:
+                await publisher.ready()
+                results = await experiment.run()
         if cfg.control and (cfg.ewc.enabled or cfg.sleep.enabled or cfg.replay.enabled):
             baseline = Experiment(
                 cfg.without_consolidation(),
@@ -359,7 +377,7 @@ def run_experiment(
                 run_id=f"{run_id}-control",
                 metrics=Metrics(CollectorRegistry()),
             )
-            control_results = asyncio.run(baseline.run())
+            control_results = await baseline.run()
             control = {key: control_results[key] for key in CONTROL_KEYS}
             control["accuracy_matrix"] = control_results["accuracy_matrix"]
             results["control"] = control
