@@ -111,6 +111,8 @@ def build_network(
 
 
 def build_simulation(cfg: SimulationConfig) -> Simulation:
+    """A ``Simulation`` of ``cfg``: its network (``build_network``) with the config's run settings (dt, batch,
+    seed, device, dtype, backend, chunk size)."""
     dtype = torch.float32 if cfg.run.dtype == "float32" else torch.float64
     net = build_network(cfg, device=cfg.run.device, dtype=dtype)
     r = cfg.run

@@ -105,6 +105,7 @@ class CurrentLIFConfig(_ModelConfig):
     r_m: PositiveFloat = _CUBA.r_m
 
     def to_params(self) -> NeuronParams:
+        """The library's ``CurrentLIF`` with these values."""
         return CurrentLIF(**self.model_dump(exclude={"kind"}))
 
 
@@ -125,6 +126,7 @@ class ConductanceLIFConfig(_ModelConfig):
     r_m: PositiveFloat = _COBA.r_m
 
     def to_params(self) -> NeuronParams:
+        """The library's ``ConductanceLIF`` with these values."""
         return ConductanceLIF(**self.model_dump(exclude={"kind"}))
 
 
@@ -147,6 +149,7 @@ class AdaptiveLIFConfig(_ModelConfig):
     theta_plus: NonNegativeFloat = _ALIF.theta_plus
 
     def to_params(self) -> NeuronParams:
+        """The library's ``AdaptiveLIF`` with these values."""
         return AdaptiveLIF(**self.model_dump(exclude={"kind"}))
 
 
@@ -407,6 +410,7 @@ class PairSTDPConfig(_MirrorsLibrary):
     traces: TraceMode = _PAIR.traces
 
     def to_rule(self) -> PairSTDP:
+        """The library's ``PairSTDP`` rule with these values."""
         return PairSTDP(**self.model_dump(exclude={"kind"}))
 
     @model_validator(mode="after")
@@ -432,6 +436,7 @@ class TripletSTDPConfig(_MirrorsLibrary):
     w_max: float = _TRIPLET.w_max
 
     def to_rule(self) -> TripletSTDP:
+        """The library's ``TripletSTDP`` rule with these values."""
         return TripletSTDP(**self.model_dump(exclude={"kind"}))
 
     @model_validator(mode="after")
@@ -573,6 +578,7 @@ def parse_config(data: dict[str, Any]) -> SimulationConfig:
 
 
 def load_config(path: str | Path) -> SimulationConfig:
+    """Read and validate a simulation config (TOML); ``ConfigError`` names every bad field."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -621,6 +627,7 @@ class ContinualFisherConfig(_Strict):
     max_staleness_steps: PositiveInt | None = None  # None: 10 x snapshot_every, as the accumulator
 
     def accumulator(self) -> FisherAccumulatorConfig:
+        """The library's ``FisherAccumulatorConfig`` for each task's accumulator."""
         return FisherAccumulatorConfig(alpha=self.alpha, min_samples=self.min_samples,
                                        snapshot_every=self.snapshot_every,
                                        max_staleness_steps=self.max_staleness_steps)  # fmt: skip
@@ -666,6 +673,7 @@ class ContinualSleepConfig(SleepConfig):
     interleave_duration: PositiveSeconds = 1.0
 
     def sleep_config(self) -> SleepConfig:
+        """The library's ``SleepConfig`` (without the schedule-level fields)."""
         return SleepConfig(
             **self.model_dump(exclude={"enabled", "replay_tasks", "interleave_every", "interleave_duration"})
         )
@@ -699,6 +707,7 @@ class TaskFreeConfig(_Strict):
     min_samples: PositiveInt = 60
 
     def detector(self) -> PageHinkleyConfig:
+        """The Page-Hinkley detector's config (``PageHinkleyConfig``)."""
         return PageHinkleyConfig(delta=self.delta, threshold=self.threshold, min_samples=self.min_samples)
 
 
@@ -801,6 +810,8 @@ class ContinualConfig(_Strict):
         return 4 * (n_in * n * (8 + 2 * self.data.n_tasks) + 2 * n * n)
 
     def resolved_schedule(self) -> list[ScheduleBlock]:
+        """The phase blocks to run: the given schedule, or for ``schedule = "auto"`` LEARNING, SLEEP (if enabled)
+        and WAKE per task (one joint LEARNING block for ``joint``)."""
         if self.schedule != "auto":
             return list(self.schedule)
         if self.joint:
@@ -815,6 +826,8 @@ class ContinualConfig(_Strict):
 
 
 def parse_continual(data: dict[str, Any]) -> ContinualConfig:
+    """Validate a continual-learning experiment config (a mapping, as read from TOML); ``ConfigError`` names
+    every bad field."""
     try:
         return ContinualConfig.model_validate(data)
     except ValidationError as err:

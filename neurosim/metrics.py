@@ -30,6 +30,9 @@ NO_PHASE = "none"  # the state of neurosim_phase while no phase machine runs (a 
 
 
 class Metrics:
+    """Every Prometheus metric of neurosim, registered once in ``registry`` (tests give a fresh
+    ``CollectorRegistry``)."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         # --- phases
@@ -184,6 +187,7 @@ class Metrics:
             self.step_duration.set(result.wall_s / result.n_steps)
 
     def observe_transition(self, previous: Phase | None, phase: Phase) -> None:
+        """Count a phase transition and set the current-phase gauge."""
         self.phase.state(phase.value)
         if previous is not None:
             self.phase_transitions.labels(from_phase=previous.value, to_phase=phase.value).inc()

@@ -20,6 +20,8 @@ class OutputExistsError(FileExistsError):
 
 
 def prepare_output_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """``path`` as an output directory: created if needed; refused when it holds files (unless ``overwrite``) or
+    is a file."""
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out} exists and is not a directory")

@@ -78,6 +78,8 @@ class RunRecord:
 
 
 def summarise(cfg: SimulationConfig, record: RunRecord, status: str, backend: RunBackend) -> dict[str, Any]:
+    """``summary.json``'s content: status, backend, duration, wall time, settings and each population's spike
+    count and rate."""
     pops: dict[str, Any] = {}
     for name, trains in record.spikes.items():
         n, spikes = record.sizes[name], int(trains.times.size)
@@ -98,6 +100,7 @@ def summarise(cfg: SimulationConfig, record: RunRecord, status: str, backend: Ru
 
 
 def write_outputs(out_dir: Path, cfg: SimulationConfig, record: RunRecord, summary: Mapping[str, Any]) -> None:
+    """Write every output of a run (spikes, state, weights, summary, plots) into ``out_dir``."""
     write_spikes(out_dir / "spikes.npz", record.spikes)
     if record.state:
         write_arrays(out_dir / "state.npz", record.state)

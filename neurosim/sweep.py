@@ -294,6 +294,7 @@ class RunPoint:
 
     @property
     def relpath(self) -> str:
+        """The run's directory relative to the sweep's: ``<setting>/<seed>``."""
         return f"{self.setting}/{self.seed}"
 
 
@@ -334,6 +335,7 @@ class SweepSpec:
         return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:10]
 
     def to_json(self) -> dict[str, Any]:
+        """The spec as JSON (written to ``sweep.json`` so that ``--resume`` can check it)."""
         return {
             "kind": self.kind,
             "source": self.source,
@@ -654,6 +656,7 @@ class SweepResult:
 
     @property
     def failed(self) -> list[RunOutcome]:
+        """The runs that failed, with their errors."""
         return [o for o in self.outcomes if o.status == "failed"]
 
 

@@ -72,10 +72,12 @@ class Dimension(enum.Enum):
 
     @property
     def si_unit(self) -> str:
+        """The SI unit's symbol (pint's spelling)."""
         return self.value[0]
 
     @property
     def brian2_unit(self) -> str:
+        """The SI unit's name in Brian2."""
         return self.value[1]
 
 
@@ -90,6 +92,7 @@ class QuantityKind:
     high: float = math.inf
 
     def plausible(self, value: float) -> bool:
+        """Whether ``|value|`` is in the usual range (zero always is)."""
         magnitude = abs(value)
         return magnitude == 0.0 or self.low <= magnitude <= self.high
 

@@ -1,0 +1,2 @@
+"""Alternative simulators for the same network spec: ``brian2`` runs a config in Brian2 (reference and
+alternative backend)."""

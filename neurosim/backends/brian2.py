@@ -55,6 +55,8 @@ class Brian2Run:
 
 
 def unsupported_features(cfg: SimulationConfig) -> list[str]:
+    """What in ``cfg`` the Brian2 backend cannot run (batches, CUDA, triplet STDP, ...), one line each; empty
+    when it can run it all."""
     problems = []
     if cfg.run.batch != 1:
         problems.append(f"run.batch = {cfg.run.batch} (Brian2 runs one instance)")

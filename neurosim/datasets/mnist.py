@@ -46,6 +46,7 @@ class MNISTUnavailable(RuntimeError):
 
 
 def default_cache() -> Path:
+    """Where full MNIST is cached: ``$NEUROSIM_DATA/mnist``, by default ``~/.cache/neurosim/mnist``."""
     return Path(os.environ.get("NEUROSIM_DATA", Path.home() / ".cache" / "neurosim")) / "mnist"
 
 

@@ -27,9 +27,11 @@ class ImageDataset:
 
     @property
     def n_classes(self) -> int:
+        """Number of classes (the largest label plus one)."""
         return int(self.labels.max()) + 1 if len(self) else 0
 
     def subset(self, index: npt.NDArray[np.int64], name: str | None = None) -> ImageDataset:
+        """The images at ``index``, as a new data set (named ``name`` if given)."""
         return ImageDataset(name or self.name, self.images[index], self.labels[index], self.shape)
 
     def split(self, n_train: int, n_test: int, *, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:

@@ -46,6 +46,8 @@ def _select(data: ImageDataset, classes: tuple[int, ...], name: str) -> ImageDat
 def split_tasks(
     train: ImageDataset, test: ImageDataset, *, classes_per_task: int = 2, n_tasks: int | None = None
 ) -> list[Task]:
+    """Split tasks: the classes in order, ``classes_per_task`` per task ((0, 1), (2, 3), ...), at most
+    ``n_tasks`` of them, train and test images of those classes."""
     classes = sorted(set(train.labels.tolist()))
     if classes_per_task < 1:
         raise ValueError(f"classes_per_task must be >= 1, got {classes_per_task}")
@@ -66,6 +68,8 @@ def _permute(data: ImageDataset, perm: npt.NDArray[np.int64], name: str) -> Imag
 
 
 def permuted_tasks(train: ImageDataset, test: ImageDataset, *, n_tasks: int, seed: int = 0) -> list[Task]:
+    """``n_tasks`` domain-incremental tasks: every class, each task under its own fixed pixel permutation (the
+    first unpermuted), drawn from ``seed``."""
     if n_tasks < 1:
         raise ValueError(f"n_tasks must be >= 1, got {n_tasks}")
     rng = np.random.default_rng(seed)

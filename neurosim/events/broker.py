@@ -38,6 +38,7 @@ def _executable(name: str) -> str:
 
 
 def free_port() -> int:
+    """A TCP port free on the loopback interface now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -45,6 +46,9 @@ def free_port() -> int:
 
 
 class LocalBroker:
+    """A mosquitto broker of its own on the loopback interface (see the module docs); a context manager that
+    starts and stops it."""
+
     def __init__(
         self,
         port: int | None = None,
@@ -71,12 +75,14 @@ class LocalBroker:
 
     @property
     def url(self) -> str:
+        """The broker's URL (``mqtt://`` or ``mqtts://``, with the credentials when set)."""
         scheme = "mqtts" if self.tls_cert else "mqtt"
         user = f"{self.username}:{self.password}@" if self.username else ""
         return f"{scheme}://{user}127.0.0.1:{self.port}"
 
     @property
     def running(self) -> bool:
+        """Whether the mosquitto process is alive."""
         return self._process is not None and self._process.poll() is None
 
     def _write_config(self) -> None:
@@ -99,6 +105,7 @@ class LocalBroker:
         (self._dir / "mosquitto.conf").write_text("\n".join(lines) + "\n")
 
     def start(self) -> None:
+        """Start mosquitto (on the same port after a ``stop``) and wait until it accepts connections."""
         if self.running:
             return
         self._process = subprocess.Popen(
@@ -120,6 +127,7 @@ class LocalBroker:
         raise BrokerUnavailable(f"mosquitto did not accept connections on port {self.port} in {self.startup_timeout} s")
 
     def stop(self) -> None:
+        """Stop mosquitto (terminate, then kill if it does not exit)."""
         if self._process is None:
             return
         if self._process.poll() is None:

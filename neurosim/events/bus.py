@@ -37,15 +37,19 @@ class Subscription(Generic[T]):
             return False
 
     async def get(self) -> T:
+        """The next event, waiting for one."""
         return await self._queue.get()
 
     def get_nowait(self) -> T:
+        """The next event; ``asyncio.QueueEmpty`` if none is waiting."""
         return self._queue.get_nowait()
 
     def pending(self) -> int:
+        """Events waiting in this subscription's queue."""
         return self._queue.qsize()
 
     def close(self) -> None:
+        """Stop receiving: the bus forgets this subscription."""
         self.closed = True
         self._bus._unsubscribe(self)
 
@@ -90,6 +94,7 @@ class EventBus(Generic[T]):
 
     @property
     def subscribers(self) -> int:
+        """Number of open subscriptions."""
         return len(self._subscribers)
 
     @property

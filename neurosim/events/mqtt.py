@@ -382,6 +382,7 @@ class MQTTPublisher:
 
     @property
     def connected(self) -> bool:
+        """Whether the publisher is connected to the broker now."""
         return self._connected.is_set()
 
     async def wait_connected(self, timeout: float = 10.0) -> None:
@@ -399,6 +400,7 @@ class MQTTPublisher:
         return True
 
     async def close(self) -> None:
+        """Stop taking events, send what is queued (up to ``drain_timeout``), publish ``offline`` and disconnect."""
         if self._task is None or self._sub is None:
             return
         self._sub.close()  # nothing new enters; what is queued is still sent

@@ -19,6 +19,7 @@ from neurosim.outputs import strict_json
 
 
 def spike_batch_fields(batch: SpikeBatch, *, full: bool) -> dict[str, Any]:
+    """A spike batch as JSON fields: its header and counts, and with ``full`` every spike."""
     fields: dict[str, Any] = {
         "type": "spikes",
         "population": batch.population,
@@ -38,6 +39,7 @@ def spike_batch_fields(batch: SpikeBatch, *, full: bool) -> dict[str, Any]:
 
 
 def render_event(event: Event, *, as_json: bool, full_spikes: bool = False) -> str:
+    """One line for ``event``: JSON (``as_json``) or short text."""
     if as_json:
         if isinstance(event, SpikeBatch):
             return json.dumps(spike_batch_fields(event, full=full_spikes))

@@ -26,12 +26,15 @@ if TYPE_CHECKING:
 
 
 class SpikeStream:
+    """Publishes each chunk's spikes on ``bus`` as one ``SpikeBatch`` per population (see the module docs)."""
+
     def __init__(self, bus: EventBus[Event], populations: Sequence[str] | None = None) -> None:
         self.bus = bus
         self.populations = list(populations) if populations is not None else None
         self.batches = 0
 
     def attach(self, sim: Simulation) -> SpikeStream:
+        """Publish ``sim``'s spikes from now on (a chunk hook); refuses unknown sources."""
         sources = set(sim.network.source_names())
         if self.populations is None:
             self.populations = list(sim.network.populations)

@@ -59,6 +59,7 @@ class SpikeBatch:
 
     @property
     def times(self) -> npt.NDArray[np.float64]:
+        """Spike times (s) of the batch."""
         return self.steps.astype(np.float64) * self.dt
 
     @classmethod
@@ -88,6 +89,7 @@ class SpikeBatch:
 
 
 def encode(batch: SpikeBatch) -> bytes:
+    """``batch`` in the binary spike format (version 1)."""
     name = batch.population.encode("utf-8")
     n = int(batch.steps.size)
     if len(name) > 0xFFFF:
@@ -122,6 +124,8 @@ def encode(batch: SpikeBatch) -> bytes:
 
 
 def decode(payload: bytes | bytearray | memoryview) -> SpikeBatch:
+    """The spike batch in ``payload``; ``SpikeBatchError`` (never a crash) for anything that is not a well-formed
+    batch."""
     data = bytes(payload)
     if len(data) < _HEADER.size:
         raise SpikeBatchError(f"truncated spike batch: {len(data)} bytes, the header alone has {_HEADER.size}")

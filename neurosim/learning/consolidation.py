@@ -79,21 +79,30 @@ class Consolidator(Protocol):
 
     wants_deltas: bool  # observe() needs LearningStep.deltas (the loop then keeps a copy)
 
-    def begin_task(self, task_id: str, parameters: Parameters) -> None: ...
+    def begin_task(self, task_id: str, parameters: Parameters) -> None:
+        """A task starts: note the parameters' values (an anchor, a path integral's start)."""
 
-    def prepare(self, logits: Tensor, labels: Tensor, parameters: Parameters) -> None: ...
+    def prepare(self, logits: Tensor, labels: Tensor, parameters: Parameters) -> None:
+        """Before the backward pass of a step, for a method that needs the graph (per-sample gradients, sampled
+        labels)."""
 
-    def observe(self, step: LearningStep) -> None: ...
+    def observe(self, step: LearningStep) -> None:
+        """After a step: its task gradients, weight changes and training signals."""
 
-    def end_task(self, task_id: str, parameters: Parameters, data: TaskData | None = None) -> None: ...
+    def end_task(self, task_id: str, parameters: Parameters, data: TaskData | None = None) -> None:
+        """A task ends (leaving LEARNING): consolidate it, with its data where the method needs it."""
 
-    def penalty(self, parameters: Parameters) -> Tensor | None: ...
+    def penalty(self, parameters: Parameters) -> Tensor | None:
+        """The loss term protecting earlier tasks, for a PyTorch module (None: none)."""
 
-    def pull(self, name: str, weights: Tensor) -> Tensor | None: ...
+    def pull(self, name: str, weights: Tensor) -> Tensor | None:
+        """New weights after the pull towards earlier tasks' values, for STDP weights (None: no pull)."""
 
-    def proposed_weights(self) -> dict[str, Tensor]: ...
+    def proposed_weights(self) -> dict[str, Tensor]:
+        """Weights the method wants set now (merging), by parameter name; empty for most methods."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release what the method holds (accumulators' writer threads)."""
 
 
 class ConsolidatorBase:
@@ -197,9 +206,11 @@ class LearnerFeed:
         self._previous: Tensor | None = None
 
     async def update(self, gradients: Mapping[str, Tensor] | Mapping[str, object]) -> None:
+        """A spiking learner's step gradients (the ``GradientSink`` interface): ``observe_step``."""
         self.observe_step(gradients)
 
     def observe_step(self, gradients: Mapping[str, Tensor] | Mapping[str, object]) -> None:
+        """Hand the method one ``LearningStep``: these gradients and the weight change since the last step."""
         now = self.weights().detach().clone()
         before = self._previous if self._previous is not None else now
         self._previous = now

@@ -95,6 +95,7 @@ class PageHinkley:
         self.evidence = 0.0  # the statistic after the latest value (before a restart)
 
     def update(self, x: float) -> bool:
+        """Take one observation; True when it completes a detected drift (also recorded in ``detections``)."""
         drift, self.state, self.evidence = page_hinkley_step(float(x), self.state, self.config)
         if drift:
             self.detections.append(self.seen)
@@ -102,4 +103,5 @@ class PageHinkley:
         return drift
 
     def reset(self) -> None:
+        """Start afresh (after a detected drift): the running mean and the evidence are cleared."""
         self.state = PageHinkleyState()

@@ -72,6 +72,7 @@ class FisherSnapshot:
     version: int | None = None  # set by the store that saved it
 
     def with_version(self, version: int) -> FisherSnapshot:
+        """This snapshot with another version number."""
         return _replace(self, version=version)
 
 
@@ -116,10 +117,12 @@ class FisherMatrixBase(abc.ABC):
         """The given version, or the latest valid one."""
 
     @abc.abstractmethod
-    def tasks(self) -> list[str]: ...
+    def tasks(self) -> list[str]:
+        """The task ids with at least one stored snapshot, sorted."""
 
     @abc.abstractmethod
-    def versions(self, task_id: str) -> list[int]: ...
+    def versions(self, task_id: str) -> list[int]:
+        """The stored versions of ``task_id``'s snapshots, ascending."""
 
 
 class InMemoryFisherStore(FisherMatrixBase):
@@ -212,6 +215,7 @@ def encode_parts(snapshot: FisherSnapshot) -> tuple[bytes, list[memoryview]]:
 
 
 def encode_snapshot(snapshot: FisherSnapshot) -> bytes:
+    """``snapshot`` in the store's binary format (header, then the arrays)."""
     head, views = encode_parts(snapshot)
     return head + b"".join(views)
 

@@ -474,6 +474,8 @@ class FisherAccumulator:
         return dict(self._ema)
 
     def stats(self) -> AccumulatorStats:
+        """Counters and state: steps folded, snapshots written, the last snapshot's step, the largest change,
+        skipped non-finite gradients."""
         return AccumulatorStats(
             steps=self._steps,
             snapshots_written=self._snapshots_written,

@@ -62,13 +62,15 @@ Gradients = Mapping[str, Tensor] | Mapping[str, npt.NDArray[np.float32]]
 class GradientSink(Protocol):
     """Anything that takes one step's gradients, e.g. a ``FisherAccumulator``."""
 
-    async def update(self, gradients: Gradients) -> None: ...
+    async def update(self, gradients: Gradients) -> None:
+        """Take one step's gradients by parameter name."""
 
 
 class WeightPull(Protocol):
     """A regulariser's per-step pull on a parameter (e.g. EWC: ``-lambda F (w - w*)``)."""
 
-    def pull(self, name: str, weights: Tensor) -> Tensor | None: ...
+    def pull(self, name: str, weights: Tensor) -> Tensor | None:
+        """New weights for parameter ``name`` after the pull, or None for no pull."""
 
 
 @runtime_checkable
@@ -76,9 +78,12 @@ class LinearWeightPull(Protocol):
     """A pull of the form ``-coefficient * (w - centre)``, which the compiled loop can run:
     ``pull_terms`` gives ``(coefficient, centre)`` per synapse, or None for no pull."""
 
-    def pull(self, name: str, weights: Tensor) -> Tensor | None: ...
+    def pull(self, name: str, weights: Tensor) -> Tensor | None:
+        """New weights for parameter ``name`` after the pull, or None for no pull."""
 
-    def pull_terms(self, name: str, weights: Tensor) -> tuple[Tensor, Tensor] | None: ...
+    def pull_terms(self, name: str, weights: Tensor) -> tuple[Tensor, Tensor] | None:
+        """The pull as ``(c, centre)``, ``w <- w - c (w - centre)``, so the compiled loop can apply it; None for
+        no pull."""
 
 
 class NoGradientSource(RuntimeError):
@@ -188,6 +193,7 @@ class STDPOnlineLearner:
 
     @property
     def active(self) -> bool:
+        """Whether the learner runs (``enabled``)."""
         return self._enabled
 
     @property
@@ -201,6 +207,7 @@ class STDPOnlineLearner:
 
     @property
     def parameter_name(self) -> str:
+        """The name its gradients and pulls use: ``<projection>.weight``."""
         return f"{self.projection.name}.weight"
 
     def begin_sample(self, labels: Tensor | None) -> None:

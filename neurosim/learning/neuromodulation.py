@@ -107,6 +107,7 @@ class Neuromodulator:
         self.gain = 1.0  # the latest gain (plasticity factor)
 
     def update(self, signals: TrainingSignals) -> float:
+        """Read this step's signal, return the new gain."""
         value = getattr(signals, self.config.signal.value)
         if value is None:
             raise ValueError(f"the neuromodulator reads {self.config.signal.value!r}, which this step did not give")

@@ -43,9 +43,11 @@ class LinearReadout:
 
     @property
     def n_classes(self) -> int:
+        """Number of classes (output units)."""
         return int(self.weight.shape[0])
 
     def logits(self, rates: Tensor) -> Tensor:
+        """``W r + b`` for rates ``r`` ``(batch, n_in)``."""
         return rates.to(self.weight.dtype) @ self.weight.T + self.bias
 
     def log_prob(self, rates: Tensor) -> Tensor:
@@ -53,6 +55,7 @@ class LinearReadout:
         return torch.log_softmax(self.logits(rates), dim=-1)
 
     def predict(self, rates: Tensor) -> Tensor:
+        """The class with the largest logit, per row."""
         return self.logits(rates).argmax(dim=-1)
 
     @torch.no_grad()
@@ -163,6 +166,7 @@ class VotingReadout:
         return assignments
 
     def predict(self, counts: Tensor) -> Tensor:
+        """The class whose assigned neurons fired most on average, per row of spike counts."""
         if self.assignments is None:
             raise RuntimeError("VotingReadout.predict before assign(): assign neurons to classes first")
         scores = torch.full((counts.shape[0], self.n_classes), -1.0)

@@ -64,6 +64,7 @@ class SynapticIntelligence:
         self._start: dict[str, Tensor] = {}
 
     def begin_task(self, parameters: Mapping[str, Tensor]) -> None:
+        """A task starts: remember the parameters and zero the path integral."""
         self._start = {k: v.detach().clone() for k, v in parameters.items()}
         self._omega = {k: torch.zeros_like(v) for k, v in self._start.items()}
 
@@ -75,6 +76,7 @@ class SynapticIntelligence:
             self._omega[name] = path_integral_step(self._omega[name], g.detach(), deltas[name].detach())
 
     def consolidate(self, parameters: Mapping[str, Tensor]) -> None:
+        """A task ends: add its importance (path integral over squared change plus damping) and move the anchor."""
         if not self._omega:
             raise RuntimeError("SynapticIntelligence.consolidate before begin_task()")
         for name, theta in parameters.items():
@@ -85,6 +87,7 @@ class SynapticIntelligence:
         self.begin_task(parameters)
 
     def penalty(self, parameters: Mapping[str, Tensor]) -> Tensor:
+        """``c sum Omega (theta - theta*)^2`` over the consolidated parameters."""
         total = torch.zeros(())
         for name, theta in parameters.items():
             if name in self.importance:
@@ -92,6 +95,7 @@ class SynapticIntelligence:
         return self.config.strength * total
 
     def pull(self, name: str, weights: Tensor) -> Tensor | None:
+        """The penalty's pull on STDP weights (``pull_rate`` steps of its gradient), or None."""
         if name not in self.importance or self.config.pull_rate == 0:
             return None
         # L = c sum Omega (theta - theta*)^2 = 0.5 (2c) sum Omega (...)^2: the EWC form with strength 2c

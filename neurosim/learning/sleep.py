@@ -167,6 +167,8 @@ class SleepReplay:
         self.active = True
 
     def on_step(self, ctx: StepContext) -> Awaitable[None] | None:
+        """The sleep rule for one step (the PyTorch path): potentiate causal pairings, depress the rest, Fisher-
+        protected."""
         now = ctx.step * ctx.sim.dt
         pre = ctx.spikes[self.projection.source]
         self._last_pre = torch.where(pre, torch.full_like(self._last_pre, now), self._last_pre)
@@ -465,6 +467,7 @@ class InputStatistics:
         self._count: dict[tuple[int, int], int] = {}
 
     def add(self, task: int, label: int, image: npt.NDArray[np.float32]) -> None:
+        """Count one image of ``label`` in ``task`` towards the means a SLEEP replays."""
         key = (task, label)
         self._sum[key] = self._sum.get(key, np.zeros(image.shape)) + image
         self._count[key] = self._count.get(key, 0) + 1

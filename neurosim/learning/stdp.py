@@ -173,6 +173,8 @@ class Synapses(NamedTuple):
 def initial_state(
     rule: STDPRule, batch: int, n_pre: int, n_post: int, n_synapses: int, *, dtype: torch.dtype, device: torch.device
 ) -> LearningState:
+    """Zero traces (and eligibility) for ``rule`` on a projection of these sizes."""
+
     def zeros(n: int) -> Tensor:
         return torch.zeros((batch, n), dtype=dtype, device=device)
 
@@ -227,6 +229,8 @@ def pair_stdp_change(
 def triplet_stdp_step(
     w: Tensor, traces: TripletTraces, pre: Tensor, post: Tensor, syn: Synapses, rule: TripletSTDP, dt: float
 ) -> tuple[Tensor, TripletTraces]:
+    """One step of triplet STDP (Pfister & Gerstner 2006): decay the four traces, apply the pair and triplet
+    terms, clip to the bounds."""
     r1 = traces.r1 * math.exp(-dt / rule.tau_plus)
     r2 = traces.r2 * math.exp(-dt / rule.tau_x)
     o1 = traces.o1 * math.exp(-dt / rule.tau_minus)

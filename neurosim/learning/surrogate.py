@@ -92,6 +92,7 @@ class Surrogate:
         return out
 
     def derivative(self, v: Tensor, threshold: Tensor | float) -> Tensor:
+        """The surrogate spike derivative ``psi(v)`` around ``threshold``."""
         return surrogate_derivative((v - threshold) / self.width, self.kind, self.width)
 
 

@@ -60,6 +60,8 @@ def diagnose_sleep(
 
 
 def announce_sleep(event: SleepEvent, metrics: Metrics, bus: EventBus[Event]) -> None:
+    """Count a sleep's replay in the metrics (spikes per assigned class, classes reactivated,
+    weight change) and publish its ``SleepEvent``."""
     for c, spikes in event.spikes_per_class.items():
         metrics.sleep_replay_spikes.labels(assigned_class=c).inc(spikes)
     metrics.sleep_replay_spikes.labels(assigned_class="-1").inc(event.spikes_unassigned)

@@ -46,6 +46,7 @@ class AccuracyLog:
     times: list[float] = field(default_factory=list)
 
     def record(self, rows: dict[Scenario, Row], seen: list[int], sim_time: float) -> None:
+        """Add one evaluation: each scenario's accuracy per task seen, at simulated time ``sim_time``."""
         for t in seen:
             self.learned_at.setdefault(t, len(self.matrix["class"]))
         for scenario, row in rows.items():

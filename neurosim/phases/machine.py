@@ -50,6 +50,9 @@ class ListenerError(RuntimeError):
 
 
 class PhaseMachine:
+    """The WAKE / LEARNING / SLEEP state machine (see the module docs): serialised transitions, async listeners
+    on exit and on enter, a ``PhaseEvent`` per transition on the bus."""
+
     def __init__(
         self,
         *,
@@ -79,6 +82,7 @@ class PhaseMachine:
 
     @property
     def phase(self) -> Phase:
+        """The current phase."""
         return self._phase
 
     @property
@@ -87,9 +91,11 @@ class PhaseMachine:
         return self._task
 
     def on_enter(self, phase: Phase, listener: Listener) -> None:
+        """Run ``listener`` (async) after every transition into ``phase``."""
         self._on_enter[Phase(phase)].append(listener)
 
     def on_exit(self, phase: Phase, listener: Listener) -> None:
+        """Run ``listener`` (async) before every transition out of ``phase``."""
         self._on_exit[Phase(phase)].append(listener)
 
     def _event(self, phase: Phase, previous: Phase | None, task: str | None, reason: str) -> PhaseEvent:
@@ -121,6 +127,8 @@ class PhaseMachine:
             return event
 
     async def transition(self, target: Phase, *, task: str | None = None, reason: str = "") -> PhaseEvent:
+        """Move to ``target`` (for LEARNING, on ``task``): exit listeners, the event, enter listeners;
+        ``InvalidTransition`` (nothing changed) for a move the phase semantics forbid."""
         target = Phase(target)
         async with self._lock:
             current = self._phase

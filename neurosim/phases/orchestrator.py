@@ -41,11 +41,15 @@ from neurosim.phases.phase import Phase
 class PhaseWork(Protocol):
     """What an experiment does inside the phases (the orchestrator does the rest)."""
 
-    async def learn(self, task: int) -> None: ...
+    async def learn(self, task: int) -> None:
+        """Learn task ``task``'s training images (LEARNING)."""
 
-    async def sleep(self, duration: float | None, *, within: str | None = None) -> None: ...
+    async def sleep(self, duration: float | None, *, within: str | None = None) -> None:
+        """Sleep replay for ``duration`` seconds (default the config's); ``within`` names the phase a nap
+        interrupts."""
 
-    async def evaluate(self) -> None: ...
+    async def evaluate(self) -> None:
+        """Evaluate every task seen so far (WAKE)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class PhaseOrchestrator:
         machine.on_enter(Phase.SLEEP, self._enter_sleep)
 
     def parameters(self) -> dict[str, torch.Tensor]:
+        """The learned parameters by name (the plastic projection's weights)."""
         return {self.learner.parameter_name: self.learner.projection.synapse_weights()}
 
     async def _enter_learning(self, event: PhaseEvent) -> None:
@@ -108,6 +113,7 @@ class PhaseOrchestrator:
             self.learner.enabled = True
 
     async def run_block(self, block: Block, work: PhaseWork, task_ids: Sequence[str]) -> None:
+        """Run one schedule block: the transition, then what its phase does."""
         task = task_ids[block.task] if block.task is not None else None
         await self.machine.transition(block.phase, task=task, reason="schedule")
         if block.phase is Phase.LEARNING and block.task is not None:

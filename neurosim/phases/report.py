@@ -41,6 +41,7 @@ def write_replays(path: Path, replays: Sequence[Replay]) -> None:
 
 
 def read_replays(path: Path) -> list[Replay]:
+    """The sleep replays saved in ``path`` (``sleep_replay.npz``); empty if there is none."""
     if not path.exists():
         return []
     with np.load(path) as data:

@@ -219,6 +219,7 @@ class Experiment:
         self.write_results("running")
 
     def results(self, status: str) -> dict[str, Any]:
+        """What ``results.json`` holds now, with ``status``."""
         return {
             "status": status,
             "neurosim_version": neurosim.__version__,
@@ -240,9 +241,12 @@ class Experiment:
         }
 
     def write_results(self, status: str) -> None:
+        """Write ``results.json`` (atomically) with ``status``."""
         write_json(self.out_dir / "results.json", self.results(status))
 
     async def run(self) -> dict[str, Any]:
+        """Run the whole schedule; returns the results (also in ``results.json``, rewritten after every
+        evaluation)."""
         await self.machine.start(reason="experiment start")
         blocks = [Block(Phase(b.phase), b.task, b.duration) for b in self.cfg.resolved_schedule()]
         try:

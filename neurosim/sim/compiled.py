@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
 
 def coefficient_row(params: NeuronParams, dt: float) -> list[float]:
+    """A population's row of the compiled loop's coefficient table (decays, gains, thresholds)."""
     c = coefficients(params, dt)
     row = [0.0] * N_COEFFICIENTS
     row[V_REST], row[V_THRESHOLD], row[V_RESET] = params.v_rest, params.v_threshold, params.v_reset

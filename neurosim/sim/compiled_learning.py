@@ -424,4 +424,5 @@ class LearningTables:
 
     @property
     def stopped(self) -> bool:
+        """Whether a learner asked the loop to stop (a non-finite gradient under ``RAISE``)."""
         return bool(self.state[:, S_STOPPED].any()) if len(self.learners) else False

@@ -73,6 +73,7 @@ def fan_in(
 
 
 def all_to_all(n_pre: int, n_post: int, *, autapses: bool = True) -> tuple[IndexArray, IndexArray]:
+    """Every (pre, post) pair, pre-major; without ``autapses`` the pairs i -> i are left out."""
     pre = np.repeat(np.arange(n_pre, dtype=np.int64), n_post)
     post = np.tile(np.arange(n_post, dtype=np.int64), n_pre)
     if not autapses:
@@ -100,10 +101,12 @@ def pairs(pre: npt.ArrayLike, post: npt.ArrayLike, n_pre: int, n_post: int) -> t
 
 
 def constant_weights(n: int, value: float) -> FloatArray:
+    """``n`` weights equal to ``value``."""
     return np.full(n, value, dtype=np.float32)
 
 
 def uniform_weights(n: int, low: float, high: float, rng: np.random.Generator) -> FloatArray:
+    """``n`` weights drawn uniformly in ``[low, high)``."""
     if high < low:
         raise ValueError(f"uniform weights need low <= high, got low={low}, high={high}")
     return rng.uniform(low, high, size=n).astype(np.float32)

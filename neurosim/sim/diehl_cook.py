@@ -162,6 +162,7 @@ class LayerPresenter:
             self.sim.set_population_params("exc", params)
 
     def normalise(self) -> None:
+        """Scale each excitatory neuron's input weights to sum to ``weight_sum`` (Diehl & Cook's normalisation)."""
         proj = self.projection
         w = proj.synapse_weights()
         sums = torch.zeros(proj.n_post, dtype=w.dtype).index_add_(0, proj.post_index, w)

@@ -91,13 +91,17 @@ class Plasticity(Protocol):
     learners are skipped on both paths."""
 
     @property
-    def active(self) -> bool: ...
+    def active(self) -> bool:
+        """Whether the learner runs now (inactive learners are skipped on both paths)."""
 
-    def on_step(self, ctx: StepContext) -> Awaitable[None] | None: ...
+    def on_step(self, ctx: StepContext) -> Awaitable[None] | None:
+        """The learner's work for one step on the PyTorch path."""
 
-    def compiled_form(self, sim: Simulation) -> CompiledLearner | None: ...
+    def compiled_form(self, sim: Simulation) -> CompiledLearner | None:
+        """The form the compiled loop runs instead, or None to need the PyTorch path."""
 
-    def after_compiled(self, outcome: CompiledOutcome) -> None: ...
+    def after_compiled(self, outcome: CompiledOutcome) -> None:
+        """Book what a compiled stretch did; may raise what ``on_step`` would have raised."""
 
 
 ChunkHook = Callable[[ChunkResult], Awaitable[None] | None]
@@ -244,6 +248,7 @@ class Simulation:
         return load_simulation(path, device=device)
 
     def index_tensor(self, indices: npt.NDArray[np.int64]) -> Tensor:
+        """``indices`` as a tensor on the simulation's device (cached)."""
         key = indices.tobytes()
         cached = self._index_cache.get(key)
         if cached is None:
@@ -290,6 +295,7 @@ class Simulation:
                 self._compiled.invalidate_spike_lists()
 
     def source_slice(self, name: str) -> slice:
+        """Where source ``name``'s neurons sit in the step's spike vector."""
         lo, hi = self._offsets[name]
         return slice(lo, hi)
 
@@ -306,20 +312,25 @@ class Simulation:
         self._compiled = None  # its coefficient table is stale
 
     def add_monitor(self, monitor: Monitor) -> Monitor:
+        """Record with ``monitor`` from now on (checked against the network); returns it."""
         monitor.bind(self)
         self.monitors.append(monitor)
         return monitor
 
     def add_plasticity(self, learner: Plasticity) -> None:
+        """Run ``learner`` in the plasticity slot of every step."""
         self.plasticity.append(learner)
 
     def remove_plasticity(self, learner: Plasticity) -> None:
+        """Stop running ``learner``."""
         self.plasticity.remove(learner)
 
     def add_step_hook(self, hook: StepHook) -> None:
+        """Call ``hook`` after every step (forces the PyTorch path)."""
         self.step_hooks.append(hook)
 
     def add_chunk_hook(self, hook: ChunkHook) -> None:
+        """Call ``hook`` with every finished chunk's spikes (both paths; awaited by ``run_async``)."""
         self.chunk_hooks.append(hook)
 
     def _compiled_plasticity(self) -> list[tuple[Plasticity, CompiledLearner]] | None:

@@ -54,6 +54,7 @@ class PoissonInput:
         self.rates = _as_rates(self.name, rates, self.n)
 
     def draw(self, rngs: Sequence[np.random.Generator], start_step: int, n_steps: int, dt: float) -> BoolBlock:
+        """Spikes of steps ``start_step ..`` for each instance, from its own generator: ``(n_steps, batch, n)``."""
         p = (self.rates * dt).astype(np.float32)
         if np.any(p > 1.0):
             raise ValueError(f"input {self.name!r}: rate * dt exceeds 1; lower the rates or dt")
@@ -107,6 +108,8 @@ class SpikeArrayInput:
         return self._steps
 
     def draw(self, rngs: Sequence[np.random.Generator], start_step: int, n_steps: int, dt: float) -> BoolBlock:
+        """The given spikes that fall in steps ``start_step ..``: ``(n_steps, batch, n)``, the same for every
+        instance."""
         steps = self._steps_for(dt)
         lo, hi = np.searchsorted(steps, [start_step, start_step + n_steps])
         block = np.zeros((n_steps, len(rngs), self.n), dtype=np.bool_)
@@ -152,6 +155,7 @@ class CurrentInput:
         self.name, self.target, self.samples, self.sample_dt = name, target, arr, float(sample_dt)
 
     def check_size(self, n: int) -> None:
+        """Refuse a target of ``n`` neurons that the samples' width does not fit."""
         if self.samples.shape[1] not in (1, n):
             raise ValueError(
                 f"current input {self.name!r}: {self.samples.shape[1]} values per sample for target "

@@ -66,10 +66,12 @@ class ChunkResult:
 
     @property
     def t_start(self) -> float:
+        """Time (s) of the chunk's first step."""
         return self.start_step * self.dt
 
     @property
     def t_stop(self) -> float:
+        """Time (s) just after the chunk's last step."""
         return (self.start_step + self.n_steps) * self.dt
 
 
@@ -231,21 +233,26 @@ class SpikeMonitor(Monitor):
 
     @property
     def steps(self) -> Int64Array:
+        """Step of every recorded spike."""
         return self._merged().steps
 
     @property
     def times(self) -> npt.NDArray[np.float64]:
+        """Time (s) of every recorded spike."""
         return (self._merged().steps * self.dt).astype(np.float64)
 
     @property
     def indices(self) -> Int64Array:
+        """Neuron index of every recorded spike."""
         return self._merged().indices
 
     @property
     def instances(self) -> Int64Array:
+        """Batch instance of every recorded spike."""
         return self._merged().instances
 
     def trains(self) -> SpikeTrains:
+        """Every recorded spike as ``SpikeTrains`` (times in s, indices, instances)."""
         data = self._merged()
         return SpikeTrains((data.steps * self.dt).astype(np.float64), data.indices, data.instances)
 
@@ -370,6 +377,7 @@ class StateMonitor(_Periodic):
 
     @property
     def values(self) -> dict[str, Float32Array]:
+        """Each variable's samples, ``(samples, batch, len(indices))``."""
         return {
             var: np.stack(s) if s else np.zeros((0, 0, self.indices.size), np.float32)
             for var, s in self._samples.items()

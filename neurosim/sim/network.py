@@ -61,6 +61,7 @@ class Population:
                 )
 
     def draw_initial(self, var: str, rng: np.random.Generator, default: float) -> np.ndarray:
+        """Initial values of ``var`` for the population's neurons (``default`` where none is given)."""
         spec = self.initial.get(var, default)
         if isinstance(spec, Uniform):
             return rng.uniform(spec.low, spec.high, size=self.n)
@@ -85,16 +86,19 @@ class Network:
             raise ValueError(f"{kind} name {name!r} is already used in this network")
 
     def add_population(self, population: Population) -> Population:
+        """Add a population (its name must be new); returns it."""
         self._check_new_name("population", population.name)
         self.populations[population.name] = population
         return population
 
     def add_input(self, source: SpikeSource) -> SpikeSource:
+        """Add a spike source (Poisson, spike array); returns it."""
         self._check_new_name("input", source.name)
         self.inputs[source.name] = source
         return source
 
     def add_current(self, current: CurrentInput) -> CurrentInput:
+        """Add a current input into an existing population; returns it."""
         self._check_new_name("current input", current.name)
         target = self.populations.get(current.target)
         if target is None:
@@ -104,6 +108,7 @@ class Network:
         return current
 
     def source_size(self, name: str) -> int:
+        """Number of neurons of population or input ``name``."""
         if name in self.populations:
             return self.populations[name].n
         if name in self.inputs:
@@ -111,6 +116,7 @@ class Network:
         raise KeyError(name)
 
     def add_projection(self, projection: Projection) -> Projection:
+        """Add a projection between known groups, checked against their sizes; returns it."""
         self._check_new_name("projection", projection.name)
         try:
             n_pre = self.source_size(projection.source)

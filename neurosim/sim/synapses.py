@@ -130,6 +130,7 @@ class Projection:
 
     @property
     def n_synapses(self) -> int:
+        """Number of synapses."""
         return int(self.pre_index.numel())
 
     def synapse_weights(self) -> Tensor:
@@ -146,6 +147,7 @@ class Projection:
             self.weights.copy_(values)
 
     def dense_weights(self) -> Tensor:
+        """The weights as a dense ``(n_pre, n_post)`` matrix (zeros where no synapse is)."""
         if self.format is WeightFormat.DENSE:
             return self.weights
         dense = torch.zeros((self.n_pre, self.n_post), dtype=self.weights.dtype, device=self.weights.device)
@@ -153,6 +155,7 @@ class Projection:
         return dense
 
     def uses_matmul(self, batch: int) -> bool:
+        """Whether propagation with ``batch`` instances uses the dense matrix product."""
         if self.propagation is Propagation.AUTO:
             return self.format is WeightFormat.DENSE and batch > 1
         return self.propagation is Propagation.MATMUL
@@ -185,6 +188,7 @@ class Projection:
         out.view(-1).index_add_(0, flat_target, self.weights[synapse])
 
     def propagate(self, spikes: Tensor) -> Tensor:
+        """The weights that ``spikes`` ``(batch, n_pre)`` deliver to every post neuron, ``(batch, n_post)``."""
         out = torch.zeros((spikes.shape[0], self.n_post), dtype=self.weights.dtype, device=self.weights.device)
         self.propagate_into(out, spikes)
         return out
