@@ -32,6 +32,16 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=1.0)
     parser.add_argument("--out", type=Path, default=Path("runs/brian2-embedded"))
     args = parser.parse_args()
+    result = run(args.duration, args.out)
+    print(f"{result['output_spikes']} output spikes; mean |dw| = {np.abs(result['w'] - result['w0']).mean():.2e}")
+    print(f"Fisher snapshots for task-0: versions {result['versions']}, latest at step {result['snapshot_step']}, "
+          f"max F = {result['fisher'].max():.3e}")  # fmt: skip
+
+
+def run(duration: float, out: Path) -> dict:
+    """Simulate ``duration`` seconds in Brian2 with neurosim learning; Fisher snapshots in
+    ``out/fisher``. Returns the weights before and after, the output spikes and the Fisher."""
+    b2.start_scope()
     b2.prefs.codegen.target = "numpy"
     b2.seed(1)
     mV = b2.mV
@@ -57,7 +67,7 @@ def main() -> None:
     readout.weight = torch.randn((2, N_OUT), generator=torch.Generator().manual_seed(0))
     learner = STDPOnlineLearner(mirror, PairSTDP(w_max=GMAX, a_plus=5e-4, a_minus=5.25e-4), dt=step_seconds,
                                 surrogate=Surrogate(width=2e-3), readout=readout)  # fmt: skip
-    store = DirectoryFisherStore(args.out / "fisher", keep_last=5)
+    store = DirectoryFisherStore(out / "fisher", keep_last=5)
     accumulator = FisherAccumulator(
         FisherAccumulatorConfig(alpha=0.01, snapshot_every=1000, max_staleness_steps=3000), store, "task-0"
     )
@@ -81,12 +91,13 @@ def main() -> None:
 
     spikes = b2.SpikeMonitor(neurons)
     w0 = np.asarray(synapses.w[:]).copy()
-    b2.run(args.duration * b2.second)
+    b2.run(duration * b2.second)
     snapshot = accumulator.snapshot_now()
     accumulator.close()
-    print(f"{spikes.num_spikes} output spikes; mean |dw| = {np.abs(np.asarray(synapses.w[:]) - w0).mean():.2e}")
-    print(f"Fisher snapshots for task-0: versions {store.versions('task-0')}, latest at step {snapshot.step}, "
-          f"max F = {snapshot.arrays['in_out.weight'].max():.3e}")  # fmt: skip
+    return {"w0": w0, "w": np.asarray(synapses.w[:]).copy(), "output_spikes": int(spikes.num_spikes),
+            "spike_times": np.asarray(spikes.t / b2.second), "spike_indices": np.asarray(spikes.i[:]),
+            "versions": store.versions("task-0"), "snapshot_step": snapshot.step,
+            "fisher": np.asarray(snapshot.arrays["in_out.weight"]), "pre": pre, "post": post}  # fmt: skip
 
 
 if __name__ == "__main__":

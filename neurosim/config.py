@@ -169,6 +169,9 @@ class UniformInitConfig(_Strict):
 
 
 class PopulationConfig(_Strict):
+    """``[[network.populations]]``: a name, a size, a neuron model and optional initial values per state
+    variable."""
+
     name: str
     n: PositiveInt
     model: NeuronModelConfig
@@ -177,6 +180,8 @@ class PopulationConfig(_Strict):
 
 # --------------------------------------------------------------------------- inputs
 class PoissonInputConfig(_Strict):
+    """``kind = "poisson"``: independent Poisson trains, one rate for all or one per neuron (Hz)."""
+
     kind: Literal["poisson"]
     name: str
     n: PositiveInt
@@ -190,6 +195,8 @@ class PoissonInputConfig(_Strict):
 
 
 class SpikeArrayInputConfig(_Strict):
+    """``kind = "spike_array"``: given spike times (s) and neuron indices."""
+
     kind: Literal["spike_array"]
     name: str
     n: PositiveInt
@@ -229,23 +236,31 @@ InputConfig = Annotated[PoissonInputConfig | SpikeArrayInputConfig | CurrentInpu
 
 # --------------------------------------------------------------------------- projections
 class ProbabilityConfig(_Strict):
+    """``kind = "probability"``: each pair connected with probability ``p`` (autapses optional)."""
+
     kind: Literal["probability"]
     p: float = Field(ge=0.0, le=1.0)
     autapses: bool = True
 
 
 class FanInConfig(_Strict):
+    """``kind = "fan_in"``: each post neuron gets ``k`` distinct pre neurons at random."""
+
     kind: Literal["fan_in"]
     k: NonNegativeInt
     autapses: bool = True
 
 
 class AllToAllConfig(_Strict):
+    """``kind = "all_to_all"``: every pair (autapses optional)."""
+
     kind: Literal["all_to_all"]
     autapses: bool = True
 
 
 class PairsConfig(_Strict):
+    """``kind = "pairs"``: explicit lists of pre and post indices."""
+
     kind: Literal["pairs"]
     pre: list[NonNegativeInt]
     post: list[NonNegativeInt]
@@ -263,11 +278,15 @@ ConnectivityConfig = Annotated[
 
 
 class ConstantWeightConfig(_Strict):
+    """``kind = "constant"``: every synapse the same weight."""
+
     kind: Literal["constant"]
     value: float
 
 
 class UniformWeightConfig(_Strict):
+    """``kind = "uniform"``: weights drawn uniformly in ``[low, high)``."""
+
     kind: Literal["uniform"]
     low: float
     high: float
@@ -280,6 +299,8 @@ class UniformWeightConfig(_Strict):
 
 
 class NormalWeightConfig(_Strict):
+    """``kind = "normal"``: weights drawn from a normal distribution, optionally clipped."""
+
     kind: Literal["normal"]
     mean: float
     std: NonNegativeFloat
@@ -291,6 +312,9 @@ WeightConfig = Annotated[ConstantWeightConfig | UniformWeightConfig | NormalWeig
 
 
 class ProjectionConfig(_Strict):
+    """``[[network.projections]]``: source, target, channel, connectivity, weights, delay (s), storage and
+    propagation."""
+
     name: str
     source: str
     target: str
@@ -304,6 +328,8 @@ class ProjectionConfig(_Strict):
 
 # --------------------------------------------------------------------------- network, run, record
 class NetworkConfig(_Strict):
+    """``[network]``: populations, inputs and projections, checked against each other (names, sizes)."""
+
     seed: NonNegativeInt | None = None  # structure (connectivity, weights); default: run.seed
     populations: list[PopulationConfig] = Field(min_length=1)
     inputs: list[InputConfig] = Field(default_factory=list)
@@ -362,6 +388,8 @@ MAX_STEPS = 10**9  # a run of more steps is a typo (dt in ms, duration in ms...)
 
 
 class RunConfig(_Strict):
+    """``[run]``: time step, duration, seed, device, dtype, batch, backend and chunk size."""
+
     dt: Annotated[PositiveFloat, SI(TIME_STEP)] = 1e-4  # s
     duration: Annotated[PositiveFloat, SI(DURATION)] = 1.0  # s
     seed: NonNegativeInt = 0
@@ -382,6 +410,8 @@ class RunConfig(_Strict):
 
 
 class StateRecordConfig(_Strict):
+    """One ``[[record.state]]``: the variables of some neurons of a population, every ``every`` seconds."""
+
     population: str
     variables: list[str] = Field(default_factory=lambda: ["v"])
     indices: list[NonNegativeInt] = Field(default_factory=lambda: [0])
@@ -389,6 +419,9 @@ class StateRecordConfig(_Strict):
 
 
 class RecordConfig(_Strict):
+    """``[record]``: which sources' spikes to keep (default every population), state variables, a bound on
+    spikes kept."""
+
     spikes: list[str] | None = None  # sources to record; default: every population
     state: list[StateRecordConfig] = Field(default_factory=list)
     max_spikes: PositiveInt = 20_000_000
@@ -446,6 +479,8 @@ class TripletSTDPConfig(_MirrorsLibrary):
 
 
 class PlasticityConfig(_Strict):
+    """One ``[[plasticity]]``: an STDP rule on a projection, with a scale on its changes."""
+
     projection: str
     rule: Annotated[PairSTDPConfig | TripletSTDPConfig, Field(discriminator="kind")]
     scale: NonNegativeFloat = 1.0
@@ -595,6 +630,9 @@ def load_config(path: str | Path) -> SimulationConfig:
 
 # --------------------------------------------------------------------------- continual-learning experiments
 class ContinualDataConfig(_Strict):
+    """``[data]`` of an experiment: the data set, tasks, images per task and how images are presented
+    (rates, times)."""
+
     dataset: Literal["digits", "mnist-subset"] = "digits"
     n_tasks: PositiveInt = 5
     classes_per_task: PositiveInt = 2
@@ -712,12 +750,16 @@ class TaskFreeConfig(_Strict):
 
 
 class ScheduleBlock(_Strict):
+    """One block of an explicit schedule: a phase, its task (LEARNING) or its duration (SLEEP)."""
+
     phase: Literal["wake", "learning", "sleep"]
     task: NonNegativeInt | None = None  # LEARNING: index of the task
     duration: Annotated[PositiveFloat | None, SI(DURATION)] = None  # SLEEP (default: sleep.duration)
 
 
 class ExperimentInfo(_Strict):
+    """``[experiment]``: the experiment's name and description (its presence marks an experiment config)."""
+
     name: str = ""
     description: str = ""
 

@@ -49,6 +49,8 @@ from neurosim.sim.monitors import SpikeMonitor, SpikeTrains, StateMonitor
 
 
 class RunBackend(enum.StrEnum):
+    """Which simulator runs a plain config: neurosim's engine or Brian2."""
+
     NEUROSIM = "neurosim"
     BRIAN2 = "brian2"
 

@@ -34,6 +34,9 @@ def _admits_bool(annotation: Any) -> bool:
 
 
 class StrictModel(BaseModel):
+    """The base of every config model: unknown fields refused, frozen, no NaN or infinity, no booleans as
+    numbers."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @model_validator(mode="before")

@@ -502,6 +502,8 @@ class RunOutcome:
     reused: bool = False  # the run was already complete (a re-executed task); nothing ran
 
     def to_json(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        """The run's entry in ``sweep.json``: its setting's ``overrides``, seed, status, headline
+        numbers, wall time and error."""
         return {
             "setting": self.setting,
             "seed": self.seed,

@@ -103,7 +103,8 @@ MEMBRANE_TIME_CONSTANT = QuantityKind("membrane time constant", Dimension.TIME, 
 SYNAPTIC_TIME_CONSTANT = QuantityKind("synaptic time constant", Dimension.TIME, 1e-5, 2.0)
 REFRACTORY_PERIOD = QuantityKind("refractory period", Dimension.TIME, 1e-5, 0.2)
 TRACE_TIME_CONSTANT = QuantityKind("plasticity trace time constant", Dimension.TIME, 1e-4, 100.0)
-SLOW_TIME_CONSTANT = QuantityKind("adaptation time constant", Dimension.TIME, 1e-3, 1e7)
+# no upper bound: a huge tau_theta is the idiom for "thresholds frozen"
+SLOW_TIME_CONSTANT = QuantityKind("adaptation time constant", Dimension.TIME, 1e-3)
 TIME_STEP = QuantityKind("time step", Dimension.TIME, 1e-7, 5e-3)
 DURATION = QuantityKind("duration", Dimension.TIME)
 TIME = QuantityKind("time", Dimension.TIME)

@@ -3,15 +3,13 @@
 The network's structure is built by neurosim from the config (same seed, same synapses,
 same weights, same initial state) and handed to Brian2 object by object:
 
-| neurosim | Brian2 |
-|---|---|
-| ``CurrentLIF`` | ``NeuronGroup``, ``method='exact'``, ``refractory=t_ref``, ``(unless refractory)`` on v |
-| ``ConductanceLIF``, ``AdaptiveLIF`` | ``NeuronGroup``, ``method='exponential_euler'`` (+ ``theta``) |
-| ``PoissonInput`` | ``PoissonGroup`` (Brian2's own random stream) |
-| ``SpikeArrayInput`` | ``SpikeGeneratorGroup`` |
-| constant ``CurrentInput`` | the neurons' ``i_ext`` parameter |
-| ``Projection`` | ``Synapses(on_pre='g_exc_post += w')``, ``connect(i=pre, j=post)``, ``delay`` |
-| pair STDP (``[[plasticity]]``) | event-driven ``Apre``/``Apost`` traces in ``on_pre``/``on_post`` |
+- ``CurrentLIF``: ``NeuronGroup``, ``method='exact'``, ``refractory=t_ref``, ``(unless refractory)`` on v
+- ``ConductanceLIF``, ``AdaptiveLIF``: ``NeuronGroup``, ``method='exponential_euler'`` (+ ``theta``)
+- ``PoissonInput``: ``PoissonGroup`` (Brian2's own random stream)
+- ``SpikeArrayInput``: ``SpikeGeneratorGroup``
+- constant ``CurrentInput``: the neurons' ``i_ext`` parameter
+- ``Projection``: ``Synapses(on_pre='g_exc_post += w')``, ``connect(i=pre, j=post)``, ``delay``
+- pair STDP (``[[plasticity]]``): event-driven ``Apre``/``Apost`` traces in ``on_pre``/``on_post``
 
 Not supported (refused with ``UnsupportedByBrian2`` naming each): batches, CUDA, triplet
 STDP, time-varying currents, plasticity on a delayed projection.

@@ -19,6 +19,8 @@ from neurosim.datasets.shipped import ImageDataset
 
 
 class Scenario(enum.StrEnum):
+    """How a task is scored: ``class`` (every class seen competes) or ``task`` (within the task's classes)."""
+
     TASK_INCREMENTAL = "task"
     CLASS_INCREMENTAL = "class"
     DOMAIN_INCREMENTAL = "domain"
@@ -26,6 +28,8 @@ class Scenario(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Task:
+    """One task of a continual-learning sequence: its id, its classes, its training and test images."""
+
     task_id: str
     index: int
     classes: tuple[int, ...]

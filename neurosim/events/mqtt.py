@@ -283,6 +283,9 @@ class Backoff:
 
 @dataclass
 class PublisherStats:
+    """What a publisher has done: messages published (by topic kind) and dropped (by reason), connections,
+    the last error, and whether it gave up (credentials refused) or failed."""
+
     published: Counter[str] = field(default_factory=Counter)  # by topic kind
     dropped: Counter[str] = field(default_factory=Counter)  # by reason
     connections: int = 0

@@ -71,6 +71,8 @@ class PhaseEvent(BaseModel):
 
 
 class RunState(enum.StrEnum):
+    """A run's status on MQTT: ``online`` or ``offline`` (also the Last Will)."""
+
     ONLINE = "online"
     OFFLINE = "offline"
 

@@ -1,7 +1,7 @@
 """The binary spike-batch format (version 1): encoder and decoder.
 
 One message holds the spikes of one population over a chunk of consecutive steps. All
-integers are little-endian and unsigned. Layout (``docs/wire-format.md`` is the reference):
+integers are little-endian and unsigned. Layout (``docs/wire-format.md`` is the reference)::
 
     offset      size            field
     0           4               magic b"NSSP"
@@ -49,6 +49,9 @@ class SpikeBatchError(ValueError):
 
 @dataclass(frozen=True)
 class SpikeBatch:
+    """The spikes of one population over a chunk of consecutive steps (the wire format's content): steps,
+    neuron indices and, with a batch, instance indices."""
+
     population: str
     first_step: int
     dt: float

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 
 class DriftDirection(enum.StrEnum):
+    """Which change the Page-Hinkley test watches for: an increase, a decrease, or both."""
+
     INCREASE = "increase"
     DECREASE = "decrease"
     BOTH = "both"
@@ -33,6 +35,9 @@ class DriftDirection(enum.StrEnum):
 
 @dataclass(frozen=True)
 class PageHinkleyConfig:
+    """Page-Hinkley test settings: ``delta`` (tolerated change of the mean), ``threshold`` (evidence
+    needed), ``min_samples`` (observations before any alarm) and the direction watched."""
+
     delta: float = 0.25  # tolerated change of mean, in the signal's units (unit-variance defaults)
     threshold: float = 15.0
     min_samples: int = 30
@@ -49,6 +54,8 @@ class PageHinkleyConfig:
 
 @dataclass(frozen=True)
 class PageHinkleyState:
+    """The test's running mean, cumulative sum and its extreme."""
+
     n: int = 0
     mean: float = 0.0
     up: float = 0.0  # m_t for an increase

@@ -58,12 +58,19 @@ FisherLike = Mapping[str, Tensor] | Mapping[str, npt.NDArray[np.float32]]
 
 
 class EWCMode(enum.StrEnum):
+    """``separate``: one anchor and Fisher per task; ``online``: one running, gamma-decayed Fisher (Schwarz
+    et al. 2018)."""
+
     SEPARATE = "separate"
     ONLINE = "online"
 
 
 @dataclass(frozen=True)
 class EWCConfig:
+    """EWC settings: the penalty strength ``lambda_`` (``lambda`` in configs), separate or online mode,
+    online decay ``gamma``, whether the Fisher comes from the online accumulator's snapshots, and the
+    pull rate on STDP weights."""
+
     lambda_: float = 100.0  # penalty strength ("lambda")
     mode: EWCMode = EWCMode.SEPARATE
     gamma: float = 1.0  # online mode: decay of the earlier tasks' Fisher
@@ -81,6 +88,8 @@ class EWCConfig:
 
 
 class Anchor(NamedTuple):
+    """One consolidated task (or the online running one): the weights to pull towards and their Fisher."""
+
     params: dict[str, Tensor]
     fisher: dict[str, Tensor]
 

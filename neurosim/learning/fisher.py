@@ -56,6 +56,9 @@ FloatArray = npt.NDArray[np.float32]
 
 
 class SnapshotReason(enum.StrEnum):
+    """Why a Fisher snapshot was written: ``snapshot_every`` steps passed, forced (a learning boundary), or
+    on entering SLEEP."""
+
     INTERVAL = "interval"  # snapshot_every steps passed
     FORCED = "forced"  # force_snapshot() (e.g. a learning boundary)
     SLEEP = "sleep"  # force_snapshot() on entering SLEEP
@@ -429,6 +432,8 @@ class LinearTaps:
 
 
 class FisherKind(enum.StrEnum):
+    """Which Fisher: ``true`` (labels sampled from the model) or ``empirical`` (the observed labels)."""
+
     EMPIRICAL = "empirical"  # gradients at the observed labels
     TRUE = "true"  # gradients at labels sampled from the model's own p(y|x)
 

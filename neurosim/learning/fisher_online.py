@@ -48,6 +48,8 @@ Gradient = npt.NDArray[np.float32] | torch.Tensor
 
 
 class NonFinitePolicy(enum.StrEnum):
+    """What an accumulator does with a non-finite gradient: raise, or skip it and count it."""
+
     RAISE = "raise"  # NonFiniteGradientError; the EMA is untouched (also for overflowing g^2)
     SKIP = "skip"  # the step is dropped and counted; the EMA is untouched
 
@@ -62,6 +64,9 @@ class SnapshotWriteError(RuntimeError):
 
 @dataclass
 class FisherAccumulatorConfig:
+    """Accumulator settings: EMA rate ``alpha``, steps before the first snapshot, steps between snapshots,
+    staleness bound, what to do with a non-finite gradient."""
+
     alpha: float = 0.01  # EMA decay: lower = smoother
     min_samples: int = 10  # steps before the first snapshot
     snapshot_every: int = 50  # steps between store writes
@@ -89,6 +94,8 @@ class FisherAccumulatorConfig:
 
 @dataclass
 class AccumulatorStats:
+    """An accumulator's counters (``FisherAccumulator.stats``)."""
+
     steps: int
     snapshots_written: int
     last_snapshot_step: int

@@ -35,6 +35,8 @@ Tensor = torch.Tensor
 
 
 class ModulatorSignal(enum.StrEnum):
+    """The training signal a ``Neuromodulator`` reads: loss, accuracy, gradient norm, entropy or reward."""
+
     LOSS = "loss"
     ACCURACY = "accuracy"
     GRADIENT_NORM = "gradient_norm"
@@ -53,6 +55,9 @@ HIGHER_IS_BETTER = {
 
 @dataclass(frozen=True)
 class NeuromodulationConfig:
+    """Which training signal drives the gain, the EMA rate of its expected value, the gain's sensitivity
+    and bounds, and the warm-up steps (gain 1) while the expectation forms."""
+
     signal: ModulatorSignal = ModulatorSignal.LOSS
     rate: float = 0.05  # EMA rate of the expectation (about the last 1 / rate steps)
     sensitivity: float = 1.0
@@ -76,6 +81,8 @@ class NeuromodulationConfig:
 
 @dataclass(frozen=True)
 class ModulatorState:
+    """The signal's running mean and variance (its expected value) and the steps seen."""
+
     mean: float = 0.0
     var: float = 0.0
     steps: int = 0

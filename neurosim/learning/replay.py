@@ -29,6 +29,8 @@ ReplayLoss = Callable[[Tensor, Tensor, Tensor], Tensor]  # (inputs, labels, task
 
 
 class Replayed(NamedTuple):
+    """A batch drawn from the reservoir: inputs, labels and the task each came from."""
+
     inputs: Tensor
     labels: Tensor
     tasks: Tensor

@@ -27,6 +27,8 @@ Tensor = torch.Tensor
 
 @dataclass(frozen=True)
 class SIConfig:
+    """Synaptic Intelligence settings: strength ``c``, damping ``xi``, and the pull rate on STDP weights."""
+
     strength: float = 0.1  # c (Zenke et al. use 0.1 on split MNIST)
     damping: float = 1e-3  # xi
     pull_rate: float = 1e-3  # learner: fraction of -dL/dtheta applied per step

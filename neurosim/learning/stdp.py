@@ -44,11 +44,15 @@ Tensor = torch.Tensor
 
 
 class WeightDependence(enum.StrEnum):
+    """How a change depends on the weight: additive, or multiplicative (soft bounds)."""
+
     ADDITIVE = "additive"
     MULTIPLICATIVE = "multiplicative"
 
 
 class TraceMode(enum.StrEnum):
+    """How a spike updates a trace: ``all_to_all`` (adds 1) or ``nearest`` (sets it to 1)."""
+
     ALL_TO_ALL = "all_to_all"  # every earlier spike counts: x += 1
     NEAREST = "nearest"  # only the latest spike counts: x = 1
 
@@ -144,11 +148,16 @@ TRIPLET_UNIT_AMPLITUDES = {"a2_plus": 5e-10, "a3_plus": 6.2e-3, "a2_minus": 7e-3
 
 
 class PairTraces(NamedTuple):
+    """Pre- and post-synaptic traces of pair STDP, ``(batch, n)`` each."""
+
     pre: Tensor  # (batch, n_pre)
     post: Tensor  # (batch, n_post)
 
 
 class TripletTraces(NamedTuple):
+    """The four traces of triplet STDP: two pre (``tau_plus``, ``tau_x``), two post (``tau_minus``,
+    ``tau_y``)."""
+
     r1: Tensor  # pre, tau_plus
     r2: Tensor  # pre, tau_x
     o1: Tensor  # post, tau_minus
@@ -156,6 +165,8 @@ class TripletTraces(NamedTuple):
 
 
 class RewardState(NamedTuple):
+    """Reward-modulated STDP's pair traces and per-synapse eligibility."""
+
     traces: PairTraces
     eligibility: Tensor  # (n_synapses,)
 

@@ -7,7 +7,7 @@ A spike is ``z = H(v - v_threshold)``; its derivative is replaced by a smooth su
 - ``ARCTAN`` (Fang et al. 2021): ``psi = 1 / (width (1 + (pi x)^2))``
 
 Both integrate to 1 over v. ``spike(v, threshold, surrogate)`` applies the Heaviside in the
-forward pass and ``psi`` in the backward pass (``torch.autograd.Function``s).
+forward pass and ``psi`` in the backward pass (as ``torch.autograd.Function`` objects).
 
 Online eligibility gradient (e-prop; Bellec et al. 2020). For a synapse i -> j::
 
@@ -34,6 +34,8 @@ Tensor = torch.Tensor
 
 
 class SurrogateKind(enum.StrEnum):
+    """The surrogate derivative's shape: fast sigmoid (SuperSpike) or arctan."""
+
     FAST_SIGMOID = "fast_sigmoid"
     ARCTAN = "arctan"
 
@@ -61,10 +63,14 @@ class _SpikeFunction(torch.autograd.Function):
 
 
 class FastSigmoidSpike(_SpikeFunction):
+    """Heaviside forward, the fast-sigmoid surrogate backward (``torch.autograd.Function``)."""
+
     kind = SurrogateKind.FAST_SIGMOID
 
 
 class ArctanSpike(_SpikeFunction):
+    """Heaviside forward, the arctan surrogate backward (``torch.autograd.Function``)."""
+
     kind = SurrogateKind.ARCTAN
 
 

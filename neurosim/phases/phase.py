@@ -6,6 +6,9 @@ import enum
 
 
 class Phase(enum.StrEnum):
+    """The three phases: WAKE (plasticity off, evaluation), LEARNING (STDP, Fisher, the pull), SLEEP
+    (replay)."""
+
     WAKE = "wake"  # plasticity off; the network runs on input; evaluation
     LEARNING = "learning"  # STDP on, Fisher accumulation, EWC pull
     SLEEP = "sleep"  # snapshots, then replay consolidation

@@ -16,7 +16,7 @@ files, neither of them a pickle:
 The directory is written next to ``path`` under a temporary name and renamed into place,
 so a crash mid-save leaves the previous checkpoint whole. ``load_simulation(path)``
 (``Simulation.load(path)``) rebuilds the simulation with its monitors and its
-``STDPOnlineLearner``s: a run saved at any chunk boundary and loaded goes on with the same
+``STDPOnlineLearner`` objects: a run saved at any chunk boundary and loaded goes on with the same
 spikes, state and weights as a run that never stopped, on both paths (held by tests).
 
 Not saved, because they are code: step hooks, chunk hooks, and learners other than

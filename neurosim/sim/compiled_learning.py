@@ -82,6 +82,8 @@ FloatArray = npt.NDArray[Any]  # float32 or float64: the simulation's dtype
 
 
 class RuleKind(enum.IntEnum):
+    """The rule codes of the compiled learning loop's table."""
+
     PAIR = 0
     TRIPLET = 1
     REWARD = 2
@@ -89,6 +91,8 @@ class RuleKind(enum.IntEnum):
 
 
 class SurrogateCode(enum.IntEnum):
+    """The surrogate codes of the compiled learning loop's table."""
+
     FAST_SIGMOID = 0
     ARCTAN = 1
 
@@ -111,6 +115,8 @@ class PairKernel:
 
 @dataclass(frozen=True)
 class TripletKernel:
+    """A triplet-STDP learner as the compiled loop runs it: its rule's constants and its traces."""
+
     r1: FloatArray
     r2: FloatArray
     o1: FloatArray
@@ -142,6 +148,9 @@ class RewardKernel:
 
 @dataclass(frozen=True)
 class SleepKernel:
+    """The sleep rule as the compiled loop runs it: its constants, the per-synapse protection, each post
+    neuron's gain and each pre neuron's last spike time."""
+
     last_pre_spike: FloatArray  # s; -inf before the first spike
     protection: FloatArray  # per synapse
     post_gain: FloatArray  # per post neuron: the sign and size of its rule (1: as written)
@@ -180,6 +189,8 @@ class GradientTerms:
 
 @dataclass(frozen=True)
 class FisherTerms:
+    """What the compiled loop needs to fold gradients into a Fisher EMA: the accumulator's arrays and rate."""
+
     ema: npt.NDArray[np.float32]  # the accumulator's buffer, folded in place
     alpha: float
     stop_on_non_finite: bool

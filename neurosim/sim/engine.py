@@ -65,6 +65,9 @@ YIELDS_PER_CHUNK = 4
 
 
 class Backend(enum.StrEnum):
+    """Which path runs a stretch: ``auto`` (compiled when no per-step hook needs PyTorch), ``torch`` or
+    ``compiled``."""
+
     AUTO = "auto"
     TORCH = "torch"
     COMPILED = "compiled"
@@ -109,6 +112,8 @@ ChunkHook = Callable[[ChunkResult], Awaitable[None] | None]
 
 @dataclass
 class RunStats:
+    """What a ``run`` did: steps, simulated and wall seconds, spikes per source, the paths that ran."""
+
     steps: int
     simulated_s: float
     wall_s: float

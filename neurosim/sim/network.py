@@ -35,6 +35,9 @@ InitialValue = float | Uniform
 
 @dataclass
 class Population:
+    """``n`` neurons of one model (``params``) with optional initial values per state variable (numbers,
+    unit strings or ``Uniform``)."""
+
     name: str
     n: int
     params: NeuronParams

@@ -184,6 +184,8 @@ class LIFState(NamedTuple):
 
 
 class AdaptiveLIFState(NamedTuple):
+    """``LIFState`` plus the adaptive threshold offset ``theta``, ``(batch, n)`` each."""
+
     v: Tensor
     g_exc: Tensor
     g_inh: Tensor

@@ -30,11 +30,16 @@ class Channel(enum.StrEnum):
 
 
 class WeightFormat(enum.StrEnum):
+    """How weights are stored: ``sparse`` (CSR values) or ``dense`` (an ``(n_pre, n_post)`` matrix)."""
+
     DENSE = "dense"
     SPARSE = "sparse"
 
 
 class Propagation(enum.StrEnum):
+    """How spikes are propagated: ``auto``, ``event`` (gather the rows of spiking pre neurons), or a dense
+    ``matmul``."""
+
     AUTO = "auto"
     EVENT = "event"  # gather the rows of spiking pre neurons
     MATMUL = "matmul"  # dense (batch, n_pre) @ (n_pre, n_post); dense weights only
