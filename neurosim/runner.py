@@ -280,9 +280,13 @@ def resume_simulation(
     out_dir = Path(out)
     if not (out_dir / "config.json").is_file():
         raise ValueError(f"{out_dir}: no config.json: not the output directory of a neurosim run")
+    saved = json.loads((out_dir / "config.json").read_text())
+    if "experiment" in saved:
+        raise ValueError(f"{out_dir} holds a continual-learning experiment; experiments cannot be resumed yet "
+                         "(only plain simulations): run it again")  # fmt: skip
     if not (out_dir / CHECKPOINT_DIR).is_dir():
         raise ValueError(f"{out_dir}: no {CHECKPOINT_DIR}/: the run stopped before its first checkpoint; run it again")
-    cfg = parse_config(json.loads((out_dir / "config.json").read_text()))
+    cfg = parse_config(saved)
     if duration is not None:
         cfg = parse_config({**cfg.model_dump(mode="json"), "run": {**cfg.run.model_dump(mode="json"),
                                                                    "duration": duration}})  # fmt: skip

@@ -174,3 +174,13 @@ def test_neurosim_run_resume_after_a_kill_gives_the_outputs_of_an_uninterrupted_
     assert again.exit_code != 0 and "the run is complete" in again.output
     longer = CliRunner().invoke(main, ["run", "--resume", str(cut), "--duration", "9", "--quiet"])
     assert longer.exit_code == 0 and json.loads((cut / "summary.json").read_text())["duration_s"] == 9.0
+
+
+def test_resume_refuses_what_it_cannot_go_on_with(tmp_path: Path) -> None:
+    nothing = CliRunner().invoke(main, ["run", "--resume", str(tmp_path)])
+    assert nothing.exit_code != 0 and "not the output directory" in nothing.output
+    both = CliRunner().invoke(main, ["run", str(EXAMPLES / "cuba.toml"), "--resume", str(tmp_path)])
+    assert both.exit_code != 0 and "not both" in both.output
+    (tmp_path / "config.json").write_text(json.dumps({"experiment": {"name": "x"}}))
+    experiment = CliRunner().invoke(main, ["run", "--resume", str(tmp_path)])
+    assert experiment.exit_code != 0 and "experiments cannot be resumed yet" in experiment.output
