@@ -91,6 +91,12 @@ class QuantityKind:
     low: float = 0.0
     high: float = math.inf
 
+    @property
+    def signed(self) -> bool:
+        """Whether a negative value means something (voltages, currents); for the others a
+        negative value is refused by the parameter's own check, not warned about here."""
+        return self.dimension in (Dimension.VOLTAGE, Dimension.CURRENT)
+
     def plausible(self, value: float) -> bool:
         """Whether ``|value|`` is in the usual range (zero always is)."""
         magnitude = abs(value)
@@ -221,7 +227,7 @@ def to_si(value: Any, kind: QuantityKind, name: str, *, warn: bool = True, stack
         raise UnitError(f"{name}: expected a {kind.name} (a number in {kind.dimension.si_unit} or a quantity), "
                         f"got {type(value).__name__}")  # fmt: skip
     number = float(value)
-    if warn and math.isfinite(number) and not kind.plausible(number):
+    if warn and math.isfinite(number) and (number >= 0 or kind.signed) and not kind.plausible(number):
         unit = kind.dimension.si_unit
         span = f"{kind.low:g} to {kind.high:g} {unit}" if kind.low > 0 else f"at most {kind.high:g} {unit} in magnitude"
         warnings.warn(
