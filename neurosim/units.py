@@ -160,11 +160,12 @@ def _from_pint(value: Any, kind: QuantityKind, name: str) -> float:
 def _parse(text: str, kind: QuantityKind, name: str) -> float:
     import pint
 
+    # pint's parser raises many types on malformed text (TokenError, AssertionError, ...): each
+    # becomes the one error a caller expects, with pint's reason
     try:
         quantity: Any = _registry().Quantity(text.strip())
-    except (pint.UndefinedUnitError, pint.errors.DefinitionSyntaxError, ValueError, AttributeError,
-            TypeError) as error:  # fmt: skip
-        raise UnitError(f"{name}: cannot read {text!r} as a {kind.name} ({error})") from None
+    except Exception as error:
+        raise UnitError(f"{name}: cannot read {text!r} as a {kind.name} ({type(error).__name__}: {error})") from None
     if not isinstance(quantity, pint.Quantity) or quantity.dimensionless:
         raise UnitError(
             f"{name}: {text!r} has no unit; write a {kind.name} as a number (SI, {kind.dimension.si_unit}) "

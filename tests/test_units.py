@@ -8,6 +8,8 @@ import numpy as np
 import pint
 import pytest
 from conftest import EXAMPLES
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from neurosim.build import build_simulation
 from neurosim.config import ConfigError, load_config, parse_config
@@ -24,7 +26,7 @@ from neurosim.sim import (
     SpikeMonitor,
     StateMonitor,
 )
-from neurosim.units import ImplausibleQuantityWarning, UnitError
+from neurosim.units import TIME, ImplausibleQuantityWarning, UnitError, to_si
 
 brian2 = pytest.importorskip("brian2")
 ms, mV, Hz, nA, Mohm = brian2.ms, brian2.mV, brian2.Hz, brian2.nA, brian2.Mohm
@@ -124,3 +126,14 @@ def test_configs_take_unit_strings_and_refuse_wrong_dimensions_by_field() -> Non
     data["record"]["state"] = []
     with pytest.warns(ImplausibleQuantityWarning, match="dt = 0.1 s"):
         parse_config(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(st.text(max_size=8), st.from_regex(r"[-+0-9.eE ]{0,4}[a-zA-Z/*()^ ]{0,6}", fullmatch=True)))
+def test_any_text_is_a_time_or_a_unit_error(text: str) -> None:
+    try:
+        value = to_si(text, TIME, "t")
+    except UnitError as error:
+        assert str(error).startswith("t: ")
+    else:
+        assert isinstance(value, float)
