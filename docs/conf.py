@@ -20,7 +20,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 project = "neurosim"
 author = "the neurosim developers"
-copyright = "2026, the neurosim developers"  # noqa: A001 - Sphinx reads this name
+copyright = "2026, the neurosim developers"  # Sphinx reads this name
 
 root_doc = "docs/index"
 include_patterns = [

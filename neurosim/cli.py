@@ -56,6 +56,43 @@ def _run_continual(
         raise click.ClickException(str(err)) from None
     write_json(out_dir / "config.json", cfg.model_dump(mode="json", by_alias=True))
     results = run_experiment(cfg, out_dir, progress=not quiet, run_id=live.run_id, mqtt=live.mqtt)
+    _echo_continual(results, out_dir)
+
+
+def _resume(out: Path, *, duration: float | None, quiet: bool, checkpoint_every: float | None,
+            live: LiveOptions) -> None:  # fmt: skip
+    """``neurosim run --resume DIR``: an experiment or a plain simulation, by its config."""
+    if not _is_experiment_dir(out):
+        _resume_plain(out, duration=duration, quiet=quiet, checkpoint_every=checkpoint_every, live=live)
+    elif duration is not None:
+        raise click.UsageError("--duration: an experiment's length is its schedule")
+    else:
+        _resume_continual(out, quiet=quiet, live=live)
+
+
+def _is_experiment_dir(directory: Path) -> bool:
+    try:
+        return "experiment" in json.loads((directory / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False  # resume_simulation says what is wrong with it
+
+
+def _resume_continual(out_dir: Path, *, quiet: bool, live: LiveOptions) -> None:
+    from neurosim.config import parse_continual
+    from neurosim.phases.schedule import CHECKPOINT_DIR, run_experiment
+
+    if not (out_dir / CHECKPOINT_DIR).is_dir():
+        raise click.ClickException(f"{out_dir}: no {CHECKPOINT_DIR}/: the experiment stopped before its first "
+                                   "evaluation; run it again")  # fmt: skip
+    try:
+        cfg = parse_continual(json.loads((out_dir / "config.json").read_text()))
+        results = run_experiment(cfg, out_dir, progress=not quiet, run_id=live.run_id, mqtt=live.mqtt, resume=True)
+    except (ConfigError, CheckpointError) as err:
+        raise click.ClickException(str(err)) from None
+    _echo_continual(results, out_dir)
+
+
+def _echo_continual(results: dict[str, Any], out_dir: Path) -> None:
     rows = results["accuracy_matrix"]
     final = ", ".join("-" if a is None else f"{a:.2f}" for a in rows[-1]) if rows else ""
     click.echo(
@@ -153,7 +190,7 @@ def run(config: Path | None, resume_dir: Path | None, checkpoint_every: float | 
         with contextlib.ExitStack() as stack:
             stack.enter_context(_terminate_like_interrupt())
             _serve_metrics_if_asked(stack, metrics_port, metrics_host)
-            _resume_plain(resume_dir, duration=duration, quiet=quiet, checkpoint_every=checkpoint_every, live=live)
+            _resume(resume_dir, duration=duration, quiet=quiet, checkpoint_every=checkpoint_every, live=live)
         return
     assert config is not None
     loaded = _load_any(config)

@@ -282,8 +282,8 @@ def resume_simulation(
         raise ValueError(f"{out_dir}: no config.json: not the output directory of a neurosim run")
     saved = json.loads((out_dir / "config.json").read_text())
     if "experiment" in saved:
-        raise ValueError(f"{out_dir} holds a continual-learning experiment; experiments cannot be resumed yet "
-                         "(only plain simulations): run it again")  # fmt: skip
+        raise ValueError(f"{out_dir} holds a continual-learning experiment: resume it with `neurosim run --resume` "
+                         "or neurosim.phases.schedule.run_experiment(..., resume=True)")  # fmt: skip
     if not (out_dir / CHECKPOINT_DIR).is_dir():
         raise ValueError(f"{out_dir}: no {CHECKPOINT_DIR}/: the run stopped before its first checkpoint; run it again")
     cfg = parse_config(saved)

@@ -15,8 +15,11 @@ from click.testing import CliRunner
 from conftest import EXAMPLES
 
 from neurosim.cli import main
+from neurosim.config import parse_continual
 from neurosim.learning.learner import STDPOnlineLearner
 from neurosim.learning.stdp import PairSTDP, RewardSTDP, TripletSTDP
+from neurosim.phases import schedule
+from neurosim.phases.schedule import run_experiment
 from neurosim.sim import (
     Backend,
     Channel,
@@ -183,4 +186,54 @@ def test_resume_refuses_what_it_cannot_go_on_with(tmp_path: Path) -> None:
     assert both.exit_code != 0 and "not both" in both.output
     (tmp_path / "config.json").write_text(json.dumps({"experiment": {"name": "x"}}))
     experiment = CliRunner().invoke(main, ["run", "--resume", str(tmp_path)])
-    assert experiment.exit_code != 0 and "experiments cannot be resumed yet" in experiment.output
+    assert experiment.exit_code != 0 and "stopped before its first evaluation" in experiment.output
+
+
+def test_an_experiment_interrupted_and_resumed_gives_the_results_of_one_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EWC on (anchors), replay on (buffer), sleep (statistics, replays), three tasks: stopped
+    in the third evaluation, resumed from the checkpoint of the second with `neurosim run --resume`."""
+    cfg = parse_continual({
+        "experiment": {"name": "resume"}, "seed": 3, "dt": 5e-4,
+        "data": {"n_tasks": 3, "train_per_task": 12, "test_per_task": 8}, "network": {"n_hidden": 20},
+        "ewc": {"enabled": True, "lambda": 10.0, "mode": "online", "online_fisher": True, "pull_rate": 1e-3},
+        "fisher": {"snapshot_every": 50}, "sleep": {"duration": 0.2},
+        "replay": {"enabled": True, "capacity": 10, "every": 4}, "control": False,
+    })  # fmt: skip
+    whole = run_experiment(cfg, tmp_path / "whole", progress=False)
+
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "config.json").write_text(json.dumps(cfg.model_dump(mode="json", by_alias=True)))
+    evaluations = {"n": 0}
+    evaluate = schedule.Experiment.evaluate
+
+    async def stopping(self: schedule.Experiment) -> None:
+        evaluations["n"] += 1
+        if evaluations["n"] == 3:
+            raise KeyboardInterrupt
+        await evaluate(self)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(schedule.Experiment, "evaluate", stopping)
+        with pytest.raises(KeyboardInterrupt):
+            run_experiment(cfg, cut, progress=False)
+    assert json.loads((cut / "results.json").read_text())["status"] == "failed"
+    assert json.loads((cut / "checkpoint" / "checkpoint.json").read_text())["blocks_done"] == 6
+
+    result = CliRunner().invoke(main, ["run", "--resume", str(cut), "--quiet"])
+    assert result.exit_code == 0, result.output
+    resumed = json.loads((cut / "results.json").read_text())
+    assert resumed["status"] == "completed"
+    for key in ("accuracy_matrix", "accuracy_matrix_task_incremental", "bwt", "simulated_s", "replay"):
+        assert resumed[key] == whole[key], key
+    assert [s["spikes"] for s in resumed["sleep"]] == [s["spikes"] for s in whole["sleep"]]
+    assert [(e["phase"], e["task"], e["sim_time_s"]) for e in resumed["phase_history"]] == [
+        (e["phase"], e["task"], e["sim_time_s"]) for e in whole["phase_history"]
+    ]
+    with (
+        np.load(tmp_path / "whole" / "checkpoint" / "arrays.npz") as a,
+        np.load(cut / "checkpoint" / "arrays.npz") as b,
+    ):
+        assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)  # weights, Fisher, ...

@@ -198,6 +198,13 @@ class EWCRegulariser:
         self._pull_cache.clear()
         self.tasks.append(task_id)
 
+    def restore_anchors(self, anchors: Mapping[str, Anchor], tasks: list[str]) -> None:
+        """Take up the anchors and consolidated tasks of a checkpoint."""
+        self._anchors = dict(anchors)
+        self._merged = merge_anchors(list(self._anchors.values()))
+        self._pull_cache.clear()
+        self.tasks = list(tasks)
+
     def recentre(self, task_id: str, parameters: Mapping[str, Tensor]) -> None:
         """Move the anchor that ``task_id`` last consolidated into (online mode: the running
         anchor) to ``parameters``, keeping its Fisher: after a consolidation that changes the

@@ -34,6 +34,7 @@ import warnings
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -469,6 +470,25 @@ class FisherAccumulator:
     def close(self) -> None:
         """Finish pending writes and stop the writer thread."""
         self._executor.shutdown(wait=True)
+
+    _COUNTERS = ("_steps", "_calls", "_skipped", "_since_snapshot", "_last_written_step", "_breach_reported_at",
+                 "_snapshots_written", "_last_snapshot_step", "_max_delta", "_warned_all_zero",
+                 "_zero_interval_snapshots")  # fmt: skip
+
+    def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]:
+        """The EMA (arrays) and every counter (JSON), for an experiment checkpoint; call it with
+        no write in flight (``flush`` first)."""
+        self._writer_done()
+        counters = {name: getattr(self, name) for name in self._COUNTERS}
+        return counters, {name: t.detach().cpu().numpy().copy() for name, t in self._ema.items()}
+
+    def restore_state(self, counters: Mapping[str, Any], ema: Mapping[str, npt.NDArray[Any]]) -> None:
+        """Put back what ``checkpoint_state`` returned (on a fresh accumulator of the same task)."""
+        for name in self._COUNTERS:
+            setattr(self, name, type(getattr(self, name))(counters[name]))
+        self._ema = {name: torch.from_numpy(np.array(value, dtype=np.float32)) for name, value in ema.items()}
+        self._must_move, self._frozen, self._written, self._spare = False, None, None, {}
+        self._m_steps.inc(self._steps)
 
     @property
     def pending_steps(self) -> int:

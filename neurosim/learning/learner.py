@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -195,6 +195,35 @@ class STDPOnlineLearner:
     def active(self) -> bool:
         """Whether the learner runs (``enabled``)."""
         return self._enabled
+
+    def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]:
+        """What a checkpoint keeps of this learner: whether it is on, the sample's step count,
+        (JSON) and its traces, eligibility, post-synaptic counts and labels (arrays)."""
+        state = self.state
+        flat = (*state.traces, state.eligibility) if isinstance(state, stdp.RewardState) else tuple(state)
+        arrays = {f"state{j}": t.detach().cpu().numpy().copy() for j, t in enumerate(flat)}
+        arrays["counts"] = self._counts.detach().cpu().numpy().copy()
+        if self.labels is not None:
+            arrays["labels"] = self.labels.detach().cpu().numpy().copy()
+        info = {"enabled": self._enabled, "sample_steps": self._sample_steps, "n_state": len(flat)}
+        return info, arrays
+
+    def restore_state(self, info: Mapping[str, Any], arrays: Mapping[str, npt.NDArray[Any]]) -> None:
+        """Put back what ``checkpoint_state`` returned (on a learner built the same way)."""
+        w = self.projection.synapse_weights()
+
+        def tensor(key: str) -> Tensor:
+            return torch.from_numpy(arrays[key]).to(device=w.device, dtype=w.dtype)
+
+        self._enabled = bool(info["enabled"])
+        flat = [tensor(f"state{j}") for j in range(int(info["n_state"]))]
+        if isinstance(self.state, stdp.RewardState):
+            self.state = stdp.RewardState(stdp.PairTraces(flat[0], flat[1]), flat[2])
+        else:
+            self.state = type(self.state)(*flat)
+        self._counts = tensor("counts")
+        self.labels = torch.from_numpy(arrays["labels"]).to(w.device) if "labels" in arrays else None
+        self._sample_steps = int(info["sample_steps"])
 
     @property
     def accumulator(self) -> GradientSink | None:

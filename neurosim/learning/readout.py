@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -98,6 +99,21 @@ class VotingReadout:
             np.zeros((n_classes, n_neurons)) if n_neurons is not None else None
         )
         self._response_count = np.zeros(n_classes)
+
+    def checkpoint_state(self) -> dict[str, npt.NDArray[Any]]:
+        """The responses observed so far and the assignments, as arrays (an experiment checkpoint)."""
+        arrays: dict[str, npt.NDArray[Any]] = {"response_count": self._response_count.copy()}
+        if self._response_sum is not None:
+            arrays["response_sum"] = self._response_sum.copy()
+        if self.assignments is not None:
+            arrays["assignments"] = self.assignments.numpy().copy()
+        return arrays
+
+    def restore_state(self, arrays: Mapping[str, npt.NDArray[Any]]) -> None:
+        """Put back what ``checkpoint_state`` returned."""
+        self._response_count = np.array(arrays["response_count"], dtype=np.float64)
+        self._response_sum = np.array(arrays["response_sum"], dtype=np.float64) if "response_sum" in arrays else None
+        self.assignments = torch.from_numpy(np.array(arrays["assignments"])) if "assignments" in arrays else None
 
     def observe(self, counts: npt.NDArray[np.int64], label: int) -> None:
         """Add one training presentation's spike counts ``(n,)`` to class ``label``'s response."""

@@ -16,10 +16,11 @@ episodes to replay (hippocampal-style replay of stored experiences: ``episodes()
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from neurosim.learning.consolidation import ConsolidatorBase, LearningStep, Parameters, TaskData, require_data
@@ -49,6 +50,20 @@ class ReservoirBuffer:
         self._labels = torch.zeros(capacity, dtype=torch.int64)
         self._tasks = torch.zeros(capacity, dtype=torch.int64)
         self._size = 0
+
+    def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]:
+        """Its contents (arrays) and counters with the sampler's state (JSON), for a checkpoint."""
+        arrays = {"labels": self._labels.numpy().copy(), "tasks": self._tasks.numpy().copy()}
+        if self._inputs is not None:
+            arrays["inputs"] = self._inputs.numpy().copy()
+        return {"seen": self.seen, "size": self._size, "rng": self._rng.bit_generator.state}, arrays
+
+    def restore_state(self, info: Mapping[str, Any], arrays: Mapping[str, npt.NDArray[Any]]) -> None:
+        """Put back what ``checkpoint_state`` returned."""
+        self.seen, self._size = int(info["seen"]), int(info["size"])
+        self._rng.bit_generator.state = info["rng"]
+        self._labels, self._tasks = torch.from_numpy(arrays["labels"]), torch.from_numpy(arrays["tasks"])
+        self._inputs = torch.from_numpy(arrays["inputs"]) if "inputs" in arrays else None
 
     def __len__(self) -> int:
         return self._size

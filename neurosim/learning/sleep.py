@@ -37,8 +37,8 @@ import contextlib
 import dataclasses
 import enum
 import math
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -465,6 +465,16 @@ class InputStatistics:
     def __init__(self) -> None:
         self._sum: dict[tuple[int, int], npt.NDArray[np.float64]] = {}
         self._count: dict[tuple[int, int], int] = {}
+
+    def checkpoint_state(self) -> tuple[list[list[int]], dict[str, npt.NDArray[Any]]]:
+        """The (task, label, count) of every statistic, and its input sums (an experiment checkpoint)."""
+        keys = [[task, label, self._count[(task, label)]] for task, label in self._sum]
+        return keys, {f"sum{k}": self._sum[(t, c)] for k, (t, c, _) in enumerate(keys)}
+
+    def restore_state(self, keys: list[list[int]], arrays: Mapping[str, npt.NDArray[Any]]) -> None:
+        """Put back what ``checkpoint_state`` returned."""
+        self._sum = {(int(t), int(c)): np.array(arrays[f"sum{k}"]) for k, (t, c, _) in enumerate(keys)}
+        self._count = {(int(t), int(c)): int(n) for t, c, n in keys}
 
     def add(self, task: int, label: int, image: npt.NDArray[np.float32]) -> None:
         """Count one image of ``label`` in ``task`` towards the means a SLEEP replays."""

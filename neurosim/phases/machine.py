@@ -115,6 +115,16 @@ class PhaseMachine:
         self.metrics.observe_transition(event.previous, event.phase)
         self.bus.publish(event)
 
+    def restore(self, history: list[PhaseEvent]) -> None:
+        """Take up a run's history again (resuming from a checkpoint): the phase and task are
+        those of its last event; nothing is published and no listener runs."""
+        if self.history:
+            raise RuntimeError("PhaseMachine.restore() on a machine that has started")
+        if not history:
+            raise ValueError("restore() needs the history of a started machine")
+        self.history = list(history)
+        self._phase, self._task = history[-1].phase, history[-1].task
+
     async def start(self, reason: str = "start") -> PhaseEvent:
         """Announce the initial phase (sequence 0); call once before the first transition."""
         async with self._lock:

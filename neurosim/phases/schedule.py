@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,16 +49,19 @@ from neurosim.learning.sleep import InputStatistics, sleep_episode, stored_drive
 from neurosim.learning.surrogate import Surrogate
 from neurosim.metrics import METRICS, Metrics
 from neurosim.outputs import write_json
+from neurosim.phases.checkpoint import load_experiment, save_experiment
 from neurosim.phases.diagnostics import announce_evaluation, announce_sleep, diagnose_sleep
 from neurosim.phases.evaluation import AccuracyLog, Row, Scenario
 from neurosim.phases.machine import PhaseMachine
 from neurosim.phases.orchestrator import Block, PhaseOrchestrator
 from neurosim.phases.phase import Phase
 from neurosim.phases.report import REPLAY_FILE, Replay, plot_experiment, write_replays
+from neurosim.sim.checkpoint import CheckpointError
 from neurosim.sim.diehl_cook import DiehlCookLayer, LayerPresenter, diehl_cook_network
 from neurosim.sim.engine import Backend, Simulation
 
 mV = 1e-3
+CHECKPOINT_DIR = "checkpoint"  # in the output directory: the experiment after its last WAKE block
 
 
 class Experiment:
@@ -240,21 +243,38 @@ class Experiment:
             **({"task_free": self.task_free} if self.task_free is not None else {}),
         }
 
+    def _checkpointed(self, blocks: list[Block], done: int, bar: tqdm[Any]) -> Iterator[Block]:
+        """The blocks from ``done`` on; after each WAKE block (its evaluation written) a checkpoint."""
+        for k in range(done, len(blocks)):
+            yield blocks[k]  # back here when the orchestrator has run it
+            bar.update(1)
+            if blocks[k].phase is Phase.WAKE:
+                save_experiment(self, self.out_dir / CHECKPOINT_DIR, k + 1)
+
     def write_results(self, status: str) -> None:
         """Write ``results.json`` (atomically) with ``status``."""
         write_json(self.out_dir / "results.json", self.results(status))
 
-    async def run(self) -> dict[str, Any]:
+    async def run(self, *, resume: bool = False) -> dict[str, Any]:
         """Run the whole schedule; returns the results (also in ``results.json``, rewritten after every
-        evaluation)."""
-        await self.machine.start(reason="experiment start")
+        evaluation). A checkpoint is saved after every WAKE block (``out_dir/checkpoint``); with
+        ``resume`` the run goes on from it (``neurosim.phases.checkpoint``)."""
         blocks = [Block(Phase(b.phase), b.task, b.duration) for b in self.cfg.resolved_schedule()]
+        done = 0
+        if resume:
+            if self.cfg.task_free is not None:
+                raise CheckpointError("a task-free run has no schedule blocks to resume at: run it again")
+            done = load_experiment(self, self.out_dir / CHECKPOINT_DIR)
+        else:
+            await self.machine.start(reason="experiment start")
         try:
             if self.cfg.task_free is not None:
                 self.task_free = await self._learn_stream()
             else:
-                bar = tqdm(blocks, desc="schedule", disable=not self.progress, unit="phase")
-                await self.orchestrator.run(bar, self, [t.task_id for t in self.tasks])
+                bar = tqdm(total=len(blocks), initial=done, desc="schedule", disable=not self.progress, unit="phase")
+                await self.orchestrator.run(
+                    self._checkpointed(blocks, done, bar), self, [t.task_id for t in self.tasks]
+                )
         except BaseException as err:
             failed = {**self.results("failed"), "error": f"{type(err).__name__}: {err}"}
             write_json(self.out_dir / "results.json", failed)
@@ -336,13 +356,16 @@ def run_experiment(
     progress: bool = True,
     run_id: str = "run",
     mqtt: BrokerSettings | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run the experiment in a fresh event loop (``run_experiment_async`` inside a running
     one, as in Jupyter); writes results.json and the plots."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(run_experiment_async(cfg, out_dir, progress=progress, run_id=run_id, mqtt=mqtt))
+        return asyncio.run(
+            run_experiment_async(cfg, out_dir, progress=progress, run_id=run_id, mqtt=mqtt, resume=resume)
+        )
     raise RuntimeError(
         "run_experiment() was called inside a running event loop (a notebook, an async application): "
         "use `await run_experiment_async(...)` there"
@@ -356,6 +379,7 @@ async def run_experiment_async(
     progress: bool = True,
     run_id: str = "run",
     mqtt: BrokerSettings | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """The experiment on the running event loop: results.json and the plots in ``out_dir``.
     With ``mqtt``, its phases, spikes and evaluations are published live under
@@ -363,16 +387,19 @@ async def run_experiment_async(
 
     With ``cfg.control`` and some consolidation on, the no-consolidation control runs
     afterwards in ``out_dir/control`` (same seed, same data; its own event bus and metrics,
-    nothing published) and ``results.json`` gains ``"control"`` with its averages and BWT."""
+    nothing published) and ``results.json`` gains ``"control"`` with its averages and BWT.
+
+    ``resume``: go on from the checkpoints in ``out_dir`` (and ``out_dir/control``) of an
+    interrupted run of the same config."""
     experiment = Experiment(cfg, out_dir, progress=progress, run_id=run_id)
     control: dict[str, Any] | None = None
     try:
         if mqtt is None:
-            results = await experiment.run()
+            results = await experiment.run(resume=resume)
         else:
             async with MQTTPublisher(mqtt, run_id, experiment.bus) as publisher:
                 await publisher.ready()
-                results = await experiment.run()
+                results = await experiment.run(resume=resume)
         if cfg.control and (cfg.ewc.enabled or cfg.sleep.enabled or cfg.replay.enabled):
             baseline = Experiment(
                 cfg.without_consolidation(),
@@ -381,7 +408,7 @@ async def run_experiment_async(
                 run_id=f"{run_id}-control",
                 metrics=Metrics(CollectorRegistry()),
             )
-            control_results = await baseline.run()
+            control_results = await baseline.run(resume=resume and (out_dir / "control" / CHECKPOINT_DIR).is_dir())
             control = {key: control_results[key] for key in CONTROL_KEYS}
             control["accuracy_matrix"] = control_results["accuracy_matrix"]
             results["control"] = control

@@ -52,13 +52,22 @@ from neurosim.sim.network import Network, Population, Uniform
 from neurosim.sim.synapses import Channel, Projection, Propagation, WeightFormat
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    pass
 
 FORMAT = "neurosim.simulation-checkpoint"
 VERSION = 1
 MANIFEST, ARRAYS = "checkpoint.json", "arrays.npz"
 
-__all__ = ["CheckpointError", "load_simulation", "save_simulation"]
+__all__ = [
+    "CheckpointError",
+    "load_simulation",
+    "read_arrays",
+    "read_json_manifest",
+    "restore_simulation_state",
+    "save_simulation",
+    "simulation_state",
+    "write_directory",
+]
 
 
 class CheckpointError(ValueError):
@@ -108,10 +117,7 @@ def save_simulation(sim: Simulation, path: str | os.PathLike[str]) -> Path:
                               "and add them again after loading")  # fmt: skip
     arrays: dict[str, npt.NDArray[Any]] = {}
     network = _save_network(sim.network, arrays)
-    for name, state in sim.state.items():
-        for var, tensor in zip(state._fields, state, strict=True):
-            arrays[f"state/{name}/{var}"] = _numpy(tensor)
-    arrays["history"] = _numpy(sim._history)
+    dynamic = simulation_state(sim, arrays)
     monitors = []
     for k, monitor in enumerate(sim.monitors):
         if type(monitor).__name__ not in _MONITORS:
@@ -129,14 +135,59 @@ def save_simulation(sim: Simulation, path: str | os.PathLike[str]) -> Path:
         "version": VERSION,
         "neurosim_version": neurosim.__version__,
         "settings": settings,
-        "step": sim.step,
-        "spike_counts": sim.spike_counts,
+        **dynamic,
         "network": network,
-        "input_rngs": {name: [rng.bit_generator.state for rng in rngs] for name, rngs in sim._input_rngs.items()},
         "monitors": monitors,
         "learners": [_save_learner(k, learner, arrays) for k, learner in enumerate(sim.plasticity)],
     }
-    return _write_directory(Path(path), manifest, arrays)
+    return write_directory(Path(path), manifest, arrays)
+
+
+def simulation_state(sim: Simulation, arrays: dict[str, npt.NDArray[Any]]) -> dict[str, Any]:
+    """What changes as a simulation runs (step, spike counts, neuron state, spikes in flight,
+    input generators and rates, weights): JSON, with the arrays put into ``arrays``."""
+    for name, state in sim.state.items():
+        for var, tensor in zip(state._fields, state, strict=True):
+            arrays[f"state/{name}/{var}"] = _numpy(tensor)
+    arrays["history"] = _numpy(sim._history)
+    for name, proj in sim.network.projections.items():
+        arrays[f"projection/{name}/weights"] = _numpy(proj.weights)
+    for name, source in sim.network.inputs.items():
+        if isinstance(source, PoissonInput):
+            arrays[f"input/{name}/rates"] = source.rates
+    return {
+        "step": sim.step,
+        "spike_counts": sim.spike_counts,
+        "input_rngs": {name: [rng.bit_generator.state for rng in rngs] for name, rngs in sim._input_rngs.items()},
+    }
+
+
+def restore_simulation_state(sim: Simulation, saved: Mapping[str, Any], arrays: Mapping[str, npt.NDArray[Any]]) -> None:
+    """Put ``simulation_state``'s content back into ``sim``, a simulation built the same way
+    (same network structure, dt, batch and seed); a mismatch is a ``CheckpointError``."""
+    for name, state in sim.state.items():
+        restored = []
+        for var, tensor in zip(state._fields, state, strict=True):
+            value = arrays.get(f"state/{name}/{var}")
+            if value is None or value.shape != tuple(tensor.shape):
+                raise CheckpointError(f"the checkpoint's state of {name!r}.{var} does not fit this simulation")
+            restored.append(torch.from_numpy(value).to(device=tensor.device, dtype=tensor.dtype))
+        sim.state[name] = type(state)(*restored)
+    sim._history = torch.from_numpy(arrays["history"]).to(sim.device)
+    for name, proj in sim.network.projections.items():
+        weights = torch.from_numpy(arrays[f"projection/{name}/weights"]).to(proj.weights.device, proj.weights.dtype)
+        if weights.shape != proj.weights.shape:
+            raise CheckpointError(f"the checkpoint's weights of {name!r} do not fit this simulation")
+        proj.weights.copy_(weights)
+    for name, source in sim.network.inputs.items():
+        if isinstance(source, PoissonInput):
+            source.set_rates(arrays[f"input/{name}/rates"])
+    sim.step = int(saved["step"])
+    sim.spike_counts = {k: int(v) for k, v in saved["spike_counts"].items()}
+    for name, states in saved["input_rngs"].items():
+        for rng, state in zip(sim._input_rngs[name], states, strict=True):
+            rng.bit_generator.state = state
+    sim.invalidate_compiled()
 
 
 def _save_network(net: Network, arrays: dict[str, npt.NDArray[Any]]) -> dict[str, Any]:
@@ -183,17 +234,15 @@ def _save_learner(k: int, learner: object, arrays: dict[str, npt.NDArray[Any]]) 
     if wired:
         raise CheckpointError(f"learner {k} on {learner.projection.name!r} is wired to {', '.join(wired)}: "
                               "that is an experiment's state, saved with the experiment")  # fmt: skip
-    state = learner.state
-    flat = (*state.traces, state.eligibility) if isinstance(state, stdp.RewardState) else tuple(state)
-    for j, tensor in enumerate(flat):
-        arrays[f"learner/{k}/state{j}"] = _numpy(tensor)
-    arrays[f"learner/{k}/counts"] = _numpy(learner._counts)
+    info, learner_arrays = learner.checkpoint_state()
+    arrays.update({f"learner/{k}/{key}": value for key, value in learner_arrays.items()})
     return {"projection": learner.projection.name, "rule": _rule_json(learner.rule), "scale": learner.scale,
-            "enabled": learner.enabled, "reward_per_spike": learner.reward_per_spike,
-            "sample_steps": learner._sample_steps, "n_state": len(flat)}  # fmt: skip
+            "reward_per_spike": learner.reward_per_spike, **info}  # fmt: skip
 
 
-def _write_directory(path: Path, manifest: Mapping[str, Any], arrays: Mapping[str, npt.NDArray[Any]]) -> Path:
+def write_directory(path: Path, manifest: Mapping[str, Any], arrays: Mapping[str, npt.NDArray[Any]]) -> Path:
+    """Write ``manifest`` (JSON) and ``arrays`` (npz) into the directory ``path`` atomically:
+    staged beside it, fsynced, then swapped in, so a crash leaves the old checkpoint whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
@@ -219,8 +268,8 @@ def _write_directory(path: Path, manifest: Mapping[str, Any], arrays: Mapping[st
     return path
 
 
-def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The checkpoint's ``checkpoint.json``, checked for its format and version."""
+def read_json_manifest(path: str | os.PathLike[str], fmt: str, version: int) -> dict[str, Any]:
+    """A checkpoint directory's ``checkpoint.json``, checked for its format and version."""
     where = Path(path)
     try:
         manifest: dict[str, Any] = json.loads((where / MANIFEST).read_text())
@@ -228,19 +277,29 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{where}: not a checkpoint (no {MANIFEST})") from None
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{where / MANIFEST}: not JSON ({error.msg})") from None
-    if manifest.get("format") != FORMAT:
-        raise CheckpointError(f"{where}: format {manifest.get('format')!r}, expected {FORMAT!r}")
-    if manifest.get("version") != VERSION:
-        raise CheckpointError(f"{where}: version {manifest.get('version')!r}; this neurosim reads version {VERSION}")
+    if manifest.get("format") != fmt:
+        raise CheckpointError(f"{where}: format {manifest.get('format')!r}, expected {fmt!r}")
+    if manifest.get("version") != version:
+        raise CheckpointError(f"{where}: version {manifest.get('version')!r}; this neurosim reads version {version}")
     return manifest
+
+
+def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A simulation checkpoint's ``checkpoint.json``, checked for its format and version."""
+    return read_json_manifest(path, FORMAT, VERSION)
+
+
+def read_arrays(path: Path) -> dict[str, npt.NDArray[Any]]:
+    """Every array of a checkpoint's ``arrays.npz`` (plain arrays: no pickle is allowed)."""
+    with np.load(path, allow_pickle=False) as npz:
+        return {key: npz[key] for key in npz.files}
 
 
 def load_simulation(path: str | os.PathLike[str], *, device: str | torch.device | None = None) -> Simulation:
     """The simulation saved in ``path``, with its monitors and STDP learners, ready to run on
     (on ``device`` if given, else where it was saved)."""
     manifest = read_manifest(path)
-    with np.load(Path(path) / ARRAYS) as npz:
-        arrays = {key: npz[key] for key in npz.files}
+    arrays = read_arrays(Path(path) / ARRAYS)
     settings = manifest["settings"]
     dtype = _DTYPES[settings["dtype"]]
     dev = torch.device(device if device is not None else settings["device"])
@@ -277,14 +336,7 @@ def load_simulation(path: str | os.PathLike[str], *, device: str | torch.device 
     sim = Simulation(net, dt=settings["dt"], batch=settings["batch"], seed=settings["seed"], device=dev, dtype=dtype,
                      backend=Backend(settings["backend"]), chunk_steps=settings["chunk_steps"],
                      threads=settings["threads"])  # fmt: skip
-    sim.step = int(manifest["step"])
-    sim.spike_counts = {k: int(v) for k, v in manifest["spike_counts"].items()}
-    for name, state in sim.state.items():
-        sim.state[name] = type(state)(*(tensor(f"state/{name}/{var}").to(dtype) for var in state._fields))
-    sim._history = tensor("history")
-    for name, states in manifest["input_rngs"].items():
-        for rng, saved in zip(sim._input_rngs[name], states, strict=True):
-            rng.bit_generator.state = saved
+    restore_simulation_state(sim, manifest, arrays)
     for k, entry in enumerate(manifest["monitors"]):
         arguments = dict(entry["arguments"])
         monitor = _MONITORS[entry["type"]](**arguments)
@@ -292,21 +344,14 @@ def load_simulation(path: str | os.PathLike[str], *, device: str | torch.device 
         prefix = f"monitor/{k}/"
         monitor.restore({key.removeprefix(prefix): v for key, v in arrays.items() if key.startswith(prefix)})
     for k, entry in enumerate(manifest["learners"]):
-        _load_learner(sim, k, entry, tensor)
+        _load_learner(sim, k, entry, arrays)
     return sim
 
 
-def _load_learner(sim: Simulation, k: int, entry: Mapping[str, Any],
-                  tensor: Callable[[str], torch.Tensor]) -> None:  # fmt: skip
+def _load_learner(sim: Simulation, k: int, entry: Mapping[str, Any], arrays: Mapping[str, npt.NDArray[Any]]) -> None:
     rule = _rule_from_json(entry["rule"])
     learner = STDPOnlineLearner(sim.network.projections[entry["projection"]], rule, dt=sim.dt, batch=sim.batch,
                                 scale=entry["scale"], reward_per_spike=entry["reward_per_spike"])  # fmt: skip
-    learner.enabled = bool(entry["enabled"])
-    flat = [tensor(f"learner/{k}/state{j}").to(sim.dtype) for j in range(entry["n_state"])]
-    if isinstance(learner.state, stdp.RewardState):
-        learner.state = stdp.RewardState(stdp.PairTraces(flat[0], flat[1]), flat[2])
-    else:
-        learner.state = type(learner.state)(*flat)
-    learner._counts = tensor(f"learner/{k}/counts").to(sim.dtype)
-    learner._sample_steps = int(entry["sample_steps"])
+    prefix = f"learner/{k}/"
+    learner.restore_state(entry, {key.removeprefix(prefix): v for key, v in arrays.items() if key.startswith(prefix)})
     learner.attach(sim)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -160,6 +160,14 @@ class LayerPresenter:
             yield
         finally:
             self.sim.set_population_params("exc", params)
+
+    def checkpoint_state(self) -> dict[str, float]:
+        """The training spike count and seconds behind ``training_rate_hz`` (a checkpoint)."""
+        return {"training_spikes": self._training_spikes, "training_seconds": self._training_seconds}
+
+    def restore_state(self, saved: Mapping[str, float]) -> None:
+        """Put back what ``checkpoint_state`` returned."""
+        self._training_spikes, self._training_seconds = int(saved["training_spikes"]), float(saved["training_seconds"])
 
     def normalise(self) -> None:
         """Scale each excitatory neuron's input weights to sum to ``weight_sum`` (Diehl & Cook's normalisation)."""

@@ -299,6 +299,11 @@ class Simulation:
             if self._compiled is not None:
                 self._compiled.invalidate_spike_lists()
 
+    def invalidate_compiled(self) -> None:
+        """Forget the compiled path's tables (rebuilt from the state on the next compiled
+        stretch): after the state, weights or parameters were replaced from outside."""
+        self._compiled = None
+
     def source_slice(self, name: str) -> slice:
         """Where source ``name``'s neurons sit in the step's spike vector."""
         lo, hi = self._offsets[name]
