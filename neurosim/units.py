@@ -296,16 +296,16 @@ def is_quantity(value: Any) -> bool:
     return isinstance(value, str) or _is_brian2_quantity(value) or _is_pint_quantity(value)
 
 
-def SI(kind: QuantityKind, *, warn: bool = True) -> BeforeValidator:
-    """A pydantic annotation: the field takes a number (SI) or a unit string (``"20 ms"``);
-    ``warn``: a plain number outside the kind's usual range warns."""
+def SI(kind: QuantityKind) -> BeforeValidator:
+    """A pydantic annotation: the field takes a number (SI) or a unit string (``"20 ms"``); a
+    plain number outside the kind's usual range warns."""
 
     def convert(value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, list):
             return [convert(v, info) for v in value]
         if is_quantity(value):
             return to_si(value, kind, info.field_name or kind.name)
-        if warn and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
             return to_si(value, kind, info.field_name or kind.name, stacklevel=6)  # the plausibility warning
         return value  # pydantic reports anything else (booleans included)
 

@@ -488,7 +488,6 @@ class FisherAccumulator:
             setattr(self, name, type(getattr(self, name))(counters[name]))
         self._ema = {name: torch.from_numpy(np.array(value, dtype=np.float32)) for name, value in ema.items()}
         self._must_move, self._frozen, self._written, self._spare = False, None, None, {}
-        self._m_steps.inc(self._steps)
 
     @property
     def pending_steps(self) -> int:

@@ -44,6 +44,7 @@ from neurosim.sim.checkpoint import (
     read_json_manifest,
     restore_simulation_state,
     simulation_state,
+    to_numpy,
     write_directory,
 )
 
@@ -54,10 +55,6 @@ FORMAT = "neurosim.experiment-checkpoint"
 VERSION = 1
 
 __all__ = ["load_experiment", "save_experiment"]
-
-
-def _numpy(t: torch.Tensor) -> npt.NDArray[Any]:
-    return t.detach().cpu().numpy().copy()
 
 
 def _prefixed(arrays: dict[str, npt.NDArray[Any]], prefix: str, values: dict[str, npt.NDArray[Any]]) -> None:
@@ -75,7 +72,7 @@ def save_experiment(exp: Experiment, path: str | Path, blocks_done: int) -> Path
     arrays = {f"sim/{key}": value for key, value in arrays.items()}
     learner_info, learner_arrays = exp.learner.checkpoint_state()
     _prefixed(arrays, "learner", learner_arrays)
-    arrays["readout/weight"], arrays["readout/bias"] = _numpy(exp.readout.weight), _numpy(exp.readout.bias)
+    arrays["readout/weight"], arrays["readout/bias"] = to_numpy(exp.readout.weight), to_numpy(exp.readout.bias)
     _prefixed(arrays, "voting", exp.voting.checkpoint_state())
     accumulators = {}
     for task_id, acc in exp.fisher.accumulators.items():
@@ -84,8 +81,8 @@ def save_experiment(exp: Experiment, path: str | Path, blocks_done: int) -> Path
         _prefixed(arrays, f"fisher/{task_id}", ema)
     anchors = dict(exp.fisher.regulariser.anchors)
     for key, anchor in anchors.items():
-        _prefixed(arrays, f"anchor/{key}/params", {k: _numpy(v) for k, v in anchor.params.items()})
-        _prefixed(arrays, f"anchor/{key}/fisher", {k: _numpy(v) for k, v in anchor.fisher.items()})
+        _prefixed(arrays, f"anchor/{key}/params", {k: to_numpy(v) for k, v in anchor.params.items()})
+        _prefixed(arrays, f"anchor/{key}/fisher", {k: to_numpy(v) for k, v in anchor.fisher.items()})
     statistic_keys, statistic_sums = exp.statistics.checkpoint_state()
     _prefixed(arrays, "statistics", statistic_sums)
     replay: dict[str, Any] | None = None

@@ -66,6 +66,7 @@ __all__ = [
     "restore_simulation_state",
     "save_simulation",
     "simulation_state",
+    "to_numpy",
     "write_directory",
 ]
 
@@ -82,7 +83,8 @@ _MONITORS: dict[str, type[Monitor]] = {cls.__name__: cls for cls in (SpikeMonito
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def _numpy(t: torch.Tensor) -> npt.NDArray[Any]:
+def to_numpy(t: torch.Tensor) -> npt.NDArray[Any]:
+    """A detached CPU copy of ``t`` as a numpy array (what a checkpoint stores)."""
     return t.detach().cpu().numpy().copy()
 
 
@@ -148,10 +150,10 @@ def simulation_state(sim: Simulation, arrays: dict[str, npt.NDArray[Any]]) -> di
     input generators and rates, weights): JSON, with the arrays put into ``arrays``."""
     for name, state in sim.state.items():
         for var, tensor in zip(state._fields, state, strict=True):
-            arrays[f"state/{name}/{var}"] = _numpy(tensor)
-    arrays["history"] = _numpy(sim._history)
+            arrays[f"state/{name}/{var}"] = to_numpy(tensor)
+    arrays["history"] = to_numpy(sim._history)
     for name, proj in sim.network.projections.items():
-        arrays[f"projection/{name}/weights"] = _numpy(proj.weights)
+        arrays[f"projection/{name}/weights"] = to_numpy(proj.weights)
     for name, source in sim.network.inputs.items():
         if isinstance(source, PoissonInput):
             arrays[f"input/{name}/rates"] = source.rates
@@ -219,9 +221,9 @@ def _save_network(net: Network, arrays: dict[str, npt.NDArray[Any]]) -> dict[str
                             "format": proj.format.value, "propagation": proj.propagation.value,
                             "mask": proj.mask is not None})  # fmt: skip
         for field in ("pre_index", "post_index", "indptr", "weights"):
-            arrays[f"projection/{name}/{field}"] = _numpy(getattr(proj, field))
+            arrays[f"projection/{name}/{field}"] = to_numpy(getattr(proj, field))
         if proj.mask is not None:
-            arrays[f"projection/{name}/mask"] = _numpy(proj.mask)
+            arrays[f"projection/{name}/mask"] = to_numpy(proj.mask)
     return {"populations": populations, "inputs": inputs, "currents": currents, "projections": projections}
 
 
