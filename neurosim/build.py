@@ -10,19 +10,24 @@ from neurosim.config import (
     ConstantWeightConfig,
     CurrentInputConfig,
     FanInConfig,
+    FixedTotalConfig,
+    NormalDelayConfig,
+    NormalInitConfig,
     NormalWeightConfig,
+    OneToOneConfig,
     PairsConfig,
     PoissonInputConfig,
     ProbabilityConfig,
     ProjectionConfig,
     SimulationConfig,
+    UniformDelayConfig,
     UniformInitConfig,
     UniformWeightConfig,
 )
 from neurosim.sim import connectivity
 from neurosim.sim.engine import Simulation
 from neurosim.sim.inputs import CurrentInput, PoissonInput, SpikeArrayInput
-from neurosim.sim.network import InitialValue, Network, Population, Uniform
+from neurosim.sim.network import InitialValue, Network, Normal, Population, Uniform
 from neurosim.sim.synapses import Projection, WeightFormat
 
 # Dense storage pays off when most pairs are connected and the matrix stays small.
@@ -39,6 +44,10 @@ def _pairs(cfg: ProjectionConfig, n_pre: int, n_post: int, rng: np.random.Genera
         return connectivity.fan_in(n_pre, n_post, conn.k, rng, autapses=conn.autapses or not same)
     if isinstance(conn, AllToAllConfig):
         return connectivity.all_to_all(n_pre, n_post, autapses=conn.autapses or not same)
+    if isinstance(conn, FixedTotalConfig):
+        return connectivity.fixed_total(n_pre, n_post, conn.n, rng, autapses=conn.autapses or not same)
+    if isinstance(conn, OneToOneConfig):
+        return connectivity.one_to_one(n_pre, n_post)
     if isinstance(conn, PairsConfig):
         return connectivity.pairs(conn.pre, conn.post, n_pre, n_post)
     raise TypeError(f"unsupported connectivity {type(conn).__name__}")
@@ -53,6 +62,27 @@ def _weights(cfg: ProjectionConfig, n: int, rng: np.random.Generator) -> np.ndar
     if isinstance(w, NormalWeightConfig):
         return connectivity.normal_weights(n, w.mean, w.std, rng, low=w.low, high=w.high)
     raise TypeError(f"unsupported weights {type(w).__name__}")
+
+
+def _delay_steps(cfg: ProjectionConfig, n: int, dt: float, rng: np.random.Generator) -> int | np.ndarray:
+    """One delay in steps, or one per synapse for a distribution."""
+    d = cfg.delay
+    if isinstance(d, UniformDelayConfig):
+        return connectivity.delay_steps_from_seconds(rng.uniform(d.low, d.high, size=n), dt)
+    if isinstance(d, NormalDelayConfig):
+        low = dt if d.low is None else d.low
+        high = np.inf if d.high is None else d.high
+        seconds = connectivity.normal_delays(n, d.mean, d.std, rng, low=low, high=high, redraw=d.outside == "redraw")
+        return connectivity.delay_steps_from_seconds(seconds, dt)
+    return round(d.value / dt)
+
+
+def _initial(value: float | UniformInitConfig | NormalInitConfig) -> InitialValue:
+    if isinstance(value, UniformInitConfig):
+        return Uniform(*value.uniform)
+    if isinstance(value, NormalInitConfig):
+        return Normal(*value.normal)
+    return float(value)
 
 
 def _format(cfg: ProjectionConfig, n_pre: int, n_post: int, n_synapses: int) -> WeightFormat:
@@ -71,10 +101,7 @@ def build_network(
     rng = np.random.default_rng(cfg.run.seed if net_cfg.seed is None else net_cfg.seed)
     net = Network()
     for p in net_cfg.populations:
-        initial: dict[str, InitialValue] = {
-            var: Uniform(*val.uniform) if isinstance(val, UniformInitConfig) else float(val)
-            for var, val in p.initial.items()
-        }
+        initial = {var: _initial(val) for var, val in p.initial.items()}
         net.add_population(Population(p.name, p.n, p.model.to_params(), initial))
     for inp in net_cfg.inputs:
         if isinstance(inp, PoissonInputConfig):
@@ -89,6 +116,7 @@ def build_network(
         n_pre, n_post = net.source_size(pr.source), net.populations[pr.target].n
         pre, post = _pairs(pr, n_pre, n_post, rng)
         weights = _weights(pr, pre.size, rng)
+        delays = _delay_steps(pr, pre.size, dt, rng)
         net.add_projection(
             Projection.from_pairs(
                 pr.name,
@@ -100,8 +128,8 @@ def build_network(
                 post,
                 weights,
                 channel=pr.channel,
-                delay_steps=round(pr.delay / dt),
-                format=_format(pr, n_pre, n_post, pre.size),
+                delay_steps=delays,
+                format=WeightFormat.SPARSE if pr.per_synapse_delays() else _format(pr, n_pre, n_post, pre.size),
                 propagation=pr.propagation,
                 dtype=dtype,
                 device=device,

@@ -6,6 +6,7 @@ takes a unit string, ``tau_m = "20 ms"``, checked for its dimension (``neurosim.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from pathlib import Path
@@ -168,6 +169,12 @@ class UniformInitConfig(_Strict):
         return self
 
 
+class NormalInitConfig(_Strict):
+    """``v = {normal = [-0.058, 0.010]}``: ``[mean, std]``, drawn per neuron and instance."""
+
+    normal: tuple[float, NonNegativeFloat]
+
+
 class PopulationConfig(_Strict):
     """``[[network.populations]]``: a name, a size, a neuron model and optional initial values per state
     variable."""
@@ -175,7 +182,7 @@ class PopulationConfig(_Strict):
     name: str
     n: PositiveInt
     model: NeuronModelConfig
-    initial: dict[str, float | UniformInitConfig] = Field(default_factory=dict)
+    initial: dict[str, float | UniformInitConfig | NormalInitConfig] = Field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -258,6 +265,23 @@ class AllToAllConfig(_Strict):
     autapses: bool = True
 
 
+class FixedTotalConfig(_Strict):
+    """``kind = "fixed_total"``: ``n`` synapses, each between a pre and a post neuron drawn
+    uniformly at random; a pair may be drawn more than once (multapses, as in Potjans &
+    Diesmann 2014 and NEST's ``fixed_total_number``). Without ``autapses`` a drawn i -> i is
+    redrawn."""
+
+    kind: Literal["fixed_total"]
+    n: NonNegativeInt
+    autapses: bool = True
+
+
+class OneToOneConfig(_Strict):
+    """``kind = "one_to_one"``: pre neuron ``i`` to post neuron ``i`` (both groups the same size)."""
+
+    kind: Literal["one_to_one"]
+
+
 class PairsConfig(_Strict):
     """``kind = "pairs"``: explicit lists of pre and post indices."""
 
@@ -273,7 +297,8 @@ class PairsConfig(_Strict):
 
 
 ConnectivityConfig = Annotated[
-    ProbabilityConfig | FanInConfig | AllToAllConfig | PairsConfig, Field(discriminator="kind")
+    ProbabilityConfig | FanInConfig | AllToAllConfig | FixedTotalConfig | OneToOneConfig | PairsConfig,
+    Field(discriminator="kind"),
 ]
 
 
@@ -311,6 +336,53 @@ class NormalWeightConfig(_Strict):
 WeightConfig = Annotated[ConstantWeightConfig | UniformWeightConfig | NormalWeightConfig, Field(discriminator="kind")]
 
 
+# --------------------------------------------------------------------------- delays
+class ConstantDelayConfig(_Strict):
+    """``kind = "constant"``: every synapse the same delay (s); the same as a plain number."""
+
+    kind: Literal["constant"]
+    value: Seconds
+
+
+class UniformDelayConfig(_Strict):
+    """``kind = "uniform"``: one delay per synapse, uniform in ``[low, high)`` (s)."""
+
+    kind: Literal["uniform"]
+    low: Seconds
+    high: Seconds
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UniformDelayConfig:
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high:g} s) must be >= low ({self.low:g} s)")
+        return self
+
+
+class NormalDelayConfig(_Strict):
+    """``kind = "normal"``: one delay per synapse, normal with ``mean`` and ``std`` (s), kept at
+    or above ``low`` (default: one step, ``run.dt``) and at or below ``high`` if given. A draw
+    outside is drawn again (``outside = "redraw"``, NEST's ``redraw`` and the ``normal_clipped``
+    of Potjans & Diesmann 2014) or set to the bound (``"clip"``)."""
+
+    kind: Literal["normal"]
+    mean: Seconds
+    std: Seconds
+    low: Seconds | None = None
+    high: Seconds | None = None
+    outside: Literal["redraw", "clip"] = "redraw"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> NormalDelayConfig:
+        if self.low is not None and self.high is not None and self.high < self.low:
+            raise ValueError(f"high ({self.high:g} s) must be >= low ({self.low:g} s)")
+        if self.outside == "redraw" and self.std == 0 and not (self.low or 0) <= self.mean <= (self.high or math.inf):
+            raise ValueError(f"with std = 0 the mean ({self.mean:g} s) must lie within [low, high]")
+        return self
+
+
+DelayConfig = Annotated[ConstantDelayConfig | UniformDelayConfig | NormalDelayConfig, Field(discriminator="kind")]
+
+
 class ProjectionConfig(_Strict):
     """``[[network.projections]]``: source, target, channel, connectivity, weights, delay (s), storage and
     propagation."""
@@ -321,9 +393,34 @@ class ProjectionConfig(_Strict):
     channel: Channel = Channel.EXC
     connectivity: ConnectivityConfig
     weights: WeightConfig
-    delay: Seconds = 0.0  # rounded to whole steps
+    # s (a number or a unit string), or a distribution: one delay per synapse; rounded to whole steps
+    delay: DelayConfig = Field(default_factory=lambda: ConstantDelayConfig(kind="constant", value=0.0))
     format: Literal["auto", "dense", "sparse"] = "auto"
     propagation: Propagation = Propagation.AUTO
+
+    @field_validator("delay", mode="before")
+    @classmethod
+    def _plain_delay_is_constant(cls, value: Any) -> Any:
+        return value if isinstance(value, dict | StrictModel) else {"kind": "constant", "value": value}
+
+    def per_synapse_delays(self) -> bool:
+        """Whether the delay is drawn per synapse (a distribution other than a constant)."""
+        return isinstance(self.delay, UniformDelayConfig | NormalDelayConfig)
+
+    def longest_delay(self, dt: float) -> float:
+        """An upper bound of the longest delay (s) a synapse gets (mean + 6 std for an unbounded normal)."""
+        d = self.delay
+        if isinstance(d, ConstantDelayConfig):
+            return d.value
+        if isinstance(d, UniformDelayConfig):
+            return d.high
+        return d.high if d.high is not None else max(d.mean + 6 * d.std, d.low if d.low is not None else dt)
+
+    @model_validator(mode="after")
+    def _delays_fit(self) -> ProjectionConfig:
+        if self.per_synapse_delays() and (self.format == "dense" or self.propagation is Propagation.MATMUL):
+            raise ValueError("per-synapse delays need format = 'sparse' (or 'auto') and event propagation")
+        return self
 
 
 # --------------------------------------------------------------------------- network, run, record
@@ -363,6 +460,16 @@ class NetworkConfig(_Strict):
         if pr.target not in pops:
             problems.append(f"projections[{i}].target: unknown population {pr.target!r} (known: {', '.join(pops)})")
         conn = pr.connectivity
+        if isinstance(conn, OneToOneConfig) and not problems and sizes[pr.source] != pops[pr.target]:
+            problems.append(
+                f"projections[{i}].connectivity: one_to_one needs groups of one size, got {pr.source!r} "
+                f"({sizes[pr.source]}) and {pr.target!r} ({pops[pr.target]})"
+            )
+        if (
+            isinstance(conn, FixedTotalConfig) and not problems and conn.n and not conn.autapses
+            and pr.source == pr.target and pops[pr.target] < 2
+        ):  # fmt: skip
+            problems.append(f"projections[{i}].connectivity: no synapse without autapses in a 1-neuron population")
         if isinstance(conn, PairsConfig) and not problems:
             if conn.pre and max(conn.pre) >= sizes[pr.source]:
                 problems.append(f"projections[{i}].connectivity.pre: index >= size of {pr.source!r}")
@@ -524,11 +631,15 @@ class SimulationConfig(_Strict):
                 count = conn.k * n_post
             elif isinstance(conn, PairsConfig):
                 count = len(conn.pre)
+            elif isinstance(conn, FixedTotalConfig):
+                count = conn.n
+            elif isinstance(conn, OneToOneConfig):
+                count = n_post
             else:
                 count = n_pre * n_post
-            per_synapse = 16 + word  # indices and weight
+            per_synapse = 16 + word + (1 if pr.per_synapse_delays() else 0)  # indices, weight, delay
             total += int(n_pre * n_post * word if pr.format == "dense" else count * per_synapse)
-            total += round(pr.delay / self.run.dt) * n_post * batch * word * 2
+            total += round(pr.longest_delay(self.run.dt) / self.run.dt) * n_post * batch * word * 2
         for s in self.record.state:
             total += int(self.run.duration / s.every) * len(s.indices) * len(s.variables) * batch * 8
         return int(total)

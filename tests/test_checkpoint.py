@@ -55,6 +55,10 @@ def _network(seed: int = 0) -> Network:
     net.add_projection(Projection.from_pairs("exc_exc", "exc", "exc", 30, 30, pre, post,
                                              np.full(pre.size, 0.02, np.float32), channel=Channel.INH,
                                              delay_steps=3))  # fmt: skip
+    pre, post = conn.fixed_total(30, 30, 200, rng, autapses=False)  # spikes in flight across saves
+    net.add_projection(Projection.from_pairs("exc_exc_spread", "exc", "exc", 30, 30, pre, post,
+                                             np.full(pre.size, 0.01, np.float32),
+                                             delay_steps=rng.integers(0, 60, pre.size)))  # fmt: skip
     pre, post = conn.all_to_all(4, 30)
     net.add_projection(Projection.from_pairs("kick_exc", "kick", "exc", 4, 30, pre, post,
                                              np.full(pre.size, 0.5, np.float32)))  # fmt: skip

@@ -80,3 +80,32 @@ def test_invalid_toml_and_missing_files_give_clear_errors(tmp_path) -> None:
         load_config(bad)
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_delay_distributions_are_drawn_per_synapse_and_checked() -> None:
+    from neurosim.build import build_network
+
+    data = _cuba()
+    projections = data["network"]["projections"]
+    projections[0]["delay"] = {"kind": "normal", "mean": "1.5 ms", "std": "0.75 ms"}
+    projections[1]["delay"] = {"kind": "uniform", "low": 0.0, "high": 2e-3}
+    projections[2]["delay"] = {"kind": "constant", "value": "0.8 ms"}
+    projections[3]["connectivity"] = {"kind": "fixed_total", "n": 5000, "autapses": False}
+    net = build_network(parse_config(data))
+    normal = net.projections["exc_exc"].delays_per_synapse().numpy()
+    assert normal.min() >= 1  # redrawn below one step (dt = 0.1 ms)
+    assert abs(normal.mean() - 15.54) < 0.1  # N(15, 7.5**2) steps truncated at 1 step: mean 15 + 7.5 phi/(1-Phi)
+    uniform = net.projections["exc_inh"].delays_per_synapse().numpy()
+    assert uniform.min() == 0 and uniform.max() == 20
+    assert net.projections["inh_exc"].synapse_delays is None and net.projections["inh_exc"].delay_steps == 8
+    inh_inh = net.projections["inh_inh"]
+    assert inh_inh.n_synapses == 5000 and not (inh_inh.pre_index == inh_inh.post_index).any()
+
+    projections[1]["format"] = "dense"
+    projections[0]["delay"] = {"kind": "uniform", "low": 2e-3, "high": 1e-3}
+    msg = _refused(data)
+    assert "projections[1]" in msg and "per-synapse delays need format = 'sparse'" in msg
+    assert "projections[0].delay.uniform" in msg and "must be >= low" in msg
+    data = _cuba()
+    data["network"]["projections"][2]["connectivity"] = {"kind": "one_to_one"}
+    assert "projections[2].connectivity: one_to_one needs groups of one size" in _refused(data)

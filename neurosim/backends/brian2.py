@@ -9,6 +9,7 @@ same weights, same initial state) and handed to Brian2 object by object:
 - ``SpikeArrayInput``: ``SpikeGeneratorGroup``
 - constant ``CurrentInput``: the neurons' ``i_ext`` parameter
 - ``Projection``: ``Synapses(on_pre='g_exc_post += w')``, ``connect(i=pre, j=post)``, ``delay``
+  (one for all synapses, or one per synapse)
 - pair STDP (``[[plasticity]]``): event-driven ``Apre``/``Apost`` traces in ``on_pre``/``on_post``
 
 Not supported (refused with ``UnsupportedByBrian2`` naming each): batches, CUDA, triplet
@@ -63,7 +64,7 @@ def unsupported_features(cfg: SimulationConfig) -> list[str]:
     for i, inp in enumerate(cfg.network.inputs):
         if isinstance(inp, CurrentInputConfig) and inp.samples is not None:
             problems.append(f"network.inputs[{i}]: time-varying currents")
-    delays = {p.name: p.delay for p in cfg.network.projections}
+    delays = {p.name: p.longest_delay(cfg.run.dt) for p in cfg.network.projections}
     for i, pl in enumerate(cfg.plasticity):
         if not isinstance(pl.rule, PairSTDPConfig):
             problems.append(f"plasticity[{i}]: {pl.rule.kind} STDP (only pair STDP is translated)")
@@ -173,7 +174,9 @@ def _synapses(cfg: SimulationConfig, sim: Simulation, groups: dict[str, Any], b2
                           namespace=consts, name=f"syn_{name}")  # fmt: skip
         syn.connect(i=proj.pre_index.cpu().numpy(), j=proj.post_index.cpu().numpy())
         syn.w = proj.synapse_weights().double().cpu().numpy() * (b2.volt if volts else 1)
-        if proj.delay_steps:
+        if proj.synapse_delays is not None:
+            syn.delay = proj.delays_per_synapse().cpu().numpy() * cfg.run.dt * b2.second
+        elif proj.delay_steps:
             syn.delay = proj.delay_steps * cfg.run.dt * b2.second
         synapses[name] = syn
     return synapses

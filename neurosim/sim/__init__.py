@@ -3,7 +3,7 @@
 from neurosim.sim.engine import AsyncHookInSyncRun, Backend, RunStats, Simulation, StepContext
 from neurosim.sim.inputs import CurrentInput, PoissonInput, SpikeArrayInput
 from neurosim.sim.monitors import ChunkResult, SpikeChunk, SpikeMonitor, StateMonitor, WeightMonitor
-from neurosim.sim.network import Network, Population, Uniform
+from neurosim.sim.network import Network, Normal, Population, Uniform
 from neurosim.sim.neurons import (
     AdaptiveLIF,
     AdaptiveLIFState,
@@ -28,6 +28,7 @@ __all__ = [
     "LIFState",
     "Network",
     "NeuronKind",
+    "Normal",
     "PoissonInput",
     "Population",
     "Projection",

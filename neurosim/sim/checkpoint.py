@@ -9,8 +9,9 @@ files, neither of them a pickle:
   every input's random-generator state per instance (numpy ``bit_generator.state``), the
   monitors' arguments and the learners' rules;
 - ``arrays.npz``: every array, named ``<group>/<name>/<field>``: neuron state per
-  population (``state/exc/v``), the spikes in flight (``history``), projections' weights
-  and indices, inputs' rates, spike lists and currents, what each monitor has recorded,
+  population (``state/exc/v``), the spikes in flight (``history``, and ``in_flight``: input
+  already scheduled by per-synapse delays), projections' weights, indices and per-synapse
+  delays, inputs' rates, spike lists and currents, what each monitor has recorded,
   each learner's traces.
 
 The directory is written next to ``path`` under a temporary name and renamed into place,
@@ -48,7 +49,7 @@ from neurosim.sim import neurons
 from neurosim.sim.engine import Backend, Simulation
 from neurosim.sim.inputs import CurrentInput, PoissonInput, SpikeArrayInput
 from neurosim.sim.monitors import Monitor, SpikeMonitor, StateMonitor, WeightMonitor
-from neurosim.sim.network import Network, Population, Uniform
+from neurosim.sim.network import InitialValue, Network, Normal, Population, Uniform
 from neurosim.sim.synapses import Channel, Projection, Propagation, WeightFormat
 
 if TYPE_CHECKING:
@@ -107,8 +108,12 @@ def _rule_from_json(data: Mapping[str, Any]) -> stdp.STDPRule:
     return rule
 
 
-def _initial_json(value: float | Uniform) -> Any:
-    return {"uniform": [value.low, value.high]} if isinstance(value, Uniform) else float(value)
+def _initial_json(value: InitialValue) -> Any:
+    if isinstance(value, Uniform):
+        return {"uniform": [value.low, value.high]}
+    if isinstance(value, Normal):
+        return {"normal": [value.mean, value.std]}
+    return float(value)
 
 
 def save_simulation(sim: Simulation, path: str | os.PathLike[str]) -> Path:
@@ -152,6 +157,7 @@ def simulation_state(sim: Simulation, arrays: dict[str, npt.NDArray[Any]]) -> di
         for var, tensor in zip(state._fields, state, strict=True):
             arrays[f"state/{name}/{var}"] = to_numpy(tensor)
     arrays["history"] = to_numpy(sim._history)
+    arrays["in_flight"] = to_numpy(sim._in_flight)
     for name, proj in sim.network.projections.items():
         arrays[f"projection/{name}/weights"] = to_numpy(proj.weights)
     for name, source in sim.network.inputs.items():
@@ -176,6 +182,12 @@ def restore_simulation_state(sim: Simulation, saved: Mapping[str, Any], arrays: 
             restored.append(torch.from_numpy(value).to(device=tensor.device, dtype=tensor.dtype))
         sim.state[name] = type(state)(*restored)
     sim._history = torch.from_numpy(arrays["history"]).to(sim.device)
+    in_flight = arrays.get("in_flight")
+    if in_flight is None and sim._in_flight.numel() == 0:  # written before per-synapse delays existed
+        in_flight = to_numpy(sim._in_flight)
+    if in_flight is None or in_flight.shape != tuple(sim._in_flight.shape):
+        raise CheckpointError("the checkpoint's spikes in flight (per-synapse delays) do not fit this simulation")
+    sim._in_flight = torch.from_numpy(in_flight).to(device=sim.device, dtype=sim.dtype)
     for name, proj in sim.network.projections.items():
         weights = torch.from_numpy(arrays[f"projection/{name}/weights"]).to(proj.weights.device, proj.weights.dtype)
         if weights.shape != proj.weights.shape:
@@ -190,6 +202,14 @@ def restore_simulation_state(sim: Simulation, saved: Mapping[str, Any], arrays: 
         for rng, state in zip(sim._input_rngs[name], states, strict=True):
             rng.bit_generator.state = state
     sim.invalidate_compiled()
+
+
+def _initial_value(saved: float | dict[str, list[float]]) -> InitialValue:
+    if not isinstance(saved, dict):
+        return saved
+    if "normal" in saved:
+        return Normal(*saved["normal"])
+    return Uniform(*saved["uniform"])
 
 
 def _save_network(net: Network, arrays: dict[str, npt.NDArray[Any]]) -> dict[str, Any]:
@@ -219,9 +239,12 @@ def _save_network(net: Network, arrays: dict[str, npt.NDArray[Any]]) -> dict[str
         projections.append({"name": name, "source": proj.source, "target": proj.target, "n_pre": proj.n_pre,
                             "n_post": proj.n_post, "channel": proj.channel.value, "delay_steps": proj.delay_steps,
                             "format": proj.format.value, "propagation": proj.propagation.value,
-                            "mask": proj.mask is not None})  # fmt: skip
+                            "mask": proj.mask is not None,
+                            "synapse_delays": proj.synapse_delays is not None})  # fmt: skip
         for field in ("pre_index", "post_index", "indptr", "weights"):
             arrays[f"projection/{name}/{field}"] = to_numpy(getattr(proj, field))
+        if proj.synapse_delays is not None:
+            arrays[f"projection/{name}/synapse_delays"] = to_numpy(proj.synapse_delays)
         if proj.mask is not None:
             arrays[f"projection/{name}/mask"] = to_numpy(proj.mask)
     return {"populations": populations, "inputs": inputs, "currents": currents, "projections": projections}
@@ -312,7 +335,7 @@ def load_simulation(path: str | os.PathLike[str], *, device: str | torch.device 
     net = Network()
     spec = manifest["network"]
     for pop in spec["populations"]:
-        initial = {k: Uniform(*v["uniform"]) if isinstance(v, dict) else v for k, v in pop["initial"].items()}
+        initial = {k: _initial_value(v) for k, v in pop["initial"].items()}
         net.add_population(Population(pop["name"], pop["n"], _MODELS[pop["model"]](**pop["params"]), initial))
     for source in spec["inputs"]:
         name = source["name"]
@@ -334,6 +357,7 @@ def load_simulation(path: str | os.PathLike[str], *, device: str | torch.device 
             indptr=tensor(f"projection/{name}/indptr"), weights=tensor(f"projection/{name}/weights").to(dtype),
             mask=tensor(f"projection/{name}/mask") if proj["mask"] else None,
             propagation=Propagation(proj["propagation"]),
+            synapse_delays=tensor(f"projection/{name}/synapse_delays") if proj.get("synapse_delays") else None,
         ))  # fmt: skip
     sim = Simulation(net, dt=settings["dt"], batch=settings["batch"], seed=settings["seed"], device=dev, dtype=dtype,
                      backend=Backend(settings["backend"]), chunk_steps=settings["chunk_steps"],

@@ -33,6 +33,7 @@ from neurosim.sim.kernels import (
     K_EXT,
     K_INH,
     N_COEFFICIENTS,
+    N_PROJECTION_COLUMNS,
     NEG_DT_OVER_TAU_M,
     ONE,
     P_SYN0,
@@ -104,20 +105,29 @@ class CompiledRunner:
         self.pop_range = np.asarray(ranges, dtype=np.int64).reshape(-1, 2)
         self.pop_kind = np.asarray(kinds, dtype=np.int64)
         self.coef = np.asarray(rows, dtype=np_dtype).reshape(-1, N_COEFFICIENTS)
-        table, indptrs, posts = [], [], []
-        ptr0 = syn0 = 0
+        table, indptrs, posts, delays = [], [], [], []
+        ptr0 = syn0 = dsyn0 = 0
         for proj in network.projections.values():
             channel = 0 if proj.channel.value == "exc" else 1
+            own_delays = -1
+            if proj.synapse_delays is not None:
+                own_delays = dsyn0
+                delays.append(proj.synapse_delays.cpu().numpy())
+                dsyn0 += proj.n_synapses
             table.append(
-                (offsets[proj.source], proj.n_pre, offsets[proj.target], channel, proj.delay_steps, ptr0, syn0)
-            )
+                (offsets[proj.source], proj.n_pre, offsets[proj.target], channel, proj.delay_steps, ptr0, syn0,
+                 own_delays)
+            )  # fmt: skip
             indptrs.append(proj.indptr.cpu().numpy())
             posts.append(proj.post_index.cpu().numpy())
             ptr0 += proj.n_pre + 1
             syn0 += proj.n_synapses
-        self.proj = np.asarray(table, dtype=np.int64).reshape(-1, 7)
+        self.proj = np.asarray(table, dtype=np.int64).reshape(-1, N_PROJECTION_COLUMNS)
         self.indptr = np.concatenate(indptrs).astype(np.int64) if indptrs else np.zeros(1, np.int64)
-        self.post = np.concatenate(posts).astype(np.int64) if posts else np.zeros(0, np.int64)
+        # post indices fit in 32 bits (a population of 2**31 neurons does not fit in memory): half the bytes
+        self.post = np.concatenate(posts).astype(np.int32) if posts else np.zeros(0, np.int32)
+        # concatenating uint8 and int16 delays promotes to int16: the smallest type that holds them all
+        self.synapse_delay = np.concatenate(delays) if delays else np.zeros(0, np.uint8)
         self._weights = np.zeros(syn0, dtype=np_dtype)
         self._weight_versions: list[tuple[int, int]] = []
         self._state = {var: np.zeros((batch, self.n_neurons), dtype=np_dtype) for var in _STATE_VARIABLES}
@@ -175,6 +185,7 @@ class CompiledRunner:
         self,
         state: dict[str, NeuronState],
         history: npt.NDArray[np.bool_],
+        in_flight: npt.NDArray[Any],
         step: int,
         n_steps: int,
         external: npt.NDArray[np.bool_],
@@ -183,7 +194,8 @@ class CompiledRunner:
     ) -> tuple[npt.NDArray[np.int64], int, list[CompiledOutcome]]:
         """Run ``n_steps`` from ``step``; ``state`` is updated in place (its tensors become
         views of this runner's arrays), and so are the weights and the learners' arrays.
-        Returns the spike records ``(step, source, instance)``, the steps run (fewer than
+        ``in_flight`` (the engine's ring of input scheduled by per-synapse delays) is updated
+        in place too. Returns the spike records ``(step, source, instance)``, the steps run (fewer than
         ``n_steps`` only when a learner stopped the loop) and one outcome per learner."""
         if learners and self.batch != 1:
             raise ValueError("learning in the compiled loop needs batch 1; use backend='torch' for batches")
@@ -211,7 +223,8 @@ class CompiledRunner:
                 remaining, step + done, *(self._state[v] for v in _STATE_VARIABLES),
                 self.pop_range, self.pop_kind, self.coef, drive_arr[done:] if has_drive else drive_arr, has_drive,
                 external[done:], self.n_neurons, history, spike_list, spike_count,
-                self.proj, self.indptr, self.post, weights, tables.arrays, len(learners), self.dt,
+                self.proj, self.indptr, self.post, weights, in_flight, self.synapse_delay,
+                tables.arrays, len(learners), self.dt,
                 self._records, 0,
             )  # fmt: skip
             parts.append(self._records[:n_rec].copy())

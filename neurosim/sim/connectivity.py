@@ -72,6 +72,73 @@ def fan_in(
     return _sorted_pairs(pre, post)
 
 
+def fixed_total(
+    n_pre: int, n_post: int, n: int, rng: np.random.Generator, *, autapses: bool = True
+) -> tuple[IndexArray, IndexArray]:
+    """``n`` synapses, each from a uniformly drawn pre neuron to a uniformly drawn post neuron,
+    drawn independently (a pair can occur more than once: multapses). Without ``autapses``
+    a drawn ``i -> i`` gets a new post neuron until none is left (Potjans & Diesmann 2014;
+    NEST's ``fixed_total_number``).
+
+    Vectorised and sort-free: the number of synapses of each pre neuron is multinomial, so
+    the pre indices come out sorted (CSR order) without sorting hundreds of millions of pairs.
+    """
+    if n < 0:
+        raise ValueError(f"fixed_total needs n >= 0 synapses, got {n}")
+    if n and (n_pre < 1 or n_post < 1 or (not autapses and n_pre == n_post == 1)):
+        raise ValueError(f"fixed_total: no synapse can connect {n_pre} pre to {n_post} post neurons")
+    per_pre = rng.multinomial(n, np.full(n_pre, 1.0 / n_pre)) if n else np.zeros(n_pre, np.int64)
+    pre = np.repeat(np.arange(n_pre, dtype=np.int64 if n_pre > np.iinfo(np.int32).max else np.int32), per_pre)
+    post = rng.integers(0, n_post, size=n, dtype=np.int64)
+    if not autapses:
+        again = np.flatnonzero(pre == post)
+        while again.size:
+            post[again] = rng.integers(0, n_post, size=again.size)
+            again = again[pre[again] == post[again]]
+    return pre.astype(np.int64), post
+
+
+def one_to_one(n_pre: int, n_post: int) -> tuple[IndexArray, IndexArray]:
+    """Pre neuron ``i`` to post neuron ``i``; both groups must have the same size."""
+    if n_pre != n_post:
+        raise ValueError(f"one_to_one needs groups of one size, got {n_pre} pre and {n_post} post neurons")
+    index = np.arange(n_pre, dtype=np.int64)
+    return index, index.copy()
+
+
+def delay_steps_from_seconds(delays: npt.NDArray[np.float64], dt: float) -> npt.NDArray[np.int64]:
+    """Delays (s) rounded to whole steps of ``dt`` (as NEST and Brian2 round them)."""
+    return np.rint(np.asarray(delays) / dt).astype(np.int64)
+
+
+def normal_delays(
+    n: int,
+    mean: float,
+    std: float,
+    rng: np.random.Generator,
+    *,
+    low: float,
+    high: float = np.inf,
+    redraw: bool = True,
+) -> npt.NDArray[np.float64]:
+    """``n`` delays (s) from ``N(mean, std**2)`` kept in ``[low, high]``: values outside are drawn
+    again (``redraw``, a truncated normal) or set to the bound."""
+    if std < 0 or not low <= high:
+        raise ValueError(f"normal delays need std >= 0 and low <= high, got std={std}, low={low}, high={high}")
+    d = rng.normal(mean, std, size=n)
+    if not redraw:
+        return np.clip(d, low, high)
+    outside = np.flatnonzero((d < low) | (d > high))
+    for _ in range(1000):
+        if not outside.size:
+            return d
+        d[outside] = rng.normal(mean, std, size=outside.size)
+        outside = outside[(d[outside] < low) | (d[outside] > high)]
+    raise ValueError(
+        f"normal delays: N({mean}, {std}**2) almost never falls in [{low}, {high}]; widen the bounds or use clip"
+    )
+
+
 def all_to_all(n_pre: int, n_post: int, *, autapses: bool = True) -> tuple[IndexArray, IndexArray]:
     """Every (pre, post) pair, pre-major; without ``autapses`` the pairs i -> i are left out."""
     pre = np.repeat(np.arange(n_pre, dtype=np.int64), n_post)

@@ -7,7 +7,9 @@ default schedule:
 2. ``groups``: every population integrates one step (``neurons.step``: state update,
    threshold, reset); inputs emit their spikes of step ``n``;
 3. ``synapses``: every projection adds the weights of spikes emitted ``delay`` steps ago to
-   its target channel, in the order the projections were added;
+   its target channel, in the order the projections were added; projections with
+   per-synapse delays instead schedule the spikes of step ``n`` into the ring of pending
+   input, and then the input pending for step ``n`` is added;
 4. ``plasticity``: per-step hooks run (learners), seeing the spikes of step ``n``;
 5. ``end``: the step's spikes join the chunk record; after the last step of a chunk,
    spike monitors and chunk hooks receive it.
@@ -136,6 +138,17 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def _pending_input_ring(network: Network, batch: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The input already scheduled by per-synapse delays, ``(channel, slot, instance, neuron)``
+    with the neurons of every population in source order (see ``neurosim.sim.synapses``);
+    no slots when no projection has per-synapse delays."""
+    n_neurons = sum(pop.n for pop in network.populations.values())
+    slots = max(
+        (p.max_delay_steps + 1 for p in network.projections.values() if p.synapse_delays is not None), default=0
+    )
+    return torch.zeros((2, slots, batch, n_neurons), dtype=dtype, device=device)
+
+
 class Simulation:
     """Runs a ``Network``: ``sim.run(1.0)`` simulates one second of biological time."""
 
@@ -196,6 +209,7 @@ class Simulation:
         max_delay = max((p.delay_steps for p in network.projections.values()), default=0)
         self._slots = max_delay + 1
         self._history = torch.zeros((self._slots, batch, self.n_sources), dtype=torch.bool, device=self.device)
+        self._in_flight = _pending_input_ring(network, batch, dtype, self.device)
         self.chunk_steps = max(1, min(chunk_steps, _MAX_CHUNK_RECORD_BYTES // max(1, batch * self.n_sources)))
 
         for proj in network.projections.values():
@@ -288,14 +302,16 @@ class Simulation:
         sleep in such a block that changes no weight leaves the rest of the run exactly as
         if it had not happened (apart from the clock): the sharp control for sleep."""
         saved = {name: type(st)(*(t.clone() for t in st)) for name, st in self.state.items()}
-        history, step = self._history.clone(), self.step
+        history, in_flight, step = self._history.clone(), self._in_flight.clone(), self.step
         try:
             with self.separate_input_noise(stream):
                 yield
         finally:
             self.state.update(saved)
-            # the delay ring buffer is indexed by step: rotate it to where the clock is now
+            # the delay ring buffers are indexed by step: rotate them to where the clock is now
             self._history.copy_(torch.roll(history, shifts=(self.step - step) % self._slots, dims=0))
+            if in_flight.shape[1]:
+                self._in_flight.copy_(torch.roll(in_flight, shifts=(self.step - step) % in_flight.shape[1], dims=1))
             if self._compiled is not None:
                 self._compiled.invalidate_spike_lists()
 
@@ -508,9 +524,16 @@ class Simulation:
                 slot[:, slices[name]] = externals[name][k]
                 spikes[name] = slot[:, slices[name]]
             for proj in net.projections.values():
+                if proj.synapse_delays is not None:
+                    channel = 0 if proj.channel is Channel.EXC else 1
+                    spikes_now = slot[:, slices[proj.source]]
+                    proj.schedule_into(self._in_flight[channel], slices[proj.target].start, spikes_now, step)
+                    continue
                 src = self._history[(step - proj.delay_steps) % self._slots][:, slices[proj.source]]
                 target = self.state[proj.target]
                 proj.propagate_into(target.g_exc if proj.channel is Channel.EXC else target.g_inh, src)
+            if self._in_flight.shape[1]:
+                self._deliver_in_flight(step)
             if self.step_hooks or self.plasticity:
                 yield from self._plasticity_and_hooks(StepContext(self, step, spikes))
             record[k] = slot
@@ -518,6 +541,16 @@ class Simulation:
         nz = torch.nonzero(record).cpu().numpy().astype(np.int64)[:, [0, 2, 1]]
         nz[:, 0] += self.step - n_steps
         return nz
+
+    def _deliver_in_flight(self, step: int) -> None:
+        """Add the input that per-synapse delays scheduled for ``step`` and clear its slot."""
+        arriving = self._in_flight[:, step % self._in_flight.shape[1]]
+        for name in self.network.populations:
+            where = self.source_slice(name)
+            state = self.state[name]
+            state.g_exc.add_(arriving[0][:, where])
+            state.g_inh.add_(arriving[1][:, where])
+        arriving.zero_()
 
     def _plasticity_and_hooks(self, ctx: StepContext) -> Generator[Awaitable[None], None, None]:
         for learner in self.plasticity:
@@ -553,7 +586,14 @@ class Simulation:
             lo, hi = self._offsets[name]
             external[:, :, lo - runner.n_neurons : hi - runner.n_neurons] = self._external_block(name, n_steps)
         records, done, outcomes = runner.advance(
-            self.state, self._history.numpy(), self.step, n_steps, external, drive, [f for _, f in plasticity]
+            self.state,
+            self._history.numpy(),
+            self._in_flight.numpy(),
+            self.step,
+            n_steps,
+            external,
+            drive,
+            [f for _, f in plasticity],
         )
         # fewer steps than asked only when a learner stopped the loop; its after_compiled raises
         self.step += done

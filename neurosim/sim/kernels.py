@@ -51,8 +51,10 @@ import numpy as np
 (V_REST, V_THRESHOLD, V_RESET, DECAY_M, DECAY_EXC, DECAY_INH, K_EXC, K_INH, K_EXT, REF_STEPS,
  DECAY_THETA, NEG_DT_OVER_TAU_M, E_EXC, E_INH, R_M, THETA_PLUS, ONE, ZERO) = range(18)  # fmt: skip
 N_COEFFICIENTS = 18
-# Columns of the projection table.
-P_SRC0, P_NSRC, P_TGT0, P_CHANNEL, P_DELAY, P_PTR0, P_SYN0 = range(7)
+# Columns of the projection table. P_DSYN0: where the projection's per-synapse delays start
+# in the concatenated delay array, or -1 when it has one delay (P_DELAY) for all synapses.
+P_SRC0, P_NSRC, P_TGT0, P_CHANNEL, P_DELAY, P_PTR0, P_SYN0, P_DSYN0 = range(8)
+N_PROJECTION_COLUMNS = 8
 
 
 @numba.njit(cache=True, inline="always")
@@ -119,7 +121,7 @@ def _update_population(
 
 
 @numba.njit(cache=True, nogil=True)
-def advance(  # noqa: PLR0912 - one flat compiled loop is the point of this module
+def advance(  # noqa: PLR0912, PLR0915 - one flat compiled loop is the point of this module
     n_steps: int,
     step0: int,
     v: Any, g_exc: Any, g_inh: Any, refractory: Any, theta: Any,
@@ -128,12 +130,14 @@ def advance(  # noqa: PLR0912 - one flat compiled loop is the point of this modu
     external: Any, n_neurons: int,
     history: Any, spike_list: Any, spike_count: Any,
     proj: Any, indptr: Any, post: Any, weight: Any,
+    in_flight: Any, synapse_delay: Any,
     learning: Any, n_learners: int, dt: float,
     records: Any, n_records: int,
 ) -> tuple[int, int]:  # fmt: skip
     batch = v.shape[0]
     n_sources = history.shape[2]
     slots = history.shape[0]
+    pending_slots = in_flight.shape[1]
     capacity = records.shape[0]
     for k in range(n_steps):
         if n_records + batch * n_sources > capacity:
@@ -167,6 +171,19 @@ def advance(  # noqa: PLR0912 - one flat compiled loop is the point of this modu
             tgt0 = proj[q, P_TGT0]
             syn0 = proj[q, P_SYN0]
             ptr0 = proj[q, P_PTR0]
+            dsyn0 = proj[q, P_DSYN0]
+            if dsyn0 >= 0:  # per-synapse delays: schedule this step's spikes into the ring
+                ring = in_flight[proj[q, P_CHANNEL]]
+                for b in range(batch):
+                    for m in range(spike_count[slot, b]):
+                        s = spike_list[slot, b, m]
+                        if s < src0 or s >= src1:
+                            continue
+                        row = ptr0 + s - src0
+                        for syn in range(indptr[row], indptr[row + 1]):
+                            arrive = (step + synapse_delay[dsyn0 + syn]) % pending_slots
+                            ring[arrive, b, tgt0 + post[syn0 + syn]] += weight[syn0 + syn]
+                continue
             read = (step - proj[q, P_DELAY]) % slots
             target = g_exc if proj[q, P_CHANNEL] == 0 else g_inh
             for b in range(batch):
@@ -178,6 +195,18 @@ def advance(  # noqa: PLR0912 - one flat compiled loop is the point of this modu
                     row = ptr0 + s - src0
                     for syn in range(indptr[row], indptr[row + 1]):
                         tb[tgt0 + post[syn0 + syn]] += weight[syn0 + syn]
+        if pending_slots:  # the input scheduled for this step arrives
+            now = step % pending_slots
+            for b in range(batch):
+                arriving_exc = in_flight[0, now, b]
+                arriving_inh = in_flight[1, now, b]
+                geb = g_exc[b]
+                gib = g_inh[b]
+                for i in range(arriving_exc.shape[0]):
+                    geb[i] += arriving_exc[i]
+                    gib[i] += arriving_inh[i]
+                    arriving_exc[i] = 0.0
+                    arriving_inh[i] = 0.0
         if n_learners and learn_step(
             step, slot, dt, learning, proj, indptr, post, weight, spike_list, spike_count, v, theta, coef
         ):

@@ -30,13 +30,26 @@ class Uniform:
             raise ValueError(f"Uniform initialiser needs low <= high, got low={self.low}, high={self.high}")
 
 
-InitialValue = float | Uniform
+@dataclass(frozen=True)
+class Normal:
+    """Initial value drawn from a normal distribution ``N(mean, std**2)`` per neuron and instance
+    (Potjans & Diesmann 2014 start their membrane potentials this way)."""
+
+    mean: float
+    std: float
+
+    def __post_init__(self) -> None:
+        if not self.std >= 0:
+            raise ValueError(f"Normal initialiser needs std >= 0, got std={self.std}")
+
+
+InitialValue = float | Uniform | Normal
 
 
 @dataclass
 class Population:
     """``n`` neurons of one model (``params``) with optional initial values per state variable (numbers,
-    unit strings or ``Uniform``)."""
+    unit strings, ``Uniform`` or ``Normal``)."""
 
     name: str
     n: int
@@ -57,17 +70,22 @@ class Population:
         for var in _VOLTAGE_STATE:  # 20*mV or "20 mV" as well as 0.02
             if var in self.initial:
                 spec, where = self.initial[var], f"population {self.name!r}: initial {var}"
-                self.initial[var] = (
-                    Uniform(to_si(spec.low, MEMBRANE_POTENTIAL, where), to_si(spec.high, MEMBRANE_POTENTIAL, where))
-                    if isinstance(spec, Uniform)
-                    else to_si(spec, MEMBRANE_POTENTIAL, where)
-                )
+                if isinstance(spec, Uniform):
+                    low, high = to_si(spec.low, MEMBRANE_POTENTIAL, where), to_si(spec.high, MEMBRANE_POTENTIAL, where)
+                    self.initial[var] = Uniform(low, high)
+                elif isinstance(spec, Normal):
+                    mean = to_si(spec.mean, MEMBRANE_POTENTIAL, where)
+                    self.initial[var] = Normal(mean, to_si(spec.std, MEMBRANE_POTENTIAL, where))
+                else:
+                    self.initial[var] = to_si(spec, MEMBRANE_POTENTIAL, where)
 
     def draw_initial(self, var: str, rng: np.random.Generator, default: float) -> np.ndarray:
         """Initial values of ``var`` for the population's neurons (``default`` where none is given)."""
         spec = self.initial.get(var, default)
         if isinstance(spec, Uniform):
             return rng.uniform(spec.low, spec.high, size=self.n)
+        if isinstance(spec, Normal):
+            return rng.normal(spec.mean, spec.std, size=self.n)
         return np.full(self.n, float(spec))
 
 

@@ -1,8 +1,17 @@
 """Projections: synaptic weights between two groups and event-driven spike propagation.
 
 A spike of pre neuron ``i`` at step ``n`` adds ``w_ij`` to the ``channel`` conductance
-(``g_exc`` or ``g_inh``) of every post neuron ``j`` at step ``n + delay_steps``, in the
-``synapses`` slot of the schedule (after thresholds, before plasticity).
+(``g_exc`` or ``g_inh``) of every post neuron ``j`` at step ``n + d``, in the ``synapses``
+slot of the schedule (after thresholds, before plasticity). The delay ``d`` (in steps) is
+one per projection (``delay_steps``: the engine reads the spikes of ``d`` steps ago from its
+spike history) or one per synapse (``synapse_delays``, as in Potjans & Diesmann 2014).
+
+Per-synapse delays are memory-lean: one small integer per synapse (``uint8`` up to 255
+steps) and, in the engine, one ring of pending input per target neuron and channel with a
+slot per delay step, ``(max delay + 1) x n_neurons`` numbers in all, whatever the number of
+synapses or distinct delays (the scheme of NEST's ring buffers). A spike at step ``n`` adds
+``w`` into slot ``(n + d) mod D`` of its target's ring; at every step, after the
+projections, the slot of the current step is added to the conductances and cleared.
 
 Storage is CSR (``indptr``, ``indices``, ``weights``) or a dense ``(n_pre, n_post)`` matrix.
 Propagation is event-driven (only rows of pre neurons that spiked are read) for CSR, and
@@ -68,12 +77,27 @@ class Projection:
     weights: Tensor  # CSR values (n_synapses,) or dense (n_pre, n_post)
     mask: Tensor | None = None
     propagation: Propagation = Propagation.AUTO
+    synapse_delays: Tensor | None = None  # steps, one per synapse in CSR order; then delay_steps is 0
 
     def __post_init__(self) -> None:
         if self.delay_steps < 0:
             raise ValueError(f"projection {self.name!r}: delay must be >= 0 steps, got {self.delay_steps}")
         if self.propagation is Propagation.MATMUL and self.format is not WeightFormat.DENSE:
             raise ValueError(f"projection {self.name!r}: matmul propagation needs dense weights")
+        if self.synapse_delays is not None:
+            if self.format is not WeightFormat.SPARSE or self.propagation is Propagation.MATMUL:
+                raise ValueError(
+                    f"projection {self.name!r}: per-synapse delays need sparse weights and event propagation"
+                )
+            if self.delay_steps != 0:
+                raise ValueError(
+                    f"projection {self.name!r}: give either one delay (delay_steps) or one per synapse, not both"
+                )
+            if self.synapse_delays.shape != self.pre_index.shape:
+                raise ValueError(
+                    f"projection {self.name!r}: {tuple(self.synapse_delays.shape)} synapse delays for "
+                    f"{self.n_synapses} synapses"
+                )
 
     @classmethod
     def from_pairs(
@@ -88,21 +112,30 @@ class Projection:
         weights: npt.NDArray[np.float32],
         *,
         channel: Channel = Channel.EXC,
-        delay_steps: int = 0,
+        delay_steps: int | npt.NDArray[np.integer] = 0,
         format: WeightFormat = WeightFormat.SPARSE,
         propagation: Propagation = Propagation.AUTO,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
     ) -> Projection:
-        """Build from synapse lists; ``pre`` must be sorted (the connectivity builders do)."""
+        """Build from synapse lists (sorted by ``pre`` here if they are not).
+
+        ``delay_steps`` is one delay for every synapse, or an array of one per synapse (in
+        the order of ``pre``); an array whose entries are all equal becomes one delay.
+        """
         if not (pre.shape == post.shape == weights.shape):
             raise ValueError(
                 f"projection {name!r}: pre, post and weights must have one entry per synapse, "
                 f"got {pre.shape}, {post.shape}, {weights.shape}"
             )
+        per_synapse = _synapse_delays(name, delay_steps, pre.shape)
+        if per_synapse is not None and per_synapse.size and int(per_synapse.min()) == int(per_synapse.max()):
+            delay_steps, per_synapse = int(per_synapse[0]), None
         if pre.size and np.any(np.diff(pre) < 0):
             order = np.lexsort((post, pre))
             pre, post, weights = pre[order], post[order], weights[order]
+            if per_synapse is not None:
+                per_synapse = per_synapse[order]
         dev = torch.device(device)
         counts = np.bincount(pre, minlength=n_pre) if pre.size else np.zeros(n_pre, np.int64)
         indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -123,7 +156,6 @@ class Projection:
             n_pre=n_pre,
             n_post=n_post,
             channel=channel,
-            delay_steps=delay_steps,
             format=format,
             pre_index=pre_t,
             post_index=post_t,
@@ -131,12 +163,27 @@ class Projection:
             weights=w_t,
             mask=mask,
             propagation=propagation,
+            synapse_delays=None if per_synapse is None else torch.from_numpy(per_synapse).to(dev),
+            delay_steps=0 if per_synapse is not None else int(delay_steps),
         )
 
     @property
     def n_synapses(self) -> int:
         """Number of synapses."""
         return int(self.pre_index.numel())
+
+    @property
+    def max_delay_steps(self) -> int:
+        """The longest delay of any synapse, in steps."""
+        if self.synapse_delays is None:
+            return self.delay_steps
+        return int(self.synapse_delays.max()) if self.synapse_delays.numel() else 0
+
+    def delays_per_synapse(self) -> Tensor:
+        """Every synapse's delay in steps, in synapse (CSR) order (``int64``)."""
+        if self.synapse_delays is None:
+            return torch.full((self.n_synapses,), self.delay_steps, dtype=torch.int64, device=self.pre_index.device)
+        return self.synapse_delays.to(torch.int64)
 
     def synapse_weights(self) -> Tensor:
         """Weights in synapse (CSR) order, whatever the storage."""
@@ -177,23 +224,67 @@ class Projection:
             rows = self.weights.index_select(0, pre_idx)
             out.index_add_(0, batch_idx, rows)
             return
+        active = self._active_synapses(batch_idx, pre_idx)
+        if active is None:
+            return
+        synapse, instance = active
+        out.view(-1).index_add_(0, instance * self.n_post + self.post_index[synapse], self.weights[synapse])
+
+    def _active_synapses(self, batch_idx: Tensor, pre_idx: Tensor) -> tuple[Tensor, Tensor] | None:
+        """The CSR synapses of the rows ``pre_idx`` and, for each, its row's instance
+        (``batch_idx``), in row order; None if there are none."""
         starts = self.indptr[pre_idx]
         counts = self.indptr[pre_idx + 1] - starts
         total = int(counts.sum())
         if total == 0:
-            return
+            return None
         first_of_row = torch.cumsum(counts, 0) - counts
-        within_row = torch.arange(total, device=out.device) - torch.repeat_interleave(
+        within_row = torch.arange(total, device=counts.device) - torch.repeat_interleave(
             first_of_row, counts, output_size=total
         )
         synapse = torch.repeat_interleave(starts, counts, output_size=total) + within_row
-        flat_target = (
-            torch.repeat_interleave(batch_idx, counts, output_size=total) * self.n_post + self.post_index[synapse]
-        )
-        out.view(-1).index_add_(0, flat_target, self.weights[synapse])
+        return synapse, torch.repeat_interleave(batch_idx, counts, output_size=total)
+
+    def schedule_into(self, ring: Tensor, target_offset: int, spikes: Tensor, step: int) -> None:
+        """Per-synapse delays: add the weights of ``spikes`` ``(batch, n_pre)``, emitted at
+        ``step``, to the slots of ``ring`` ``(slots, batch, n_neurons)`` (this projection's
+        channel) where they arrive: ``(step + delay) mod slots``, at the target neurons
+        (``target_offset + post``)."""
+        if self.synapse_delays is None:
+            raise ValueError(f"projection {self.name!r} has one delay for all synapses, not one per synapse")
+        slots, batch, n_neurons = ring.shape
+        batch_idx, pre_idx = torch.nonzero(spikes, as_tuple=True)
+        active = self._active_synapses(batch_idx, pre_idx)
+        if active is None:
+            return
+        synapse, instance = active
+        slot = torch.remainder(self.synapse_delays[synapse].to(torch.int64) + step, slots)
+        flat = (slot * batch + instance) * n_neurons + target_offset + self.post_index[synapse]
+        ring.view(-1).index_add_(0, flat, self.weights[synapse])
 
     def propagate(self, spikes: Tensor) -> Tensor:
         """The weights that ``spikes`` ``(batch, n_pre)`` deliver to every post neuron, ``(batch, n_post)``."""
         out = torch.zeros((spikes.shape[0], self.n_post), dtype=self.weights.dtype, device=self.weights.device)
         self.propagate_into(out, spikes)
         return out
+
+
+def _synapse_delays(
+    name: str, delay_steps: int | npt.NDArray[np.integer], shape: tuple[int, ...]
+) -> npt.NDArray[np.integer] | None:
+    """Per-synapse delays in the smallest integer type that holds them, or None for one delay."""
+    if np.ndim(delay_steps) == 0:
+        return None
+    delays = np.asarray(delay_steps)
+    if not np.issubdtype(delays.dtype, np.integer):
+        raise ValueError(f"projection {name!r}: synapse delays must be whole steps (integers), got {delays.dtype}")
+    if delays.shape != shape:
+        raise ValueError(f"projection {name!r}: {delays.shape} synapse delays for {shape} synapses")
+    if delays.size and int(delays.min()) < 0:
+        raise ValueError(f"projection {name!r}: delays must be >= 0 steps, got {int(delays.min())}")
+    longest = int(delays.max()) if delays.size else 0
+    for kind in (np.uint8, np.int16, np.int32):
+        if longest <= np.iinfo(kind).max:
+            fitted: npt.NDArray[np.integer] = delays.astype(kind, copy=False)
+            return fitted
+    raise ValueError(f"projection {name!r}: a delay of {longest} steps is too long")
