@@ -16,6 +16,7 @@ from neurosim.config import (
     NormalWeightConfig,
     OneToOneConfig,
     PairsConfig,
+    PoissonDriveConfig,
     PoissonInputConfig,
     ProbabilityConfig,
     ProjectionConfig,
@@ -26,7 +27,7 @@ from neurosim.config import (
 )
 from neurosim.sim import connectivity
 from neurosim.sim.engine import Simulation
-from neurosim.sim.inputs import CurrentInput, PoissonInput, SpikeArrayInput
+from neurosim.sim.inputs import CurrentInput, PoissonDrive, PoissonInput, SpikeArrayInput
 from neurosim.sim.network import InitialValue, Network, Normal, Population, Uniform
 from neurosim.sim.synapses import Projection, WeightFormat
 
@@ -106,6 +107,8 @@ def build_network(
     for inp in net_cfg.inputs:
         if isinstance(inp, PoissonInputConfig):
             net.add_input(PoissonInput(inp.name, inp.n, inp.rates))
+        elif isinstance(inp, PoissonDriveConfig):
+            net.add_drive(PoissonDrive(inp.name, inp.target, inp.n, inp.rate, inp.weight, inp.channel))
         elif isinstance(inp, CurrentInputConfig):
             amplitude = inp.amplitude if inp.samples is None else inp.samples
             net.add_current(CurrentInput(inp.name, inp.target, amplitude, inp.sample_dt))  # type: ignore[arg-type]

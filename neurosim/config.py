@@ -238,7 +238,22 @@ class CurrentInputConfig(_Strict):
         return self
 
 
-InputConfig = Annotated[PoissonInputConfig | SpikeArrayInputConfig | CurrentInputConfig, Field(discriminator="kind")]
+class PoissonDriveConfig(_Strict):
+    """``kind = "poisson_drive"``: ``n`` Poisson sources of ``rate`` into every neuron of ``target``, each
+    spike adding ``weight`` to its ``channel`` (Brian2's ``PoissonInput``; see ``neurosim.sim.PoissonDrive``)."""
+
+    kind: Literal["poisson_drive"]
+    name: str
+    target: str
+    n: NonNegativeInt
+    rate: Annotated[NonNegativeFloat, SI(RATE)]  # Hz per source
+    weight: float
+    channel: Channel = Channel.EXC
+
+
+InputConfig = Annotated[
+    PoissonInputConfig | SpikeArrayInputConfig | CurrentInputConfig | PoissonDriveConfig, Field(discriminator="kind")
+]
 
 
 # --------------------------------------------------------------------------- projections
@@ -446,7 +461,7 @@ class NetworkConfig(_Strict):
     def spike_source_sizes(self) -> dict[str, int]:
         """Populations and spiking inputs by name, with their sizes."""
         sizes = {p.name: p.n for p in self.populations}
-        sizes.update({i.name: i.n for i in self.inputs if not isinstance(i, CurrentInputConfig)})
+        sizes.update({i.name: i.n for i in self.inputs if isinstance(i, PoissonInputConfig | SpikeArrayInputConfig)})
         return sizes
 
     def _projection_problems(self, i: int, pr: ProjectionConfig) -> list[str]:
@@ -482,7 +497,7 @@ class NetworkConfig(_Strict):
         problems = self._duplicate_names()
         pops = {p.name for p in self.populations}
         for i, inp in enumerate(self.inputs):
-            if isinstance(inp, CurrentInputConfig) and inp.target not in pops:
+            if isinstance(inp, CurrentInputConfig | PoissonDriveConfig) and inp.target not in pops:
                 problems.append(f"inputs[{i}].target: unknown population {inp.target!r}")
         for i, pr in enumerate(self.projections):
             problems += self._projection_problems(i, pr)

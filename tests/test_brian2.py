@@ -209,3 +209,29 @@ def test_per_synapse_delays_give_the_same_spikes_as_brian2(backend: str) -> None
         their_order = np.lexsort((theirs.times, theirs.indices))
         assert np.array_equal(ours.indices[ours_order], theirs.indices[their_order]), pop
         np.testing.assert_allclose(ours.times[ours_order], theirs.times[their_order], atol=DT * 1.001)
+
+
+def test_a_poisson_drive_fires_neurons_at_brian2s_poisson_input_rate() -> None:
+    """The same background (1,600 sources at 8 Hz per neuron, as Potjans & Diesmann 2014's L2/3e,
+    and an inhibitory one) through neurosim's PoissonDrive and Brian2's PoissonInput: the same
+    firing rate and irregularity (their random numbers differ, so statistically)."""
+    model = {"kind": "current_lif", "tau_m": 10e-3, "v_rest": -65e-3, "v_threshold": -50e-3, "v_reset": -65e-3,
+             "t_ref": 2e-3, "tau_exc": 0.5e-3, "tau_inh": 0.5e-3, "r_m": 4e7}  # fmt: skip
+    cfg = parse_config({
+        "run": {"dt": DT, "duration": 2.0, "seed": 3, "dtype": "float64"},
+        "network": {
+            "populations": [{"name": "n", "n": 400, "model": model, "initial": {"v": {"normal": [-58e-3, 10e-3]}}}],
+            "inputs": [{"kind": "poisson_drive", "name": "bg", "target": "n", "n": 1600, "rate": 8.0,
+                        "weight": 3.0e-3},
+                       {"kind": "poisson_drive", "name": "bg_inh", "target": "n", "n": 300, "rate": "10 Hz",
+                        "weight": -4e-3, "channel": "inh"}],
+        },
+    })  # fmt: skip
+    sim = build_simulation(cfg)
+    monitor = sim.add_monitor(SpikeMonitor("n"))
+    sim.run(2.0)
+    ours, theirs = monitor.trains(), run_brian2(cfg, target="numpy").spikes["n"]
+    rate_ours, rate_theirs = ours.times.size / 800, theirs.times.size / 800
+    assert rate_ours > 3.0
+    assert abs(rate_ours - rate_theirs) < 0.06 * rate_theirs, (rate_ours, rate_theirs)
+    assert abs(_isi_cv(ours.times, ours.indices) - _isi_cv(theirs.times, theirs.indices)) < 0.05

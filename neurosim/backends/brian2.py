@@ -8,6 +8,7 @@ same weights, same initial state) and handed to Brian2 object by object:
 - ``PoissonInput``: ``PoissonGroup`` (Brian2's own random stream)
 - ``SpikeArrayInput``: ``SpikeGeneratorGroup``
 - constant ``CurrentInput``: the neurons' ``i_ext`` parameter
+- ``PoissonDrive``: ``PoissonInput`` (binomial counts from Brian2's own random stream)
 - ``Projection``: ``Synapses(on_pre='g_exc_post += w')``, ``connect(i=pre, j=post)``, ``delay``
   (one for all synapses, or one per synapse)
 - pair STDP (``[[plasticity]]``): event-driven ``Apre``/``Apost`` traces in ``on_pre``/``on_post``
@@ -202,8 +203,14 @@ def run_brian2(cfg: SimulationConfig, *, target: Target = "numpy", duration: flo
         (s, b2.StateMonitor(groups[s.population], s.variables, record=s.indices, dt=s.every * b2.second, when="start"))
         for s in cfg.record.state
     ]
+    drives = [
+        b2.PoissonInput(groups[d.target], "g_exc" if d.channel is Channel.EXC else "g_inh", d.n_sources,
+                        d.rate * b2.Hz, d.weight * (b2.volt if isinstance(sim.network.populations[d.target].params,
+                                                                            CurrentLIF) else 1))
+        for d in sim.network.drives.values()
+    ]  # fmt: skip
     network = b2.Network(
-        *groups.values(), *synapses.values(), *spike_monitors.values(), *(m for _, m in state_monitors)
+        *groups.values(), *synapses.values(), *drives, *spike_monitors.values(), *(m for _, m in state_monitors)
     )
     run_for = cfg.run.duration if duration is None else duration
     t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """The simulator: neuron models, inputs, projections, the network, the engine, monitors."""
 
 from neurosim.sim.engine import AsyncHookInSyncRun, Backend, RunStats, Simulation, StepContext
-from neurosim.sim.inputs import CurrentInput, PoissonInput, SpikeArrayInput
+from neurosim.sim.inputs import CurrentInput, PoissonDrive, PoissonInput, SpikeArrayInput
 from neurosim.sim.monitors import ChunkResult, SpikeChunk, SpikeMonitor, StateMonitor, WeightMonitor
 from neurosim.sim.network import Network, Normal, Population, Uniform
 from neurosim.sim.neurons import (
@@ -29,6 +29,7 @@ __all__ = [
     "Network",
     "NeuronKind",
     "Normal",
+    "PoissonDrive",
     "PoissonInput",
     "Population",
     "Projection",

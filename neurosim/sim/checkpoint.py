@@ -47,7 +47,7 @@ from neurosim.learning import stdp
 from neurosim.learning.learner import STDPOnlineLearner
 from neurosim.sim import neurons
 from neurosim.sim.engine import Backend, Simulation
-from neurosim.sim.inputs import CurrentInput, PoissonInput, SpikeArrayInput
+from neurosim.sim.inputs import CurrentInput, PoissonDrive, PoissonInput, SpikeArrayInput
 from neurosim.sim.monitors import Monitor, SpikeMonitor, StateMonitor, WeightMonitor
 from neurosim.sim.network import InitialValue, Network, Normal, Population, Uniform
 from neurosim.sim.synapses import Channel, Projection, Propagation, WeightFormat
@@ -247,7 +247,10 @@ def _save_network(net: Network, arrays: dict[str, npt.NDArray[Any]]) -> dict[str
             arrays[f"projection/{name}/synapse_delays"] = to_numpy(proj.synapse_delays)
         if proj.mask is not None:
             arrays[f"projection/{name}/mask"] = to_numpy(proj.mask)
-    return {"populations": populations, "inputs": inputs, "currents": currents, "projections": projections}
+    drives = [{"name": d.name, "target": d.target, "n_sources": d.n_sources, "rate": d.rate, "weight": d.weight,
+               "channel": d.channel.value} for d in net.drives.values()]  # fmt: skip
+    return {"populations": populations, "inputs": inputs, "currents": currents, "drives": drives,
+            "projections": projections}  # fmt: skip
 
 
 def _save_learner(k: int, learner: object, arrays: dict[str, npt.NDArray[Any]]) -> dict[str, Any]:
@@ -348,6 +351,8 @@ def load_simulation(path: str | os.PathLike[str], *, device: str | torch.device 
         name = current["name"]
         samples, sample_dt = arrays[f"current/{name}/samples"], current["sample_dt"]
         net.add_current(CurrentInput(name, current["target"], samples[0] if sample_dt is None else samples, sample_dt))
+    for drive in spec.get("drives", []):
+        net.add_drive(PoissonDrive(**{**drive, "channel": Channel(drive["channel"])}))
     for proj in spec["projections"]:
         name = proj["name"]
         net.add_projection(Projection(

@@ -33,6 +33,7 @@ from neurosim.sim.kernels import (
     K_EXT,
     K_INH,
     N_COEFFICIENTS,
+    N_DRIVE_COLUMNS,
     N_PROJECTION_COLUMNS,
     NEG_DT_OVER_TAU_M,
     ONE,
@@ -67,6 +68,30 @@ def coefficient_row(params: NeuronParams, dt: float) -> list[float]:
         row[THETA_PLUS] = params.theta_plus
     row[R_M], row[ONE], row[ZERO] = params.r_m, 1.0, 0.0
     return row
+
+
+def _drive_tables(
+    network: Network, offsets: dict[str, int], dt: float, np_dtype: type[np.floating[Any]]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any], npt.NDArray[np.float64], npt.NDArray[Any]]:
+    """The Poisson drives for the compiled loop: one row per drive (target offset, size,
+    channel, where its count table starts and its length), the weights, the concatenated
+    count tables and, aligned with them, each entry's count in the state dtype."""
+    rows, weights, tables, values = [], [], [], []
+    cdf0 = 0
+    for drive in network.drives.values():
+        table = drive.count_table(dt)
+        channel = 0 if drive.channel.value == "exc" else 1
+        rows.append((offsets[drive.target], network.populations[drive.target].n, channel, cdf0, table.size))
+        weights.append(drive.weight)
+        tables.append(table)
+        values.append(np.arange(table.size))
+        cdf0 += table.size
+    return (
+        np.asarray(rows, dtype=np.int64).reshape(-1, N_DRIVE_COLUMNS),
+        np.asarray(weights, dtype=np_dtype),
+        np.concatenate(tables) if tables else np.ones(1),
+        (np.concatenate(values) if values else np.zeros(1)).astype(np_dtype),
+    )
 
 
 # numba's Dispatcher is typed as a generic callable; this alias states what it returns.
@@ -128,6 +153,9 @@ class CompiledRunner:
         self.post = np.concatenate(posts).astype(np.int32) if posts else np.zeros(0, np.int32)
         # concatenating uint8 and int16 delays promotes to int16: the smallest type that holds them all
         self.synapse_delay = np.concatenate(delays) if delays else np.zeros(0, np.uint8)
+        self._drive_table, self._drive_weight, self._count_cdf, self._count_value = _drive_tables(
+            network, offsets, dt, np_dtype
+        )
         self._weights = np.zeros(syn0, dtype=np_dtype)
         self._weight_versions: list[tuple[int, int]] = []
         self._state = {var: np.zeros((batch, self.n_neurons), dtype=np_dtype) for var in _STATE_VARIABLES}
@@ -186,6 +214,7 @@ class CompiledRunner:
         state: dict[str, NeuronState],
         history: npt.NDArray[np.bool_],
         in_flight: npt.NDArray[Any],
+        drive_keys: npt.NDArray[np.uint64],
         step: int,
         n_steps: int,
         external: npt.NDArray[np.bool_],
@@ -195,7 +224,8 @@ class CompiledRunner:
         """Run ``n_steps`` from ``step``; ``state`` is updated in place (its tensors become
         views of this runner's arrays), and so are the weights and the learners' arrays.
         ``in_flight`` (the engine's ring of input scheduled by per-synapse delays) is updated
-        in place too. Returns the spike records ``(step, source, instance)``, the steps run (fewer than
+        in place too; ``drive_keys`` are the Poisson drives' generator keys per instance.
+        Returns the spike records ``(step, source, instance)``, the steps run (fewer than
         ``n_steps`` only when a learner stopped the loop) and one outcome per learner."""
         if learners and self.batch != 1:
             raise ValueError("learning in the compiled loop needs batch 1; use backend='torch' for batches")
@@ -224,6 +254,7 @@ class CompiledRunner:
                 self.pop_range, self.pop_kind, self.coef, drive_arr[done:] if has_drive else drive_arr, has_drive,
                 external[done:], self.n_neurons, history, spike_list, spike_count,
                 self.proj, self.indptr, self.post, weights, in_flight, self.synapse_delay,
+                self._drive_table, drive_keys, self._drive_weight, self._count_cdf, self._count_value,
                 tables.arrays, len(learners), self.dt,
                 self._records, 0,
             )  # fmt: skip

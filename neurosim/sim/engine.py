@@ -45,6 +45,7 @@ import torch
 from tqdm.auto import tqdm
 
 from neurosim.sim import neurons
+from neurosim.sim.inputs import PoissonDrive
 from neurosim.sim.monitors import ChunkResult, Monitor, SpikeChunk
 from neurosim.sim.network import Network
 from neurosim.sim.synapses import Channel
@@ -149,6 +150,24 @@ def _pending_input_ring(network: Network, batch: int, dtype: torch.dtype, device
     return torch.zeros((2, slots, batch, n_neurons), dtype=dtype, device=device)
 
 
+def _check_weights_placement(network: Network, dtype: torch.dtype, device: torch.device) -> None:
+    for proj in network.projections.values():
+        if proj.weights.device != device or proj.weights.dtype != dtype:
+            raise ValueError(
+                f"projection {proj.name!r} holds {proj.weights.dtype} weights on {proj.weights.device}; "
+                f"the simulation runs {dtype} on {device}: build the projection with the same dtype and device"
+            )
+
+
+def _drive_keys(n_drives: int, seed: int, batch: int) -> npt.NDArray[np.uint64]:
+    """One counter-based generator key per Poisson drive and instance (``PoissonDrive``)."""
+    keys = [
+        [np.random.SeedSequence(seed + b, spawn_key=(3, k)).generate_state(1, np.uint64)[0] for b in range(batch)]
+        for k in range(n_drives)
+    ]
+    return np.array(keys, dtype=np.uint64).reshape(n_drives, batch)
+
+
 class Simulation:
     """Runs a ``Network``: ``sim.run(1.0)`` simulates one second of biological time."""
 
@@ -212,12 +231,7 @@ class Simulation:
         self._in_flight = _pending_input_ring(network, batch, dtype, self.device)
         self.chunk_steps = max(1, min(chunk_steps, _MAX_CHUNK_RECORD_BYTES // max(1, batch * self.n_sources)))
 
-        for proj in network.projections.values():
-            if proj.weights.device != self.device or proj.weights.dtype != dtype:
-                raise ValueError(
-                    f"projection {proj.name!r} holds {proj.weights.dtype} weights on {proj.weights.device}; "
-                    f"the simulation runs {dtype} on {self.device}: build the projection with the same dtype and device"
-                )
+        _check_weights_placement(network, dtype, self.device)
 
         seeds = [np.random.SeedSequence(seed + b) for b in range(batch)]
         init_rngs = [np.random.default_rng(s.spawn(1)[0]) for s in seeds]
@@ -229,6 +243,7 @@ class Simulation:
         self.state: dict[str, neurons.NeuronState] = {
             name: self._initial_state(name, init_rngs) for name in network.populations
         }
+        self._drive_keys = _drive_keys(len(network.drives), seed, batch)
         self._index_cache: dict[bytes, Tensor] = {}
         self._compiled: CompiledRunner | None = None
         self._last_stats = RunStats(steps=0, simulated_s=0.0, wall_s=0.0)
@@ -502,6 +517,7 @@ class Simulation:
         for name in net.populations:
             block = self._current_block(name, n_steps)
             currents[name] = None if block is None else torch.from_numpy(block).to(device=self.device, dtype=self.dtype)
+        drive_events = self._drive_blocks(n_steps)
         record = torch.empty((n_steps, self.batch, self.n_sources), dtype=torch.bool, device=self.device)
         if self._compiled is not None:
             self._compiled.invalidate_spike_lists()
@@ -532,6 +548,9 @@ class Simulation:
                 src = self._history[(step - proj.delay_steps) % self._slots][:, slices[proj.source]]
                 target = self.state[proj.target]
                 proj.propagate_into(target.g_exc if proj.channel is Channel.EXC else target.g_inh, src)
+            for drive, events in drive_events:
+                target = self.state[drive.target]
+                (target.g_exc if drive.channel is Channel.EXC else target.g_inh).add_(events[k])
             if self._in_flight.shape[1]:
                 self._deliver_in_flight(step)
             if self.step_hooks or self.plasticity:
@@ -541,6 +560,19 @@ class Simulation:
         nz = torch.nonzero(record).cpu().numpy().astype(np.int64)[:, [0, 2, 1]]
         nz[:, 0] += self.step - n_steps
         return nz
+
+    def _drive_blocks(self, n_steps: int) -> list[tuple[PoissonDrive, Tensor]]:
+        """Each Poisson drive's input ``weight * count`` for the next ``n_steps``, ``(n_steps, batch, n)``."""
+        from neurosim.sim.kernels import poisson_counts  # numba: imported when a drive first runs
+
+        blocks = []
+        for keys, drive in zip(self._drive_keys, self.network.drives.values(), strict=True):
+            n = self.network.populations[drive.target].n
+            counts = np.empty((n_steps, self.batch, n), dtype=np.uint16)
+            poisson_counts(keys, self.step, n_steps, n, drive.count_table(self.dt), counts)
+            events = torch.from_numpy(counts).to(device=self.device, dtype=self.dtype)
+            blocks.append((drive, events * torch.tensor(drive.weight, dtype=self.dtype, device=self.device)))
+        return blocks
 
     def _deliver_in_flight(self, step: int) -> None:
         """Add the input that per-synapse delays scheduled for ``step`` and clear its slot."""
@@ -589,6 +621,7 @@ class Simulation:
             self.state,
             self._history.numpy(),
             self._in_flight.numpy(),
+            self._drive_keys,
             self.step,
             n_steps,
             external,

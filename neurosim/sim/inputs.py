@@ -1,4 +1,4 @@
-"""Inputs: Poisson spike sources, given spike trains, and injected currents.
+"""Inputs: Poisson spike sources, given spike trains, injected currents, and Poisson drives.
 
 Spike sources produce a boolean block ``(n_steps, batch, n)`` per chunk of steps. Random
 draws come from one ``numpy.random.Generator`` per instance, so an instance of a batch run
@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from neurosim.sim.neurons import refractory_steps as _whole_steps
+from neurosim.sim.synapses import Channel
 from neurosim.units import CURRENT, RATE, TIME, QuantityLike, array_to_si, to_si
 
 BoolBlock = npt.NDArray[np.bool_]
@@ -170,3 +171,65 @@ class CurrentInput:
         else:
             rows = np.minimum((t / self.sample_dt + 1e-9).astype(np.int64), self.samples.shape[0] - 1)
         return np.broadcast_to(self.samples[rows], (n_steps, n)).astype(np.float64)
+
+
+# Poisson counts whose tail beyond this probability is folded into the table's last entry.
+_CDF_TAIL = 1e-15
+
+
+@dataclass(frozen=True)
+class PoissonDrive:
+    """Background input from ``n_sources`` independent Poisson trains of ``rate`` (Hz) into
+    every neuron of ``target``, each spike adding ``weight`` to the neuron's ``channel``
+    (volts for ``CurrentLIF``, relative conductance otherwise), without simulating the
+    sources (Brian2's ``PoissonInput``; a NEST ``poisson_generator`` of rate
+    ``n_sources * rate`` connected to each neuron, as the background of Potjans & Diesmann
+    2014).
+
+    In each step every target neuron of every instance receives ``k ~ Poisson(n_sources *
+    rate * dt)`` events, added in the ``synapses`` slot after the projections. The count is
+    a pure function of (the run's seed and instance, the drive, the step, the neuron),
+    drawn from a counter-based generator (SplitMix64): the same numbers on both engine
+    paths, whatever the chunking, and nothing to save in a checkpoint.
+    """
+
+    name: str
+    target: str
+    n_sources: int
+    rate: float  # Hz per source
+    weight: float
+    channel: Channel = Channel.EXC
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rate", to_si(self.rate, RATE, f"Poisson drive {self.name!r}: rate"))
+        object.__setattr__(self, "channel", Channel(self.channel))
+        if self.n_sources < 0:
+            raise ValueError(f"Poisson drive {self.name!r}: n_sources must be >= 0, got {self.n_sources}")
+        if not (math.isfinite(self.rate) and self.rate >= 0):
+            raise ValueError(f"Poisson drive {self.name!r}: rate must be a finite number of Hz >= 0, got {self.rate}")
+        if not math.isfinite(self.weight):
+            raise ValueError(f"Poisson drive {self.name!r}: weight must be finite, got {self.weight}")
+
+    def mean_events(self, dt: float) -> float:
+        """Expected events per neuron and step."""
+        return self.n_sources * self.rate * dt
+
+    def count_table(self, dt: float) -> npt.NDArray[np.float64]:
+        """``P(k <= j)`` for ``j = 0, 1, ...`` of the step's event count, ending at exactly 1
+        (the count is the first ``j`` with ``u < table[j]`` for a uniform ``u``)."""
+        lam = self.mean_events(dt)
+        if lam > 1000:
+            raise ValueError(
+                f"Poisson drive {self.name!r}: {lam:g} events per neuron and step; use a current input "
+                "for a drive this strong, or a smaller dt"
+            )
+        length = int(lam + 12 * math.sqrt(lam) + 16)
+        pmf = np.empty(length)
+        pmf[0] = math.exp(-lam)
+        for k in range(1, length):
+            pmf[k] = pmf[k - 1] * lam / k
+        table = np.cumsum(pmf)
+        last = int(np.searchsorted(table, 1.0 - _CDF_TAIL)) + 1
+        table = table[: min(last, length)].copy()
+        table[-1] = 1.0
+        return table

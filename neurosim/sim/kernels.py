@@ -57,6 +57,45 @@ P_SRC0, P_NSRC, P_TGT0, P_CHANNEL, P_DELAY, P_PTR0, P_SYN0, P_DSYN0 = range(8)
 N_PROJECTION_COLUMNS = 8
 
 
+# Columns of the Poisson-drive table; the counts of drive d are drawn with table
+# count_cdf[D_CDF0 : D_CDF0 + D_CDF_LEN] (see neurosim.sim.inputs.PoissonDrive).
+D_TGT0, D_N, D_CHANNEL, D_CDF0, D_CDF_LEN = range(5)
+N_DRIVE_COLUMNS = 5
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_NEURON_STRIDE = np.uint64(0xD1B54A32D192ED03)
+
+
+@numba.njit(cache=True, inline="always")
+def _splitmix(z: Any) -> Any:
+    """SplitMix64's finaliser: a bijective mix of 64 bits (Steele, Lea & Flood 2014)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@numba.njit(cache=True, inline="always")
+def poisson_count(key: Any, step: int, neuron: int, cdf: Any, cdf0: int, cdf_len: int) -> int:
+    """The Poisson count of ``neuron`` in ``step`` for a drive with generator ``key``: a
+    uniform from the hash of (key, step, neuron), inverted through the count's CDF table."""
+    z = _splitmix(key + np.uint64(step) * _GOLDEN)
+    z = _splitmix(z ^ (np.uint64(neuron) * _NEURON_STRIDE))
+    u = (z >> np.uint64(11)) * (1.0 / 9007199254740992.0)  # 53 bits -> [0, 1)
+    k = 0
+    while k < cdf_len - 1 and u >= cdf[cdf0 + k]:
+        k += 1
+    return k
+
+
+@numba.njit(cache=True, nogil=True)
+def poisson_counts(keys: Any, step0: int, n_steps: int, n: int, cdf: Any, out: Any) -> None:
+    """The counts ``out[k, b, i]`` of steps ``step0 + k`` for instance ``b`` (generator
+    ``keys[b]``) of one drive: what the compiled loop draws, for the PyTorch path."""
+    for k in range(n_steps):
+        for b in range(keys.shape[0]):
+            for i in range(n):
+                out[k, b, i] = poisson_count(keys[b], step0 + k, i, cdf, 0, cdf.shape[0])
+
+
 @numba.njit(cache=True, inline="always")
 def _conductance_v(vi: Any, ge: Any, gi: Any, drive_i: Any, c: Any) -> Any:
     g_total = c[ONE] + ge + gi
@@ -131,6 +170,7 @@ def advance(  # noqa: PLR0912, PLR0915 - one flat compiled loop is the point of 
     history: Any, spike_list: Any, spike_count: Any,
     proj: Any, indptr: Any, post: Any, weight: Any,
     in_flight: Any, synapse_delay: Any,
+    drives: Any, drive_keys: Any, drive_weight: Any, count_cdf: Any, count_value: Any,
     learning: Any, n_learners: int, dt: float,
     records: Any, n_records: int,
 ) -> tuple[int, int]:  # fmt: skip
@@ -195,6 +235,17 @@ def advance(  # noqa: PLR0912, PLR0915 - one flat compiled loop is the point of 
                     row = ptr0 + s - src0
                     for syn in range(indptr[row], indptr[row + 1]):
                         tb[tgt0 + post[syn0 + syn]] += weight[syn0 + syn]
+        for d in range(drives.shape[0]):  # Poisson drives, after the projections
+            tgt0, cdf0, cdf_len = drives[d, D_TGT0], drives[d, D_CDF0], drives[d, D_CDF_LEN]
+            target = g_exc if drives[d, D_CHANNEL] == 0 else g_inh
+            wd = drive_weight[d]
+            for b in range(batch):
+                tb = target[b]
+                key = drive_keys[d, b]
+                for i in range(drives[d, D_N]):
+                    count = poisson_count(key, step, i, count_cdf, cdf0, cdf_len)
+                    if count:
+                        tb[tgt0 + i] += wd * count_value[cdf0 + count]
         if pending_slots:  # the input scheduled for this step arrives
             now = step % pending_slots
             for b in range(batch):

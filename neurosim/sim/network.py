@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from neurosim.sim.inputs import CurrentInput, SpikeSource
+from neurosim.sim.inputs import CurrentInput, PoissonDrive, SpikeSource
 from neurosim.sim.neurons import STATE_VARIABLES, NeuronParams
 from neurosim.sim.synapses import Projection
 from neurosim.units import MEMBRANE_POTENTIAL, to_si
@@ -96,6 +96,7 @@ class Network:
         self.populations: dict[str, Population] = {}
         self.inputs: dict[str, SpikeSource] = {}
         self.currents: dict[str, CurrentInput] = {}
+        self.drives: dict[str, PoissonDrive] = {}
         self.projections: dict[str, Projection] = {}
 
     def _check_new_name(self, kind: str, name: str) -> None:
@@ -103,7 +104,9 @@ class Network:
             raise ValueError(
                 f"{kind} name {name!r} must start with a letter or '_' and contain only letters, digits, '_', '-'"
             )
-        if name in self.populations or name in self.inputs or name in self.currents or name in self.projections:
+        if any(
+            name in group for group in (self.populations, self.inputs, self.currents, self.drives, self.projections)
+        ):
             raise ValueError(f"{kind} name {name!r} is already used in this network")
 
     def add_population(self, population: Population) -> Population:
@@ -127,6 +130,17 @@ class Network:
         current.check_size(target.n)
         self.currents[current.name] = current
         return current
+
+    def add_drive(self, drive: PoissonDrive) -> PoissonDrive:
+        """Add a Poisson drive into an existing population; returns it."""
+        self._check_new_name("Poisson drive", drive.name)
+        if drive.target not in self.populations:
+            raise ValueError(
+                f"Poisson drive {drive.name!r}: unknown target population {drive.target!r}; "
+                f"known: {', '.join(self.populations) or 'none'}"
+            )
+        self.drives[drive.name] = drive
+        return drive
 
     def source_size(self, name: str) -> int:
         """Number of neurons of population or input ``name``."""
