@@ -400,10 +400,10 @@ def test_a_poisson_drive_delivers_poisson_counts_the_same_on_both_paths_and_in_a
 
     keys = np.array([12345, 999], dtype=np.uint64)
     counts = np.empty((4000, 2, 500), dtype=np.uint16)
-    poisson_counts(keys, 0, 4000, 500, table, counts)
+    poisson_counts(keys, 0, 4000, 500, drive.count_thresholds(1e-4), counts)
     assert abs(counts.mean() - 1.28) < 0.01 and abs(counts.var() - 1.28) < 0.02  # Poisson: mean = variance
     again = np.empty((1000, 2, 500), dtype=np.uint16)
-    poisson_counts(keys, 3000, 1000, 500, table, again)
+    poisson_counts(keys, 3000, 1000, 500, drive.count_thresholds(1e-4), again)
     assert np.array_equal(again, counts[3000:])  # a pure function of the step: chunking changes nothing
     assert not np.array_equal(counts[:, 0], counts[:, 1])  # instances draw their own counts
 

@@ -72,14 +72,14 @@ def coefficient_row(params: NeuronParams, dt: float) -> list[float]:
 
 def _drive_tables(
     network: Network, offsets: dict[str, int], dt: float, np_dtype: type[np.floating[Any]]
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any], npt.NDArray[np.float64], npt.NDArray[Any]]:
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any], npt.NDArray[np.uint64], npt.NDArray[Any]]:
     """The Poisson drives for the compiled loop: one row per drive (target offset, size,
-    channel, where its count table starts and its length), the weights, the concatenated
-    count tables and, aligned with them, each entry's count in the state dtype."""
+    channel, where its count thresholds start and how many), the weights, the concatenated
+    thresholds and, aligned with them, each entry's count in the state dtype."""
     rows, weights, tables, values = [], [], [], []
     cdf0 = 0
     for drive in network.drives.values():
-        table = drive.count_table(dt)
+        table = drive.count_thresholds(dt)
         channel = 0 if drive.channel.value == "exc" else 1
         rows.append((offsets[drive.target], network.populations[drive.target].n, channel, cdf0, table.size))
         weights.append(drive.weight)
@@ -89,7 +89,7 @@ def _drive_tables(
     return (
         np.asarray(rows, dtype=np.int64).reshape(-1, N_DRIVE_COLUMNS),
         np.asarray(weights, dtype=np_dtype),
-        np.concatenate(tables) if tables else np.ones(1),
+        np.concatenate(tables) if tables else np.zeros(1, np.uint64),
         (np.concatenate(values) if values else np.zeros(1)).astype(np_dtype),
     )
 
@@ -153,7 +153,7 @@ class CompiledRunner:
         self.post = np.concatenate(posts).astype(np.int32) if posts else np.zeros(0, np.int32)
         # concatenating uint8 and int16 delays promotes to int16: the smallest type that holds them all
         self.synapse_delay = np.concatenate(delays) if delays else np.zeros(0, np.uint8)
-        self._drive_table, self._drive_weight, self._count_cdf, self._count_value = _drive_tables(
+        self._drive_table, self._drive_weight, self._count_threshold, self._count_value = _drive_tables(
             network, offsets, dt, np_dtype
         )
         self._weights = np.zeros(syn0, dtype=np_dtype)
@@ -223,6 +223,7 @@ class CompiledRunner:
     ) -> tuple[npt.NDArray[np.int64], int, list[CompiledOutcome]]:
         """Run ``n_steps`` from ``step``; ``state`` is updated in place (its tensors become
         views of this runner's arrays), and so are the weights and the learners' arrays.
+        ``drive`` holds the injected currents per step, or one row for all steps.
         ``in_flight`` (the engine's ring of input scheduled by per-synapse delays) is updated
         in place too; ``drive_keys`` are the Poisson drives' generator keys per instance.
         Returns the spike records ``(step, source, instance)``, the steps run (fewer than
@@ -243,7 +244,7 @@ class CompiledRunner:
         syn0 = {id(p): int(row[P_SYN0]) for p, row in zip(self.network.projections.values(), self.proj, strict=True)}
         tables.clip_bounded_weights(weights, syn0)
         spike_list, spike_count = self._spike_lists(history)
-        has_drive = drive is not None
+        has_drive = drive is not None and drive.shape[0] > 1  # one row: the same currents in every step
         drive_arr = drive if drive is not None else np.zeros((1, self.n_neurons), dtype=self.dtype)
         parts: list[npt.NDArray[np.int64]] = []
         done = 0
@@ -254,7 +255,7 @@ class CompiledRunner:
                 self.pop_range, self.pop_kind, self.coef, drive_arr[done:] if has_drive else drive_arr, has_drive,
                 external[done:], self.n_neurons, history, spike_list, spike_count,
                 self.proj, self.indptr, self.post, weights, in_flight, self.synapse_delay,
-                self._drive_table, drive_keys, self._drive_weight, self._count_cdf, self._count_value,
+                self._drive_table, drive_keys, self._drive_weight, self._count_threshold, self._count_value,
                 tables.arrays, len(learners), self.dt,
                 self._records, 0,
             )  # fmt: skip

@@ -569,7 +569,7 @@ class Simulation:
         for keys, drive in zip(self._drive_keys, self.network.drives.values(), strict=True):
             n = self.network.populations[drive.target].n
             counts = np.empty((n_steps, self.batch, n), dtype=np.uint16)
-            poisson_counts(keys, self.step, n_steps, n, drive.count_table(self.dt), counts)
+            poisson_counts(keys, self.step, n_steps, n, drive.count_thresholds(self.dt), counts)
             events = torch.from_numpy(counts).to(device=self.device, dtype=self.dtype)
             blocks.append((drive, events * torch.tensor(drive.weight, dtype=self.dtype, device=self.device)))
         return blocks
@@ -607,9 +607,12 @@ class Simulation:
         runner = self._compiled
         drive: npt.NDArray[np.floating] | None = None
         if self.network.currents:
-            drive = np.zeros((n_steps, runner.n_neurons), dtype=runner.dtype)
+            # constant currents: one row, which the compiled loop holds for every step
+            constant = all(math.isinf(c.sample_dt) for c in self.network.currents.values())
+            rows = 1 if constant else n_steps
+            drive = np.zeros((rows, runner.n_neurons), dtype=runner.dtype)
             for name in self.network.populations:
-                block = self._current_block(name, n_steps)
+                block = self._current_block(name, rows)
                 if block is not None:
                     lo, hi = self._offsets[name]
                     drive[:, lo:hi] = block

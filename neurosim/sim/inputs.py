@@ -189,8 +189,9 @@ class PoissonDrive:
     In each step every target neuron of every instance receives ``k ~ Poisson(n_sources *
     rate * dt)`` events, added in the ``synapses`` slot after the projections. The count is
     a pure function of (the run's seed and instance, the drive, the step, the neuron),
-    drawn from a counter-based generator (SplitMix64): the same numbers on both engine
-    paths, whatever the chunking, and nothing to save in a checkpoint.
+    drawn from a counter-based generator (SplitMix64 at position ``step * n + neuron`` of the
+    drive's stream for the instance): the same numbers on both engine paths, whatever the
+    chunking, and nothing to save in a checkpoint.
     """
 
     name: str
@@ -233,3 +234,12 @@ class PoissonDrive:
         table = table[: min(last, length)].copy()
         table[-1] = 1.0
         return table
+
+    def count_thresholds(self, dt: float) -> npt.NDArray[np.uint64]:
+        """``count_table`` scaled to 64-bit integers: the count is the first ``j`` with
+        ``z < thresholds[j]`` for a uniform 64-bit ``z`` (the last entry stops the search)."""
+        table = self.count_table(dt)
+        largest_below_2_64 = 2.0**64 - 2.0**11  # the largest float64 under 2**64, which uint64 holds
+        thresholds: npt.NDArray[np.uint64] = np.minimum(np.floor(table * 2.0**64), largest_below_2_64).astype(np.uint64)
+        thresholds[-1] = np.iinfo(np.uint64).max
+        return thresholds

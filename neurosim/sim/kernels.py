@@ -57,12 +57,11 @@ P_SRC0, P_NSRC, P_TGT0, P_CHANNEL, P_DELAY, P_PTR0, P_SYN0, P_DSYN0 = range(8)
 N_PROJECTION_COLUMNS = 8
 
 
-# Columns of the Poisson-drive table; the counts of drive d are drawn with table
-# count_cdf[D_CDF0 : D_CDF0 + D_CDF_LEN] (see neurosim.sim.inputs.PoissonDrive).
+# Columns of the Poisson-drive table; the counts of drive d are drawn with the thresholds
+# count_threshold[D_CDF0 : D_CDF0 + D_CDF_LEN] (see neurosim.sim.inputs.PoissonDrive).
 D_TGT0, D_N, D_CHANNEL, D_CDF0, D_CDF_LEN = range(5)
 N_DRIVE_COLUMNS = 5
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_NEURON_STRIDE = np.uint64(0xD1B54A32D192ED03)
 
 
 @numba.njit(cache=True, inline="always")
@@ -74,40 +73,26 @@ def _splitmix(z: Any) -> Any:
 
 
 @numba.njit(cache=True, inline="always")
-def poisson_count(key: Any, step: int, neuron: int, cdf: Any, cdf0: int, cdf_len: int) -> int:
-    """The Poisson count of ``neuron`` in ``step`` for a drive with generator ``key``: a
-    uniform from the hash of (key, step, neuron), inverted through the count's CDF table."""
-    z = _splitmix(key + np.uint64(step) * _GOLDEN)
-    z = _splitmix(z ^ (np.uint64(neuron) * _NEURON_STRIDE))
-    u = (z >> np.uint64(11)) * (1.0 / 9007199254740992.0)  # 53 bits -> [0, 1)
+def poisson_count(key: Any, counter: int, threshold: Any, t0: int, t_len: int) -> int:
+    """A Poisson count from a drive's generator ``key`` at position ``counter`` of its stream
+    (``step * n + neuron``): SplitMix64 output ``z`` of the counter, inverted through the
+    count's CDF scaled to 64 bits (``threshold[j] = P(k <= j) * 2**64``), in integers."""
+    z = _splitmix(key + np.uint64(counter) * _GOLDEN)
     k = 0
-    while k < cdf_len - 1 and u >= cdf[cdf0 + k]:
+    while k < t_len - 1 and z >= threshold[t0 + k]:
         k += 1
     return k
 
 
 @numba.njit(cache=True, nogil=True)
-def poisson_counts(keys: Any, step0: int, n_steps: int, n: int, cdf: Any, out: Any) -> None:
+def poisson_counts(keys: Any, step0: int, n_steps: int, n: int, threshold: Any, out: Any) -> None:
     """The counts ``out[k, b, i]`` of steps ``step0 + k`` for instance ``b`` (generator
-    ``keys[b]``) of one drive: what the compiled loop draws, for the PyTorch path."""
+    ``keys[b]``) of one drive of ``n`` neurons: what the compiled loop draws, for the PyTorch path."""
     for k in range(n_steps):
         for b in range(keys.shape[0]):
+            base = (step0 + k) * n
             for i in range(n):
-                out[k, b, i] = poisson_count(keys[b], step0 + k, i, cdf, 0, cdf.shape[0])
-
-
-@numba.njit(cache=True, inline="always")
-def _conductance_v(vi: Any, ge: Any, gi: Any, drive_i: Any, c: Any) -> Any:
-    g_total = c[ONE] + ge + gi
-    target = c[V_REST] + ge * c[E_EXC] + gi * c[E_INH] + drive_i * c[R_M]
-    v_inf = target / g_total
-    return v_inf + (vi - v_inf) * np.exp(g_total * c[NEG_DT_OVER_TAU_M])
-
-
-@numba.njit(cache=True, inline="always")
-def _leave_refractory(ref: Any, c: Any) -> Any:
-    ref = ref - c[ONE]
-    return ref if ref >= c[ZERO] else c[ZERO]
+                out[k, b, i] = poisson_count(keys[b], base + i, threshold, 0, threshold.shape[0])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -119,43 +104,55 @@ def _update_population(
     are its slices); branch-free inner loops from index 0, which LLVM vectorises.
     ``drive_row`` holds zeros where no current is injected (adding +0.0 changes nothing)."""
     if kind == 0:
+        # the constants in locals: LLVM cannot know that the state arrays do not alias the
+        # coefficient table, and would reload every constant after every store
+        one, zero, v_rest, decay_m = c[ONE], c[ZERO], c[V_REST], c[DECAY_M]
+        k_exc, k_inh, k_ext, r_m = c[K_EXC], c[K_INH], c[K_EXT], c[R_M]
+        decay_exc, decay_inh, v_threshold, v_reset, ref_steps = (
+            c[DECAY_EXC],
+            c[DECAY_INH],
+            c[V_THRESHOLD],
+            c[V_RESET],
+            c[REF_STEPS],
+        )
         for i in range(vb.shape[0]):
-            ref = _leave_refractory(rb[i], c)
-            active = ref <= c[ZERO]
-            v_new = (vb[i] - c[V_REST]) * c[DECAY_M] + c[V_REST] + c[K_EXC] * geb[i] + c[K_INH] * gib[i]
-            v_new = v_new + c[K_EXT] * (drive_row[i] * c[R_M])
+            ref = rb[i] - one
+            ref = ref if ref >= zero else zero
+            active = ref <= zero
+            v_new = (vb[i] - v_rest) * decay_m + v_rest + k_exc * geb[i] + k_inh * gib[i]
+            v_new = v_new + k_ext * (drive_row[i] * r_m)
             vi = v_new if active else vb[i]
-            geb[i] = geb[i] * c[DECAY_EXC]
-            gib[i] = gib[i] * c[DECAY_INH]
-            spiked = active & (vi > c[V_THRESHOLD])
-            vb[i] = c[V_RESET] if spiked else vi
-            rb[i] = c[REF_STEPS] if spiked else ref
-            hb[i] = spiked
-    elif kind == 1:
-        for i in range(vb.shape[0]):
-            ref = _leave_refractory(rb[i], c)
-            active = ref <= c[ZERO]
-            v_new = _conductance_v(vb[i], geb[i], gib[i], drive_row[i], c)
-            vi = v_new if active else vb[i]
-            geb[i] = geb[i] * c[DECAY_EXC]
-            gib[i] = gib[i] * c[DECAY_INH]
-            spiked = active & (vi > c[V_THRESHOLD])
-            vb[i] = c[V_RESET] if spiked else vi
-            rb[i] = c[REF_STEPS] if spiked else ref
+            geb[i] = geb[i] * decay_exc
+            gib[i] = gib[i] * decay_inh
+            spiked = active & (vi > v_threshold)
+            vb[i] = v_reset if spiked else vi
+            rb[i] = ref_steps if spiked else ref
             hb[i] = spiked
     else:
+        one, zero, v_rest, e_exc, e_inh, r_m = c[ONE], c[ZERO], c[V_REST], c[E_EXC], c[E_INH], c[R_M]
+        neg_dt_over_tau_m, decay_exc, decay_inh = c[NEG_DT_OVER_TAU_M], c[DECAY_EXC], c[DECAY_INH]
+        v_threshold, v_reset, ref_steps = c[V_THRESHOLD], c[V_RESET], c[REF_STEPS]
+        decay_theta, theta_plus = c[DECAY_THETA], c[THETA_PLUS]
+        adaptive = kind == 2
         for i in range(vb.shape[0]):
-            ref = _leave_refractory(rb[i], c)
-            active = ref <= c[ZERO]
-            v_new = _conductance_v(vb[i], geb[i], gib[i], drive_row[i], c)
+            ref = rb[i] - one
+            ref = ref if ref >= zero else zero
+            active = ref <= zero
+            g_total = one + geb[i] + gib[i]
+            target = v_rest + geb[i] * e_exc + gib[i] * e_inh + drive_row[i] * r_m
+            v_inf = target / g_total
+            v_new = v_inf + (vb[i] - v_inf) * np.exp(g_total * neg_dt_over_tau_m)
             vi = v_new if active else vb[i]
-            geb[i] = geb[i] * c[DECAY_EXC]
-            gib[i] = gib[i] * c[DECAY_INH]
-            th = thb[i] * c[DECAY_THETA]
-            spiked = active & (vi > c[V_THRESHOLD] + th)
-            vb[i] = c[V_RESET] if spiked else vi
-            rb[i] = c[REF_STEPS] if spiked else ref
-            thb[i] = th + c[THETA_PLUS] if spiked else th
+            geb[i] = geb[i] * decay_exc
+            gib[i] = gib[i] * decay_inh
+            if adaptive:
+                th = thb[i] * decay_theta
+                spiked = active & (vi > v_threshold + th)
+                thb[i] = th + theta_plus if spiked else th
+            else:
+                spiked = active & (vi > v_threshold)
+            vb[i] = v_reset if spiked else vi
+            rb[i] = ref_steps if spiked else ref
             hb[i] = spiked
 
 
@@ -170,7 +167,7 @@ def advance(  # noqa: PLR0912, PLR0915 - one flat compiled loop is the point of 
     history: Any, spike_list: Any, spike_count: Any,
     proj: Any, indptr: Any, post: Any, weight: Any,
     in_flight: Any, synapse_delay: Any,
-    drives: Any, drive_keys: Any, drive_weight: Any, count_cdf: Any, count_value: Any,
+    drives: Any, drive_keys: Any, drive_weight: Any, count_threshold: Any, count_value: Any,
     learning: Any, n_learners: int, dt: float,
     records: Any, n_records: int,
 ) -> tuple[int, int]:  # fmt: skip
@@ -239,11 +236,13 @@ def advance(  # noqa: PLR0912, PLR0915 - one flat compiled loop is the point of 
             tgt0, cdf0, cdf_len = drives[d, D_TGT0], drives[d, D_CDF0], drives[d, D_CDF_LEN]
             target = g_exc if drives[d, D_CHANNEL] == 0 else g_inh
             wd = drive_weight[d]
+            n_drive = drives[d, D_N]
             for b in range(batch):
                 tb = target[b]
                 key = drive_keys[d, b]
-                for i in range(drives[d, D_N]):
-                    count = poisson_count(key, step, i, count_cdf, cdf0, cdf_len)
+                base = step * n_drive
+                for i in range(n_drive):
+                    count = poisson_count(key, base + i, count_threshold, cdf0, cdf_len)
                     if count:
                         tb[tgt0 + i] += wd * count_value[cdf0 + count]
         if pending_slots:  # the input scheduled for this step arrives
