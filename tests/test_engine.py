@@ -213,7 +213,7 @@ def test_each_synapse_delivers_after_its_own_delay(backend: Backend) -> None:
     sim.run(0.04)
     first = np.argmax(mon.values["g_exc"][:, 0, :] > 0, axis=0)
     assert first.tolist() == [11 + d for d in delays]
-    assert sim._in_flight.shape[1] == 301 and not sim._in_flight.any()  # one slot per delay step, all delivered
+    assert sim._history.shape[0] == 301  # the spike history reaches back to the longest delay
 
 
 def _spread_delay_network(seed: int = 0) -> Network:
@@ -261,7 +261,6 @@ def test_a_detached_block_leaves_the_scheduled_input_as_it_was() -> None:
     plain.run(0.05)
     probed = Simulation(_spread_delay_network(), seed=1)
     probed.run(0.05)
-    assert probed._in_flight.any()
     with probed.detached(stream=0):
         probed.run(0.013)  # not a multiple of the ring's length: the ring must be rotated back
     probed.run(0.05)

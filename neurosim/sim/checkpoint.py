@@ -9,9 +9,8 @@ files, neither of them a pickle:
   every input's random-generator state per instance (numpy ``bit_generator.state``), the
   monitors' arguments and the learners' rules;
 - ``arrays.npz``: every array, named ``<group>/<name>/<field>``: neuron state per
-  population (``state/exc/v``), the spikes in flight (``history``, and ``in_flight``: input
-  already scheduled by per-synapse delays), projections' weights, indices and per-synapse
-  delays, inputs' rates, spike lists and currents, what each monitor has recorded,
+  population (``state/exc/v``), the spikes in flight (``history``), projections' weights,
+  indices and per-synapse delays, inputs' rates, spike lists and currents, what each monitor has recorded,
   each learner's traces.
 
 The directory is written next to ``path`` under a temporary name and renamed into place,
@@ -157,7 +156,6 @@ def simulation_state(sim: Simulation, arrays: dict[str, npt.NDArray[Any]]) -> di
         for var, tensor in zip(state._fields, state, strict=True):
             arrays[f"state/{name}/{var}"] = to_numpy(tensor)
     arrays["history"] = to_numpy(sim._history)
-    arrays["in_flight"] = to_numpy(sim._in_flight)
     for name, proj in sim.network.projections.items():
         arrays[f"projection/{name}/weights"] = to_numpy(proj.weights)
     for name, source in sim.network.inputs.items():
@@ -182,12 +180,6 @@ def restore_simulation_state(sim: Simulation, saved: Mapping[str, Any], arrays: 
             restored.append(torch.from_numpy(value).to(device=tensor.device, dtype=tensor.dtype))
         sim.state[name] = type(state)(*restored)
     sim._history = torch.from_numpy(arrays["history"]).to(sim.device)
-    in_flight = arrays.get("in_flight")
-    if in_flight is None and sim._in_flight.numel() == 0:  # written before per-synapse delays existed
-        in_flight = to_numpy(sim._in_flight)
-    if in_flight is None or in_flight.shape != tuple(sim._in_flight.shape):
-        raise CheckpointError("the checkpoint's spikes in flight (per-synapse delays) do not fit this simulation")
-    sim._in_flight = torch.from_numpy(in_flight).to(device=sim.device, dtype=sim.dtype)
     for name, proj in sim.network.projections.items():
         weights = torch.from_numpy(arrays[f"projection/{name}/weights"]).to(proj.weights.device, proj.weights.dtype)
         if weights.shape != proj.weights.shape:

@@ -130,18 +130,18 @@ class CompiledRunner:
         self.pop_range = np.asarray(ranges, dtype=np.int64).reshape(-1, 2)
         self.pop_kind = np.asarray(kinds, dtype=np.int64)
         self.coef = np.asarray(rows, dtype=np_dtype).reshape(-1, N_COEFFICIENTS)
-        table, indptrs, posts, delays = [], [], [], []
-        ptr0 = syn0 = dsyn0 = 0
+        table, indptrs, posts, delay_ptrs = [], [], [], []
+        ptr0 = syn0 = dptr0 = 0
         for proj in network.projections.values():
             channel = 0 if proj.channel.value == "exc" else 1
-            own_delays = -1
-            if proj.synapse_delays is not None:
-                own_delays = dsyn0
-                delays.append(proj.synapse_delays.cpu().numpy())
-                dsyn0 += proj.n_synapses
+            own_pointers = -1
+            if proj.delay_ptr is not None:
+                own_pointers = dptr0
+                delay_ptrs.append(proj.delay_ptr.cpu().numpy())
+                dptr0 += int(proj.delay_ptr.numel())
             table.append(
-                (offsets[proj.source], proj.n_pre, offsets[proj.target], channel, proj.delay_steps, ptr0, syn0,
-                 own_delays)
+                (offsets[proj.source], proj.n_pre, offsets[proj.target], channel, proj.max_delay_steps, ptr0, syn0,
+                 own_pointers, list(offsets).index(proj.source))
             )  # fmt: skip
             indptrs.append(proj.indptr.cpu().numpy())
             posts.append(proj.post_index.cpu().numpy())
@@ -151,8 +151,9 @@ class CompiledRunner:
         self.indptr = np.concatenate(indptrs).astype(np.int64) if indptrs else np.zeros(1, np.int64)
         # post indices fit in 32 bits (a population of 2**31 neurons does not fit in memory): half the bytes
         self.post = np.concatenate(posts).astype(np.int32) if posts else np.zeros(0, np.int32)
-        # concatenating uint8 and int16 delays promotes to int16: the smallest type that holds them all
-        self.synapse_delay = np.concatenate(delays) if delays else np.zeros(0, np.uint8)
+        # where each source group (populations, then inputs) begins, then the number of sources
+        self.group_start = np.asarray([*offsets.values(), self.n_sources], dtype=np.int64)
+        self.delay_ptr = np.concatenate(delay_ptrs).astype(np.int64) if delay_ptrs else np.zeros(1, np.int64)
         self._drive_table, self._drive_weight, self._count_threshold, self._count_value = _drive_tables(
             network, offsets, dt, np_dtype
         )
@@ -160,7 +161,7 @@ class CompiledRunner:
         self._weight_versions: list[tuple[int, int]] = []
         self._state = {var: np.zeros((batch, self.n_neurons), dtype=np_dtype) for var in _STATE_VARIABLES}
         self._issued: dict[str, NeuronState] = {}
-        self._lists: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None = None
+        self._lists: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]] | None = None
         self._csc: dict[int, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]] = {}
         self._records = np.zeros((4 * batch * self.n_sources + 1024, 3), dtype=np.int64)
         self.dt = dt
@@ -196,24 +197,29 @@ class CompiledRunner:
             state[name] = new
             self._issued[name] = new
 
-    def _spike_lists(self, history: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    def _spike_lists(
+        self, history: npt.NDArray[np.bool_]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Per history slot and instance: the spiking sources in order, their number, and where
+        each source group's spikes begin among them."""
         if self._lists is None:
             slots, batch, n = history.shape
             lists = np.zeros((slots, batch, n), dtype=np.int64)
             counts = np.zeros((slots, batch), dtype=np.int64)
+            firsts = np.zeros((slots, batch, self.group_start.size), dtype=np.int64)
             for slot in range(slots):
                 for b in range(batch):
                     idx = np.flatnonzero(history[slot, b])
                     lists[slot, b, : idx.size] = idx
                     counts[slot, b] = idx.size
-            self._lists = (lists, counts)
+                    firsts[slot, b] = np.searchsorted(idx, self.group_start)
+            self._lists = (lists, counts, firsts)
         return self._lists
 
     def advance(
         self,
         state: dict[str, NeuronState],
         history: npt.NDArray[np.bool_],
-        in_flight: npt.NDArray[Any],
         drive_keys: npt.NDArray[np.uint64],
         step: int,
         n_steps: int,
@@ -224,8 +230,7 @@ class CompiledRunner:
         """Run ``n_steps`` from ``step``; ``state`` is updated in place (its tensors become
         views of this runner's arrays), and so are the weights and the learners' arrays.
         ``drive`` holds the injected currents per step, or one row for all steps.
-        ``in_flight`` (the engine's ring of input scheduled by per-synapse delays) is updated
-        in place too; ``drive_keys`` are the Poisson drives' generator keys per instance.
+        ``drive_keys`` are the Poisson drives' generator keys per instance.
         Returns the spike records ``(step, source, instance)``, the steps run (fewer than
         ``n_steps`` only when a learner stopped the loop) and one outcome per learner."""
         if learners and self.batch != 1:
@@ -243,7 +248,7 @@ class CompiledRunner:
         )
         syn0 = {id(p): int(row[P_SYN0]) for p, row in zip(self.network.projections.values(), self.proj, strict=True)}
         tables.clip_bounded_weights(weights, syn0)
-        spike_list, spike_count = self._spike_lists(history)
+        spike_list, spike_count, group_first = self._spike_lists(history)
         has_drive = drive is not None and drive.shape[0] > 1  # one row: the same currents in every step
         drive_arr = drive if drive is not None else np.zeros((1, self.n_neurons), dtype=self.dtype)
         parts: list[npt.NDArray[np.int64]] = []
@@ -253,8 +258,8 @@ class CompiledRunner:
             steps_done, n_rec = _advance_kernel(
                 remaining, step + done, *(self._state[v] for v in _STATE_VARIABLES),
                 self.pop_range, self.pop_kind, self.coef, drive_arr[done:] if has_drive else drive_arr, has_drive,
-                external[done:], self.n_neurons, history, spike_list, spike_count,
-                self.proj, self.indptr, self.post, weights, in_flight, self.synapse_delay,
+                external[done:], self.n_neurons, history, spike_list, spike_count, self.group_start, group_first,
+                self.proj, self.indptr, self.post, weights, self.delay_ptr,
                 self._drive_table, drive_keys, self._drive_weight, self._count_threshold, self._count_value,
                 tables.arrays, len(learners), self.dt,
                 self._records, 0,

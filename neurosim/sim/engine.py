@@ -7,9 +7,8 @@ default schedule:
 2. ``groups``: every population integrates one step (``neurons.step``: state update,
    threshold, reset); inputs emit their spikes of step ``n``;
 3. ``synapses``: every projection adds the weights of spikes emitted ``delay`` steps ago to
-   its target channel, in the order the projections were added; projections with
-   per-synapse delays instead schedule the spikes of step ``n`` into the ring of pending
-   input, and then the input pending for step ``n`` is added;
+   its target channel, in the order the projections were added (with per-synapse delays,
+   the spikes of every earlier step through the synapses of that delay);
 4. ``plasticity``: per-step hooks run (learners), seeing the spikes of step ``n``;
 5. ``end``: the step's spikes join the chunk record; after the last step of a chunk,
    spike monitors and chunk hooks receive it.
@@ -139,17 +138,6 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def _pending_input_ring(network: Network, batch: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """The input already scheduled by per-synapse delays, ``(channel, slot, instance, neuron)``
-    with the neurons of every population in source order (see ``neurosim.sim.synapses``);
-    no slots when no projection has per-synapse delays."""
-    n_neurons = sum(pop.n for pop in network.populations.values())
-    slots = max(
-        (p.max_delay_steps + 1 for p in network.projections.values() if p.synapse_delays is not None), default=0
-    )
-    return torch.zeros((2, slots, batch, n_neurons), dtype=dtype, device=device)
-
-
 def _check_weights_placement(network: Network, dtype: torch.dtype, device: torch.device) -> None:
     for proj in network.projections.values():
         if proj.weights.device != device or proj.weights.dtype != dtype:
@@ -225,10 +213,9 @@ class Simulation:
             self._offsets[name] = (offset, offset + n)
             offset += n
         self.n_sources = offset
-        max_delay = max((p.delay_steps for p in network.projections.values()), default=0)
+        max_delay = max((p.max_delay_steps for p in network.projections.values()), default=0)
         self._slots = max_delay + 1
         self._history = torch.zeros((self._slots, batch, self.n_sources), dtype=torch.bool, device=self.device)
-        self._in_flight = _pending_input_ring(network, batch, dtype, self.device)
         self.chunk_steps = max(1, min(chunk_steps, _MAX_CHUNK_RECORD_BYTES // max(1, batch * self.n_sources)))
 
         _check_weights_placement(network, dtype, self.device)
@@ -245,6 +232,7 @@ class Simulation:
         }
         self._drive_keys = _drive_keys(len(network.drives), seed, batch)
         self._index_cache: dict[bytes, Tensor] = {}
+        self._steps_back_cache: dict[int, Tensor] = {}
         self._compiled: CompiledRunner | None = None
         self._last_stats = RunStats(steps=0, simulated_s=0.0, wall_s=0.0)
 
@@ -317,16 +305,14 @@ class Simulation:
         sleep in such a block that changes no weight leaves the rest of the run exactly as
         if it had not happened (apart from the clock): the sharp control for sleep."""
         saved = {name: type(st)(*(t.clone() for t in st)) for name, st in self.state.items()}
-        history, in_flight, step = self._history.clone(), self._in_flight.clone(), self.step
+        history, step = self._history.clone(), self.step
         try:
             with self.separate_input_noise(stream):
                 yield
         finally:
             self.state.update(saved)
-            # the delay ring buffers are indexed by step: rotate them to where the clock is now
+            # the delay ring buffer is indexed by step: rotate it to where the clock is now
             self._history.copy_(torch.roll(history, shifts=(self.step - step) % self._slots, dims=0))
-            if in_flight.shape[1]:
-                self._in_flight.copy_(torch.roll(in_flight, shifts=(self.step - step) % in_flight.shape[1], dims=1))
             if self._compiled is not None:
                 self._compiled.invalidate_spike_lists()
 
@@ -540,19 +526,19 @@ class Simulation:
                 slot[:, slices[name]] = externals[name][k]
                 spikes[name] = slot[:, slices[name]]
             for proj in net.projections.values():
-                if proj.synapse_delays is not None:
-                    channel = 0 if proj.channel is Channel.EXC else 1
-                    spikes_now = slot[:, slices[proj.source]]
-                    proj.schedule_into(self._in_flight[channel], slices[proj.target].start, spikes_now, step)
+                target = self.state[proj.target]
+                g = target.g_exc if proj.channel is Channel.EXC else target.g_inh
+                if proj.delay_ptr is not None:  # per-synapse delays: the spikes of the last D + 1 steps
+                    back = self._steps_back(proj.max_delay_steps)
+                    proj.propagate_delayed_into(
+                        g, self._history[(step - back) % self._slots][:, :, slices[proj.source]]
+                    )
                     continue
                 src = self._history[(step - proj.delay_steps) % self._slots][:, slices[proj.source]]
-                target = self.state[proj.target]
-                proj.propagate_into(target.g_exc if proj.channel is Channel.EXC else target.g_inh, src)
+                proj.propagate_into(g, src)
             for drive, events in drive_events:
-                target = self.state[drive.target]
-                (target.g_exc if drive.channel is Channel.EXC else target.g_inh).add_(events[k])
-            if self._in_flight.shape[1]:
-                self._deliver_in_flight(step)
+                driven = self.state[drive.target]
+                (driven.g_exc if drive.channel is Channel.EXC else driven.g_inh).add_(events[k])
             if self.step_hooks or self.plasticity:
                 yield from self._plasticity_and_hooks(StepContext(self, step, spikes))
             record[k] = slot
@@ -574,15 +560,13 @@ class Simulation:
             blocks.append((drive, events * torch.tensor(drive.weight, dtype=self.dtype, device=self.device)))
         return blocks
 
-    def _deliver_in_flight(self, step: int) -> None:
-        """Add the input that per-synapse delays scheduled for ``step`` and clear its slot."""
-        arriving = self._in_flight[:, step % self._in_flight.shape[1]]
-        for name in self.network.populations:
-            where = self.source_slice(name)
-            state = self.state[name]
-            state.g_exc.add_(arriving[0][:, where])
-            state.g_inh.add_(arriving[1][:, where])
-        arriving.zero_()
+    def _steps_back(self, longest: int) -> Tensor:
+        """``0, 1, .., longest`` on the device (cached)."""
+        cached = self._steps_back_cache.get(longest)
+        if cached is None:
+            cached = torch.arange(longest + 1, device=self.device)
+            self._steps_back_cache[longest] = cached
+        return cached
 
     def _plasticity_and_hooks(self, ctx: StepContext) -> Generator[Awaitable[None], None, None]:
         for learner in self.plasticity:
@@ -623,7 +607,6 @@ class Simulation:
         records, done, outcomes = runner.advance(
             self.state,
             self._history.numpy(),
-            self._in_flight.numpy(),
             self._drive_keys,
             self.step,
             n_steps,

@@ -51,10 +51,12 @@ import numpy as np
 (V_REST, V_THRESHOLD, V_RESET, DECAY_M, DECAY_EXC, DECAY_INH, K_EXC, K_INH, K_EXT, REF_STEPS,
  DECAY_THETA, NEG_DT_OVER_TAU_M, E_EXC, E_INH, R_M, THETA_PLUS, ONE, ZERO) = range(18)  # fmt: skip
 N_COEFFICIENTS = 18
-# Columns of the projection table. P_DSYN0: where the projection's per-synapse delays start
-# in the concatenated delay array, or -1 when it has one delay (P_DELAY) for all synapses.
-P_SRC0, P_NSRC, P_TGT0, P_CHANNEL, P_DELAY, P_PTR0, P_SYN0, P_DSYN0 = range(8)
-N_PROJECTION_COLUMNS = 8
+# Columns of the projection table. P_DSYN0: where the projection's delay pointers start in
+# the concatenated ``delay_ptr`` array (Projection.delay_ptr, with P_DELAY its longest
+# delay), or -1 when it has one delay (P_DELAY) for all synapses.
+# P_GROUP: the source group (population or input, in source order) the projection reads.
+P_SRC0, P_NSRC, P_TGT0, P_CHANNEL, P_DELAY, P_PTR0, P_SYN0, P_DSYN0, P_GROUP = range(9)
+N_PROJECTION_COLUMNS = 9
 
 
 # Columns of the Poisson-drive table; the counts of drive d are drawn with the thresholds
@@ -157,6 +159,22 @@ def _update_population(
 
 
 @numba.njit(cache=True, nogil=True)
+def _group_boundaries(spikes: Any, count: int, group_start: Any, first: Any) -> None:
+    """``first[g]``: where the spikes of source group ``g`` begin in the sorted ``spikes[:count]``
+    (``group_start`` holds each group's first source, then the number of sources)."""
+    for g in range(group_start.shape[0]):
+        lo, hi = 0, count
+        bound = group_start[g]
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if spikes[mid] < bound:
+                lo = mid + 1
+            else:
+                hi = mid
+        first[g] = lo
+
+
+@numba.njit(cache=True, nogil=True)
 def advance(  # noqa: PLR0912, PLR0915 - one flat compiled loop is the point of this module
     n_steps: int,
     step0: int,
@@ -164,9 +182,9 @@ def advance(  # noqa: PLR0912, PLR0915 - one flat compiled loop is the point of 
     pop_range: Any, pop_kind: Any, coef: Any,
     drive: Any, has_drive: bool,
     external: Any, n_neurons: int,
-    history: Any, spike_list: Any, spike_count: Any,
+    history: Any, spike_list: Any, spike_count: Any, group_start: Any, group_first: Any,
     proj: Any, indptr: Any, post: Any, weight: Any,
-    in_flight: Any, synapse_delay: Any,
+    delay_ptr: Any,
     drives: Any, drive_keys: Any, drive_weight: Any, count_threshold: Any, count_value: Any,
     learning: Any, n_learners: int, dt: float,
     records: Any, n_records: int,
@@ -174,7 +192,6 @@ def advance(  # noqa: PLR0912, PLR0915 - one flat compiled loop is the point of 
     batch = v.shape[0]
     n_sources = history.shape[2]
     slots = history.shape[0]
-    pending_slots = in_flight.shape[1]
     capacity = records.shape[0]
     for k in range(n_steps):
         if n_records + batch * n_sources > capacity:
@@ -202,6 +219,7 @@ def advance(  # noqa: PLR0912, PLR0915 - one flat compiled loop is the point of 
                     records[n_records, 2] = b
                     n_records += 1
             spike_count[slot, b] = count
+            _group_boundaries(spike_list[slot, b], count, group_start, group_first[slot, b])
         for q in range(proj.shape[0]):
             src0 = proj[q, P_SRC0]
             src1 = src0 + proj[q, P_NSRC]
@@ -209,17 +227,21 @@ def advance(  # noqa: PLR0912, PLR0915 - one flat compiled loop is the point of 
             syn0 = proj[q, P_SYN0]
             ptr0 = proj[q, P_PTR0]
             dsyn0 = proj[q, P_DSYN0]
-            if dsyn0 >= 0:  # per-synapse delays: schedule this step's spikes into the ring
-                ring = in_flight[proj[q, P_CHANNEL]]
+            if dsyn0 >= 0:  # per-synapse delays: the spikes of d steps ago through the synapses of delay d
+                width = proj[q, P_DELAY] + 1
+                target = g_exc if proj[q, P_CHANNEL] == 0 else g_inh
                 for b in range(batch):
-                    for m in range(spike_count[slot, b]):
-                        s = spike_list[slot, b, m]
-                        if s < src0 or s >= src1:
-                            continue
-                        row = ptr0 + s - src0
-                        for syn in range(indptr[row], indptr[row + 1]):
-                            arrive = (step + synapse_delay[dsyn0 + syn]) % pending_slots
-                            ring[arrive, b, tgt0 + post[syn0 + syn]] += weight[syn0 + syn]
+                    tb = target[b]
+                    for d in range(width):
+                        read = slot - d
+                        if read < 0:
+                            read += slots
+                        spikes = spike_list[read, b]
+                        group = proj[q, P_GROUP]
+                        for m in range(group_first[read, b, group], group_first[read, b, group + 1]):
+                            segment = dsyn0 + (spikes[m] - src0) * width + d
+                            for syn in range(delay_ptr[segment], delay_ptr[segment + 1]):
+                                tb[tgt0 + post[syn0 + syn]] += weight[syn0 + syn]
                 continue
             read = (step - proj[q, P_DELAY]) % slots
             target = g_exc if proj[q, P_CHANNEL] == 0 else g_inh
@@ -245,18 +267,6 @@ def advance(  # noqa: PLR0912, PLR0915 - one flat compiled loop is the point of 
                     count = poisson_count(key, base + i, count_threshold, cdf0, cdf_len)
                     if count:
                         tb[tgt0 + i] += wd * count_value[cdf0 + count]
-        if pending_slots:  # the input scheduled for this step arrives
-            now = step % pending_slots
-            for b in range(batch):
-                arriving_exc = in_flight[0, now, b]
-                arriving_inh = in_flight[1, now, b]
-                geb = g_exc[b]
-                gib = g_inh[b]
-                for i in range(arriving_exc.shape[0]):
-                    geb[i] += arriving_exc[i]
-                    gib[i] += arriving_inh[i]
-                    arriving_exc[i] = 0.0
-                    arriving_inh[i] = 0.0
         if n_learners and learn_step(
             step, slot, dt, learning, proj, indptr, post, weight, spike_list, spike_count, v, theta, coef
         ):

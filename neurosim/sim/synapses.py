@@ -7,22 +7,17 @@ one per projection (``delay_steps``: the engine reads the spikes of ``d`` steps 
 spike history) or one per synapse (``synapse_delays``, as in Potjans & Diesmann 2014).
 
 Per-synapse delays are memory-lean: one small integer per synapse (``uint8`` up to 255
-steps) and, in the engine, one ring of pending input per target neuron and channel with a
-slot per delay step, ``(max delay + 1) x n_neurons`` numbers in all, whatever the number of
-synapses or distinct delays (the scheme of NEST's ring buffers). A spike at step ``n`` adds
-``w`` into slot ``(n + d) mod D`` of its target's ring; at every step, after the
-projections, the slot of the current step is added to the conductances and cleared.
-
-Storage is CSR (``indptr``, ``indices``, ``weights``) or a dense ``(n_pre, n_post)`` matrix.
-Propagation is event-driven (only rows of pre neurons that spiked are read) for CSR, and
-for dense weights with one instance; a batch of instances on dense weights uses one
-``(batch, n_pre) @ (n_pre, n_post)`` product, which is faster there.
+steps), the synapses of each pre neuron sorted by delay, and one offset per (pre neuron,
+delay step) into them (``delay_ptr``). At step ``n`` the engine reads, for every delay
+``d``, the spikes of step ``n - d`` from its spike history and delivers only those rows'
+synapses of delay ``d``: every write goes into the target's conductances, which stay in
+cache, and there is no buffer of pending input per neuron and delay.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -78,6 +73,8 @@ class Projection:
     mask: Tensor | None = None
     propagation: Propagation = Propagation.AUTO
     synapse_delays: Tensor | None = None  # steps, one per synapse in CSR order; then delay_steps is 0
+    # per-synapse delays: synapses of (pre p, delay d) are delay_ptr[p * (D + 1) + d] .. [.. + 1], D the longest
+    delay_ptr: Tensor | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if self.delay_steps < 0:
@@ -98,6 +95,7 @@ class Projection:
                     f"projection {self.name!r}: {tuple(self.synapse_delays.shape)} synapse delays for "
                     f"{self.n_synapses} synapses"
                 )
+            self.delay_ptr = _delay_pointers(self.name, self.n_pre, self.pre_index, self.synapse_delays)
 
     @classmethod
     def from_pairs(
@@ -131,11 +129,12 @@ class Projection:
         per_synapse = _synapse_delays(name, delay_steps, pre.shape)
         if per_synapse is not None and per_synapse.size and int(per_synapse.min()) == int(per_synapse.max()):
             delay_steps, per_synapse = int(per_synapse[0]), None
-        if pre.size and np.any(np.diff(pre) < 0):
+        if per_synapse is not None:  # each row's synapses by delay (stable: in the order given within a delay)
+            order = np.argsort(pre.astype(np.int64) * (int(per_synapse.max()) + 1) + per_synapse, kind="stable")
+            pre, post, weights, per_synapse = pre[order], post[order], weights[order], per_synapse[order]
+        elif pre.size and np.any(np.diff(pre) < 0):
             order = np.lexsort((post, pre))
             pre, post, weights = pre[order], post[order], weights[order]
-            if per_synapse is not None:
-                per_synapse = per_synapse[order]
         dev = torch.device(device)
         counts = np.bincount(pre, minlength=n_pre) if pre.size else np.zeros(n_pre, np.int64)
         indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -224,49 +223,53 @@ class Projection:
             rows = self.weights.index_select(0, pre_idx)
             out.index_add_(0, batch_idx, rows)
             return
-        active = self._active_synapses(batch_idx, pre_idx)
+        starts = self.indptr[pre_idx]
+        active = _expand(starts, self.indptr[pre_idx + 1] - starts, batch_idx)
         if active is None:
             return
         synapse, instance = active
         out.view(-1).index_add_(0, instance * self.n_post + self.post_index[synapse], self.weights[synapse])
 
-    def _active_synapses(self, batch_idx: Tensor, pre_idx: Tensor) -> tuple[Tensor, Tensor] | None:
-        """The CSR synapses of the rows ``pre_idx`` and, for each, its row's instance
-        (``batch_idx``), in row order; None if there are none."""
-        starts = self.indptr[pre_idx]
-        counts = self.indptr[pre_idx + 1] - starts
-        total = int(counts.sum())
-        if total == 0:
-            return None
-        first_of_row = torch.cumsum(counts, 0) - counts
-        within_row = torch.arange(total, device=counts.device) - torch.repeat_interleave(
-            first_of_row, counts, output_size=total
-        )
-        synapse = torch.repeat_interleave(starts, counts, output_size=total) + within_row
-        return synapse, torch.repeat_interleave(batch_idx, counts, output_size=total)
-
-    def schedule_into(self, ring: Tensor, target_offset: int, spikes: Tensor, step: int) -> None:
-        """Per-synapse delays: add the weights of ``spikes`` ``(batch, n_pre)``, emitted at
-        ``step``, to the slots of ``ring`` ``(slots, batch, n_neurons)`` (this projection's
-        channel) where they arrive: ``(step + delay) mod slots``, at the target neurons
-        (``target_offset + post``)."""
-        if self.synapse_delays is None:
+    def propagate_delayed_into(self, out: Tensor, spikes_by_delay: Tensor) -> None:
+        """Per-synapse delays: add to ``out`` ``(batch, n_post)`` what arrives now, given
+        ``spikes_by_delay`` ``(max_delay_steps + 1, batch, n_pre)`` bool, whose entry ``d``
+        holds the spikes of ``d`` steps ago (delivered through the synapses of delay ``d``,
+        in the order: delay, instance, pre neuron, synapse)."""
+        if self.delay_ptr is None:
             raise ValueError(f"projection {self.name!r} has one delay for all synapses, not one per synapse")
-        slots, batch, n_neurons = ring.shape
-        batch_idx, pre_idx = torch.nonzero(spikes, as_tuple=True)
-        active = self._active_synapses(batch_idx, pre_idx)
+        slots = self.max_delay_steps + 1
+        if spikes_by_delay.shape[0] != slots:
+            raise ValueError(
+                f"projection {self.name!r}: spikes of {slots} steps needed, got {spikes_by_delay.shape[0]}"
+            )
+        delay_idx, batch_idx, pre_idx = torch.nonzero(spikes_by_delay, as_tuple=True)
+        segment = pre_idx * slots + delay_idx
+        starts = self.delay_ptr[segment]
+        active = _expand(starts, self.delay_ptr[segment + 1] - starts, batch_idx)
         if active is None:
             return
         synapse, instance = active
-        slot = torch.remainder(self.synapse_delays[synapse].to(torch.int64) + step, slots)
-        flat = (slot * batch + instance) * n_neurons + target_offset + self.post_index[synapse]
-        ring.view(-1).index_add_(0, flat, self.weights[synapse])
+        out.view(-1).index_add_(0, instance * self.n_post + self.post_index[synapse], self.weights[synapse])
 
     def propagate(self, spikes: Tensor) -> Tensor:
         """The weights that ``spikes`` ``(batch, n_pre)`` deliver to every post neuron, ``(batch, n_post)``."""
         out = torch.zeros((spikes.shape[0], self.n_post), dtype=self.weights.dtype, device=self.weights.device)
         self.propagate_into(out, spikes)
         return out
+
+
+def _expand(starts: Tensor, counts: Tensor, batch_idx: Tensor) -> tuple[Tensor, Tensor] | None:
+    """The synapses ``starts[k] .. starts[k] + counts[k] - 1`` of every segment ``k`` in order and,
+    for each, its segment's instance (``batch_idx``); None if there are none."""
+    total = int(counts.sum())
+    if total == 0:
+        return None
+    first_of_segment = torch.cumsum(counts, 0) - counts
+    within = torch.arange(total, device=counts.device) - torch.repeat_interleave(
+        first_of_segment, counts, output_size=total
+    )
+    synapse = torch.repeat_interleave(starts, counts, output_size=total) + within
+    return synapse, torch.repeat_interleave(batch_idx, counts, output_size=total)
 
 
 def _synapse_delays(
@@ -288,3 +291,19 @@ def _synapse_delays(
             fitted: npt.NDArray[np.integer] = delays.astype(kind, copy=False)
             return fitted
     raise ValueError(f"projection {name!r}: a delay of {longest} steps is too long")
+
+
+def _delay_pointers(name: str, n_pre: int, pre_index: Tensor, synapse_delays: Tensor) -> Tensor:
+    """``delay_ptr`` of a projection whose rows are sorted by delay (refused otherwise)."""
+    delays = synapse_delays.cpu().numpy().astype(np.int64)
+    pre = pre_index.cpu().numpy()
+    slots = (int(delays.max()) if delays.size else 0) + 1
+    key = pre * slots + delays
+    if key.size > 1 and np.any(np.diff(key) < 0):
+        raise ValueError(
+            f"projection {name!r}: with per-synapse delays the synapses must be sorted by pre neuron, "
+            "then delay (Projection.from_pairs sorts them)"
+        )
+    counts = np.bincount(key, minlength=n_pre * slots)
+    pointers = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return torch.from_numpy(pointers).to(pre_index.device)
