@@ -378,14 +378,15 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     if not args.report_only:
         done = {_key(r) for r in _load_runs()}
-        window = (0.1, args.duration)
-        for scale in args.scales:
-            for sim in args.simulators:
-                _run("timing", sim, scale, args.duration, SEED, window, done, args.timeout)
         rate_window = (0.5, args.rate_duration)
         for seed in range(args.rate_seeds):
             for sim in ("neurosim", "nest2"):
                 _run("rates", sim, args.rate_scale, args.rate_duration, 100 + seed, rate_window, done, args.timeout)
+        window = (0.1, args.duration)
+        for scale in args.scales:
+            for sim in args.simulators:
+                _run("timing", sim, scale, args.duration, SEED, window, done, args.timeout)
+            (RESULTS / "microcircuit.md").write_text(report(_load_runs(), args))  # a table after every scale
     runs = _load_runs()
     (RESULTS / "microcircuit.md").write_text(report(runs, args))
     plot_rates(runs, RESULTS / "microcircuit_rates.png")
