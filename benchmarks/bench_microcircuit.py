@@ -78,12 +78,11 @@ def _statistics(times: Sequence[np.ndarray], indices: Sequence[np.ndarray], size
                 stop: float) -> dict[str, Any]:  # fmt: skip
     """Per population: mean rate (Hz) in ``[start, stop)`` and mean CV of the ISIs of neurons with >= 3 spikes."""
     rates, cvs = [], []
-    for t, i, n in zip(times, indices, sizes, strict=True):
-        keep = (t >= start) & (t < stop)
-        t, i = t[keep], i[keep]
-        rates.append(float(t.size / (n * (stop - start))))
-        order = np.lexsort((t, i))
-        t, i = t[order], i[order]
+    for all_t, all_i, n in zip(times, indices, sizes, strict=True):
+        keep = (all_t >= start) & (all_t < stop)
+        rates.append(float(keep.sum() / (n * (stop - start))))
+        order = np.lexsort((all_t[keep], all_i[keep]))
+        t, i = all_t[keep][order], all_i[keep][order]
         same = i[1:] == i[:-1]
         isi, owner = np.diff(t)[same], i[1:][same]
         values = []
@@ -273,7 +272,7 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "## Build, simulation and memory",
         "",
         table_header("scale", "neurons", "synapses", "simulator", "build (s)", "simulation (s)", "peak memory (GiB)",
-                     "bytes / synapse", "neurosim sim / this"),  # fmt: skip
+                     "bytes / synapse", "neurosim sim / this"),
     ]
     timing = [r for r in runs if r["study"] == "timing" and r["duration"] == args.duration]
     for scale in sorted({r["scale"] for r in timing}):

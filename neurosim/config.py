@@ -678,11 +678,15 @@ class SimulationConfig(_Strict):
             for i, s in enumerate(self.record.state)
             if s.every < self.run.dt
         ]
-        projections = {p.name for p in self.network.projections}
+        projections = {p.name: p for p in self.network.projections}
         seen: set[str] = set()
         for i, pl in enumerate(self.plasticity):
             if pl.projection not in projections:
                 problems.append(f"plasticity[{i}].projection: unknown projection {pl.projection!r}")
+            elif projections[pl.projection].per_synapse_delays():
+                problems.append(
+                    f"plasticity[{i}].projection: {pl.projection!r} has per-synapse delays, which STDP does not take"
+                )
             if pl.projection in seen:
                 problems.append(f"plasticity[{i}].projection: {pl.projection!r} already has a rule")
             seen.add(pl.projection)
@@ -693,9 +697,10 @@ class SimulationConfig(_Strict):
 
 _UNION_TAGS = {
     "current_lif", "conductance_lif", "adaptive_lif", "poisson", "spike_array", "current", "probability",
-    "fan_in", "all_to_all", "pairs", "constant", "uniform", "normal", "pair", "triplet",
+    "fan_in", "all_to_all", "pairs", "constant", "uniform", "normal", "pair", "triplet", "fixed_total",
+    "one_to_one", "poisson_drive",
 }  # fmt: skip
-_DISCRIMINATED_FIELDS = {"model", "connectivity", "weights", "rule"}
+_DISCRIMINATED_FIELDS = {"model", "connectivity", "weights", "rule", "delay"}
 
 
 def _is_union_label(part: str, previous: str | int | None) -> bool:

@@ -105,7 +105,14 @@ def test_delay_distributions_are_drawn_per_synapse_and_checked() -> None:
     projections[0]["delay"] = {"kind": "uniform", "low": 2e-3, "high": 1e-3}
     msg = _refused(data)
     assert "projections[1]" in msg and "per-synapse delays need format = 'sparse'" in msg
-    assert "projections[0].delay.uniform" in msg and "must be >= low" in msg
+    assert "projections[0].delay: high (0.001 s) must be >= low (0.002 s)" in msg
     data = _cuba()
     data["network"]["projections"][2]["connectivity"] = {"kind": "one_to_one"}
     assert "projections[2].connectivity: one_to_one needs groups of one size" in _refused(data)
+
+
+def test_stdp_on_a_projection_with_per_synapse_delays_is_refused() -> None:
+    data = load_config(EXAMPLES / "song2000_stdp.toml").model_dump(mode="json")
+    data["network"]["projections"][0]["delay"] = {"kind": "uniform", "low": 0.0, "high": 2e-3}
+    msg = _refused(data)
+    assert "plasticity[0].projection" in msg and "per-synapse delays" in msg

@@ -148,6 +148,11 @@ class STDPOnlineLearner:
             raise ValueError(f"reward_source={reward_source!r} needs a RewardSTDP rule, got {type(rule).__name__}")
         if not math.isfinite(reward_per_spike):
             raise ValueError(f"reward_per_spike must be finite, got {reward_per_spike!r}")
+        if projection.synapse_delays is not None:
+            raise ValueError(
+                f"projection {projection.name!r} has per-synapse delays; STDP learners run on projections "
+                "with one delay for all synapses"
+            )
         if readout is not None and readout.weight.shape[1] != projection.n_post:
             raise ValueError(
                 f"readout takes {readout.weight.shape[1]} inputs but projection {projection.name!r} "
