@@ -191,6 +191,15 @@ def run_brian2(scale: float, duration: float, seed: int, window: tuple[float, fl
 
     params = MicrocircuitParams(scale=scale)
     numbers = derive(params)
+    # measured at scale 0.25: the standalone binary holds 69 B per synapse; this process holds
+    # neurosim's arrays of the structure (about 30 B per synapse) while the binary runs
+    needed = numbers.n_synapses * (69 + 30)
+    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    if needed > 0.9 * available:
+        raise MemoryError(
+            f"not run: Brian2 standalone needs about {needed / 2**30:.0f} GiB at this scale (69 B per synapse "
+            f"measured at scale 0.25, plus neurosim's arrays of the structure), {available / 2**30:.0f} GiB are free"
+        )
     cfg = microcircuit_config(params, duration=duration, seed=seed, dtype="float64")
     with tempfile.TemporaryDirectory(prefix="microcircuit_b2_") as build_dir:
         rss_file = Path(build_dir) / "maxrss_kb"

@@ -218,7 +218,7 @@ def test_a_poisson_drive_fires_neurons_at_brian2s_poisson_input_rate() -> None:
     model = {"kind": "current_lif", "tau_m": 10e-3, "v_rest": -65e-3, "v_threshold": -50e-3, "v_reset": -65e-3,
              "t_ref": 2e-3, "tau_exc": 0.5e-3, "tau_inh": 0.5e-3, "r_m": 4e7}  # fmt: skip
     cfg = parse_config({
-        "run": {"dt": DT, "duration": 2.0, "seed": 3, "dtype": "float64"},
+        "run": {"dt": DT, "duration": 1.0, "seed": 3, "dtype": "float64"},
         "network": {
             "populations": [{"name": "n", "n": 400, "model": model, "initial": {"v": {"normal": [-58e-3, 10e-3]}}}],
             "inputs": [{"kind": "poisson_drive", "name": "bg", "target": "n", "n": 1600, "rate": 8.0,
@@ -229,9 +229,9 @@ def test_a_poisson_drive_fires_neurons_at_brian2s_poisson_input_rate() -> None:
     })  # fmt: skip
     sim = build_simulation(cfg)
     monitor = sim.add_monitor(SpikeMonitor("n"))
-    sim.run(2.0)
+    sim.run(1.0)
     ours, theirs = monitor.trains(), run_brian2(cfg, target="numpy").spikes["n"]
-    rate_ours, rate_theirs = ours.times.size / 800, theirs.times.size / 800
+    rate_ours, rate_theirs = ours.times.size / 400, theirs.times.size / 400
     assert rate_ours > 3.0
     assert abs(rate_ours - rate_theirs) < 0.06 * rate_theirs, (rate_ours, rate_theirs)
     assert abs(_isi_cv(ours.times, ours.indices) - _isi_cv(theirs.times, theirs.indices)) < 0.05
