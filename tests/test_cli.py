@@ -31,7 +31,8 @@ def test_run_writes_every_output_and_refuses_to_overwrite(tmp_path: Path) -> Non
     assert spikes["exc_times"].size == summary["populations"]["exc"]["spikes"]
     assert spikes["exc_times"].max() < 0.2 and spikes["exc_indices"].max() < 3200
     resolved = json.loads((out / "config.json").read_text())
-    assert resolved["run"]["duration"] == 0.2 and resolved["network"]["projections"][0]["delay"] == 0.0
+    assert resolved["run"]["duration"] == 0.2
+    assert resolved["network"]["projections"][0]["delay"] == {"kind": "constant", "value": 0.0}
     for plot in ("raster.png", "rates.png", "state.png"):  # state.png: the recorded membrane potentials
         assert (out / plot).stat().st_size > 10_000, plot
     again = runner.invoke(main, ["run", str(EXAMPLES / "cuba.toml"), "--out", str(out), "--quiet"])
