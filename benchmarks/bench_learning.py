@@ -1,7 +1,7 @@
 """The full learning step at compiled speed: neurosim against Brian2.
 
 The main job's network (``examples/continual_digits.toml``, ``neurosim.phases.schedule.
-build_network``): Poisson inputs -> N adaptive-threshold excitatory neurons (Diehl & Cook
+build_layer``): Poisson inputs -> N adaptive-threshold excitatory neurons (Diehl & Cook
 2015) with one-to-one excitation of N inhibitory neurons and all-to-all inhibition back,
 dt = 0.5 ms, 1 s of biological time, pair STDP on input -> excitatory. Per simulation step:
 
@@ -45,12 +45,18 @@ from neurosim.learning import LinearReadout, STDPOnlineLearner, Surrogate
 from neurosim.learning.ewc import EWCConfig, EWCRegulariser
 from neurosim.learning.fisher import InMemoryFisherStore
 from neurosim.learning.fisher_online import FisherAccumulator, FisherAccumulatorConfig
-from neurosim.phases.schedule import build_network
-from neurosim.sim import Backend, PoissonInput, Simulation
+from neurosim.phases.schedule import build_layer
+from neurosim.sim import Backend, Network, PoissonInput, Simulation
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DT = 5e-4
 MAX_RATE = 120.0  # Hz: the main job's brightest pixel; every input draws a rate up to it
+
+
+def build_network(cfg: ContinualConfig, n_in: int) -> Network:
+    """The main job's Diehl & Cook layer for ``n_in`` inputs (its simulation is not used)."""
+    sim, _ = build_layer(cfg, n_in, Backend.AUTO, torch.float32)
+    return sim.network
 
 
 def _initial_weights(cfg: ContinualConfig, n_in: int) -> torch.Tensor:
