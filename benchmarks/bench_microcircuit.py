@@ -55,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import machine_description, table_header
 from neurosim.microcircuit import INHIBITORY, POPULATIONS, MicrocircuitParams, derive, microcircuit_config
+from neurosim.sim.monitors import rate_and_cv
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = RESULTS / "microcircuit_runs.jsonl"
@@ -76,22 +77,9 @@ def _peak_rss_bytes() -> int:
 
 def _statistics(times: Sequence[np.ndarray], indices: Sequence[np.ndarray], sizes: np.ndarray, start: float,
                 stop: float) -> dict[str, Any]:  # fmt: skip
-    """Per population: mean rate (Hz) in ``[start, stop)`` and mean CV of the ISIs of neurons with >= 3 spikes."""
-    rates, cvs = [], []
-    for all_t, all_i, n in zip(times, indices, sizes, strict=True):
-        keep = (all_t >= start) & (all_t < stop)
-        rates.append(float(keep.sum() / (n * (stop - start))))
-        order = np.lexsort((all_t[keep], all_i[keep]))
-        t, i = all_t[keep][order], all_i[keep][order]
-        same = i[1:] == i[:-1]
-        isi, owner = np.diff(t)[same], i[1:][same]
-        values = []
-        for neuron in np.unique(owner):
-            x = isi[owner == neuron]
-            if x.size >= 2 and x.mean() > 0:
-                values.append(x.std() / x.mean())
-        cvs.append(float(np.mean(values)) if values else float("nan"))
-    return {"rates": rates, "cv": cvs}
+    """Per population: mean rate (Hz) in ``[start, stop)`` and mean CV of the ISIs (``rate_and_cv``)."""
+    pairs = [rate_and_cv(t, i, int(n), start, stop) for t, i, n in zip(times, indices, sizes, strict=True)]
+    return {"rates": [rate for rate, _ in pairs], "cv": [cv for _, cv in pairs]}
 
 
 # ----------------------------------------------------------------------------- neurosim

@@ -38,14 +38,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import numpy as np
 
 from neurosim.build import build_simulation
 from neurosim.config import SimulationConfig
 from neurosim.microcircuit import INHIBITORY, LAYERS, POPULATIONS, MicrocircuitParams, derive, microcircuit_config
 from neurosim.outputs import prepare_output_dir
 from neurosim.sim import SpikeMonitor
-from neurosim.sim.monitors import SpikeTrains
+from neurosim.sim.monitors import SpikeTrains, rate_and_cv
 
 TRANSIENT = 0.1  # s left out of the statistics: the start from random membrane potentials
 
@@ -67,20 +66,8 @@ def statistics(trains: dict[str, SpikeTrains], sizes: dict[str, int], start: flo
     """Per population: mean rate (Hz) in ``[start, stop)`` and mean CV of ISIs (neurons with >= 3 spikes)."""
     out = {}
     for name, tr in trains.items():
-        keep = (tr.times >= start) & (tr.times < stop)
-        times, idx = tr.times[keep], tr.indices[keep]
-        order = np.lexsort((times, idx))
-        times, idx = times[order], idx[order]
-        same = idx[1:] == idx[:-1]
-        isi, owner = np.diff(times)[same], idx[1:][same]
-        counts = np.bincount(owner, minlength=sizes[name])
-        sums = np.bincount(owner, weights=isi, minlength=sizes[name])
-        squares = np.bincount(owner, weights=isi**2, minlength=sizes[name])
-        ok = counts >= 2
-        mean = sums[ok] / counts[ok]
-        std = np.sqrt(np.maximum(squares[ok] / counts[ok] - mean**2, 0.0))
-        cv = float(np.mean(std / mean)) if ok.any() else float("nan")
-        out[name] = {"rate_hz": float(times.size / (sizes[name] * (stop - start))), "cv_isi": cv}
+        rate, cv = rate_and_cv(tr.times, tr.indices, sizes[name], start, stop)
+        out[name] = {"rate_hz": rate, "cv_isi": cv}
     return out
 
 

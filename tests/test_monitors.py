@@ -67,3 +67,19 @@ def test_monitor_names_are_checked() -> None:
         sim.add_monitor(StateMonitor("exc", ["theta"]))
     with pytest.raises(ValueError, match="indices must be in"):
         sim.add_monitor(SpikeMonitor("exc", indices=[5000]))
+
+
+def test_rate_and_cv_of_regular_and_poisson_trains() -> None:
+    from neurosim.sim.monitors import rate_and_cv
+
+    regular_t = np.tile(np.arange(0.0, 1.0, 0.1), 3)  # 3 neurons at 10 Hz, perfectly regular
+    regular_i = np.repeat(np.arange(3), 10)
+    rate, cv = rate_and_cv(regular_t, regular_i, 4, 0.0, 1.0)  # a 4th neuron stays silent
+    assert rate == 30 / 4 and abs(cv) < 1e-9
+    rng = np.random.default_rng(0)
+    times = np.concatenate([np.cumsum(rng.exponential(0.01, 2000)) for _ in range(20)])
+    idx = np.repeat(np.arange(20), 2000)
+    rate, cv = rate_and_cv(times, idx, 20, 0.0, 15.0)
+    assert abs(rate - 100) < 3 and abs(cv - 1.0) < 0.05  # Poisson: CV 1
+    two_spikes = rate_and_cv(np.array([0.1, 0.2]), np.array([0, 0]), 1, 0.0, 1.0)
+    assert two_spikes[0] == 2.0 and np.isnan(two_spikes[1])  # one ISI is not enough for a CV

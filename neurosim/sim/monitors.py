@@ -54,6 +54,27 @@ class SpikeTrains(NamedTuple):
     instances: Int64Array
 
 
+def rate_and_cv(
+    times: npt.NDArray[np.float64], indices: Int64Array, n: int, start: float, stop: float
+) -> tuple[float, float]:
+    """Mean firing rate (Hz) of ``n`` neurons in ``[start, stop)`` and the mean coefficient of
+    variation of the inter-spike intervals over the neurons with at least 3 spikes there
+    (NaN when none has), for one instance's ``times`` and ``indices``."""
+    keep = (times >= start) & (times < stop)
+    order = np.lexsort((times[keep], indices[keep]))
+    t, i = times[keep][order], indices[keep][order]
+    same = i[1:] == i[:-1]
+    isi, owner = np.diff(t)[same], i[1:][same]
+    counts = np.bincount(owner, minlength=n)
+    sums = np.bincount(owner, weights=isi, minlength=n)
+    squares = np.bincount(owner, weights=isi**2, minlength=n)
+    enough = counts >= 2
+    mean = sums[enough] / counts[enough]
+    std = np.sqrt(np.maximum(squares[enough] / counts[enough] - mean**2, 0.0))
+    cv = float(np.mean(std / mean)) if enough.any() else math.nan
+    return float(t.size / (n * (stop - start))), cv
+
+
 @dataclass(frozen=True)
 class ChunkResult:
     """What one chunk of steps produced: spikes per source (populations and inputs)."""
