@@ -151,8 +151,10 @@ class CompiledRunner:
         self.indptr = np.concatenate(indptrs).astype(np.int64) if indptrs else np.zeros(1, np.int64)
         # post indices fit in 32 bits (a population of 2**31 neurons does not fit in memory): half the bytes
         self.post = np.concatenate(posts).astype(np.int32) if posts else np.zeros(0, np.int32)
-        # where each source group (populations, then inputs) begins, then the number of sources
-        self.group_start = np.asarray([*offsets.values(), self.n_sources], dtype=np.int64)
+        # where each source group (populations, then inputs) begins, then the number of sources;
+        # only projections with per-synapse delays read it, so without one the loop skips it
+        starts = [*offsets.values(), self.n_sources] if delay_ptrs else []
+        self.group_start = np.asarray(starts, dtype=np.int64)
         self.delay_ptr = np.concatenate(delay_ptrs).astype(np.int64) if delay_ptrs else np.zeros(1, np.int64)
         self._drive_table, self._drive_weight, self._count_threshold, self._count_value = _drive_tables(
             network, offsets, dt, np_dtype

@@ -88,14 +88,14 @@ def fixed_total(
     if n and (n_pre < 1 or n_post < 1 or (not autapses and n_pre == n_post == 1)):
         raise ValueError(f"fixed_total: no synapse can connect {n_pre} pre to {n_post} post neurons")
     per_pre = rng.multinomial(n, np.full(n_pre, 1.0 / n_pre)) if n else np.zeros(n_pre, np.int64)
-    pre = np.repeat(np.arange(n_pre, dtype=np.int64 if n_pre > np.iinfo(np.int32).max else np.int32), per_pre)
+    pre = np.repeat(np.arange(n_pre, dtype=np.int64), per_pre)
     post = rng.integers(0, n_post, size=n, dtype=np.int64)
     if not autapses:
         again = np.flatnonzero(pre == post)
         while again.size:
             post[again] = rng.integers(0, n_post, size=again.size)
             again = again[pre[again] == post[again]]
-    return pre.astype(np.int64), post
+    return pre, post
 
 
 def one_to_one(n_pre: int, n_post: int) -> tuple[IndexArray, IndexArray]:

@@ -229,6 +229,7 @@ def advance(  # noqa: PLR0912, PLR0915 - one flat compiled loop is the point of 
             dsyn0 = proj[q, P_DSYN0]
             if dsyn0 >= 0:  # per-synapse delays: the spikes of d steps ago through the synapses of delay d
                 width = proj[q, P_DELAY] + 1
+                group = proj[q, P_GROUP]
                 target = g_exc if proj[q, P_CHANNEL] == 0 else g_inh
                 for b in range(batch):
                     tb = target[b]
@@ -237,7 +238,6 @@ def advance(  # noqa: PLR0912, PLR0915 - one flat compiled loop is the point of 
                         if read < 0:
                             read += slots
                         spikes = spike_list[read, b]
-                        group = proj[q, P_GROUP]
                         for m in range(group_first[read, b, group], group_first[read, b, group + 1]):
                             segment = dsyn0 + (spikes[m] - src0) * width + d
                             for syn in range(delay_ptr[segment], delay_ptr[segment + 1]):

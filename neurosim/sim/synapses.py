@@ -223,12 +223,7 @@ class Projection:
             rows = self.weights.index_select(0, pre_idx)
             out.index_add_(0, batch_idx, rows)
             return
-        starts = self.indptr[pre_idx]
-        active = _expand(starts, self.indptr[pre_idx + 1] - starts, batch_idx)
-        if active is None:
-            return
-        synapse, instance = active
-        out.view(-1).index_add_(0, instance * self.n_post + self.post_index[synapse], self.weights[synapse])
+        self._deliver(out, self.indptr, pre_idx, batch_idx)
 
     def propagate_delayed_into(self, out: Tensor, spikes_by_delay: Tensor) -> None:
         """Per-synapse delays: add to ``out`` ``(batch, n_post)`` what arrives now, given
@@ -243,9 +238,14 @@ class Projection:
                 f"projection {self.name!r}: spikes of {slots} steps needed, got {spikes_by_delay.shape[0]}"
             )
         delay_idx, batch_idx, pre_idx = torch.nonzero(spikes_by_delay, as_tuple=True)
-        segment = pre_idx * slots + delay_idx
-        starts = self.delay_ptr[segment]
-        active = _expand(starts, self.delay_ptr[segment + 1] - starts, batch_idx)
+        self._deliver(out, self.delay_ptr, pre_idx * slots + delay_idx, batch_idx)
+
+    def _deliver(self, out: Tensor, pointers: Tensor, segments: Tensor, batch_idx: Tensor) -> None:
+        """Add the weights of the synapses ``pointers[k] .. pointers[k + 1] - 1`` of every
+        ``k`` in ``segments`` (CSR rows or (row, delay) segments), in order, to the post
+        neurons of instance ``batch_idx`` in ``out``."""
+        starts = pointers[segments]
+        active = _expand(starts, pointers[segments + 1] - starts, batch_idx)
         if active is None:
             return
         synapse, instance = active
