@@ -43,6 +43,7 @@ from neurosim.sim.kernels import (
     F_WIDTH,
     F_WINDOW,
     FF_ONE_MINUS_ALPHA,
+    FOLD_DEPTH,
     I_COL0,
     I_COLSYN0,
     I_FISHER,
@@ -69,6 +70,7 @@ from neurosim.sim.kernels import (
     I_THETA,
     N_FLOAT,
     N_INT,
+    N_STATE,
     S_APPLIED,
     S_NON_FINITE,
     S_SAMPLE_STEPS,
@@ -301,7 +303,7 @@ class LearningTables:
         floats = np.zeros((n, N_FLOAT), dtype=dtype)
         floats32 = np.zeros((n, 1), dtype=np.float32)
         floats64 = np.zeros((n, 2), dtype=np.float64)
-        state = np.zeros((n, 4), dtype=np.int64)
+        state = np.zeros((n, N_STATE), dtype=np.int64)
         pre0 = post0 = col0 = colsyn0 = syn0 = class0 = ro0 = 0
         self._pre_offsets: list[int] = []
         self._post_offsets: list[int] = []
@@ -398,6 +400,8 @@ class LearningTables:
             np.zeros(sum(post_sizes), dtype=dtype),
             np.zeros(max(sum(class_sizes), 1), dtype=dtype),
             np.zeros(4, dtype=dtype),
+            np.zeros((FOLD_DEPTH, max(sum(pre_sizes), 1)), dtype=dtype),
+            np.zeros((FOLD_DEPTH, max(sum(post_sizes), 1)), dtype=dtype),
         )
 
     def clip_bounded_weights(self, weights: npt.NDArray[Any], projection_syn0: dict[int, int]) -> None:
