@@ -2,17 +2,16 @@
 
 Eight short continual-learning runs (the main job, ``examples/continual_digits.toml``: EWC
 on/off x sleep on/off x seeds 0-1; without its no-consolidation control run, about 8 s each,
-and with it, as the main job runs, about twice that) are run three ways, each from a fresh
-Python process, as a user would start them (interpreter start, imports and first-use costs
-included):
+and with it, as the main job runs, about twice that) are run three ways, each as a user would
+start them, ``neurosim sweep`` from a fresh process (interpreter start, imports and first-use
+costs included):
 
-1. ``sequential``: one after the other in one process (``run_sweep(..., workers=0)``: no
-   Dask);
-2. ``two processes by hand``: two processes side by side, each running half of the runs one
-   after the other (no Dask): what the machine's two cores allow at best, and how much two
-   runs slow each other down;
-3. ``Dask``: ``run_sweep(..., workers=2)``: a fresh ``LocalCluster`` of 2 single-threaded
-   worker processes (its start-up included).
+1. ``sequential``: one after the other in one process (``--workers 0``: no Dask);
+2. ``two processes by hand``: two ``--workers 0`` processes side by side, one per seed (each
+   runs 4 runs, one of every setting, one after the other): what the machine's two cores
+   allow at best, and how much two runs slow each other down;
+3. ``Dask``: ``--workers 2``: a fresh ``LocalCluster`` of 2 single-threaded worker processes
+   (its start-up and shut-down included).
 
 Each is timed ``--repeats`` times, alternating, and the fastest is reported (the machine is a
 shared VM whose speed drifts by tens of percent between minutes). Targets (issue 19): Dask
@@ -40,49 +39,34 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import EXAMPLES, machine_description
-from neurosim.sweep import RUN_FILE, Setting, SweepSpec, make_spec, run_sweep
+from neurosim.sweep import RUN_FILE
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SETTINGS = [(ewc, sleep) for ewc in (False, True) for sleep in (False, True)]
 
 
-def the_sweep(part: int | None = None, control: bool = False) -> SweepSpec:
-    """The 8 runs (4 settings x 2 seeds); ``part`` 0 or 1: half of the settings; ``control``:
+def sweep_command(out: Path, control: bool, workers: int, seeds: str) -> list[str]:
+    """``neurosim sweep`` of the main job: EWC on/off x sleep on/off x ``seeds``; ``control``:
     each run also runs its no-consolidation control, as the main job does."""
-    chosen = SETTINGS if part is None else SETTINGS[part::2]
-    settings = [
-        Setting(
-            f"ewc={'on' if ewc else 'off'}_sleep={'on' if sleep else 'off'}",
-            {"control": control, "ewc.enabled": ewc, "sleep.enabled": sleep},
-        )
-        for ewc, sleep in chosen
-    ]
-    return make_spec(EXAMPLES / "continual_digits.toml", settings=settings, seeds=[0, 1])
-
-
-def child(mode: str, out: Path, control: bool) -> None:
-    """One measured configuration, in this (fresh) process."""
-    if mode == "dask":
-        run_sweep(the_sweep(None, control), out, workers=2, progress=False, dashboard_address=":0",
-                  echo=lambda _: None)  # fmt: skip
-    else:
-        part = None if mode == "sequential" else int(mode.removeprefix("half"))
-        run_sweep(the_sweep(part, control), out, workers=0, progress=False)
+    return [str(Path(sys.executable).with_name("neurosim")), "sweep", str(EXAMPLES / "continual_digits.toml"),
+            "--grid", f"control={'true' if control else 'false'}", "--grid", "ewc.enabled=false,true",
+            "--grid", "sleep.enabled=false,true", "--seeds", seeds, "--workers", str(workers), "--quiet",
+            "--out", str(out)]  # fmt: skip
 
 
 def measure(mode: str, tmp: Path, control: bool) -> tuple[float, list[dict[str, Any]]]:
     """Wall time of ``mode`` from fresh processes, and the runs' records."""
     out = tmp / f"{mode}-{time.monotonic_ns()}"
-    script = [sys.executable, __file__, *(["--control"] if control else []), "--child"]
-    t0 = time.perf_counter()
     if mode == "by-hand":
-        procs = [subprocess.Popen([*script, f"half{k}", str(out / f"half{k}")]) for k in (0, 1)]
-        codes = [p.wait() for p in procs]
+        commands = [sweep_command(out / f"seed{k}", control, 0, str(k)) for k in (0, 1)]
     else:
-        codes = [subprocess.call([*script, mode, str(out)])]
+        commands = [sweep_command(out, control, 2 if mode == "dask" else 0, "0-1")]
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for c in commands]
+    codes = [p.wait() for p in procs]
     wall = time.perf_counter() - t0
     if any(codes):
-        raise RuntimeError(f"{mode}: a child failed ({codes})")
+        raise RuntimeError(f"{mode}: a sweep failed ({codes}): {commands}")
     runs = [json.loads(p.read_text()) for p in sorted(out.rglob(RUN_FILE))]
     if len(runs) != 8 or any(r["status"] != "completed" for r in runs):
         raise RuntimeError(f"{mode}: expected 8 completed runs, got {[r['status'] for r in runs]}")
@@ -104,12 +88,7 @@ def gaps(runs: list[dict[str, Any]]) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--child", nargs=2, metavar=("MODE", "OUT"), help=argparse.SUPPRESS)
-    parser.add_argument("--control", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        child(args.child[0], Path(args.child[1]), args.control)
-        return
     sections = [
         "# Sweeps on Dask: 8 short runs on 2 workers against one after the other",
         "",
@@ -145,7 +124,7 @@ def section(repeats: int, control: bool) -> list[str]:
     seq = best["sequential"][0]
     names = {
         "sequential": "one after the other, one process",
-        "by-hand": "two processes by hand, 4 runs each (no Dask)",
+        "by-hand": "two processes by hand, one per seed, 4 runs each (no Dask)",
         "dask": "Dask LocalCluster, 2 workers (start-up included)",
     }
     gap = gaps(best["dask"][1])

@@ -15,13 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from neurosim.config import ConfigError, ContinualConfig, SimulationConfig, load_any_config
 from neurosim.outputs import OutputExistsError
-from neurosim.runner import LiveOptions
-from neurosim.sim.checkpoint import CheckpointError
 
 if TYPE_CHECKING:
+    from neurosim.config import ContinualConfig, SimulationConfig
     from neurosim.events.mqtt import BrokerSettings
+    from neurosim.runner import LiveOptions
+    from neurosim.sweep import ClusterStart
+
+# PyTorch (about 2 s to import) is imported by the commands that need it, not here: `neurosim
+# sweep` starts its workers first, `subscribe` never needs it.
 
 
 def _overridden(cfg: SimulationConfig, **run_overrides: Any) -> SimulationConfig:
@@ -36,6 +39,8 @@ def _overridden(cfg: SimulationConfig, **run_overrides: Any) -> SimulationConfig
 
 
 def _load_any(path: Path) -> SimulationConfig | ContinualConfig:
+    from neurosim.config import ConfigError, load_any_config
+
     try:
         return load_any_config(path)
     except ConfigError as err:
@@ -78,8 +83,9 @@ def _is_experiment_dir(directory: Path) -> bool:
 
 
 def _resume_continual(out_dir: Path, *, quiet: bool, live: LiveOptions) -> None:
-    from neurosim.config import parse_continual
+    from neurosim.config import ConfigError, parse_continual
     from neurosim.phases.schedule import CHECKPOINT_DIR, run_experiment
+    from neurosim.sim.checkpoint import CheckpointError
 
     if not (out_dir / CHECKPOINT_DIR).is_dir():
         raise click.ClickException(f"{out_dir}: no {CHECKPOINT_DIR}/: the experiment stopped before its first "
@@ -193,6 +199,8 @@ def run(config: Path | None, resume_dir: Path | None, checkpoint_every: float | 
             _resume(resume_dir, duration=duration, quiet=quiet, checkpoint_every=checkpoint_every, live=live)
         return
     assert config is not None
+    from neurosim.config import ContinualConfig
+
     loaded = _load_any(config)
     if isinstance(loaded, ContinualConfig):
         ignored = [f"--{name}" for name, value in (("duration", duration), ("device", device), ("batch", batch))
@@ -280,6 +288,7 @@ def _check_broker(settings: BrokerSettings) -> None:
 def _live_options(out: Path, mqtt_url: str | None, run_id: str | None, ca: str | None, cert: str | None,
                   key: str | None, insecure: bool) -> LiveOptions:  # fmt: skip
     from neurosim.events.mqtt import check_run_id, parse_broker_url
+    from neurosim.runner import LiveOptions
 
     if mqtt_url is None:
         if run_id or ca or cert or key or insecure:
@@ -295,6 +304,7 @@ def _live_options(out: Path, mqtt_url: str | None, run_id: str | None, ca: str |
 def _resume_plain(out: Path, *, duration: float | None, quiet: bool, checkpoint_every: float | None,
                   live: LiveOptions) -> None:  # fmt: skip
     from neurosim.runner import resume_simulation
+    from neurosim.sim.checkpoint import CheckpointError
 
     try:
         summary = resume_simulation(out, progress=not quiet, live=live, checkpoint_every=checkpoint_every,
@@ -313,6 +323,7 @@ def _echo_summary(summary: dict[str, Any], out: Path) -> None:
 def _run_plain(loaded: SimulationConfig, out: Path, *, duration: float | None, seed: int | None,
                device: str | None, batch: int | None, overwrite: bool, quiet: bool, backend: str,
                brian2_target: str, live: LiveOptions, checkpoint_every: float | None) -> None:  # fmt: skip
+    from neurosim.config import ConfigError
     from neurosim.runner import RunBackend, run_simulation
 
     try:
@@ -391,20 +402,25 @@ def sweep(config: Path | None, grids: tuple[str, ...], seeds: str | None, worker
         return
     if config is None:
         raise click.UsageError("give a CONFIG (or --report DIR)")
-    spec, from_file = _sweep_spec(config, grids, seeds)
-    workers = workers if workers is not None else from_file.get("workers", _default_workers())
-    scheduler = scheduler or from_file.get("scheduler")
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = out or Path(from_file.get("out", Path("runs") / "sweeps" / f"{config.stem}-{stamp}"))
-    broker = _sweep_broker(mqtt_url, sweep_id, mqtt_ca, mqtt_insecure)
-    if broker is not None:
-        _check_broker(broker)
+    with contextlib.ExitStack() as stack:
+        early = _early_cluster(config, workers, scheduler)
+        if early is not None:  # closed here if anything is refused before run_sweep takes it over
+            stack.callback(early.close)
+        spec, from_file = _sweep_spec(config, grids, seeds)
+        workers = workers if workers is not None else from_file.get("workers", _default_workers())
+        scheduler = scheduler or from_file.get("scheduler")
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = out or Path(from_file.get("out", Path("runs") / "sweeps" / f"{config.stem}-{stamp}"))
+        broker = _sweep_broker(mqtt_url, sweep_id, mqtt_ca, mqtt_insecure)
+        if broker is not None:
+            _check_broker(broker)
+        stack.pop_all()
     n_runs = len(spec.settings) * len(spec.seeds)
     where = f"scheduler {scheduler}" if scheduler else "this process" if workers == 0 else f"{workers} local workers"
     click.echo(f"sweep: {len(spec.settings)} settings x {len(spec.seeds)} seeds = {n_runs} runs on {where}; "
                f"outputs in {out}", err=True)  # fmt: skip
     try:
-        result = run_sweep(spec, out, workers=workers, scheduler=scheduler, resume=resume, mqtt=broker,
+        result = run_sweep(spec, out, workers=workers, scheduler=scheduler or early, resume=resume, mqtt=broker,
                            sweep_id=sweep_id, progress=not quiet, echo=lambda s: click.echo(s, err=True))  # fmt: skip
     except (SweepError, ValueError) as err:
         raise click.ClickException(str(err)) from None
@@ -414,6 +430,27 @@ def sweep(config: Path | None, grids: tuple[str, ...], seeds: str | None, worker
     if result.failed:
         raise click.ClickException(f"{len(result.failed)} runs failed (errors in {out / 'sweep.md'}); "
                                    "fix the cause and rerun with --resume")  # fmt: skip
+
+
+def _early_cluster(config: Path, workers: int | None, scheduler: str | None) -> ClusterStart | None:
+    """A local cluster starting now, while this process reads and validates the configs,
+    when the sweep will run on one (no scheduler given, on the command line or in the file)."""
+    import tomllib
+
+    from neurosim.sweep import ClusterStart
+
+    if scheduler is not None:
+        return None
+    try:
+        table = tomllib.loads(config.read_text(encoding="utf-8")).get("sweep", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None  # _sweep_spec says what is wrong with it
+    if not isinstance(table, dict) or table.get("scheduler"):
+        return None
+    count = workers if workers is not None else table.get("workers", _default_workers())
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        return None
+    return ClusterStart(count)
 
 
 def _sweep_spec(config: Path, grids: tuple[str, ...], seeds: str | None) -> tuple[Any, dict[str, Any]]:
@@ -487,6 +524,8 @@ def export(run_dir: Path, fmt: str, out_file: Path | None, experimenter: str | N
               help="Also check that this backend can run it (as `run --backend` would).")  # fmt: skip
 def validate(config: Path, as_json: bool, backend: str) -> None:
     """Check CONFIG without running it: exit 0 if valid, else print every problem and exit 1."""
+    from neurosim.config import ContinualConfig
+
     cfg = _load_any(config)
     if backend == "brian2":
         if isinstance(cfg, ContinualConfig):

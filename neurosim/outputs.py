@@ -7,12 +7,14 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from neurosim.atomic import atomic_write
-from neurosim.sim.monitors import SpikeTrains
+
+if TYPE_CHECKING:
+    from neurosim.sim.monitors import SpikeTrains
 
 
 class OutputExistsError(FileExistsError):
