@@ -140,10 +140,15 @@ def section(repeats: int, control: bool) -> list[str]:
         every = ", ".join(f"{w:.1f}" for w in walls[mode])
         mean_run = statistics.mean(r["wall_s"] for r in runs)
         lines.append(f"| {names[mode]} | {wall:.1f} | {every} | {mean_run:.1f} | {wall / seq:.2f} |")
+    # the modes run in turn within a repeat, so a repeat's ratio compares neighbours in time
+    paired = {m: sorted(w / s for w, s in zip(walls[m], walls["sequential"], strict=True)) for m in modes}
     lines += [
         "",
         f"- Dask / sequential: **{best['dask'][0] / seq:.2f}** (target <= 0.60); two processes by hand, the "
         f"machine's own limit here: {best['by-hand'][0] / seq:.2f}.",
+        f"- The same ratio within each repeat (Dask / the sequential run of that repeat): "
+        f"{', '.join(f'{r:.2f}' for r in paired['dask'])}, median **{statistics.median(paired['dask']):.2f}**; "
+        f"by hand: {', '.join(f'{r:.2f}' for r in paired['by-hand'])}.",
         f"- Scheduling overhead, the gap between consecutive runs on one worker (Dask round trip, fsync and "
         f"rename of the run directory, the next run's set-up): mean {statistics.mean(gap):.3f} s, max "
         f"{max(gap):.3f} s over {len(gap)} gaps (target < 0.5 s per run).",
