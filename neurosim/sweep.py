@@ -561,14 +561,15 @@ def _pin_threads(threads: int) -> None:
     import threadpoolctl  # type: ignore[import-untyped]
     import torch
 
-    # BLAS and OpenMP pools as well: a worker forked from a fork server that imported numpy
-    # before the worker's thread settings applied keeps the pools sized then
-    threadpoolctl.threadpool_limits(limits=threads)
     torch.set_num_threads(threads)
     with contextlib.suppress(ImportError, ValueError):
         import numba
 
         numba.set_num_threads(min(threads, int(getattr(numba.config, "NUMBA_NUM_THREADS", 1))))
+    # then every BLAS and OpenMP pool loaded by now (numba's threading layer loads one above): a
+    # worker forked from a fork server that imported numpy before the worker's environment
+    # applied keeps the pool sizes of then
+    threadpoolctl.threadpool_limits(limits=threads)
 
 
 def _execute(kind: ConfigKind, config: Mapping[str, Any], out_dir: Path, mqtt: BrokerSettings | None,

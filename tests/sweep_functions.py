@@ -12,3 +12,12 @@ def noisy_quadratic(params: Mapping[str, Any], seed: int, out_dir: Path) -> dict
     value = (params["x"] - 2.0) ** 2 * params["scale"]["a"] + seed / 10
     (out_dir / "value.txt").write_text(f"{value}\n")
     return {"loss": value}
+
+
+def thread_pools(params: Mapping[str, Any], seed: int, out_dir: Path) -> dict[str, float]:
+    """The thread counts a run sees on its worker: PyTorch's and the largest BLAS / OpenMP pool."""
+    import threadpoolctl  # type: ignore[import-untyped]
+    import torch
+
+    pools = [int(info["num_threads"]) for info in threadpoolctl.threadpool_info()]
+    return {"torch_threads": float(torch.get_num_threads()), "largest_pool": float(max(pools, default=1))}

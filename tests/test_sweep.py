@@ -7,6 +7,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -22,6 +24,7 @@ from neurosim.events.schema import PhaseEvent, StatusEvent, SweepEvent, split_to
 from neurosim.sweep import (
     RUN_FILE,
     Axis,
+    ClusterStart,
     Setting,
     SweepError,
     apply_overrides,
@@ -409,3 +412,20 @@ def test_run_ids_are_bounded_and_printable() -> None:
     res = CliRunner().invoke(main, ["run", str(EXAMPLES / "cuba.toml"), "--mqtt", "mqtt://localhost:1",
                                     "--run-id", "x" * 70_000])  # fmt: skip
     assert res.exit_code == 2 and "at most 256" in res.output  # refused before anything runs
+
+
+def test_a_cluster_begun_early_runs_the_sweep_with_every_run_pinned_to_one_thread(tmp_path: Path) -> None:
+    start = ClusterStart(2, dashboard_address=":0")  # the fork server imports while the sweep is validated
+    spec = make_function_spec("sweep_functions:thread_pools", {"x": 0}, axes=[parse_axis("x=1,2")], seeds="0-1")
+    result = run_sweep(spec, tmp_path / "sweep", scheduler=start, progress=False)
+    assert len(result.outcomes) == 4 and not result.failed
+    assert len({o.worker for o in result.outcomes}) >= 1
+    for outcome in result.outcomes:  # forked from a server that imported numpy and torch before any pinning
+        assert outcome.headline == {"torch_threads": 1.0, "largest_pool": 1.0}, outcome
+    assert start.client().status == "closed"  # run_sweep shut the cluster it was given down
+
+
+def test_importing_the_sweep_and_the_cli_leaves_pytorch_for_the_runs() -> None:
+    code = "import sys, neurosim.cli, neurosim.sweep; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "False"  # `neurosim sweep` starts its workers before the ~2-s import
