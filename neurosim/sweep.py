@@ -311,6 +311,8 @@ class SweepSpec:
     def points(self) -> list[RunPoint]:
         """Every (setting, seed) run, each config validated; ``SweepError`` names the first
         setting, path and reason that fail (before anything runs)."""
+        from neurosim.config import ConfigError
+
         points = []
         seed_path = {"experiment": "seed", "simulation": "run.seed", "function": None}[self.kind]
         for setting in self.settings:
@@ -322,8 +324,6 @@ class SweepSpec:
                     points.append(RunPoint(setting.name, seed, dict(setting.overrides), data))
                     continue
                 seeded = apply_overrides(data, {seed_path: seed})
-                from neurosim.config import ConfigError
-
                 try:
                     cfg = _validate(self.kind, seeded)
                 except ConfigError as err:
