@@ -57,8 +57,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RUN_FILE",
+    "RUN_MODULES",
     "SWEEP_FILE",
     "Axis",
+    "ClusterStart",
     "RunPoint",
     "Setting",
     "SweepError",
@@ -73,6 +75,7 @@ __all__ = [
     "parse_axis",
     "parse_seeds",
     "run_sweep",
+    "warm_fork_server",
     "write_report",
 ]
 
