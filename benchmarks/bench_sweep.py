@@ -42,7 +42,6 @@ from benchmarks.common import EXAMPLES, machine_description
 from neurosim.sweep import RUN_FILE
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SETTINGS = [(ewc, sleep) for ewc in (False, True) for sleep in (False, True)]
 
 
 def sweep_command(out: Path, control: bool, workers: int, seeds: str) -> list[str]:

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from neurosim.config import ContinualConfig, SimulationConfig
     from neurosim.events.mqtt import BrokerSettings
     from neurosim.runner import LiveOptions
-    from neurosim.sweep import ClusterStart
 
 # PyTorch (about 2 s to import) is imported by the commands that need it, not here: `neurosim
 # sweep` starts its workers first, `subscribe` never needs it.
@@ -402,25 +401,21 @@ def sweep(config: Path | None, grids: tuple[str, ...], seeds: str | None, worker
         return
     if config is None:
         raise click.UsageError("give a CONFIG (or --report DIR)")
-    with contextlib.ExitStack() as stack:
-        early = _early_cluster(config, workers, scheduler)
-        if early is not None:  # closed here if anything is refused before run_sweep takes it over
-            stack.callback(early.close)
-        spec, from_file = _sweep_spec(config, grids, seeds)
-        workers = workers if workers is not None else from_file.get("workers", _default_workers())
-        scheduler = scheduler or from_file.get("scheduler")
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = out or Path(from_file.get("out", Path("runs") / "sweeps" / f"{config.stem}-{stamp}"))
-        broker = _sweep_broker(mqtt_url, sweep_id, mqtt_ca, mqtt_insecure)
-        if broker is not None:
-            _check_broker(broker)
-        stack.pop_all()
+    _warm_workers(config, workers, scheduler)
+    spec, from_file = _sweep_spec(config, grids, seeds)
+    workers = workers if workers is not None else from_file.get("workers", _default_workers())
+    scheduler = scheduler or from_file.get("scheduler")
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = out or Path(from_file.get("out", Path("runs") / "sweeps" / f"{config.stem}-{stamp}"))
+    broker = _sweep_broker(mqtt_url, sweep_id, mqtt_ca, mqtt_insecure)
+    if broker is not None:
+        _check_broker(broker)
     n_runs = len(spec.settings) * len(spec.seeds)
     where = f"scheduler {scheduler}" if scheduler else "this process" if workers == 0 else f"{workers} local workers"
     click.echo(f"sweep: {len(spec.settings)} settings x {len(spec.seeds)} seeds = {n_runs} runs on {where}; "
                f"outputs in {out}", err=True)  # fmt: skip
     try:
-        result = run_sweep(spec, out, workers=workers, scheduler=scheduler or early, resume=resume, mqtt=broker,
+        result = run_sweep(spec, out, workers=workers, scheduler=scheduler, resume=resume, mqtt=broker,
                            sweep_id=sweep_id, progress=not quiet, echo=lambda s: click.echo(s, err=True))  # fmt: skip
     except (SweepError, ValueError) as err:
         raise click.ClickException(str(err)) from None
@@ -432,25 +427,25 @@ def sweep(config: Path | None, grids: tuple[str, ...], seeds: str | None, worker
                                    "fix the cause and rerun with --resume")  # fmt: skip
 
 
-def _early_cluster(config: Path, workers: int | None, scheduler: str | None) -> ClusterStart | None:
-    """A local cluster starting now, while this process reads and validates the configs,
-    when the sweep will run on one (no scheduler given, on the command line or in the file)."""
+def _warm_workers(config: Path, workers: int | None, scheduler: str | None) -> None:
+    """When the sweep will run on a local cluster (no scheduler given, on the command line or
+    in the file), start its workers' fork server now: it imports PyTorch and neurosim while
+    this process reads and validates the configs (``neurosim.sweep.warm_fork_server``)."""
     import tomllib
 
-    from neurosim.sweep import ClusterStart
+    from neurosim.sweep import RUN_MODULES, warm_fork_server
 
     if scheduler is not None:
-        return None
+        return
     try:
         table = tomllib.loads(config.read_text(encoding="utf-8")).get("sweep", {})
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return None  # _sweep_spec says what is wrong with it
+        return  # _sweep_spec says what is wrong with it
     if not isinstance(table, dict) or table.get("scheduler"):
-        return None
+        return
     count = workers if workers is not None else table.get("workers", _default_workers())
-    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-        return None
-    return ClusterStart(count)
+    if isinstance(count, int) and not isinstance(count, bool) and count >= 1:
+        warm_fork_server(RUN_MODULES)
 
 
 def _sweep_spec(config: Path, grids: tuple[str, ...], seeds: str | None) -> tuple[Any, dict[str, Any]]:

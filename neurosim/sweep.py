@@ -853,7 +853,8 @@ class ClusterStart:
     process of its own, and imports PyTorch and neurosim while this process goes on (validating
     a sweep's configs imports PyTorch here too, about 2 s on the 2-core machine); the
     scheduler and the workers start at the first ``client()``, the workers forked from the
-    warm server. ``neurosim sweep`` begins one before it reads the configs::
+    warm server (``warm_fork_server``, which ``neurosim sweep`` calls before it reads the
+    configs). In a script::
 
         start = ClusterStart(2)
         spec = make_spec("config.toml", axes=[...], seeds="0-4")

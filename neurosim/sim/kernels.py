@@ -579,13 +579,11 @@ def _largest(values: Any, start: int, n: int) -> float:
 
 
 @numba.njit(cache=True, nogil=True)
-def _gradient_and_fisher(r: int, slot: int, dt: float, la: Any, proj: Any, indptr: Any, post: Any, weight: Any,
+def _gradient_and_fisher(r: int, slot: int, dt: float, la: Any, proj: Any, indptr: Any, post: Any,
                          spike_list: Any, spike_count: Any, v: Any, theta: Any, coef: Any) -> bool:  # fmt: skip
     """Count the sample's post spikes; with a Fisher EMA, fold this step's online eligibility
-    gradient ``g = L_post * (psi_post * xbar_pre)`` into it (deferred: ``_defer_fold``), and
-    apply the regulariser's pull. Returns True when the loop must stop (a non-finite gradient
-    under RAISE)."""
-    pull = la[A_INT][r, I_PULL] == 1
+    gradient ``g = L_post * (psi_post * xbar_pre)`` into it (deferred: ``_defer_fold``).
+    Returns True when the loop must stop (a non-finite gradient under RAISE)."""
     it, f, st = la[A_INT], la[A_FLOAT], la[A_STATE]
     x_pre, counts, signal, psi, scratch = la[A_PRE1], la[A_COUNTS], la[A_SIGNAL], la[A_PSI], la[A_SCRATCH]
     q = it[r, I_PROJ]
@@ -600,8 +598,6 @@ def _gradient_and_fisher(r: int, slot: int, dt: float, la: Any, proj: Any, indpt
     steps = st[r, S_SAMPLE_STEPS] + 1
     st[r, S_SAMPLE_STEPS] = steps
     if it[r, I_FISHER] == 0:
-        if pull:
-            _pull(r, la, proj, indptr, weight)
         return False
     scratch[X_SPAN] = steps * dt
     _learning_signal(r, la, scratch[X_SPAN])
@@ -620,15 +616,11 @@ def _gradient_and_fisher(r: int, slot: int, dt: float, la: Any, proj: Any, indpt
                 total_sq += g * g
         finite = math.isfinite(total_sq)
     if not finite:
-        if pull:
-            _pull(r, la, proj, indptr, weight)
         st[r, S_NON_FINITE] += 1
         if it[r, I_STOP] == 1:
             st[r, S_STOPPED] = 1
             return True
         return False
-    if pull:
-        _pull(r, la, proj, indptr, weight)
     if _defer_fold(r, la, n_pre):
         _fold_fisher(r, la, proj, indptr, post)
     st[r, S_APPLIED] += 1
@@ -666,7 +658,6 @@ def _fold_fisher(r: int, la: Any, proj: Any, indptr: Any, post: Any) -> None:
     n_pre, syn0, ptr0 = proj[q, P_NSRC], proj[q, P_SYN0], proj[q, P_PTR0]
     pre0, post0, n_post, e0 = it[r, I_PRE0], it[r, I_POST0], it[r, I_NPOST], it[r, I_SYN0]
     one_minus_alpha = la[A_FLOAT32][r, FF_ONE_MINUS_ALPHA]
-    zero = fold_pre[0, 0] - fold_pre[0, 0]
     full_rows = it[r, I_FULL_ROWS] == 1  # every row is post 0..n_post-1 in order: no gather
     for i in range(n_pre):
         start, end = indptr[ptr0 + i], indptr[ptr0 + i + 1]
@@ -674,16 +665,16 @@ def _fold_fisher(r: int, la: Any, proj: Any, indptr: Any, post: Any) -> None:
         targets = post[syn0 + start : syn0 + end]
         for t in range(pending):
             x_sq = fold_pre[t, pre0 + i]
-            weight_sq = fold_post[t, post0 : post0 + n_post]
-            if x_sq == zero:  # g = 0 on this row: F = (1 - alpha) F + alpha 0 0
+            post_sq = fold_post[t, post0 : post0 + n_post]
+            if x_sq == 0:  # g = 0 on this row: F = (1 - alpha) F + alpha 0 0
                 for k in range(end - start):
                     row[k] = row[k] * one_minus_alpha
             elif full_rows:
                 for j in range(end - start):
-                    row[j] = row[j] * one_minus_alpha + weight_sq[j] * x_sq
+                    row[j] = row[j] * one_minus_alpha + post_sq[j] * x_sq
             else:
                 for k in range(end - start):
-                    row[k] = row[k] * one_minus_alpha + weight_sq[targets[k]] * x_sq
+                    row[k] = row[k] * one_minus_alpha + post_sq[targets[k]] * x_sq
 
 
 @numba.njit(cache=True, nogil=True)
@@ -715,9 +706,9 @@ def learn_step(step: int, slot: int, dt: float, la: Any, proj: Any, indptr: Any,
             _reward_rule(r, slot, dt, step_dt, la, proj, indptr, post, weight, spike_list, spike_count)
         else:
             _sleep_rule(r, slot, step_dt, la, proj, post, weight, spike_list, spike_count)
-        if it[r, I_GRAD] == 0:
-            if it[r, I_PULL] == 1:
-                _pull(r, la, proj, indptr, weight)
-        elif _gradient_and_fisher(r, slot, dt, la, proj, indptr, post, weight, spike_list, spike_count, v, theta, coef):
+        if it[r, I_PULL] == 1:  # the pull touches only weights, which the gradient does not read
+            _pull(r, la, proj, indptr, weight)
+        if it[r, I_GRAD] == 1 and _gradient_and_fisher(r, slot, dt, la, proj, indptr, post, spike_list, spike_count,
+                                                       v, theta, coef):  # fmt: skip
             stop = True
     return stop
