@@ -21,6 +21,8 @@ from neurosim.learning.consolidation import (
     LearningStep,
     TaskData,
     TrainingSignals,
+    apply_proposed_weights,
+    train_step,
 )
 from neurosim.learning.drift import DriftDirection, PageHinkley, PageHinkleyConfig
 from neurosim.learning.ewc import EWC, EWCConfig, OnlineFisherEWC, OnlineFisherFeed
@@ -64,28 +66,13 @@ def train_sequentially(tasks: Sequence[Task], make: Callable[[nn.Module], list[C
         method.begin_task(f"t{k}", params)
         for _ in range(steps):
             idx = torch.randint(0, len(y), (64,), generator=rng)
-            logits = model(x[idx])
-            method.prepare(logits, y[idx], params)
-            optimiser.zero_grad()
-            loss = nn.functional.cross_entropy(logits, y[idx])
-            loss.backward()  # type: ignore[no-untyped-call]
-            grads = {n: p.grad.clone() for n, p in params.items() if p.grad is not None}
-            penalty = method.penalty(params)
-            if penalty is not None:
-                penalty.backward()  # type: ignore[no-untyped-call]
-            before = {n: p.detach().clone() for n, p in params.items()} if method.wants_deltas else {}
-            optimiser.step()
-            deltas = {n: params[n].detach() - before[n] for n in before}
-            method.observe(LearningStep(grads, deltas, 64, inputs=x[idx], labels=y[idx],
-                                        signals=TrainingSignals(loss=float(loss.detach()))))  # fmt: skip
+            train_step(method, optimiser, params, model(x[idx]), y[idx], inputs=x[idx])
 
         def log_prob(inputs: Tensor) -> Tensor:
             return torch.log_softmax(model(inputs), dim=1)
 
         method.end_task(f"t{k}", params, TaskData(x, y, log_prob, task=k))
-        with torch.no_grad():
-            for name, w in method.proposed_weights().items():
-                params[name].copy_(w)
+        apply_proposed_weights(method, params)
     method.close()
     with torch.no_grad():
         return [float((model(t[2]).argmax(1) == t[3]).float().mean()) for t in tasks]
@@ -121,6 +108,33 @@ def test_each_consolidator_reduces_forgetting_on_two_tasks(
     first, second = train_sequentially(two_tasks, METHODS[name])
     assert first > first_none + 0.15, f"{name}: task 1 {first:.3f} against {first_none:.3f} without consolidation"
     assert second > 0.6, f"{name}: task 2 not learned ({second:.3f})"
+
+
+def test_train_step_observes_the_task_gradient_alone_and_the_steps_weight_change() -> None:
+    class Recorder(ConsolidatorBase):
+        wants_deltas = True
+
+        def __init__(self) -> None:
+            self.steps: list[LearningStep] = []
+
+        def penalty(self, parameters: object) -> Tensor:  # type: ignore[override]
+            return 100.0 * (parameters["w"] ** 2).sum()  # type: ignore[index]
+
+        def observe(self, step: LearningStep) -> None:
+            self.steps.append(step)
+
+    torch.manual_seed(0)
+    w = torch.randn(3, 4, requires_grad=True)
+    x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    task_grad = torch.autograd.grad(nn.functional.cross_entropy(x @ w.T, y), w)[0]
+    recorder, before = Recorder(), w.detach().clone()
+    outcome = train_step(recorder, torch.optim.SGD([w], lr=0.1), {"w": w}, x @ w.T, y, inputs=x)
+    step = recorder.steps[0]
+    assert torch.allclose(step.gradients["w"], task_grad)  # not the penalty's 200 w
+    assert torch.allclose(step.deltas["w"], w.detach() - before)
+    assert torch.allclose(step.deltas["w"], -0.1 * (task_grad + 200.0 * before), atol=1e-6)
+    assert step.batch_size == 5 and step.signals.loss == pytest.approx(outcome.loss)
+    assert outcome.consolidation_s >= 0.0
 
 
 def test_consolidation_combines_members_and_refuses_non_members() -> None:

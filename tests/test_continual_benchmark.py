@@ -66,7 +66,7 @@ def test_quick_run_writes_the_table_json_and_plot(tmp_path: Path) -> None:
 
 
 def test_quick_spiking_run(tmp_path: Path) -> None:
-    done = _run("benchmarks.continual.spiking", tmp_path, "--protocols", "split_task_il")
+    done = _run("benchmarks.continual", tmp_path, "--network", "spiking", "--protocols", "split_task_il")
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "continual_spiking.json").read_text())
     assert sorted(results["split_task_il"]) == ["ewc", "none", "online_fisher_ewc", "sleep"]
@@ -74,30 +74,38 @@ def test_quick_spiking_run(tmp_path: Path) -> None:
     assert "sleep" in (tmp_path / "continual_spiking.md").read_text()
 
 
-def test_extend_adds_to_saved_results_without_repeating_them(tmp_path: Path) -> None:
+def test_a_rerun_with_a_wider_grid_runs_only_what_is_missing(tmp_path: Path) -> None:
     split = ("--protocols", "split_task_il", "--iterations", "5")
     first = _run("benchmarks.continual", tmp_path, *split)
     assert first.returncode == 0, first.stderr[-3000:]
     path = tmp_path / "continual_split_task_il.json"
     before = json.loads(path.read_text())
+    runs_before = len(list(tmp_path.glob("sweeps/*/*/*/run_result.json")))
+    assert runs_before == 6 * 2 + 4 * 2  # 6 methods x 2 test seeds, 4 regularised x 2 strengths x 1 search seed
 
     widened = _run("benchmarks.continual", tmp_path, *split, "--methods", "ewc", "si",
-                   "--grid", "ewc=1e3,1e5,1e6", "--grid", "si=1", "--extend")  # fmt: skip
+                   "--grid", "ewc=1e3,1e5,1e6", "--grid", "si=1")  # fmt: skip
     assert widened.returncode == 0, widened.stderr[-3000:]
     after = json.loads(path.read_text())
     for method in ("none", "joint", "online_ewc", "online_fisher_ewc"):  # not run: kept as they were
         assert after["methods"][method] == before["methods"][method]
     ewc_before, ewc_after = before["methods"]["ewc"], after["methods"]["ewc"]
     assert set(ewc_after["validation_search"]) == {"1000", "100000", "1e+06"}
-    for value, score in ewc_before["validation_search"].items():  # scored once, never again
+    for value, score in ewc_before["validation_search"].items():  # the same runs, found in the cache
         assert ewc_after["validation_search"][value] == score
     best = max(ewc_after["validation_search"], key=ewc_after["validation_search"].get)
     assert ewc_after["strength"] == float(best)
-    if ewc_after["strength"] == ewc_before["strength"]:  # same choice: the saved test runs stand
+    same_choice = ewc_after["strength"] == ewc_before["strength"]
+    if same_choice:
         assert ewc_after["per_seed"] == ewc_before["per_seed"]
-    assert after["methods"]["si"] == before["methods"]["si"]  # si=1 was searched already: nothing to do
+    assert after["methods"]["si"]["per_seed"] == before["methods"]["si"]["per_seed"] or (
+        before["methods"]["si"]["strength"] != 1.0
+    )
+    # only the new strength's search run (and the test seeds of a new choice) ran
+    new_runs = len(list(tmp_path.glob("sweeps/*/*/*/run_result.json"))) - runs_before
+    si_new = 0 if before["methods"]["si"]["strength"] == 1.0 else 2
+    assert new_runs == 1 + (0 if same_choice else 2) + si_new
     assert "; then " in after["command"] and after["wall_s"] > before["wall_s"]
-    assert "kept the saved test runs" in widened.stderr + widened.stdout
 
     other = _run("benchmarks.continual", tmp_path, "--protocols", "split_task_il", "--iterations", "7")
     assert other.returncode == 2 and "Give another --out" in other.stderr
@@ -114,7 +122,8 @@ def test_separate_processes_on_one_protocol_keep_each_others_results(tmp_path: P
         RunResult,
         Settings,
     )
-    from benchmarks.continual.report import MethodSummary, ProtocolRecord
+    from benchmarks.continual.report import ProtocolRecord
+    from benchmarks.continual.sweep_runs import MethodSummary
 
     settings = Settings(hidden=10, contexts=2, iterations_per_context=1, lr=1e-3, batch_size=8, fisher_samples=4)
 
@@ -126,8 +135,8 @@ def test_separate_processes_on_one_protocol_keep_each_others_results(tmp_path: P
     args = (tmp_path, "continual", ProtocolName.SPLIT_TASK_IL, DatasetName.DIGITS, settings)
     ewc_run, si_run = ProtocolRecord.open(*args), ProtocolRecord.open(*args)
     save = (ProtocolName.SPLIT_TASK_IL, DatasetName.DIGITS, settings)
-    ewc_run.save(*save, "run ewc", 1.0, summary(Method.EWC, 0.9), MLP_METHODS, extended=False)
-    written = si_run.save(*save, "run si", 2.0, summary(Method.SI, 0.8), MLP_METHODS, extended=False)
+    ewc_run.save(*save, "run ewc", 1.0, summary(Method.EWC, 0.9), MLP_METHODS)
+    written = si_run.save(*save, "run si", 2.0, summary(Method.SI, 0.8), MLP_METHODS)
     record = json.loads(written.read_text())
     assert written == tmp_path / "continual_split_task_il.json"
     assert record["methods"]["ewc"]["mean"] == 0.9 and record["methods"]["si"]["mean"] == 0.8
@@ -136,9 +145,10 @@ def test_separate_processes_on_one_protocol_keep_each_others_results(tmp_path: P
 
 def test_full_mnist_missing_from_the_cache_is_a_clear_error(tmp_path: Path) -> None:
     env = {**os.environ, "NEUROSIM_DATA": str(tmp_path / "empty")}
-    for module in ("benchmarks.continual", "benchmarks.continual.spiking"):
-        done = subprocess.run([sys.executable, "-m", module, "--dataset", "mnist", "--out", str(tmp_path)],
-                              cwd=ROOT, capture_output=True, text=True, env=env, check=False)  # fmt: skip
+    for network in ("mlp", "spiking"):
+        done = subprocess.run([sys.executable, "-m", "benchmarks.continual", "--network", network, "--dataset", "mnist",
+                               "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, env=env,
+                              check=False)  # fmt: skip
         assert done.returncode == 2, done.stderr[-2000:]
         assert "train-images-idx3-ubyte.gz" in done.stderr and "--dataset mnist-subset" in done.stderr
         assert "scripts/get_mnist.sh" in done.stderr
@@ -146,42 +156,39 @@ def test_full_mnist_missing_from_the_cache_is_a_clear_error(tmp_path: Path) -> N
         assert not list(tmp_path.glob("continual*.json"))  # nothing ran, nothing written
 
 
-def test_saved_online_fisher_scores_are_reused_only_when_fed_the_same_way() -> None:
+def test_runs_are_reused_only_when_made_the_same_way(tmp_path: Path) -> None:
+    """Every run lies in a sweep directory whose digest covers what it depends on: the same
+    search and test runs again are found there; online-Fisher EWC fed another way runs anew."""
     import dataclasses
+    import io
 
     from tqdm.auto import tqdm
 
-    from benchmarks.continual.protocol import (
-        DatasetName,
-        Method,
-        OnlineFisher,
-        ProtocolName,
-        RunConfig,
-        RunResult,
-        protocol,
-    )
-    from benchmarks.continual.report import MethodSummary, evaluate_protocol
+    from benchmarks.continual.protocol import DatasetName, Method, OnlineFisher, ProtocolName, protocol, run
+    from benchmarks.continual.sweep_runs import Runner, _contexts, evaluate_method
 
     tiny = dataclasses.replace(protocol(ProtocolName.SPLIT_TASK_IL, iterations=4, hidden=10), fisher_samples=10)
     method = Method.ONLINE_FISHER_EWC
-    saved_run = RunResult(RunConfig(method, 100.0), [2.0], 2.0, [(1, [2.0])], wall_s=1.0)
-    # impossible scores (2.0) mark what was reused rather than run again
-    saved = MethodSummary(method, 100.0, [saved_run], {100.0: 2.0}, search_seeds=1, online_fisher=OnlineFisher(0.01))
-    # a record from before the options were saved holds neither: it was fed every step at 0.01
-    older = {k: v for k, v in saved.as_json().items() if k not in ("fisher_alpha", "fisher_every")}
-    assert MethodSummary.from_json(method, older).online_fisher == OnlineFisher(0.01)
 
-    def evaluate(online: OnlineFisher) -> MethodSummary:
-        with tqdm(disable=True) as bar:
-            return evaluate_protocol(tiny, DatasetName.DIGITS, 1, {method: [100.0]}, bar, methods=[method],
-                                     online_fisher=online, previous={method: saved})[method]  # fmt: skip
+    def evaluate(online: OnlineFisher) -> tuple[list[float], int]:
+        with tqdm(file=io.StringIO()) as bar:
+            runner = Runner(tiny, DatasetName.DIGITS, tmp_path, bar)
+            summary = evaluate_method(runner, method, [10.0, 100.0], seeds=2, search_seeds=1, online_fisher=online,
+                                      curves_every=2)  # fmt: skip
+            assert bar.n == 4 * tiny.iterations * tiny.n_contexts  # found or run, every run counted
+        assert summary.online_fisher == online and summary.strength in (10.0, 100.0)
+        direct = run(tiny, _contexts(tiny, DatasetName.DIGITS), summary.results[1].config)
+        assert summary.results[1].final_accuracy == direct.final_accuracy  # the sweep runs what run() runs
+        return [r.average_accuracy for r in summary.results], len(list(tmp_path.glob("sweeps/*/*/*/run_result.json")))
 
-    same = evaluate(OnlineFisher(0.01))
-    assert same.search == {100.0: 2.0} and same.accuracies == [2.0] and same.online_fisher == OnlineFisher(0.01)
+    first, count = evaluate(OnlineFisher(0.01))
+    assert count == 4
+    again, count_again = evaluate(OnlineFisher(0.01))
+    assert again == first and count_again == 4  # nothing ran again
     for other_way in (OnlineFisher(0.1), OnlineFisher(0.01, every=2)):
-        other = evaluate(other_way)
-        assert other.search[100.0] <= 1.0 and other.accuracies[0] <= 1.0 and other.online_fisher == other_way
-        assert MethodSummary.from_json(method, other.as_json()).online_fisher == other_way
+        _, count = evaluate(other_way)
+        assert count > count_again
+        count_again = count
 
 
 def test_online_fisher_every_n_steps_feeds_the_accumulator_that_often() -> None:
@@ -298,82 +305,6 @@ def test_linear_taps_give_each_samples_own_squared_gradient() -> None:
         LinearTaps(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.LayerNorm(2)))
 
 
-def test_one_run_appends_a_json_line_per_run(tmp_path: Path) -> None:
-    out = tmp_path / "runs.jsonl"
-    command = [sys.executable, "-m", "benchmarks.continual.one_run", "--dataset", "digits",
-               "--protocol", "split_task_il", "--iterations", "3", "--method", "ewc", "--strength", "10",
-               "--out", str(out)]  # fmt: skip
-    for seed, split in ((1000, "val"), (0, "test")):
-        done = subprocess.run([*command, "--seed", str(seed), "--split", split], cwd=ROOT, capture_output=True,
-                              text=True, check=False)  # fmt: skip
-        assert done.returncode == 0, done.stderr[-2000:]
-        assert json.loads(done.stdout)["seed"] == seed  # the line alone on stdout; the progress bar is on stderr
-    lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [(r["seed"], r["split"]) for r in lines] == [(1000, "val"), (0, "test")]
-    for r in lines:
-        assert r["method"] == "ewc" and r["strength"] == 10.0 and r["settings"]["iterations_per_context"] == 3
-        assert len(r["per_context"]) == 5 and abs(r["average"] - sum(r["per_context"]) / 5) < 1e-9
-        assert 0.0 <= r["average"] <= 1.0 and r["fisher_s"] > 0.0
-    bad = subprocess.run([*command, "--strength", "-1"], cwd=ROOT, capture_output=True, text=True, check=False)
-    assert bad.returncode == 2 and "--strength must be >= 0" in bad.stderr
-    assert len(out.read_text().splitlines()) == 2  # nothing appended by the refused run
-    online = [*command[:-6], "--method", "online_fisher_ewc", "--strength", "10", "--fisher-every", "2",
-              "--fisher-labels", "true", "--fisher-per-sample"]  # fmt: skip
-    done = subprocess.run(online, cwd=ROOT, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    record = json.loads(done.stdout)
-    assert (record["fisher_every"], record["fisher_labels"], record["fisher_per_sample"]) == (2, "true", True)
-    assert record["fisher_s"] > 0.0
-
-
-def test_summarise_runs_groups_seeds_and_holds_test_rows_against_the_published_cell(tmp_path: Path) -> None:
-    from benchmarks.continual.summarise_runs import read_runs, summarise
-
-    def line(method: str, strength: float, seed: int, split: str, average: float) -> str:
-        return json.dumps({"protocol": "permuted_domain_il", "dataset": "mnist",
-                           "settings": {"iterations_per_context": 5000}, "method": method, "strength": strength,
-                           "seed": seed, "split": split, "average": average, "wall_s": 1200.0,
-                           "fisher_s": 10.0 + seed})  # fmt: skip
-
-    runs = tmp_path / "runs.jsonl"
-    runs.write_text("\n".join([
-        line("ewc", 100, 0, "test", 0.91), line("ewc", 100, 1000, "val", 0.92), line("ewc", 100, 1, "test", 0.93),
-        line("si", 10, 0, "test", 0.84), line("si", 10, 1, "test", 0.90), line("online_ewc", 1, 0, "test", 0.84),
-    ]) + "\n")  # fmt: skip
-    rows = summarise(read_runs(runs)).splitlines()[2:]
-    assert len(rows) == 4
-    val, ewc_test, online_test, si_test = ([c.strip() for c in row.strip("|").split("|")] for row in rows)
-    assert online_test[9:11] == ["0.843", "no"]
-    assert val[3:8] == ["ewc", "100", "val", "1", "0.9200 +- 0.0000"] and val[9:11] == ["", ""]
-    # EWC: 0.92 +- 0.01, beyond 0.838; SI: 0.87 +- 0.03 is above 0.447 as well, by far
-    assert ewc_test[6:11] == ["2", "0.9200 +- 0.0100", "0.9100 (0), 0.9300 (1)", "0.838", "yes"]
-    assert si_test[6:11] == ["2", "0.8700 +- 0.0300", "0.8400 (0), 0.9000 (1)", "0.447", "yes"]
-    assert ewc_test[11:13] == ["20", "10.5"]  # minutes per run; Fisher seconds, averaged over seeds 0 and 1
-    runs.write_text(runs.read_text() + '{"protocol": "split_task_il"}\n')
-    with pytest.raises(ValueError, match="run 7 lacks dataset"):
-        summarise(read_runs(runs))
-    runs.write_text("not json\n")
-    with pytest.raises(ValueError, match=r"runs\.jsonl:1: not JSON"):
-        read_runs(runs)
-
-
-def test_fisher_agreement_scale_and_correlations() -> None:
-    import numpy as np
-
-    from benchmarks.continual.fisher_agreement import agreement
-
-    reference = np.array([1e-6, 1e-4, 1e-2, 0.0])
-    halved = agreement("halved", reference / 2, reference, 0.0)
-    assert halved.scale == pytest.approx(0.5) and halved.log_correlation == pytest.approx(1.0, abs=1e-4)
-    assert halved.linear_correlation == pytest.approx(1.0)
-    reversed_ = agreement("reversed", reference[::-1].copy(), reference, 0.0)
-    assert reversed_.linear_correlation < 0
-    with pytest.raises(ValueError, match="3 Fisher entries against the reference's 4"):
-        agreement("short", reference[:3], reference, 0.0)
-    with pytest.raises(ValueError, match="zero everywhere"):
-        agreement("zero", reference, np.zeros(4), 0.0)
-
-
 def test_fisher_agreement_compares_online_ema_with_ewcs_fisher(tmp_path: Path) -> None:
     out = tmp_path / "agreement.md"
     command = [sys.executable, "-m", "benchmarks.continual.fisher_agreement", "--dataset", "digits",
@@ -402,62 +333,3 @@ def test_fisher_agreement_compares_online_ema_with_ewcs_fisher(tmp_path: Path) -
     bad = subprocess.run([*command, "--online", "0.1:10:guessed"], cwd=ROOT, capture_output=True, text=True,
                          check=False)  # fmt: skip
     assert bad.returncode == 2 and "empirical|true][:per-sample]" in bad.stderr
-
-
-def test_summarise_runs_reports_the_setting_chosen_on_validation(tmp_path: Path) -> None:
-    from benchmarks.continual.summarise_runs import chosen_results, read_runs
-
-    def line(method: str, strength: float, seed: int, split: str, average: float, **extra: object) -> str:
-        return json.dumps({"protocol": "permuted_domain_il", "dataset": "mnist", "machine": "test machine",
-                           "settings": {"iterations_per_context": 5000}, "method": method, "strength": strength,
-                           "seed": seed, "split": split, "average": average, "wall_s": 600.0, "fisher_s": 5.0,
-                           "per_context": [average - 0.01, average + 0.01], **extra})  # fmt: skip
-
-    feeding = {"fisher_alpha": 0.05, "fisher_every": 20}
-    runs = tmp_path / "runs.jsonl"
-    runs.write_text("\n".join([
-        line("ewc", 10, 1000, "val", 0.80), line("ewc", 100, 1000, "val", 0.90),
-        line("ewc", 10, 0, "test", 0.95), line("ewc", 100, 0, "test", 0.91), line("ewc", 100, 1, "test", 0.93),
-        line("online_fisher_ewc", 100, 0, "test", 0.99),  # never validated: ranks last
-        line("online_fisher_ewc", 300, 1000, "val", 0.90, **feeding),
-        line("online_fisher_ewc", 300, 0, "test", 0.92, **feeding),
-        # the same strength fed at sampled labels is its own setting, and loses on validation
-        line("online_fisher_ewc", 300, 1000, "val", 0.89, **feeding, fisher_labels="true"),
-        line("online_fisher_ewc", 300, 0, "test", 0.97, **feeding, fisher_labels="true"),
-    ]) + "\n")  # fmt: skip
-    results = chosen_results(read_runs(runs))
-    ewc, online = results["permuted_domain_il"]["ewc"], results["permuted_domain_il"]["online_fisher_ewc"]
-    assert (ewc["strength"], ewc["seeds"], ewc["validation"]) == (100.0, 2, 0.90)  # not the better test score
-    assert ewc["mean"] == pytest.approx(0.92) and ewc["std"] == pytest.approx(0.01) and ewc["published"] == 0.838
-    assert ewc["per_context"] == pytest.approx([0.91, 0.93])
-    assert (online["strength"], online["fisher_alpha"], online["fisher_every"]) == (300.0, 0.05, 20)
-    assert online["fisher_labels"] == "empirical" and online["mean"] == pytest.approx(0.92)
-    assert (results["dataset"], results["iterations_per_context"], results["machine"]) == ("mnist", 5000,
-                                                                                         "test machine")  # fmt: skip
-    done = subprocess.run([sys.executable, "-m", "benchmarks.continual.summarise_runs", str(runs)], cwd=ROOT,
-                          capture_output=True, text=True, check=False)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(runs.with_suffix(".json").read_text()) == results
-    assert runs.with_suffix(".png").stat().st_size > 10_000
-    table = runs.with_suffix(".md").read_text()
-    assert "Online-Fisher EWC against EWC: 0.9200 against 0.9200 +- 0.0100" in table
-    assert "| 300 (EMA rate 0.05, every 20 steps, sampled labels) | val | 1 | 0.8900" in table
-    assert "undecided" not in results
-    # test settings alone (a file of extra seeds): one per method is still reported, several are not chosen
-    extra = tmp_path / "extra_seeds.jsonl"
-    extra.write_text("\n".join([
-        line("ewc", 100, 3, "test", 0.91), line("online_fisher_ewc", 300, 3, "test", 0.90, **feeding),
-        line("online_fisher_ewc", 200, 3, "test", 0.92, **feeding),
-    ]) + "\n")  # fmt: skip
-    results = chosen_results(read_runs(extra))
-    assert results["undecided"] == ["permuted_domain_il/online_fisher_ewc"]
-    assert list(results["permuted_domain_il"]) == ["ewc"]
-    done = subprocess.run([sys.executable, "-m", "benchmarks.continual.summarise_runs", str(extra)], cwd=ROOT,
-                          capture_output=True, text=True, check=False)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    summary = extra.with_suffix(".md").read_text()
-    assert "Chosen on validation" not in summary
-    assert "permuted_domain_il/online_fisher_ewc: several test settings and no validation run" in summary
-    runs.write_text(runs.read_text() + line("ewc", 100, 2, "test", 0.9).replace('"mnist"', '"digits"') + "\n")
-    with pytest.raises(ValueError, match="several dataset values"):
-        chosen_results(read_runs(runs))

@@ -369,3 +369,20 @@ async def test_a_gradient_that_overflows_the_float32_ema_is_non_finite(policy: N
     await acc.update(_grads(1.0))
     assert bool(torch.isfinite(acc.fisher["w"]).all())  # the EMA never saw the overflow
     acc.close()
+
+
+def test_compare_fisher_gives_scale_and_rank_agreement() -> None:
+    from neurosim.learning.fisher import compare_fisher
+
+    reference = {"b": np.array([1e-6, 1e-4]), "w": torch.tensor([[1e-2, 0.0]])}  # arrays or tensors
+    halved = compare_fisher({"w": reference["w"] / 2, "b": reference["b"] / 2}, reference)
+    assert halved.scale == pytest.approx(0.5) and halved.log_correlation == pytest.approx(1.0, abs=1e-4)
+    assert halved.linear_correlation == pytest.approx(1.0)
+    flipped = compare_fisher({"b": np.array([1e-2, 0.0]), "w": np.array([[1e-4, 1e-6]])}, reference)
+    assert flipped.linear_correlation < 0 and flipped.log_correlation < 0
+    with pytest.raises(ValueError, match="3 Fisher entries in the estimate against 4"):
+        compare_fisher({"b": np.zeros(2), "w": np.ones(1)}, {"b": np.zeros(2), "w": np.ones(2)})
+    with pytest.raises(ValueError, match=r"parameters \['b'\], the reference \['b', 'w'\]"):
+        compare_fisher({"b": np.zeros(2)}, reference)
+    with pytest.raises(ValueError, match="zero everywhere"):
+        compare_fisher(reference, {"b": np.zeros(2), "w": np.zeros((1, 2))})

@@ -383,26 +383,6 @@ def test_a_function_sweeps_like_a_config(tmp_path: Path) -> None:
         make_function_spec("sweep_functions:nothing_here", {})
 
 
-def test_the_continual_benchmarks_test_seeds_run_as_a_sweep_with_the_same_results(tmp_path: Path) -> None:
-    import dataclasses
-
-    from benchmarks.continual.protocol import DatasetName, Method, ProtocolName, RunConfig, protocol, run
-    from benchmarks.continual.sweep_runs import _contexts, test_runner
-
-    tiny = dataclasses.replace(protocol(ProtocolName.SPLIT_TASK_IL, iterations=6, hidden=12), fisher_samples=20)
-    cfgs = [RunConfig(Method.EWC, 100.0, seed=s, evaluate_every=3 if s == 0 else 0) for s in (0, 1)]
-    finished: list[int] = []
-    runner = test_runner(tiny, DatasetName.DIGITS, 0, tmp_path, lambda: finished.append(1))
-    swept = runner(cfgs)
-    direct = [run(tiny, _contexts(tiny, DatasetName.DIGITS), cfg) for cfg in cfgs]
-    assert len(finished) == 2
-    for a, b in zip(swept, direct, strict=True):
-        assert a.config == b.config and a.final_accuracy == b.final_accuracy and a.curve == b.curve
-    # a second call finds the runs complete and does not redo them
-    again = runner(cfgs)
-    assert [r.final_accuracy for r in again] == [r.final_accuracy for r in swept] and len(finished) == 2
-
-
 def test_run_ids_are_bounded_and_printable() -> None:
     with pytest.raises(ValueError, match="at most 256"):
         check_run_id("x" * 70_000)

@@ -3,14 +3,16 @@
     .venv/bin/python -m benchmarks.continual                      # the full benchmark (see docs/continual.md)
     .venv/bin/python -m benchmarks.continual --quick --out /tmp/c  # a smoke run on 8x8 digits (about 1 min)
     .venv/bin/python -m benchmarks.continual --dataset mnist       # full MNIST, if the loader's cache has it
+    .venv/bin/python -m benchmarks.continual --network spiking     # the spiking network (spiking.py)
     .venv/bin/python -m benchmarks.continual --protocols permuted_domain_il --methods ewc \\
-        --grid ewc=1,10 --extend                                   # widen one search, keep the rest
+        --grid ewc=1,10,100                                        # one method again, a wider search
 
 For each protocol: the regularisation strength of every regularised method is chosen on a
 validation split (held out of each context's training data; the mean of 3 search runs per
 strength on split, 1 on permuted), then every method runs with ``--seeds`` seeds and is
-scored on the test sets. Writes ``continual.md``, ``continual.json`` and ``continual.png`` to ``--out``
-(default ``benchmarks/results``). See ``docs/continual.md``.
+scored on the test sets. Every run is kept under ``--out``/sweeps (``sweep_runs.py``), so a
+rerun only runs what is missing. Writes ``continual.md``, ``continual.json`` and
+``continual.png`` to ``--out`` (default ``benchmarks/results``). See ``docs/continual.md``.
 """
 
 from __future__ import annotations
@@ -18,21 +20,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from benchmarks.continual import spiking
 from benchmarks.continual.protocol import (
     MLP_METHODS,
     MNIST_MISSING_HINT,
     PROTOCOL_METHODS,
-    PUBLISHED,
     REGULARISED,
     DatasetName,
     Method,
@@ -40,27 +39,14 @@ from benchmarks.continual.protocol import (
     Protocol,
     ProtocolName,
     Settings,
-    add_feeding_arguments,
     default_iterations,
     load_dataset,
     protocol,
 )
-from benchmarks.continual.report import (
-    SEARCH_SEED,
-    SINGLE_RUNS,
-    IncompatibleRecord,
-    ProtocolRecord,
-    evaluate_protocol,
-    load_records,
-    online_fisher_verdict,
-    planned_iterations,
-    plot,
-    results_without_curves,
-    single_runs_section,
-    table,
-)
-from benchmarks.continual.sweep_runs import test_runner
+from benchmarks.continual.report import IncompatibleRecord, ProtocolRecord, write_report
+from benchmarks.continual.sweep_runs import Runner, evaluate_method
 from neurosim.datasets.mnist import MNISTUnavailable
+from neurosim.learning.fisher import FisherKind
 from neurosim.sweep import local_cluster
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -127,156 +113,129 @@ def positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--network", choices=("mlp", "spiking"), default="mlp",
+                        help="spiking: the protocols on spiking.py's network (continual_spiking.md)")  # fmt: skip
     parser.add_argument("--dataset", type=DatasetName, choices=list(DatasetName), default=DatasetName.MNIST_SUBSET)
-    parser.add_argument("--protocols", type=ProtocolName, nargs="+", choices=list(ProtocolName),
-                        default=list(ProtocolName))  # fmt: skip
-    parser.add_argument("--methods", type=Method, nargs="+", choices=list(MLP_METHODS), default=list(MLP_METHODS),
+    parser.add_argument("--protocols", type=ProtocolName, nargs="+", choices=list(ProtocolName))
+    parser.add_argument("--methods", type=Method, nargs="+", choices=list(Method),
                         help="run only these (the saved results of the others are kept)")  # fmt: skip
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--search-seeds", type=int, default=None,
-                        help="validation runs per strength (default: split 3, permuted 1)")  # fmt: skip
+                        help="validation runs per strength (default: split 3, permuted 1; spiking 1)")  # fmt: skip
     parser.add_argument("--grid", type=parse_grid, action="append", default=[], metavar="METHOD=V1,V2,...",
                         help="this strength grid instead of the default (one protocol at a time)")  # fmt: skip
-    parser.add_argument("--extend", action="store_true",
-                        help="add to the saved results in --out: strengths already searched and test runs "
-                             "at the chosen strength are not repeated")  # fmt: skip
     parser.add_argument("--iterations", type=int, default=None, help="per context (default: see the docs)")
+    parser.add_argument("--fisher-alpha", type=float, default=None, metavar="A",
+                        help="online-Fisher EWC: the accumulator's EMA rate (default: the protocol's)")  # fmt: skip
     parser.add_argument("--fisher-every", type=positive_int, default=1, metavar="N",
                         help="online-Fisher EWC: feed the accumulator every N-th training step's gradient "
                              "(default 1: every step)")  # fmt: skip
-    add_feeding_arguments(parser)
+    parser.add_argument("--fisher-labels", type=FisherKind, choices=list(FisherKind), default=OnlineFisher.labels,
+                        help="online-Fisher EWC: feed the task gradient (empirical, free) or the gradient at "
+                             "labels sampled from the model (true, one extra backward pass per update)")  # fmt: skip
+    parser.add_argument("--fisher-per-sample", action="store_true",
+                        help="online-Fisher EWC: feed the mean of the batch's per-sample squared gradients "
+                             "instead of one squared mean gradient (one extra backward pass per update)")  # fmt: skip
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 8x8 digits, 100 hidden units, 20 iterations per context, 2 seeds, "
-                             "2-value grids")  # fmt: skip
+                        help="smoke run: 8x8 digits, 100 hidden units (spiking 50), 20 iterations per context "
+                             "(spiking 10), 2 seeds, 2-value grids")  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: PyTorch's)")
     parser.add_argument("--workers", type=int, default=0,
-                        help="run each method's test seeds as a neurosim sweep on a Dask LocalCluster of this "
-                             "many worker processes (one thread each; 0: one after the other here)")  # fmt: skip
+                        help="run each method's seeds on a Dask LocalCluster of this many worker processes "
+                             "(one thread each; 0: one after the other here)")  # fmt: skip
     parser.add_argument("--report-only", action="store_true",
-                        help="only rebuild continual.md/.json/.png from the per-protocol records in --out")  # fmt: skip
+                        help="only rebuild the report from the per-protocol records in --out")  # fmt: skip
     return parser
+
+
+Grids = dict[Method, list[float]]
+
+
+def configure(args: argparse.Namespace) -> tuple[dict[ProtocolName, Protocol], dict[ProtocolName, Grids],
+                                                 dict[ProtocolName, tuple[Method, ...]]]:  # fmt: skip
+    """Per protocol: its settings, strength grids and methods, for the network and options given."""
+    spiking_net = args.network == "spiking"
+    dataset = DatasetName.DIGITS if args.quick else args.dataset
+    protos, grids, methods = {}, {}, {}
+    for name in args.protocols:
+        if spiking_net:  # Adam at 1e-3 for both protocols: the spiking network does not learn at the MLP's 1e-4
+            iterations, hidden = (10, 50) if args.quick else (spiking.ITERATIONS[name], spiking.HIDDEN)
+            proto = dataclasses.replace(protocol(name, iterations=args.iterations or iterations, hidden=hidden),
+                                        fisher_samples=200, lr=1e-3)  # fmt: skip
+            grid = {m: v[:2] if args.quick else v for m, v in spiking.GRIDS.items()}
+            available = spiking.SPIKING_METHODS
+        elif args.quick:  # the pipeline end to end, at toy size: 100 hidden units, 20 iterations
+            proto = dataclasses.replace(protocol(name, iterations=args.iterations or 20, hidden=100),
+                                        fisher_samples=100)  # fmt: skip
+            grid = {m: values[1:3] for m, values in GRIDS[name].items()}
+            available = PROTOCOL_METHODS[name]
+        else:
+            proto = protocol(name, iterations=args.iterations or default_iterations(name, dataset))
+            grid, available = dict(GRIDS[name]), PROTOCOL_METHODS[name]
+        protos[name] = proto
+        grids[name] = {**grid, **dict(args.grid)}
+        methods[name] = tuple(m for m in available if args.methods is None or m in args.methods)
+    return protos, grids, methods
 
 
 def main() -> None:
     parser = build_parser()
     args = parser.parse_args()
+    spiking_net = args.network == "spiking"
     if args.report_only:
-        write_report(args.out)
+        write_report(args.out, args.network)
         return
     if args.seeds < 1 or (args.search_seeds is not None and args.search_seeds < 1):
         parser.error("--seeds and --search-seeds must be >= 1")
+    args.protocols = args.protocols or list(spiking.ITERATIONS if spiking_net else ProtocolName)
+    if spiking_net and not set(args.protocols) <= set(spiking.ITERATIONS):
+        parser.error(f"the spiking network runs {', '.join(spiking.ITERATIONS)}")
+    offered = spiking.SPIKING_METHODS if spiking_net else MLP_METHODS
+    if args.methods and not set(args.methods) <= set(offered):
+        parser.error(f"the {args.network} network's methods: {', '.join(m.value for m in offered)}")
+    if args.fisher_alpha is not None and not 0 < args.fisher_alpha <= 1:
+        parser.error("--fisher-alpha must be in (0, 1]")
     if args.grid and len(args.protocols) > 1:
         parser.error("--grid applies to one protocol: give --protocols with one name")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     dataset = DatasetName.DIGITS if args.quick else args.dataset
     seeds = min(args.seeds, 2) if args.quick else args.seeds
-    methods = {n: tuple(m for m in PROTOCOL_METHODS[n] if m in args.methods) for n in args.protocols}
-    protos: dict[ProtocolName, Protocol] = {}
-    grids: dict[ProtocolName, dict[Method, list[float]]] = {}
-    for name in args.protocols:
-        if args.quick:  # the pipeline end to end, at toy size: 100 hidden units, 20 iterations
-            grids[name] = {m: values[1:3] for m, values in GRIDS[name].items()}
-            protos[name] = dataclasses.replace(
-                protocol(name, iterations=args.iterations or 20, hidden=100), fisher_samples=100
-            )
-        else:
-            default = default_iterations(name, dataset)
-            grids[name] = dict(GRIDS[name])
-            protos[name] = protocol(name, iterations=args.iterations or default)
-        grids[name].update(dict(args.grid))
+    protos, grids, methods = configure(args)
     try:  # the data first: a missing data set is a one-line error, not a traceback mid-run
         load_dataset(dataset)
     except MNISTUnavailable as error:
         parser.error(f"{error}\n{MNIST_MISSING_HINT}")
-    search_seeds = {n: 1 if args.quick else args.search_seeds or SEARCH_SEEDS[n] for n in protos}
+    search_seeds = {n: args.search_seeds or (1 if args.quick or spiking_net else SEARCH_SEEDS[n]) for n in protos}
+    prefix = "continual_spiking" if spiking_net else "continual"
     try:  # before anything runs: a record this run cannot add to is refused now, not hours later
-        records = {n: ProtocolRecord.open(args.out, "continual", n, dataset, Settings.of(p)) for n, p in protos.items()}
+        records = {n: ProtocolRecord.open(args.out, prefix, n, dataset, Settings.of(p)) for n, p in protos.items()}
     except IncompatibleRecord as error:
         parser.error(str(error))
-    total = sum(planned_iterations(p, seeds, grids[n], methods[n], search_seeds[n]) for n, p in protos.items())
+    runs = {n: seeds * len(methods[n]) + search_seeds[n] * sum(len(grids[n].get(m, ())) for m in methods[n])
+            for n in protos}  # fmt: skip
+    total = sum(runs[n] * p.iterations * p.n_contexts for n, p in protos.items())
     command = "python -m benchmarks.continual " + " ".join(sys.argv[1:])
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(tqdm(total=total, unit="it", desc="continual benchmark"))
         client = stack.enter_context(local_cluster(args.workers, dashboard_address=":0")) if args.workers else None
         for name, proto in protos.items():
-            runner = None
-            if client is not None:
-                length = proto.iterations * proto.n_contexts
-                runner = test_runner(proto, dataset, client, args.out, lambda n=length: bar.update(n))
+            runner = Runner(proto, dataset, args.out, bar, client, 1 if client else torch.get_num_threads(),
+                            args.network if spiking_net else None)  # fmt: skip
+            alpha = args.fisher_alpha or (OnlineFisher.alpha if spiking_net else FISHER_ALPHA[name])
+            online = OnlineFisher(alpha, args.fisher_every, args.fisher_labels, args.fisher_per_sample)
             t0 = time.perf_counter()
-            previous = records[name].previous() if args.extend else {}
-            online_fisher = OnlineFisher(FISHER_ALPHA[name], args.fisher_every, args.fisher_labels,
-                                         args.fisher_per_sample)  # fmt: skip
-            summaries = evaluate_protocol(proto, dataset, seeds, grids[name], bar, methods=methods[name],
-                                          search_seeds=search_seeds[name], previous=previous,
-                                          online_fisher=online_fisher, test_runner=runner)  # fmt: skip
-            records[name].save(name, dataset, Settings.of(proto), command, time.perf_counter() - t0, summaries,
-                               PROTOCOL_METHODS[name], extended=args.extend)  # fmt: skip
-    write_report(args.out)
-
-
-def write_report(out: Path) -> None:
-    """continual.json, continual.md and continual.png from the per-protocol records in ``out``."""
-    records = load_records(out, "continual")
-    datasets = sorted({r["dataset"] for r in records.values()})
-    payload: dict[str, Any] = results_without_curves(records)
-    payload.update({
-        "dataset": ", ".join(datasets),
-        "machine": next(iter(records.values()))["machine"],
-        "wall_s": sum(r["wall_s"] for r in records.values()),
-        "protocols": {n.value: r["settings"] for n, r in records.items()},
-        "published": {n.value: {m.value: v for m, v in PUBLISHED[n].items()} for n in records},
-    })  # fmt: skip
-    single_runs = out / f"{SINGLE_RUNS}.json"
-    single = json.loads(single_runs.read_text()) if single_runs.exists() else None
-    if single is not None:
-        payload["published_length_single_runs"] = single
-    (out / "continual.json").write_text(json.dumps(payload, indent=2) + "\n")
-    plot(out / "continual.png", {n.value: r["methods"] for n, r in records.items()})
-    sections = []
-    for name, rec in records.items():
-        st = rec["settings"]
-        seeds = next(iter(rec["methods"].values()))["seeds"]
-        searched = {r.get("search_seeds", 1) for r in rec["methods"].values() if r["validation_search"]}
-        search = (
-            f"Strengths scored by the mean validation accuracy of {' or '.join(map(str, sorted(searched)))} "
-            f"search run(s) (seeds from {SEARCH_SEED}); the grids and scores are in the JSON.\n\n"
-            if searched
-            else ""
-        )
-        sections.append(
-            f"## {name.value}: {st['contexts']} contexts, MLP 2 x {st['hidden']}, {st['iterations_per_context']} "
-            f"iterations per context, {seeds} seeds\n\n"
-            + search
-            + f"Data set {rec['dataset']}; wall time {rec['wall_s'] / 60:.1f} min; command `{rec['command']}`.\n\n"
-            + table(name, rec["methods"])
-            + online_fisher_verdict(rec["methods"])
-        )
-    if single is not None:
-        sections.append(single_runs_section(single))
-    first = next(iter(records.values()))
-    docs_link = Path(os.path.relpath(DOCS / "continual.md", out.resolve())).as_posix()
-    text = f"""# Continual-learning benchmark: the published regularisation table
-
-Protocol of van de Ven, Tuytelaars & Tolias (2022): average test accuracy over all contexts
-after the last one, mean and standard deviation over seeds; strengths chosen on a
-validation split held out of the training data, never on the test set. Adam, batch 128.
-Machine: {first["machine"]}; torch {first["torch"]}, Python {first["python"]}.
-How to reproduce, and what each method does: [docs/continual.md]({docs_link}).
-
-"Fisher / importance cost" is the time spent estimating the Fisher information (EWC and
-online EWC: a per-sample pass over up to 1,000 training samples after each context;
-online-Fisher EWC: the `FisherAccumulator` updates during training plus its snapshots) or
-SI's path integral.
-
-{(chr(10) * 2).join(sections)}
-
-![accuracy per context over training](continual.png)
-"""
-    (out / "continual.md").write_text(text)
-    print(f"wrote {out / 'continual.md'}, continual.json, continual.png")
+            summaries = {}
+            for method in methods[name]:
+                bar.set_description(f"{name.value}: {method.value}")
+                summaries[method] = evaluate_method(runner, method, grids[name].get(method, ()), seeds=seeds,
+                                                    search_seeds=search_seeds[name], online_fisher=online,
+                                                    curves_every=max(1, proto.iterations // 2),
+                                                    label=f"{name.value} ")  # fmt: skip
+            order = spiking.SPIKING_METHODS if spiking_net else PROTOCOL_METHODS[name]
+            records[name].save(name, dataset, Settings.of(proto), command, time.perf_counter() - t0, summaries, order)
+    write_report(args.out, args.network)
 
 
 if __name__ == "__main__":

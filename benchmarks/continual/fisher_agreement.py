@@ -7,14 +7,10 @@ benchmark's MLP on one context, as the protocol does, while feeding one accumula
 mini-batch task gradient times ``sqrt(batch)``). At the context's end it computes EWC's
 estimate (the true Fisher over ``fisher_samples`` training samples), the empirical Fisher
 (observed labels) over as many, and a reference: the true Fisher over
-``--reference-samples``. Every estimate is then held against the reference:
-
-- **scale**: its sum over all parameters divided by the reference's. A penalty weighted by
-  an estimate at scale ``s`` with strength ``lambda`` is about the reference penalty at
-  ``s * lambda``, so ``1 / s`` says how far to move lambda when switching estimates.
-- **log correlation**: Pearson correlation of ``log(F + 1e-20)``, whether the estimate ranks
-  parameters as the reference does (parameters that never get a gradient count as agreement).
-- **linear correlation**: Pearson correlation of ``F`` itself, dominated by the largest entries.
+``--reference-samples``. Every estimate is then held against the reference with
+``neurosim.learning.fisher.compare_fisher``: its scale (sum over the reference's sum; ``1 /
+scale`` says how far to move lambda when switching estimates) and the Pearson correlations
+of ``log F`` (does it rank parameters as the reference does) and of ``F`` (the largest entries).
 
     .venv/bin/python -m benchmarks.continual.fisher_agreement --dataset mnist \\
         --protocol permuted_domain_il --iterations 5000 \\
@@ -58,11 +54,11 @@ from benchmarks.continual.protocol import (
 from neurosim.datasets.mnist import MNISTUnavailable
 from neurosim.learning.consolidation import LearningStep
 from neurosim.learning.ewc import EWCConfig, OnlineFisherEWC
-from neurosim.learning.fisher import FisherKind, estimate_fisher
+from neurosim.learning.fisher import FisherAgreement, FisherKind, compare_fisher, estimate_fisher
 from neurosim.metrics import Metrics
 
 Tensor = torch.Tensor
-FloatArray = npt.NDArray[np.float64]
+Fisher = dict[str, npt.NDArray[np.float32]]
 DEFAULT_ONLINE = (
     OnlineFisher(0.1, 10),
     OnlineFisher(0.05, 20),
@@ -79,25 +75,8 @@ class Agreement:
     """One estimate held against the reference Fisher."""
 
     estimate: str
-    scale: float  # sum(F) / sum(F_reference)
-    log_correlation: float
-    linear_correlation: float
+    agreement: FisherAgreement
     seconds: float  # to compute it (for an online EMA: its updates during training)
-
-
-def flatten(fisher: dict[str, Tensor] | dict[str, npt.NDArray[np.float32]]) -> FloatArray:
-    """All parameters' Fisher entries in one float64 vector, in name order."""
-    return np.concatenate([np.asarray(fisher[name], dtype=np.float64).ravel() for name in sorted(fisher)])
-
-
-def agreement(name: str, estimate: FloatArray, reference: FloatArray, seconds: float) -> Agreement:
-    if estimate.shape != reference.shape:
-        raise ValueError(f"{name}: {estimate.size} Fisher entries against the reference's {reference.size}")
-    if not reference.sum() > 0:
-        raise ValueError("the reference Fisher is zero everywhere: the model gets no gradient")
-    log_e, log_r = np.log(estimate + 1e-20), np.log(reference + 1e-20)
-    return Agreement(name, float(estimate.sum() / reference.sum()), float(np.corrcoef(log_e, log_r)[0, 1]),
-                     float(np.corrcoef(estimate, reference)[0, 1]), seconds)  # fmt: skip
 
 
 def parse_online(text: str) -> OnlineFisher:
@@ -111,13 +90,11 @@ def parse_online(text: str) -> OnlineFisher:
     except ValueError as error:
         raise argparse.ArgumentTypeError(f"{text!r}: expected ALPHA:EVERY[:empirical|true][:per-sample], e.g. "
                                          f"0.05:20 or 0.1:50:true:per-sample ({error})") from error  # fmt: skip
-    if not 0 < setting.alpha <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: the EMA rate must be in (0, 1]")
     return setting
 
 
 def measure(proto: Protocol, context: Context, online: tuple[OnlineFisher, ...], reference_samples: int,
-            seed: int) -> tuple[list[Agreement], dict[str, FloatArray]]:  # fmt: skip
+            seed: int) -> tuple[list[Agreement], dict[str, Fisher]]:  # fmt: skip
     """Train on ``context`` feeding the accumulators; the agreements, and each estimate's entries."""
     torch.manual_seed(seed)
     model = mlp(context.train_x.shape[1], proto.hidden, 10)
@@ -157,17 +134,17 @@ def measure(proto: Protocol, context: Context, online: tuple[OnlineFisher, ...],
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(context.train_y), generator=generator)
 
-    def full_batch(kind: FisherKind, pick: Tensor) -> tuple[FloatArray, float]:
+    def full_batch(kind: FisherKind, pick: Tensor) -> tuple[Fisher, float]:
         t0 = time.perf_counter()
         fisher = estimate_fisher(params, log_prob, [(context.train_x[pick], context.train_y[pick])], kind=kind,
                                  generator=generator)  # fmt: skip
-        return flatten(fisher), time.perf_counter() - t0
+        return fisher, time.perf_counter() - t0
 
     # EWC's samples from the front of one permutation, the reference's from its back: disjoint
     # when the context has enough, so the reference is not the estimate being judged
     n_ewc = min(proto.fisher_samples, len(context.train_y))
     reference, _ = full_batch(FisherKind.TRUE, order[-min(reference_samples, len(context.train_y)) :])
-    estimates: dict[str, tuple[FloatArray, float]] = {
+    estimates: dict[str, tuple[Fisher, float]] = {
         f"true Fisher, {n_ewc} samples (EWC)": full_batch(FisherKind.TRUE, order[:n_ewc]),
         f"empirical Fisher, {n_ewc} samples": full_batch(FisherKind.EMPIRICAL, order[:n_ewc]),
     }
@@ -176,9 +153,11 @@ def measure(proto: Protocol, context: Context, online: tuple[OnlineFisher, ...],
                  + (", sampled labels" if setting.labels is FisherKind.TRUE else "")
                  + (", per-sample squares" if setting.per_sample else ""))  # fmt: skip
         assert fisher.accumulator is not None
-        estimates[label] = (flatten({k: v.cpu() for k, v in fisher.accumulator.fisher.items()}), seconds)
+        estimates[label] = ({k: v.cpu().numpy() for k, v in fisher.accumulator.fisher.items()}, seconds)
         fisher.close()
-    rows = [agreement(name, values, reference, seconds) for name, (values, seconds) in estimates.items()]
+    rows = [
+        Agreement(name, compare_fisher(values, reference), seconds) for name, (values, seconds) in estimates.items()
+    ]
     return rows, {"reference": reference, **{name: values for name, (values, _) in estimates.items()}}
 
 
@@ -186,17 +165,20 @@ def table(rows: list[Agreement]) -> str:
     lines = ["| estimate | scale (sum / reference sum) | lambda factor (1 / scale) | log correlation | "
              "linear correlation | seconds |", "|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
-        lines.append(f"| {r.estimate} | {r.scale:.3g} | {1 / r.scale:.3g} | {r.log_correlation:.3f} | "
-                     f"{r.linear_correlation:.3f} | {r.seconds:.1f} |")  # fmt: skip
+        a = r.agreement
+        lines.append(f"| {r.estimate} | {a.scale:.3g} | {1 / a.scale:.3g} | {a.log_correlation:.3f} | "
+                     f"{a.linear_correlation:.3f} | {r.seconds:.1f} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
-def plot(path: Path, entries: dict[str, FloatArray], title: str) -> None:
+def plot(path: Path, fishers: dict[str, Fisher], title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    entries = {name: np.concatenate([np.asarray(f[k], np.float64).ravel() for k in sorted(f)])
+               for name, f in fishers.items()}  # fmt: skip
     reference = entries["reference"]
     names = [n for n in entries if n != "reference"]
     cols = min(3, len(names))

@@ -1,36 +1,10 @@
-"""The regularisation benchmark of van de Ven, Tuytelaars & Tolias (2022), with neurosim's learners.
-
-Protocols (``Protocol``):
-
-- split MNIST, task-incremental: 5 contexts of two digits, (0,1), (2,3), ...; the context
-  is known at test time, so each context's two output units form its own head (the other
-  logits are masked out). MLP 784-400-400-10.
-- permuted MNIST, domain-incremental: 10 contexts, each all ten digits under a fixed pixel
-  permutation (the first unpermuted); one shared 10-way head, no context at test time.
-  MLP 784-1000-1000-10.
-
-Both: ReLU, Adam (lr 1e-4 for permuted, 1e-3 for split, betas 0.9/0.999), batch 128.
-The metric is the average test accuracy over all contexts after the last one.
-
-Methods (``Method``), all from ``neurosim.learning``:
-
-- ``none``: fine-tuning, nothing protects earlier contexts (lower bound);
-- ``joint``: one model trained on all contexts at once (upper bound);
-- ``ewc``: ``EWCRegulariser`` in separate mode, one anchor per context, Fisher from
-  ``estimate_fisher`` after each context (true Fisher: labels sampled from the model);
-- ``online_ewc``: ``EWCRegulariser`` in online mode (one running Fisher, gamma = 1);
-- ``si``: ``SynapticIntelligence`` (path integral of the task-loss gradient);
-- ``online_fisher_ewc``: ``EWCRegulariser(online_fisher=True)`` in separate mode, the Fisher
-  of each context being a ``FisherAccumulator`` EMA fed during training, snapshotted at the
-  context's end. ``OnlineFisher`` says how it is fed: by default the squared mini-batch task
-  gradient (empirical Fisher, no extra pass over the data); optionally the gradient at labels
-  sampled from the model (true Fisher), and the batch's per-sample squares instead of one
-  squared mean (``per_sample_linear_fisher``), each for one extra backward pass per update.
-"""
+"""The regularisation benchmark of van de Ven, Tuytelaars & Tolias (2022), with neurosim's
+consolidation layer: the protocols (split task- and class-incremental, permuted
+domain-incremental), their data and MLP, and one run of a method through every context.
+What each protocol and method is, and why: docs/continual.md."""
 
 from __future__ import annotations
 
-import argparse
 import enum
 import math
 import time
@@ -46,9 +20,8 @@ from torch import nn
 
 from neurosim.datasets import ImageDataset, load_digits, load_mnist_subset
 from neurosim.datasets.tasks import Task, permuted_tasks, split_tasks
-from neurosim.learning.consolidation import Consolidation, Consolidator, LearningStep, TaskData, TrainingSignals
+from neurosim.learning.consolidation import Consolidation, Consolidator, TaskData, apply_proposed_weights, train_step
 from neurosim.learning.ewc import EWC, EWCConfig, EWCMode, OnlineFisherEWC, OnlineFisherFeed
-from neurosim.learning.fisher import FisherKind
 from neurosim.learning.replay import ExperienceReplay, ReservoirBuffer
 from neurosim.learning.si import SI, SIConfig
 from neurosim.metrics import Metrics
@@ -233,16 +206,6 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, classes: Tensor | None) -> 
 OnlineFisher = OnlineFisherFeed  # how online-Fisher EWC's accumulator is fed (the library's)
 
 
-def add_feeding_arguments(parser: argparse.ArgumentParser) -> None:
-    """The command-line options that choose what feeds online-Fisher EWC's accumulator."""
-    parser.add_argument("--fisher-labels", type=FisherKind, choices=list(FisherKind), default=OnlineFisher.labels,
-                        help="online-Fisher EWC: feed the task gradient (empirical, free) or the gradient at "
-                             "labels sampled from the model (true, one extra backward pass per update)")  # fmt: skip
-    parser.add_argument("--fisher-per-sample", action="store_true",
-                        help="online-Fisher EWC: feed the mean of the batch's per-sample squared gradients "
-                             "instead of one squared mean gradient (one extra backward pass per update)")  # fmt: skip
-
-
 @dataclass(frozen=True)
 class RunConfig:
     method: Method
@@ -283,29 +246,6 @@ def task_logits(model: nn.Module, x: Tensor, y: Tensor, owner: Tensor, heads: li
         return logits, y
     masked = torch.cat([masked_logits(logits[owner == k], head) for k, head in enumerate(heads)])
     return masked, torch.cat([y[owner == k] for k in range(len(heads))])
-
-
-def _train_step(logits: Tensor, labels: Tensor, params: dict[str, Tensor], optimiser: torch.optim.Optimizer,
-                method: Consolidation, inputs: Tensor, clock: list[float]) -> None:  # fmt: skip
-    """One optimiser step on the task loss plus the method's penalty; the method observes the task
-    gradients (``clock[0]`` gathers the time the method spends observing)."""
-    t0 = time.perf_counter()
-    method.prepare(logits, labels, params)
-    clock[0] += time.perf_counter() - t0
-    optimiser.zero_grad(set_to_none=True)
-    loss = nn.functional.cross_entropy(logits, labels)
-    loss.backward()  # type: ignore[no-untyped-call]
-    task_gradients = {k: p.grad.detach().clone() for k, p in params.items() if p.grad is not None}
-    penalty = method.penalty(params)
-    if penalty is not None:
-        penalty.backward()  # type: ignore[no-untyped-call]
-    before = {k: p.detach().clone() for k, p in params.items()} if method.wants_deltas else {}
-    optimiser.step()
-    t0 = time.perf_counter()
-    deltas = {k: params[k].detach() - before[k] for k in before}
-    method.observe(LearningStep(task_gradients, deltas, len(labels), inputs=inputs, labels=labels,
-                                signals=TrainingSignals(loss=float(loss.detach()))))  # fmt: skip
-    clock[0] += time.perf_counter() - t0
 
 
 def replay_fraction_capacity(fraction: float, contexts: list[Context]) -> int:
@@ -393,7 +333,7 @@ def run(
             index = torch.from_numpy(idx)
             logits, labels = task_logits(model, x_all[index], y_all[index], owner[index], heads,
                                           proto.task_incremental)  # fmt: skip
-            _train_step(logits, labels, params, optimiser, method, x_all[index], clock)
+            clock[0] += train_step(method, optimiser, params, logits, labels, inputs=x_all[index]).consolidation_s
             step += 1
             if progress is not None:
                 progress(1)
@@ -405,9 +345,7 @@ def run(
 
         t0 = time.perf_counter()
         method.end_task(context.name, params, TaskData(context.train_x, context.train_y, log_prob, task=upto))
-        with torch.no_grad():
-            for name, weights in method.proposed_weights().items():
-                params[name].copy_(weights)
+        apply_proposed_weights(method, params)
         if after_context is not None:
             after_context(model, contexts[: upto + 1])
         clock[0] += time.perf_counter() - t0

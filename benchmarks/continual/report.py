@@ -1,4 +1,4 @@
-"""The benchmark's bookkeeping: strength search, seeds, the results table and the plot."""
+"""The benchmark's records (one JSON file per protocol), its tables, its plot and its report."""
 
 from __future__ import annotations
 
@@ -6,170 +6,33 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import os
 import platform
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from benchmarks.continual.protocol import (
     ONLINE_FISHER_METHODS,
     PUBLISHED,
-    AfterContext,
     DatasetName,
     Method,
-    ModelFactory,
     OnlineFisher,
-    Protocol,
     ProtocolName,
-    RunConfig,
-    RunResult,
     Settings,
-    build_contexts,
-    mlp,
-    run,
 )
+from benchmarks.continual.sweep_runs import SEARCH_SEED, MethodSummary
 
-SEARCH_SEED = 1000
-SINGLE_RUNS = "permuted_published_iterations"  # summarise_runs' results for one_run's runs, beside the report
-DEFAULT_ONLINE_FISHER = OnlineFisher()  # what saved results made before the options used
-
-
-@dataclass
-class MethodSummary:
-    method: Method
-    strength: float | None
-    results: list[RunResult]
-    search: dict[float, float]  # strength -> validation average accuracy (mean over the search seeds)
-    search_seeds: int = 1
-    online_fisher: OnlineFisher | None = None  # online-Fisher EWC: how its accumulator was fed
-
-    @property
-    def accuracies(self) -> list[float]:
-        return [r.average_accuracy for r in self.results]
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "mean": float(np.mean(self.accuracies)),
-            "std": float(np.std(self.accuracies)),
-            "seeds": len(self.results),
-            "per_seed": self.accuracies,
-            "strength": self.strength,
-            "validation_search": {f"{k:g}": v for k, v in sorted(self.search.items())},
-            "search_seeds": self.search_seeds,
-            **(self.online_fisher.as_record() if self.online_fisher is not None else {}),
-            "wall_s_mean": float(np.mean([r.wall_s for r in self.results])),
-            "fisher_s_mean": float(np.mean([r.fisher_s for r in self.results])),
-            "curve_seed0": [[step, acc] for step, acc in self.results[0].curve],
-        }
-
-    @classmethod
-    def from_json(cls, method: Method, saved: Mapping[str, Any]) -> MethodSummary:
-        """A saved summary, so that a later run can extend it (per-seed times are the saved means)."""
-        strength = saved["strength"]
-        curve = [(int(step), list(acc)) for step, acc in saved["curve_seed0"]]
-        results = [
-            RunResult(RunConfig(method, strength or 0.0, seed=seed), [], float(acc), curve if seed == 0 else [],
-                      float(saved["wall_s_mean"]), float(saved["fisher_s_mean"]))
-            for seed, acc in enumerate(saved["per_seed"])
-        ]  # fmt: skip
-        search = {float(k): float(v) for k, v in saved["validation_search"].items()}
-        online = None
-        if method in ONLINE_FISHER_METHODS:
-            online = OnlineFisher.from_record(saved)
-        return cls(method, strength, results, search, int(saved.get("search_seeds", 1)), online)
-
-
-def evaluate_protocol(
-    proto: Protocol,
-    dataset: DatasetName,
-    seeds: int,
-    grids: Mapping[Method, Sequence[float]],
-    bar: tqdm[Any],
-    *,
-    methods: Sequence[Method],
-    search_seeds: int = 1,
-    online_fisher: OnlineFisher = DEFAULT_ONLINE_FISHER,
-    previous: Mapping[Method, MethodSummary] | None = None,
-    model_factory: ModelFactory = mlp,
-    after_context: Callable[[Method, float], AfterContext | None] = lambda method, strength: None,
-    test_runner: Callable[[list[RunConfig]], list[RunResult]] | None = None,
-) -> dict[Method, MethodSummary]:
-    """Every method: its strength searched on validation (if it has a grid), then ``seeds`` test runs.
-
-    The search scores each strength by the mean validation accuracy over ``search_seeds``
-    runs (seeds ``SEARCH_SEED``, ``SEARCH_SEED + 1``, ...). ``previous`` (a saved result of the
-    same protocol and settings) is extended, not repeated: strengths it already scored with
-    the same number of search seeds are not run again, and its test runs are kept when the
-    best strength over the union is the one they used. ``online_fisher`` says how online-Fisher
-    EWC feeds its accumulator; a saved result fed another way is not reused. ``test_runner``
-    runs a method's test seeds elsewhere (``sweep_runs.test_runner``: as a Dask sweep)
-    instead of one after the other here; it cannot take ``model_factory`` or ``after_context``."""
-    contexts = build_contexts(proto, dataset)
-    summaries: dict[Method, MethodSummary] = {}
-    run_length = proto.iterations * proto.n_contexts
-
-    def one(cfg: RunConfig) -> RunResult:
-        hook = after_context(cfg.method, cfg.strength)
-        return run(proto, contexts, cfg, bar.update, model_factory=model_factory, after_context=hook)
-
-    for method in methods:
-        online = online_fisher if method in ONLINE_FISHER_METHODS else None
-        prev = (previous or {}).get(method)
-        if prev is not None and (prev.search_seeds, prev.online_fisher) != (search_seeds, online):
-            prev = None  # scored another way: nothing to reuse
-        search = dict(prev.search) if prev is not None else {}
-        for value in grids.get(method, ()):
-            if value in search:
-                skip(bar, search_seeds * run_length)
-                continue
-            bar.set_description(f"{proto.name.value}: {method.value} search {value:g}")
-            scores = [one(RunConfig(method, value, seed=SEARCH_SEED + k, split="val", online_fisher=online_fisher))
-                      .average_accuracy for k in range(search_seeds)]  # fmt: skip
-            search[value] = float(np.mean(scores))
-        # ties go to the weakest strength, whatever order the values were scored in
-        strength = max(sorted(search), key=lambda v: search[v]) if search else None
-        if prev is not None and prev.strength == strength and len(prev.results) >= seeds:
-            skip(bar, seeds * run_length)
-            summaries[method] = dataclasses.replace(prev, search=search, search_seeds=search_seeds)
-            tqdm.write(f"{proto.name.value} {method.value}: kept the saved test runs (strength {strength})")
-            continue
-        cfgs = [
-            RunConfig(method, strength or 0.0, seed=seed, online_fisher=online_fisher,
-                      evaluate_every=max(1, proto.iterations // 2) if seed == 0 else 0)  # curves for the plot
-            for seed in range(seeds)
-        ]  # fmt: skip
-        if test_runner is not None:
-            bar.set_description(f"{proto.name.value}: {method.value}, {seeds} seeds on the sweep")
-            results = test_runner(cfgs)
-        else:
-            results = []
-            for cfg in cfgs:
-                bar.set_description(f"{proto.name.value}: {method.value} seed {cfg.seed}")
-                results.append(one(cfg))
-        summaries[method] = MethodSummary(method, strength, results, search, search_seeds, online)
-        tqdm.write(f"{proto.name.value} {method.value}: {np.mean(summaries[method].accuracies):.4f} "
-                   f"+- {np.std(summaries[method].accuracies):.4f} (strength {strength})")  # fmt: skip
-    return summaries
-
-
-def skip(bar: tqdm[Any], iterations: int) -> None:
-    """Work the progress bar counted that a saved result makes unnecessary."""
-    bar.total = max(bar.n, (bar.total or 0) - iterations)
-    bar.refresh()
-
-
-def planned_iterations(proto: Protocol, seeds: int, grids: Mapping[Method, Sequence[float]],
-                       methods: Sequence[Method], search_seeds: int) -> int:  # fmt: skip
-    """Training iterations of a fresh ``evaluate_protocol`` (the progress bar's total)."""
-    runs = seeds * len(methods) + search_seeds * sum(len(grids.get(m, ())) for m in methods)
-    return runs * proto.iterations * proto.n_contexts
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+# runs at the published length, made one at a time by an earlier tool (docs/continual.md): a report
+# beside them includes them
+SINGLE_RUNS = "permuted_published_iterations"
 
 
 class IncompatibleRecord(Exception):
@@ -180,11 +43,10 @@ class IncompatibleRecord(Exception):
 class ProtocolRecord:
     """One protocol's results on disk, ``<prefix>_<protocol>.json``: what a run adds to.
 
-    Methods run again replace their saved entries, the others are kept; ``extend`` also
-    reuses saved strength searches and test runs (see ``evaluate_protocol``)."""
+    Methods run again replace their saved entries, the others are kept (their runs themselves
+    are cached apart, ``sweep_runs``)."""
 
     path: Path
-    saved: dict[str, Any] | None
 
     @classmethod
     def open(
@@ -198,12 +60,7 @@ class ProtocolRecord:
                 f"uses {dataset.value} with {dataclasses.asdict(settings)}. Give another --out, or move that file "
                 "away to start afresh."
             )
-        return cls(path, saved)
-
-    def previous(self) -> dict[Method, MethodSummary]:
-        if self.saved is None:
-            return {}
-        return {Method(m): MethodSummary.from_json(Method(m), r) for m, r in self.saved["methods"].items()}
+        return cls(path)
 
     def save(
         self,
@@ -214,8 +71,6 @@ class ProtocolRecord:
         wall: float,
         summaries: Mapping[Method, MethodSummary],
         order: Sequence[Method],
-        *,
-        extended: bool,
     ) -> Path:
         """Merge ``summaries`` into the record as it is on disk now; return where they went.
 
@@ -235,7 +90,7 @@ class ProtocolRecord:
                               stacklevel=2)  # fmt: skip
                 current = None
             methods = dict(current["methods"]) if current else {}
-            kept_any = current is not None and (extended or any(Method(m) not in summaries for m in methods))
+            kept_any = current is not None and any(Method(m) not in summaries for m in methods)
             methods.update({m.value: s.as_json() for m, s in summaries.items()})
             rank = {m.value: k for k, m in enumerate(order)}
             record = {
@@ -335,8 +190,8 @@ def online_fisher_verdict(methods: dict[str, dict[str, Any]]) -> str:
 
 
 def single_runs_section(results: Mapping[str, Any], stem: str = SINGLE_RUNS) -> str:
-    """The report's section on runs at the published length: ``summarise_runs``' chosen results
-    (``<stem>.json``), each method's test setting chosen on validation."""
+    """The report's section on the runs at the published length (``<stem>.json``: per protocol and
+    method, the test setting whose validation score was best)."""
     sections = []
     for name in ProtocolName:
         methods = results.get(name.value)
@@ -346,7 +201,7 @@ def single_runs_section(results: Mapping[str, Any], stem: str = SINGLE_RUNS) -> 
         sections.append(
             f"## {name.value} at the published {results['iterations_per_context']} iterations per context: "
             f"single runs, {' or '.join(map(str, seeds))} seeds\n\n"
-            f"One run at a time with `benchmarks.continual.one_run` ([{stem}.jsonl]({stem}.jsonl)); each "
+            f"One run at a time ([{stem}.jsonl]({stem}.jsonl); docs/continual.md says how); each "
             f"method's test setting is the one with the best validation score, and every search and test row "
             f"is in [{stem}.md]({stem}.md). Data set {results['dataset']}; the Fisher seconds grow with the "
             f"runs sharing the cores.\n\n" + table(name, methods) + online_fisher_verdict(methods)
@@ -385,3 +240,82 @@ def plot(path: Path, protocols: dict[str, dict[str, dict[str, Any]]]) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+SPIKING_INTRO = """# Continual learning on a spiking network (surrogate gradients through neurosim's LIF step)
+
+The protocols of [continual.md](continual.md) on the spiking network of
+`benchmarks/continual/spiking.py`: Poisson-encoded pixels (up to {rate:.0f} Hz, {steps} steps
+of {dt:.0f} ms) -> CurrentLIF neurons advanced by `neurosim.sim.neurons.step` with a
+fast-sigmoid surrogate -> a linear readout of their rates. Mean +- std over seeds;
+strengths (EWC lambda, sleep potentiation) chosen on the validation split. The "published"
+column holds the MLP numbers of the reference table, for scale. Machine: {machine};
+torch {torch}, Python {python}.
+"""
+MLP_INTRO = """# Continual-learning benchmark: the published regularisation table
+
+Protocol of van de Ven, Tuytelaars & Tolias (2022): average test accuracy over all contexts
+after the last one, mean and standard deviation over seeds; strengths chosen on a
+validation split held out of the training data, never on the test set. Adam, batch 128.
+Machine: {machine}; torch {torch}, Python {python}.
+How to reproduce, and what each method does: [docs/continual.md]({docs}).
+
+"Fisher / importance cost" is the time spent estimating the Fisher information (EWC and
+online EWC: a per-sample pass over up to 1,000 training samples after each context;
+online-Fisher EWC: the `FisherAccumulator` updates during training plus its snapshots) or
+SI's path integral.
+"""
+
+
+def write_report(out: Path, network: str | None = None) -> None:
+    """``continual.md``, ``.json`` and ``.png`` (the spiking network: ``continual_spiking.md`` and
+    ``.json``) from the per-protocol records in ``out``."""
+    spiking = network == "spiking"
+    prefix = "continual_spiking" if spiking else "continual"
+    records = load_records(out, prefix)
+    first = next(iter(records.values()))
+    payload: dict[str, Any] = results_without_curves(records)
+    payload.update({"dataset": ", ".join(sorted({r["dataset"] for r in records.values()})),
+                    "machine": first["machine"]})  # fmt: skip
+    single = None
+    if spiking:
+        from benchmarks.continual.spiking import DT, MAX_RATE, STEPS
+
+        payload["network"] = {"steps": STEPS, "dt": DT, "max_rate_hz": MAX_RATE}
+        payload["protocols"] = {n.value: {**r["settings"], "wall_s": r["wall_s"], "command": r["command"]}
+                                for n, r in records.items()}  # fmt: skip
+        intro = SPIKING_INTRO.format(rate=MAX_RATE, steps=STEPS, dt=DT * 1e3, **first)
+    else:
+        payload["wall_s"] = sum(r["wall_s"] for r in records.values())
+        payload["protocols"] = {n.value: r["settings"] for n, r in records.items()}
+        payload["published"] = {n.value: {m.value: v for m, v in PUBLISHED[n].items()} for n in records}
+        if (out / f"{SINGLE_RUNS}.json").exists():
+            single = json.loads((out / f"{SINGLE_RUNS}.json").read_text())
+            payload["published_length_single_runs"] = single
+        plot(out / "continual.png", {n.value: r["methods"] for n, r in records.items()})
+        docs = Path(os.path.relpath(DOCS / "continual.md", out.resolve())).as_posix()
+        intro = MLP_INTRO.format(docs=docs, **first)
+    (out / f"{prefix}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    sections = []
+    for name, rec in records.items():
+        st, methods = rec["settings"], rec["methods"]
+        seeds = next(iter(methods.values()))["seeds"]
+        where = f"Data set {rec['dataset']}; wall time {rec['wall_s'] / 60:.1f} min; command `{rec['command']}`.\n\n"
+        if spiking:
+            sections.append(f"## {name.value}: {st['hidden']} LIF neurons, {st['iterations_per_context']} iterations "
+                            f"per context, Adam lr {st['lr']:g}, {seeds} seeds\n\n" + where
+                            + table(name, methods, cost="Fisher / sleep cost per run (s)")
+                            + online_fisher_verdict(methods))  # fmt: skip
+            continue
+        searched = {r.get("search_seeds", 1) for r in methods.values() if r["validation_search"]}
+        search = (f"Strengths scored by the mean validation accuracy of {' or '.join(map(str, sorted(searched)))} "
+                  f"search run(s) (seeds from {SEARCH_SEED}); the grids and scores are in the JSON.\n\n"
+                  if searched else "")  # fmt: skip
+        sections.append(f"## {name.value}: {st['contexts']} contexts, MLP 2 x {st['hidden']}, "
+                        f"{st['iterations_per_context']} iterations per context, {seeds} seeds\n\n" + search + where
+                        + table(name, methods) + online_fisher_verdict(methods))  # fmt: skip
+    if single is not None:
+        sections.append(single_runs_section(single))
+    tail = "" if spiking else "\n\n![accuracy per context over training](continual.png)\n"
+    (out / f"{prefix}.md").write_text(intro + "\n" + "\n\n".join(sections) + tail + ("\n" if spiking else ""))
+    print(f"wrote {out / (prefix + '.md')} and {prefix}.json" + ("" if spiking else ", continual.png"))

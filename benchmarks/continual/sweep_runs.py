@@ -1,9 +1,10 @@
-"""The continual benchmark's multi-seed test runs as a ``neurosim.sweep`` (Dask tasks).
+"""Every run of the benchmark is a run of a ``neurosim.sweep`` function sweep (``test_run``).
 
-``test_runner(...)`` returns what ``evaluate_protocol`` calls for a method's test seeds:
-each seed becomes one run of ``test_run`` on a worker of a Dask cluster, in its own
-directory (``<out>/sweeps/<protocol>-<method>-<hash>/<method>/<seed>/run_result.json``), so
-an interrupted benchmark resumes without redoing finished seeds, and seeds run in parallel.
+A method's search runs at one strength, or its test seeds, are one sweep in their own
+directory, ``<out>/sweeps/<protocol>-<method>-<digest>/<method>/<seed>/run_result.json``,
+the digest covering everything the runs depend on. So a benchmark that stops resumes
+without redoing finished runs, a rerun or a widened ``--grid`` runs only what is missing,
+and with a Dask client the seeds run in parallel.
 """
 
 from __future__ import annotations
@@ -11,14 +12,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+from tqdm.auto import tqdm
+
 from benchmarks.continual.protocol import (
+    ONLINE_FISHER_METHODS,
     Context,
     DatasetName,
-    FisherKind,
     Method,
     OnlineFisher,
     Protocol,
@@ -26,8 +31,10 @@ from benchmarks.continual.protocol import (
     RunConfig,
     RunResult,
     build_contexts,
+    mlp,
     run,
 )
+from neurosim.learning.fisher import FisherKind
 from neurosim.sweep import RunOutcome, Setting, make_function_spec, run_sweep
 
 if TYPE_CHECKING:
@@ -35,75 +42,125 @@ if TYPE_CHECKING:
 
 RESULT_FILE = "run_result.json"
 FUNCTION = "benchmarks.continual.sweep_runs:test_run"
-
-
-def _params(proto: Protocol, dataset: DatasetName, cfg: RunConfig, curves_every: int) -> dict[str, Any]:
-    fields = dataclasses.asdict(cfg)
-    fields.pop("seed")
-    fields["evaluate_every"] = curves_every  # seed 0 only, as the in-process loop does
-    return {
-        "protocol": {**dataclasses.asdict(proto), "name": proto.name.value},
-        "dataset": dataset.value,
-        "config": json.loads(json.dumps(fields, default=str)),
-    }
+SEARCH_SEED = 1000  # validation runs use seeds from here; test runs 0, 1, ...
 
 
 @functools.cache
 def _contexts(proto: Protocol, dataset: DatasetName) -> list[Context]:
-    return build_contexts(proto, dataset)  # once per worker process and protocol
+    return build_contexts(proto, dataset)  # once per process and protocol
 
 
 def test_run(params: Mapping[str, Any], seed: int, out_dir: Path) -> dict[str, float]:
-    """One test run of the benchmark (a Dask task): ``RunResult`` into ``run_result.json``."""
+    """One run of the benchmark (a sweep's function): ``RunResult`` into ``run_result.json``.
+    ``params["network"]`` is absent for the MLP and ``"spiking"`` for ``spiking.SpikingNetwork``."""
     proto = Protocol(**{**params["protocol"], "name": ProtocolName(params["protocol"]["name"])})
     fields = dict(params["config"])
-    curves_every = fields.pop("evaluate_every")
-    every = curves_every if seed == 0 else 0
     online = dict(fields.pop("online_fisher"))
+    curves_every = fields.pop("evaluate_every")
+    every = curves_every if seed == 0 else 0  # curves for the plot: seed 0 only
     online["labels"] = FisherKind(online["labels"])
-    cfg = RunConfig(method=Method(fields.pop("method")), seed=seed, evaluate_every=every,
-                    online_fisher=OnlineFisher(**online), **fields)  # fmt: skip
-    result = run(proto, _contexts(proto, DatasetName(params["dataset"])), cfg)
+    cfg = RunConfig(Method(fields.pop("method")), seed=seed, evaluate_every=every, online_fisher=OnlineFisher(**online),
+                    **fields)  # fmt: skip
+    factory, after_context = mlp, None
+    if params.get("network") == "spiking":
+        from benchmarks.continual.spiking import SpikingNetwork, sleep_after_contexts
+
+        factory, after_context = SpikingNetwork, sleep_after_contexts(cfg)
+    result = run(proto, _contexts(proto, DatasetName(params["dataset"])), cfg, model_factory=factory,
+                 after_context=after_context)  # fmt: skip
     record = {
-        "final_accuracy": result.final_accuracy,
-        "average_accuracy": result.average_accuracy,
-        "curve": result.curve,
-        "wall_s": result.wall_s,
-        "fisher_s": result.fisher_s,
+        key: getattr(result, key) for key in ("final_accuracy", "average_accuracy", "curve", "wall_s", "fisher_s")
     }
     (out_dir / RESULT_FILE).write_text(json.dumps(record))
     return {"average_accuracy": result.average_accuracy, "train_wall_s": result.wall_s, "fisher_s": result.fisher_s}
 
 
-def test_runner(proto: Protocol, dataset: DatasetName, client: Client | int, out: Path,
-                on_run: Callable[[], object]) -> Callable[[list[RunConfig]], list[RunResult]]:  # fmt: skip
-    """Runs a method's test seeds as one sweep on ``client`` (or a fresh local cluster of
-    that many workers); ``on_run`` is called as each finishes."""
+@dataclass
+class Runner:
+    """Runs a ``RunConfig`` at some seeds as one sweep under ``out/sweeps``: on ``client``'s
+    workers, or one after the other in this process with ``threads`` PyTorch threads.
+    ``bar`` counts training iterations, a run's worth as each finishes or is found done."""
 
-    def run_seeds(cfgs: list[RunConfig]) -> list[RunResult]:
-        base = cfgs[0]
-        curves_every = next((c.evaluate_every for c in cfgs if c.seed == 0), 0)
-        params = _params(proto, dataset, base, curves_every)
-        spec = make_function_spec(FUNCTION, params, settings=[Setting(base.method.value, {})],
-                                  seeds=[c.seed for c in cfgs])  # fmt: skip
-        digest = spec.digest()
-        where = out / "sweeps" / f"{proto.name.value}-{base.method.value}-{digest}"
+    proto: Protocol
+    dataset: DatasetName
+    out: Path
+    bar: tqdm[Any]
+    client: Client | None = None
+    threads: int = 1
+    network: str | None = None  # None: the MLP; "spiking"
+
+    def __call__(self, cfg: RunConfig, seeds: Sequence[int]) -> list[RunResult]:
+        fields = dataclasses.asdict(cfg)
+        del fields["seed"]
+        params: dict[str, Any] = {
+            "protocol": {**dataclasses.asdict(self.proto), "name": self.proto.name.value},
+            "dataset": self.dataset.value,
+            "config": json.loads(json.dumps(fields, default=str)),
+            **({"network": self.network} if self.network else {}),
+        }
+        spec = make_function_spec(FUNCTION, params, settings=[Setting(cfg.method.value, {})], seeds=list(seeds))
+        where = self.out / "sweeps" / f"{self.proto.name.value}-{cfg.method.value}-{spec.digest()}"
+        length = self.proto.iterations * self.proto.n_contexts
+        reported = [0]
 
         def counted(outcome: RunOutcome) -> None:
-            on_run()
+            reported[0] += 1
+            self.bar.update(length)
 
-        workers = client if isinstance(client, int) else 0
-        scheduler = None if isinstance(client, int) else client
-        result = run_sweep(spec, where, workers=workers, scheduler=scheduler, resume=where.exists(), progress=False,
-                           on_outcome=counted, echo=lambda _: None)  # fmt: skip
+        result = run_sweep(spec, where, workers=0, scheduler=self.client, resume=where.exists(), progress=False,
+                           threads_per_run=self.threads, on_outcome=counted, echo=lambda _: None)  # fmt: skip
+        self.bar.update(length * (len(seeds) - reported[0]))  # runs found complete in the directory
         if result.failed:
-            raise RuntimeError(f"{len(result.failed)} test run(s) failed: {result.failed[0].error} (in {where})")
+            raise RuntimeError(f"{len(result.failed)} run(s) failed: {result.failed[0].error} (in {where})")
         results = []
-        for cfg in cfgs:
-            saved = json.loads((where / base.method.value / str(cfg.seed) / RESULT_FILE).read_text())
+        for seed in seeds:
+            saved = json.loads((where / cfg.method.value / str(seed) / RESULT_FILE).read_text())
             curve = [(int(it), list(row)) for it, row in saved["curve"]]
-            results.append(RunResult(dataclasses.replace(cfg), saved["final_accuracy"], saved["average_accuracy"],
-                                     curve, saved["wall_s"], saved["fisher_s"]))  # fmt: skip
+            results.append(RunResult(dataclasses.replace(cfg, seed=seed), saved["final_accuracy"],
+                                     saved["average_accuracy"], curve, saved["wall_s"], saved["fisher_s"]))  # fmt: skip
         return results
 
-    return run_seeds
+
+@dataclass
+class MethodSummary:
+    method: Method
+    strength: float | None
+    results: list[RunResult]
+    search: dict[float, float]  # strength -> validation average accuracy (mean over the search seeds)
+    search_seeds: int = 1
+    online_fisher: OnlineFisher | None = None  # online-Fisher EWC: how its accumulator was fed
+
+    def as_json(self) -> dict[str, Any]:
+        accuracies = [r.average_accuracy for r in self.results]
+        return {
+            "mean": float(np.mean(accuracies)),
+            "std": float(np.std(accuracies)),
+            "seeds": len(self.results),
+            "per_seed": accuracies,
+            "strength": self.strength,
+            "validation_search": {f"{k:g}": v for k, v in sorted(self.search.items())},
+            "search_seeds": self.search_seeds,
+            **(self.online_fisher.as_record() if self.online_fisher is not None else {}),
+            "wall_s_mean": float(np.mean([r.wall_s for r in self.results])),
+            "fisher_s_mean": float(np.mean([r.fisher_s for r in self.results])),
+            "curve_seed0": [[step, acc] for step, acc in self.results[0].curve],
+        }
+
+
+def evaluate_method(runner: Callable[[RunConfig, Sequence[int]], list[RunResult]], method: Method,
+                    grid: Sequence[float], *, seeds: int, search_seeds: int, online_fisher: OnlineFisher,
+                    curves_every: int, label: str = "") -> MethodSummary:  # fmt: skip
+    """A method's strength chosen on validation (the mean over ``search_seeds`` runs from seed
+    ``SEARCH_SEED`` per value of ``grid``; ties go to the weakest), then ``seeds`` test runs."""
+    search = {}
+    for value in grid:
+        cfg = RunConfig(method, value, split="val", online_fisher=online_fisher)
+        runs = runner(cfg, range(SEARCH_SEED, SEARCH_SEED + search_seeds))
+        search[value] = float(np.mean([r.average_accuracy for r in runs]))
+    strength = max(sorted(search), key=lambda v: search[v]) if search else None
+    cfg = RunConfig(method, strength or 0.0, online_fisher=online_fisher, evaluate_every=curves_every)
+    online = online_fisher if method in ONLINE_FISHER_METHODS else None
+    summary = MethodSummary(method, strength, runner(cfg, range(seeds)), search, search_seeds, online)
+    accuracies = [r.average_accuracy for r in summary.results]
+    tqdm.write(f"{label}{method.value}: {np.mean(accuracies):.4f} +- {np.std(accuracies):.4f} (strength {strength})")
+    return summary

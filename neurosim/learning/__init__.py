@@ -8,8 +8,11 @@ from neurosim.learning.consolidation import (
     ConsolidatorBase,
     LearnerFeed,
     LearningStep,
+    StepOutcome,
     TaskData,
     TrainingSignals,
+    apply_proposed_weights,
+    train_step,
 )
 from neurosim.learning.drift import PageHinkley, PageHinkleyConfig
 from neurosim.learning.ewc import EWC, OnlineFisherEWC, OnlineFisherFeed
@@ -50,6 +53,7 @@ __all__ = [
     "ReservoirBuffer",
     "RewardSTDP",
     "STDPOnlineLearner",
+    "StepOutcome",
     "Surrogate",
     "SurrogateKind",
     "TaskData",
@@ -58,5 +62,7 @@ __all__ = [
     "TripletSTDP",
     "VotingReadout",
     "WeightDependence",
+    "apply_proposed_weights",
     "fisher_weighted_merge",
+    "train_step",
 ]

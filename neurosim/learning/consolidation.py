@@ -6,17 +6,10 @@ the learning steps, and contributes a **penalty** for a PyTorch module (a loss t
 a **pull** on STDP weights (the per-step change an online learner applies)::
 
     consolidation.begin_task("t1", params)
-    for x, y in batches:
-        logits = model(x)
-        consolidation.prepare(logits, y, params)         # only methods that need the graph
-        loss = cross_entropy(logits, y)
-        loss.backward(); grads = {k: p.grad.clone() for k, p in params.items()}
-        penalty = consolidation.penalty(params)          # None when nothing is protected yet
-        if penalty is not None: penalty.backward()
-        optimiser.step()
-        consolidation.observe(LearningStep(grads, deltas, len(y), inputs=x, labels=y))
+    for x, y in batches:                                 # prepare, penalty, observe: see train_step
+        train_step(consolidation, optimiser, params, model(x), y, inputs=x)
     consolidation.end_task("t1", params, TaskData(x_task, y_task, log_prob))
-    params.update(consolidation.proposed_weights())      # methods that rewrite weights (merging)
+    apply_proposed_weights(consolidation, params)        # methods that rewrite weights (merging)
 
 The members, one file each: ``ewc.EWC`` (separate and online modes), ``ewc.OnlineFisherEWC``
 (the Fisher from a ``FisherAccumulator`` EMA fed during training), ``si.SI``,
@@ -30,6 +23,7 @@ Plugins return contributions; ``Consolidation`` adds them up. None mutates anoth
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -217,6 +211,46 @@ class LearnerFeed:
         tensors = {k: v if isinstance(v, Tensor) else torch.as_tensor(v) for k, v in gradients.items()}
         signals = self.signals() if self.signals is not None else TrainingSignals()
         self.method.observe(LearningStep(tensors, {self.name: now - before}, 1, signals=signals))
+
+
+class StepOutcome(NamedTuple):
+    """What ``train_step`` did: the task loss and the seconds the method's hooks took."""
+
+    loss: float
+    consolidation_s: float  # prepare + observe: the cost of estimating Fisher / importance
+
+
+def train_step(method: Consolidator, optimiser: torch.optim.Optimizer, parameters: Parameters, logits: Tensor,
+               labels: Tensor, *, inputs: Tensor | None = None, tasks: Tensor | None = None) -> StepOutcome:  # fmt: skip
+    """One optimiser step on the cross-entropy of ``logits`` plus the method's penalty, each
+    hook where it belongs: ``prepare`` while the graph exists; the task gradients recorded
+    before the penalty's are added (Fisher and SI's importance are of the task loss alone);
+    a copy of the weights before the step only when the method observes deltas."""
+    t0 = time.perf_counter()
+    method.prepare(logits, labels, parameters)
+    spent = time.perf_counter() - t0
+    optimiser.zero_grad(set_to_none=True)
+    loss = torch.nn.functional.cross_entropy(logits, labels)
+    loss.backward()  # type: ignore[no-untyped-call]
+    gradients = {k: p.grad.detach().clone() for k, p in parameters.items() if p.grad is not None}
+    penalty = method.penalty(parameters)
+    if penalty is not None:
+        penalty.backward()  # type: ignore[no-untyped-call]
+    before = {k: p.detach().clone() for k, p in parameters.items()} if method.wants_deltas else {}
+    optimiser.step()
+    t0 = time.perf_counter()
+    deltas = {k: parameters[k].detach() - before[k] for k in before}
+    value = float(loss.detach())
+    method.observe(LearningStep(gradients, deltas, len(labels), inputs=inputs, labels=labels, tasks=tasks,
+                                signals=TrainingSignals(loss=value)))  # fmt: skip
+    return StepOutcome(value, spent + time.perf_counter() - t0)
+
+
+@torch.no_grad()
+def apply_proposed_weights(method: Consolidator, parameters: Parameters) -> None:
+    """Copy the weights the method proposes at a task's end (merging) into ``parameters``."""
+    for name, weights in method.proposed_weights().items():
+        parameters[name].copy_(weights)
 
 
 def require_data(method: str, task_id: str, data: TaskData | None, *, log_prob: bool = False) -> TaskData:

@@ -480,3 +480,37 @@ def estimate_fisher(
     if count == 0:
         raise ValueError("estimate_fisher needs at least one sample")
     return {name: (t / count).float().cpu().numpy() for name, t in totals.items()}
+
+
+@dataclass(frozen=True)
+class FisherAgreement:
+    """How closely one diagonal Fisher estimate follows a reference (``compare_fisher``)."""
+
+    scale: float  # sum(F) / sum(F_reference): a penalty at strength lambda is about the reference's at scale*lambda
+    log_correlation: float  # Pearson r of log(F + 1e-20): whether it ranks parameters as the reference does
+    linear_correlation: float  # Pearson r of F itself, dominated by the largest entries
+
+
+def compare_fisher(
+    estimate: Mapping[str, npt.ArrayLike | torch.Tensor], reference: Mapping[str, npt.ArrayLike | torch.Tensor]
+) -> FisherAgreement:
+    """Hold a Fisher estimate (an online EMA, the empirical Fisher, a few samples' true Fisher)
+    against a reference over the same parameters: its scale and its log and linear correlations.
+    Parameters no gradient reaches are zero in both and count as agreement in the log correlation."""
+    if sorted(estimate) != sorted(reference):
+        raise ValueError(f"the estimate has parameters {sorted(estimate)}, the reference {sorted(reference)}")
+
+    def flat(fisher: Mapping[str, npt.ArrayLike | torch.Tensor]) -> npt.NDArray[np.float64]:
+        return np.concatenate([
+            np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64).ravel()
+            for _, v in sorted(fisher.items())
+        ])  # fmt: skip
+
+    est, ref = flat(estimate), flat(reference)
+    if est.shape != ref.shape:
+        raise ValueError(f"{est.size} Fisher entries in the estimate against {ref.size} in the reference")
+    if not ref.sum() > 0:
+        raise ValueError("the reference Fisher is zero everywhere: the model gets no gradient")
+    log_e, log_r = np.log(est + 1e-20), np.log(ref + 1e-20)
+    return FisherAgreement(float(est.sum() / ref.sum()), float(np.corrcoef(log_e, log_r)[0, 1]),
+                           float(np.corrcoef(est, ref)[0, 1]))  # fmt: skip
