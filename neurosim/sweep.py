@@ -568,11 +568,22 @@ def _pin_threads(threads: int) -> None:
     with contextlib.suppress(ImportError, ValueError):
         import numba
 
+        if not _numba_threads_launched():
+            # a worker forked from a fork server holds the server's numba configuration, read from
+            # the server's environment: read it again from this worker's before the threads launch
+            # (a later compile re-reads it and refuses a thread count that changed after launch)
+            numba.config.reload_config()  # type: ignore[no-untyped-call]
         numba.set_num_threads(min(threads, int(getattr(numba.config, "NUMBA_NUM_THREADS", 1))))
     # then every BLAS and OpenMP pool loaded by now (numba's threading layer loads one above): a
     # worker forked from a fork server that imported numpy before the worker's environment
     # applied keeps the pool sizes of then
     threadpoolctl.threadpool_limits(limits=threads)
+
+
+def _numba_threads_launched() -> bool:
+    from numba.np.ufunc import parallel
+
+    return bool(parallel._is_initialized)
 
 
 def _execute(kind: ConfigKind, config: Mapping[str, Any], out_dir: Path, mqtt: BrokerSettings | None,

@@ -221,7 +221,8 @@ class StepOutcome(NamedTuple):
 
 
 def train_step(method: Consolidator, optimiser: torch.optim.Optimizer, parameters: Parameters, logits: Tensor,
-               labels: Tensor, *, inputs: Tensor | None = None, tasks: Tensor | None = None) -> StepOutcome:  # fmt: skip
+               labels: Tensor, *, inputs: Tensor | None = None,
+               tasks: Tensor | None = None) -> StepOutcome:  # fmt: skip
     """One optimiser step on the cross-entropy of ``logits`` plus the method's penalty, each
     hook where it belongs: ``prepare`` while the graph exists; the task gradients recorded
     before the penalty's are added (Fisher and SI's importance are of the task loss alone);
