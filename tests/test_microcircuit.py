@@ -80,4 +80,21 @@ def test_the_shipped_toml_is_what_the_example_writes(tmp_path: Path) -> None:
     cfg = microcircuit_config(MicrocircuitParams(scale=0.1))
     example.write_config(cfg, written, 0.1)
     shipped = load_config(EXAMPLES / "microcircuit.toml")
-    assert shipped == load_config(written) == cfg
+    assert load_config(written) == cfg
+    # the DC compensation sums rates with numpy, whose vectorised reductions round the last bit
+    # differently on different CPUs: the shipped file matches to rounding, not bit for bit
+    shipped_fields, generated = _flat(shipped.model_dump()), _flat(cfg.model_dump())
+    assert shipped_fields.keys() == generated.keys()
+    for key, value in generated.items():
+        if isinstance(value, float):
+            assert shipped_fields[key] == pytest.approx(value, rel=1e-12), key
+        else:
+            assert shipped_fields[key] == value, key
+
+
+def _flat(tree: object, path: str = "") -> dict[str, object]:
+    if isinstance(tree, dict):
+        return {k: v for key, value in tree.items() for k, v in _flat(value, f"{path}.{key}").items()}
+    if isinstance(tree, list | tuple):
+        return {k: v for i, value in enumerate(tree) for k, v in _flat(value, f"{path}[{i}]").items()}
+    return {path: tree}
