@@ -28,6 +28,7 @@ from benchmarks.continual.protocol import (
     Settings,
 )
 from benchmarks.continual.sweep_runs import SEARCH_SEED, MethodSummary
+from neurosim.atomic import atomic_write
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 # runs at the published length, made one at a time by an earlier tool (docs/continual.md): a report
@@ -104,9 +105,8 @@ class ProtocolRecord:
                 "settings": dataclasses.asdict(settings),
                 "methods": dict(sorted(methods.items(), key=lambda item: rank.get(item[0], len(rank)))),
             }
-            partial = target.with_suffix(".json.partial")
-            partial.write_text(json.dumps(record, indent=2) + "\n")
-            partial.replace(target)  # never a half-written record
+            with atomic_write(target) as fh:  # never a half-written record, durable once replaced
+                fh.write((json.dumps(record, indent=2) + "\n").encode())
         return target
 
 
