@@ -21,3 +21,15 @@ def thread_pools(params: Mapping[str, Any], seed: int, out_dir: Path) -> dict[st
 
     pools = [int(info["num_threads"]) for info in threadpoolctl.threadpool_info()]
     return {"torch_threads": float(torch.get_num_threads()), "largest_pool": float(max(pools, default=1))}
+
+
+def numba_after_pinning(params: Mapping[str, Any], seed: int, out_dir: Path) -> dict[str, float]:
+    """Compiles a numba function after the run's threads were pinned (a compile re-reads numba's
+    configuration from the environment); returns the thread count numba runs with."""
+    import numba  # type: ignore[import-untyped]
+
+    @numba.njit  # type: ignore[misc]
+    def plus_one(x: int) -> int:
+        return x + 1
+
+    return {"value": float(plus_one(seed)), "numba_threads": float(numba.config.NUMBA_NUM_THREADS)}

@@ -405,6 +405,39 @@ def test_a_cluster_begun_early_runs_the_sweep_with_every_run_pinned_to_one_threa
     assert start.client().status == "closed"  # run_sweep shut the cluster it was given down
 
 
+NUMBA_PROBE = """
+import json, os, sys
+from neurosim.sweep import RUN_MODULES, make_function_spec, run_sweep, warm_fork_server
+
+def main():
+    os.environ["NUMBA_NUM_THREADS"] = "1"  # the fork server starts, and imports numba, with this
+    warm_fork_server(RUN_MODULES)
+    del os.environ["NUMBA_NUM_THREADS"]
+    spec = make_function_spec("sweep_functions:numba_after_pinning", {}, seeds="0-1")
+    result = run_sweep(spec, sys.argv[1], workers=2, threads_per_run=2, progress=False, dashboard_address=":0")
+    print(json.dumps([[o.status, o.error, o.headline] for o in result.outcomes]))
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_a_run_forked_from_the_fork_server_pins_numba_from_its_own_environment(tmp_path: Path) -> None:
+    """The fork server read numba's thread count from its environment; each run pins its own
+    (2 here), and a compile after the pinning re-reads it without a clash."""
+    script = tmp_path / "probe.py"
+    script.write_text(NUMBA_PROBE)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "sweep")], capture_output=True, text=True,
+                          env=env, check=False, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    outcomes = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(outcomes) == 2
+    for status, error, headline in outcomes:
+        assert (status, error) == ("completed", None)
+        assert headline["numba_threads"] == 2.0
+
+
 def test_importing_the_sweep_and_the_cli_leaves_pytorch_for_the_runs() -> None:
     code = "import sys, neurosim.cli, neurosim.sweep; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
