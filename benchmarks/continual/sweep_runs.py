@@ -25,6 +25,7 @@ from benchmarks.continual.protocol import (
     Context,
     DatasetName,
     Method,
+    Network,
     OnlineFisher,
     Protocol,
     ProtocolName,
@@ -35,7 +36,7 @@ from benchmarks.continual.protocol import (
     run,
 )
 from neurosim.learning.fisher import FisherKind
-from neurosim.sweep import RunOutcome, Setting, make_function_spec, run_sweep
+from neurosim.sweep import Setting, make_function_spec, run_sweep
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -52,7 +53,7 @@ def _contexts(proto: Protocol, dataset: DatasetName) -> list[Context]:
 
 def test_run(params: Mapping[str, Any], seed: int, out_dir: Path) -> dict[str, float]:
     """One run of the benchmark (a sweep's function): ``RunResult`` into ``run_result.json``.
-    ``params["network"]`` is absent for the MLP and ``"spiking"`` for ``spiking.SpikingNetwork``."""
+    ``params["network"]`` is absent for the MLP (as in sweeps made before there was a choice)."""
     proto = Protocol(**{**params["protocol"], "name": ProtocolName(params["protocol"]["name"])})
     fields = dict(params["config"])
     online = dict(fields.pop("online_fisher"))
@@ -62,7 +63,7 @@ def test_run(params: Mapping[str, Any], seed: int, out_dir: Path) -> dict[str, f
     cfg = RunConfig(Method(fields.pop("method")), seed=seed, evaluate_every=every, online_fisher=OnlineFisher(**online),
                     **fields)  # fmt: skip
     factory, after_context = mlp, None
-    if params.get("network") == "spiking":
+    if Network(params.get("network", Network.MLP)) is Network.SPIKING:
         from benchmarks.continual.spiking import SpikingNetwork, sleep_after_contexts
 
         factory, after_context = SpikingNetwork, sleep_after_contexts(cfg)
@@ -87,7 +88,7 @@ class Runner:
     bar: tqdm[Any]
     client: Client | None = None
     threads: int = 1
-    network: str | None = None  # None: the MLP; "spiking"
+    network: Network = Network.MLP
 
     def __call__(self, cfg: RunConfig, seeds: Sequence[int]) -> list[RunResult]:
         fields = dataclasses.asdict(cfg)
@@ -96,20 +97,16 @@ class Runner:
             "protocol": {**dataclasses.asdict(self.proto), "name": self.proto.name.value},
             "dataset": self.dataset.value,
             "config": json.loads(json.dumps(fields, default=str)),
-            **({"network": self.network} if self.network else {}),
+            # the MLP's runs keep the digests of sweeps made before there was a choice
+            **({"network": self.network.value} if self.network is not Network.MLP else {}),
         }
         spec = make_function_spec(FUNCTION, params, settings=[Setting(cfg.method.value, {})], seeds=list(seeds))
         where = self.out / "sweeps" / f"{self.proto.name.value}-{cfg.method.value}-{spec.digest()}"
         length = self.proto.iterations * self.proto.n_contexts
-        reported = [0]
-
-        def counted(outcome: RunOutcome) -> None:
-            reported[0] += 1
-            self.bar.update(length)
-
         result = run_sweep(spec, where, workers=0, scheduler=self.client, resume=where.exists(), progress=False,
-                           threads_per_run=self.threads, on_outcome=counted, echo=lambda _: None)  # fmt: skip
-        self.bar.update(length * (len(seeds) - reported[0]))  # runs found complete in the directory
+                           threads_per_run=self.threads, on_outcome=lambda _: self.bar.update(length),
+                           echo=lambda _: None)  # fmt: skip
+        self.bar.update(length * (len(seeds) - len(result.outcomes)))  # runs found complete in the directory
         if result.failed:
             raise RuntimeError(f"{len(result.failed)} run(s) failed: {result.failed[0].error} (in {where})")
         results = []

@@ -491,6 +491,14 @@ class FisherAgreement:
     linear_correlation: float  # Pearson r of F itself, dominated by the largest entries
 
 
+def flatten_fisher(fisher: Mapping[str, npt.ArrayLike | torch.Tensor]) -> npt.NDArray[np.float64]:
+    """Every parameter's Fisher entries in one float64 vector, parameters in name order."""
+    return np.concatenate([
+        np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64).ravel()
+        for _, v in sorted(fisher.items())
+    ])  # fmt: skip
+
+
 def compare_fisher(
     estimate: Mapping[str, npt.ArrayLike | torch.Tensor], reference: Mapping[str, npt.ArrayLike | torch.Tensor]
 ) -> FisherAgreement:
@@ -499,14 +507,7 @@ def compare_fisher(
     Parameters no gradient reaches are zero in both and count as agreement in the log correlation."""
     if sorted(estimate) != sorted(reference):
         raise ValueError(f"the estimate has parameters {sorted(estimate)}, the reference {sorted(reference)}")
-
-    def flat(fisher: Mapping[str, npt.ArrayLike | torch.Tensor]) -> npt.NDArray[np.float64]:
-        return np.concatenate([
-            np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64).ravel()
-            for _, v in sorted(fisher.items())
-        ])  # fmt: skip
-
-    est, ref = flat(estimate), flat(reference)
+    est, ref = flatten_fisher(estimate), flatten_fisher(reference)
     if est.shape != ref.shape:
         raise ValueError(f"{est.size} Fisher entries in the estimate against {ref.size} in the reference")
     if not ref.sum() > 0:
