@@ -234,13 +234,13 @@ def test_the_uniform_noise_control_keeps_the_targeted_class_blocks(tmp_path: Pat
     cfg = parse_continual(_tiny(sleep={"duration": 0.2, "drive": "uniform", "targeted": True}, control=False))
     exp = Experiment(cfg, tmp_path, progress=False)
     statistics = []
-    original = exp.statistics.means
+    original = exp.sleeper.statistics.means
 
     def spy(keys: list[tuple[int, int]], *, by_class: bool) -> list[np.ndarray]:
         statistics.append(original(keys, by_class=by_class))
         return statistics[-1]
 
-    exp.statistics.means = spy  # type: ignore[method-assign]
+    exp.sleeper.statistics.means = spy  # type: ignore[method-assign]
     results = asyncio.run(exp.run())
     assert [s["drive"] for s in results["sleep"]] == ["uniform", "uniform"]
     assert [len(s) for s in statistics] == [2, 4]  # one block statistic per class seen, labelled, as targeted replay

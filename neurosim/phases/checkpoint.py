@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,8 @@ from neurosim.events.schema import PhaseEvent, SleepEvent
 from neurosim.learning.ewc import Anchor
 from neurosim.learning.fisher import DirectoryFisherStore
 from neurosim.learning.fisher_online import FisherAccumulator
+from neurosim.phases.orchestrator import Block
+from neurosim.phases.phase import Phase
 from neurosim.phases.report import Replay
 from neurosim.sim.checkpoint import (
     ARRAYS,
@@ -54,7 +57,18 @@ if TYPE_CHECKING:
 FORMAT = "neurosim.experiment-checkpoint"
 VERSION = 1
 
-__all__ = ["load_experiment", "save_experiment"]
+__all__ = ["checkpointed", "load_experiment", "save_experiment"]
+
+
+def checkpointed(exp: Experiment, blocks: Sequence[Block], done: int, path: Path,
+                 after_block: Callable[[], object] = lambda: None) -> Iterator[Block]:  # fmt: skip
+    """The blocks of ``exp``'s schedule from ``done`` on; ``after_block`` after each, and a
+    checkpoint at ``path`` after each WAKE block (its evaluation written)."""
+    for k in range(done, len(blocks)):
+        yield blocks[k]  # back here when the orchestrator has run it
+        after_block()
+        if blocks[k].phase is Phase.WAKE:
+            save_experiment(exp, path, k + 1)
 
 
 def _prefixed(arrays: dict[str, npt.NDArray[Any]], prefix: str, values: dict[str, npt.NDArray[Any]]) -> None:
@@ -83,7 +97,7 @@ def save_experiment(exp: Experiment, path: str | Path, blocks_done: int) -> Path
     for key, anchor in anchors.items():
         _prefixed(arrays, f"anchor/{key}/params", {k: to_numpy(v) for k, v in anchor.params.items()})
         _prefixed(arrays, f"anchor/{key}/fisher", {k: to_numpy(v) for k, v in anchor.fisher.items()})
-    statistic_keys, statistic_sums = exp.statistics.checkpoint_state()
+    statistic_keys, statistic_sums = exp.sleeper.statistics.checkpoint_state()
     _prefixed(arrays, "statistics", statistic_sums)
     replay: dict[str, Any] | None = None
     if exp.replay is not None:
@@ -91,7 +105,7 @@ def save_experiment(exp: Experiment, path: str | Path, blocks_done: int) -> Path
         _prefixed(arrays, "replay", buffer_arrays)
         arrays["replay_generator"] = exp.replay.generator.get_state().numpy().copy()
         replay = {"buffer": info, "tasks": list(exp.replay.tasks)}
-    for k, r in enumerate(exp.replays):
+    for k, r in enumerate(exp.sleeper.replays):
         _prefixed(arrays, f"replays/{k}", {"times": r.times, "indices": r.indices, "assignments": r.assignments})
     current = exp.fisher.accumulator
     manifest = {
@@ -110,8 +124,8 @@ def save_experiment(exp: Experiment, path: str | Path, blocks_done: int) -> Path
         },
         "statistics": statistic_keys,
         "replay": replay,
-        "replays": len(exp.replays),
-        "sleep_diagnostics": [e.model_dump(mode="json") for e in exp.sleep_diagnostics],
+        "replays": len(exp.sleeper.replays),
+        "sleep_diagnostics": [e.model_dump(mode="json") for e in exp.sleeper.diagnostics],
         "accuracy": {
             "matrix": exp.accuracy.matrix,
             "learned_at": {str(k): v for k, v in exp.accuracy.learned_at.items()},
@@ -151,14 +165,14 @@ def load_experiment(exp: Experiment, path: str | Path) -> int:
         for key in fisher["anchors"]
     }  # fmt: skip
     exp.fisher.regulariser.restore_anchors(anchors, fisher["consolidated"])
-    exp.statistics.restore_state(manifest["statistics"], _under(arrays, "statistics"))
+    exp.sleeper.statistics.restore_state(manifest["statistics"], _under(arrays, "statistics"))
     if exp.replay is not None and manifest["replay"] is not None:
         exp.replay.buffer.restore_state(manifest["replay"]["buffer"], _under(arrays, "replay"))
         exp.replay.generator.set_state(torch.from_numpy(arrays["replay_generator"]))
         exp.replay.tasks = list(manifest["replay"]["tasks"])
-    exp.replays = [Replay(*(arrays[f"replays/{k}/{f}"] for f in ("times", "indices", "assignments")))
+    exp.sleeper.replays = [Replay(*(arrays[f"replays/{k}/{f}"] for f in ("times", "indices", "assignments")))
                    for k in range(manifest["replays"])]  # fmt: skip
-    exp.sleep_diagnostics = [SleepEvent.model_validate(e) for e in manifest["sleep_diagnostics"]]
+    exp.sleeper.diagnostics = [SleepEvent.model_validate(e) for e in manifest["sleep_diagnostics"]]
     saved = manifest["accuracy"]
     exp.accuracy.matrix = saved["matrix"]
     exp.accuracy.learned_at = {int(k): int(v) for k, v in saved["learned_at"].items()}

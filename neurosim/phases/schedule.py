@@ -5,8 +5,8 @@ Its parts live elsewhere, one concept each: the network (``neurosim.sim.diehl_co
 voting readout (``neurosim.learning.readout.VotingReadout``: each neuron votes for the class
 it responds to most; as a softmax over the classes' mean rates it also gives ``p(y|x)`` and
 the surrogate gradients' learning signal), the consolidation (``OnlineFisherEWC``: the
-per-task ``FisherAccumulator`` and the EWC pull; ``neurosim.learning.sleep``: replay of stored
-input statistics), **what each phase does** (``neurosim.phases.orchestrator``), accuracy
+per-task ``FisherAccumulator`` and the EWC pull; ``neurosim.phases.layer_sleep``: what sleep
+stores and replays, and each sleep's diagnostics), **what each phase does** (``neurosim.phases.orchestrator``), accuracy
 matrices and BWT (``neurosim.phases.evaluation``), events and metrics
 (``neurosim.phases.diagnostics``) and the plots (``neurosim.phases.report``, from the results).
 This class composes them and presents the data: images as Poisson rates, brighter until the
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from neurosim.config import ContinualConfig
 from neurosim.datasets import Task, load_digits, load_mnist_subset, split_tasks
 from neurosim.events.bus import EventBus
 from neurosim.events.mqtt import BrokerSettings, MQTTPublisher
-from neurosim.events.schema import Event, SleepEvent
+from neurosim.events.schema import Event
 from neurosim.events.spikes import SpikeStream
 from neurosim.learning.drift import PageHinkley
 from neurosim.learning.ewc import OnlineFisherEWC
@@ -45,17 +45,17 @@ from neurosim.learning.fisher import DirectoryFisherStore
 from neurosim.learning.learner import STDPOnlineLearner
 from neurosim.learning.readout import LinearReadout, VotingReadout
 from neurosim.learning.replay import ExperienceReplay, ReservoirBuffer
-from neurosim.learning.sleep import InputStatistics, sleep_episode, stored_drives
 from neurosim.learning.surrogate import Surrogate
 from neurosim.metrics import METRICS, Metrics
 from neurosim.outputs import write_json
-from neurosim.phases.checkpoint import load_experiment, save_experiment
-from neurosim.phases.diagnostics import announce_evaluation, announce_sleep, diagnose_sleep
+from neurosim.phases.checkpoint import checkpointed, load_experiment
+from neurosim.phases.diagnostics import announce_evaluation
 from neurosim.phases.evaluation import AccuracyLog, Row, Scenario
+from neurosim.phases.layer_sleep import LayerSleep
 from neurosim.phases.machine import PhaseMachine
 from neurosim.phases.orchestrator import Block, PhaseOrchestrator
 from neurosim.phases.phase import Phase
-from neurosim.phases.report import REPLAY_FILE, Replay, plot_experiment, write_replays
+from neurosim.phases.report import REPLAY_FILE, plot_experiment, write_replays
 from neurosim.sim.checkpoint import CheckpointError
 from neurosim.sim.diehl_cook import DiehlCookLayer, LayerPresenter, diehl_cook_network
 from neurosim.sim.engine import Backend, Simulation
@@ -89,7 +89,6 @@ class Experiment:
                                          readout=self.readout)  # fmt: skip
         self.learner.attach(self.sim)
         self.fisher = online_fisher_ewc(cfg, out_dir, self.metrics)
-        self.sleep_cfg = cfg.sleep.sleep_config()
         self.sim.add_chunk_hook(self.metrics.observe_chunk)
         self.spike_stream = SpikeStream(self.bus).attach(self.sim)
         self.machine = PhaseMachine(run_id=run_id, sim_time=lambda: self.sim.t, bus=self.bus, metrics=self.metrics)
@@ -98,11 +97,9 @@ class Experiment:
         self.accuracy = AccuracyLog()
         self.control: dict[str, Any] | None = None  # the no-consolidation control's results, once run
         self.task_free: dict[str, Any] | None = None  # task-free runs: drifts against the true boundaries
-        self.statistics = InputStatistics()  # what SLEEP replays: input sums per task and class, not the data
+        self.sleeper = LayerSleep(cfg, self.presenter, run_id=run_id, metrics=self.metrics, bus=self.bus)
         self.replay = ExperienceReplay(ReservoirBuffer(cfg.replay.capacity, seed=cfg.seed), from_stream=True,
                                        seed=cfg.seed) if cfg.replay.enabled else None  # fmt: skip
-        self.replays: list[Replay] = []  # each sleep's replay spikes and each neuron's class then
-        self.sleep_diagnostics: list[SleepEvent] = []
         self.wall0 = time.perf_counter()
 
     def _order(self, task_index: int) -> list[tuple[int, int]]:
@@ -135,7 +132,7 @@ class Experiment:
         readout's loss on it before it was learned, ``-log p(label | response)``."""
         label, image = int(self.tasks[t].train.labels[idx]), self.tasks[t].train.images[idx]
         loss = await self._learn(image, label, refresh=k % 10 == 0)
-        self.statistics.add(group, label, image)
+        self.sleeper.remember(group, label, image)
         if self.replay is not None:
             self.replay.buffer.add(torch.from_numpy(image)[None], torch.tensor([label]), group)
             every = self.cfg.replay.every
@@ -176,31 +173,11 @@ class Experiment:
         """The replay of a SLEEP phase (the orchestrator snapshots before and re-anchors after),
         or of a nap ``within`` a task's LEARNING."""
         latest = len(self.fisher.accumulators) - 1 if self.cfg.task_free is not None else self.seen[-1]
-        earlier = self.cfg.sleep.replay_tasks == "earlier"
         episodes = self.replay.episodes()[:2] if self.replay is not None and len(self.replay.buffer) else None
-        drives, labels = stored_drives(self.statistics, self.sleep_cfg, max_rate=self.cfg.data.max_rate,
-                                       exclude=latest if earlier else None, episodes=episodes)  # fmt: skip
-        if not drives:
-            raise RuntimeError("SLEEP before any LEARNING: there is nothing to replay")
         classes = self._seen_classes()
-        assigned = self.voting.assignments_among(classes)  # sleep changes weights, not the class responses
-        name = self.learner.parameter_name
-        fisher = self.fisher.total_fisher(name) if self.sleep_cfg.fisher_protection > 0 else None
-        # sleep noise on its own stream and the neuron state restored on waking: a sleep that
-        # changes no weight leaves the rest of the run exactly as without it (sharp controls)
-        with self.sim.detached(stream=len(self.replays) + 1):
-            report = await sleep_episode(
-                self.sim, projection=self.proj, inputs=self.presenter.inputs, statistics=drives, cfg=self.sleep_cfg,
-                duration=duration or self.sleep_cfg.duration, wake_rate=self.presenter.training_rate_hz,
-                rng=np.random.default_rng([self.cfg.seed, 7919, len(self.replays)]), fisher=fisher,
-                bounds=(self.cfg.stdp.w_min, self.cfg.stdp.w_max), normalise=self.presenter.normalise,
-                labels=labels if self.sleep_cfg.replays_by_class else None, assignments=assigned,
-            )  # fmt: skip
-        event = diagnose_sleep(report, run_id=self.run_id, episode=len(self.sleep_diagnostics), classes=classes,
-                               assigned=assigned, fishers=self.fisher.stored_fishers(name), within=within)  # fmt: skip
-        self.replays.append(Replay(report.trains.times - report.start_s, report.trains.indices, assigned))
-        self.sleep_diagnostics.append(event)
-        announce_sleep(event, self.metrics, self.bus)
+        assigned = self.voting.assignments_among(classes)
+        await self.sleeper.replay(duration, latest=latest, classes=classes, assigned=assigned, fisher=self.fisher,
+                                  parameter=self.learner.parameter_name, episodes=episodes, within=within)  # fmt: skip
 
     async def evaluate(self) -> None:
         """WAKE: every task seen, with plasticity (the orchestrator) and threshold adaptation off."""
@@ -238,18 +215,10 @@ class Experiment:
                 "replay": bool(self.replay),
             },
             **({"replay": self.replay.buffer.summary(self.readout.n_classes)} if self.replay is not None else {}),
-            "sleep": [e.model_dump(mode="json", exclude={"run_id", "wall_time"}) for e in self.sleep_diagnostics],
+            "sleep": [e.model_dump(mode="json", exclude={"run_id", "wall_time"}) for e in self.sleeper.diagnostics],
             **({"control": self.control} if self.control is not None else {}),
             **({"task_free": self.task_free} if self.task_free is not None else {}),
         }
-
-    def _checkpointed(self, blocks: list[Block], done: int, bar: tqdm[Any]) -> Iterator[Block]:
-        """The blocks from ``done`` on; after each WAKE block (its evaluation written) a checkpoint."""
-        for k in range(done, len(blocks)):
-            yield blocks[k]  # back here when the orchestrator has run it
-            bar.update(1)
-            if blocks[k].phase is Phase.WAKE:
-                save_experiment(self, self.out_dir / CHECKPOINT_DIR, k + 1)
 
     def write_results(self, status: str) -> None:
         """Write ``results.json`` (atomically) with ``status``."""
@@ -273,7 +242,9 @@ class Experiment:
             else:
                 bar = tqdm(total=len(blocks), initial=done, desc="schedule", disable=not self.progress, unit="phase")
                 await self.orchestrator.run(
-                    self._checkpointed(blocks, done, bar), self, [t.task_id for t in self.tasks]
+                    checkpointed(self, blocks, done, self.out_dir / CHECKPOINT_DIR, lambda: bar.update(1)),
+                    self,
+                    [t.task_id for t in self.tasks],
                 )
         except BaseException as err:
             failed = {**self.results("failed"), "error": f"{type(err).__name__}: {err}"}
@@ -415,8 +386,8 @@ async def run_experiment_async(
             experiment.control = control
             write_json(out_dir / "results.json", results)
     finally:
-        if experiment.replays:
-            write_replays(out_dir / REPLAY_FILE, experiment.replays)
+        if experiment.sleeper.replays:
+            write_replays(out_dir / REPLAY_FILE, experiment.sleeper.replays)
         if (out_dir / "results.json").exists():
             plot_experiment(out_dir)
     return results
