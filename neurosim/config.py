@@ -954,7 +954,7 @@ class ContinualConfig(_Strict):
                 f"network.n_hidden = {self.network.n_hidden}: the layer needs about {estimate / 2**30:.1f} GiB, "
                 f"more than this machine's {available / 2**30:.1f} GiB"
             )
-        current = Phase.WAKE
+        current, learned = Phase.WAKE, False
         for i, block in enumerate(self.resolved_schedule()):
             target = Phase(block.phase)
             if (current, target) not in ALLOWED_TRANSITIONS:
@@ -965,6 +965,9 @@ class ContinualConfig(_Strict):
                 problems.append(f"schedule[{i}]: a joint run is one LEARNING block over every task, then WAKE")
             if target is Phase.SLEEP and not self.sleep.enabled:
                 problems.append(f"schedule[{i}]: a sleep block, but sleep.enabled is false")
+            elif target is Phase.SLEEP and not learned:
+                problems.append(f"schedule[{i}]: a sleep block before any learning block has nothing to replay")
+            learned = learned or target is Phase.LEARNING
             current = target
         if self.sleep.enabled and self.sleep.drive == "episodes" and not self.replay.enabled:
             problems.append('sleep.drive = "episodes" replays the replay buffer: set replay.enabled = true')

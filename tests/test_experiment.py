@@ -115,6 +115,16 @@ def test_schedules_outside_the_transition_graph_are_refused() -> None:
         parse_continual(_tiny(schedule=[{"phase": "learning", "task": 7}]))
 
 
+def test_a_sleep_before_any_learning_is_refused_with_the_reason(tmp_path: Path) -> None:
+    # an allowed transition (WAKE -> SLEEP), but a sleep with nothing stored to replay: refused
+    # when the config is read, and by the experiment itself when its sleep is called directly
+    with pytest.raises(ConfigError, match=r"schedule\[0\]: a sleep block before any learning block"):
+        parse_continual(_tiny(schedule=[{"phase": "sleep"}, {"phase": "wake"}, {"phase": "learning", "task": 0}]))
+    exp = Experiment(parse_continual(_tiny()), tmp_path, progress=False)
+    with pytest.raises(RuntimeError, match="SLEEP before any LEARNING: there is nothing to replay"):
+        asyncio.run(exp.sleep(0.1))
+
+
 def test_evaluations_are_announced_on_the_bus_and_in_the_accuracy_metrics(tmp_path: Path) -> None:
     from prometheus_client import CollectorRegistry
 

@@ -172,6 +172,8 @@ class Experiment:
     async def sleep(self, duration: float | None, *, within: str | None = None) -> None:
         """The replay of a SLEEP phase (the orchestrator snapshots before and re-anchors after),
         or of a nap ``within`` a task's LEARNING."""
+        if not self.seen:
+            raise RuntimeError("SLEEP before any LEARNING: there is nothing to replay")
         latest = len(self.fisher.accumulators) - 1 if self.cfg.task_free is not None else self.seen[-1]
         episodes = self.replay.episodes()[:2] if self.replay is not None and len(self.replay.buffer) else None
         classes = self._seen_classes()
