@@ -20,8 +20,10 @@ that stops loses at most the runs in flight. Writes ``consolidation.json`` (per 
 per method, per seed, seeds in the same order everywhere), ``consolidation.md`` (mean ± std
 and the paired difference to ``none``) and ``consolidation.png``.
 
-    .venv/bin/python benchmarks/bench_consolidation.py --validate          # choose settings
+    .venv/bin/python benchmarks/bench_consolidation.py --validate --settings digits  # choose settings
     .venv/bin/python benchmarks/bench_consolidation.py                     # the reported run (seeds 0-19)
+    .venv/bin/python benchmarks/bench_consolidation.py --validate --settings mnist   # MNIST's own search
+    .venv/bin/python benchmarks/bench_consolidation.py --per-setting --settings mnist  # ... and its test
 """
 
 from __future__ import annotations
