@@ -923,8 +923,19 @@ class ContinualConfig(_Strict):
     replay: ContinualReplayConfig = Field(default_factory=ContinualReplayConfig)
 
     def without_consolidation(self) -> ContinualConfig:
-        """The same experiment with EWC and sleep off (and no sleep blocks): the control."""
-        schedule = self.schedule if self.schedule == "auto" else [b for b in self.schedule if b.phase != "sleep"]
+        """The same experiment with EWC and sleep off (and no sleep blocks): the control.
+
+        Its schedule keeps every LEARNING and WAKE block but no SLEEP; a WAKE that would then
+        follow a WAKE (``wake, sleep, wake``) is dropped, as the transition graph has no WAKE ->
+        WAKE: the control evaluates once where the run evaluated before and after sleeping."""
+        schedule: Literal["auto"] | list[ScheduleBlock] = "auto"
+        if self.schedule != "auto":
+            schedule, current = [], "wake"
+            for block in self.schedule:
+                if block.phase == "sleep" or block.phase == current == "wake":
+                    continue
+                schedule.append(block)
+                current = block.phase
         return self.model_copy(
             update={
                 "ewc": self.ewc.model_copy(update={"enabled": False}),

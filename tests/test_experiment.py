@@ -166,6 +166,21 @@ def test_the_run_reports_its_no_consolidation_control_beside_it(tmp_path: Path) 
     assert not parse_continual(_tiny(control=False)).control
 
 
+def test_the_control_of_a_schedule_that_evaluates_around_a_sleep_runs(tmp_path: Path) -> None:
+    # learning, wake, sleep, wake is a valid schedule; without its sleep it would ask the machine
+    # for WAKE -> WAKE, which the control must not (it crashed after the run had finished)
+    schedule = [{"phase": "learning", "task": 0}, {"phase": "wake"}, {"phase": "sleep"}, {"phase": "wake"},
+                {"phase": "learning", "task": 1}, {"phase": "wake"}]  # fmt: skip
+    cfg = parse_continual(_tiny(schedule=schedule))
+    assert [b.phase for b in cfg.without_consolidation().resolved_schedule()] == ["learning", "wake", "learning",
+                                                                                  "wake"]  # fmt: skip
+    results = run_experiment(cfg, tmp_path, progress=False)
+    assert len(results["accuracy_matrix"]) == 3  # the run evaluates before and after its sleep
+    control = json.loads((tmp_path / "control" / "results.json").read_text())
+    assert control["status"] == "completed" and len(control["accuracy_matrix"]) == 2
+    assert results["control"]["average_accuracy"] == control["average_accuracy"]
+
+
 def test_every_sleep_is_diagnosed_in_results_bus_and_metrics(tmp_path: Path) -> None:
     from prometheus_client import CollectorRegistry
 
