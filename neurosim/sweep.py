@@ -89,7 +89,8 @@ FUNCTION_RESULT = (
 ConfigKind = Literal["simulation", "experiment", "function"]
 RunStatus = Literal["completed", "failed"]
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._=,-]+")
-EXPERIMENT_HEADLINE = ("average_accuracy", "bwt", "average_accuracy_task_incremental", "bwt_task_incremental")
+EXPERIMENT_HEADLINE = ("average_accuracy", "bwt", "average_accuracy_task_incremental", "bwt_task_incremental",
+                       "neurons_assigned")  # fmt: skip
 
 
 class SweepError(ValueError):

@@ -166,6 +166,15 @@ def test_the_run_reports_its_no_consolidation_control_beside_it(tmp_path: Path) 
     assert not parse_continual(_tiny(control=False)).control
 
 
+def test_results_say_how_many_neurons_hold_a_class(tmp_path: Path) -> None:
+    exp = Experiment(parse_continual(_tiny(control=False)), tmp_path, progress=False)
+    results = asyncio.run(exp.run())
+    held = exp.voting.assignments_among(sorted({c for t in exp.tasks for c in t.classes}))
+    assert results["neurons_assigned"] == int((held >= 0).sum())
+    assert 0 < results["neurons_assigned"] <= exp.cfg.network.n_hidden
+    assert json.loads((tmp_path / "results.json").read_text())["neurons_assigned"] == results["neurons_assigned"]
+
+
 def test_the_control_of_a_schedule_that_evaluates_around_a_sleep_runs(tmp_path: Path) -> None:
     # learning, wake, sleep, wake is a valid schedule; without its sleep it would ask the machine
     # for WAKE -> WAKE, which the control must not (it crashed after the run had finished)

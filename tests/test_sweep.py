@@ -314,7 +314,8 @@ def test_an_experiment_sweep_reports_average_accuracy_and_bwt(tmp_path: Path) ->
     assert not result.failed and len(result.outcomes) == 4
     table = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
     for row in table["rows"]:
-        assert set(row["headline"]) >= {"average_accuracy", "bwt", "average_accuracy_task_incremental"}
+        headline = {"average_accuracy", "bwt", "average_accuracy_task_incremental", "neurons_assigned"}
+        assert set(row["headline"]) >= headline
         for seed in ("0", "1"):
             results = json.loads((tmp_path / "sweep" / row["setting"] / seed / "results.json").read_text())
             assert row["headline"]["average_accuracy"]["values"][seed] == results["average_accuracy"]

@@ -97,6 +97,7 @@ class Experiment:
         self.accuracy = AccuracyLog()
         self.control: dict[str, Any] | None = None  # the no-consolidation control's results, once run
         self.task_free: dict[str, Any] | None = None  # task-free runs: drifts against the true boundaries
+        self.neurons_assigned = 0  # neurons that responded to a class seen, at the latest evaluation
         self.sleeper = LayerSleep(cfg, self.presenter, run_id=run_id, metrics=self.metrics, bus=self.bus)
         self.replay = ExperienceReplay(ReservoirBuffer(cfg.replay.capacity, seed=cfg.seed), from_stream=True,
                                        seed=cfg.seed) if cfg.replay.enabled else None  # fmt: skip
@@ -185,6 +186,7 @@ class Experiment:
         """WAKE: every task seen, with plasticity (the orchestrator) and threshold adaptation off."""
         seen_classes = self._seen_classes()
         assigned = self.voting.assignments_among(seen_classes)
+        self.neurons_assigned = int((assigned >= 0).sum())  # how much of the layer holds a class
         rows: dict[Scenario, Row] = {"class": [None] * len(self.tasks), "task": [None] * len(self.tasks)}
         with self.presenter.thresholds_frozen():
             for t in self.seen:
@@ -210,6 +212,7 @@ class Experiment:
             **self.accuracy.summary(self.cfg.scenario),
             "phase_history": [e.model_dump(mode="json") for e in self.machine.history],
             "simulated_s": self.sim.t,
+            "neurons_assigned": self.neurons_assigned,
             "wall_s": time.perf_counter() - self.wall0,
             "consolidation": {
                 "ewc": self.cfg.ewc.enabled,
