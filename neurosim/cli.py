@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime as _dt
 import json
+import math
 import os
 import signal
 import sys
@@ -97,19 +98,25 @@ def _resume_continual(out_dir: Path, *, quiet: bool, live: LiveOptions) -> None:
     _echo_continual(results, out_dir)
 
 
+def _bwt(value: float | None) -> str:
+    """BWT for a summary line: undefined where no task was evaluated after a later one was learned."""
+    return "BWT undefined (no task evaluated again after a later one)" if value is None or math.isnan(value) \
+        else f"BWT {value:+.3f}"  # fmt: skip
+
+
 def _echo_continual(results: dict[str, Any], out_dir: Path) -> None:
     rows = results["accuracy_matrix"]
     final = ", ".join("-" if a is None else f"{a:.2f}" for a in rows[-1]) if rows else ""
     click.echo(
         f"{results['scenario']}-incremental: average accuracy {results['average_accuracy']:.3f}, "
-        f"BWT {results['bwt']:+.3f} (after the last task: {final}); task-incremental average "
+        f"{_bwt(results['bwt'])} (after the last task: {final}); task-incremental average "
         f"{results['average_accuracy_task_incremental']:.3f}"
     )
     control = results.get("control")
     if control is not None:
         click.echo(
             f"no-consolidation control (same seed and data): average accuracy {control['average_accuracy']:.3f}, "
-            f"BWT {control['bwt']:+.3f}; task-incremental {control['average_accuracy_task_incremental']:.3f}; "
+            f"{_bwt(control['bwt'])}; task-incremental {control['average_accuracy_task_incremental']:.3f}; "
             f"consolidation gains {results['average_accuracy'] - control['average_accuracy']:+.3f}"
         )
     for sleep in results.get("sleep", []):

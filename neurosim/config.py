@@ -922,6 +922,16 @@ class ContinualConfig(_Strict):
     task_free: TaskFreeConfig | None = None
     replay: ContinualReplayConfig = Field(default_factory=ContinualReplayConfig)
 
+    def consolidates(self) -> bool:
+        """Whether any consolidation acts in this run: replay, a sleep that happens (a SLEEP block
+        or naps), or EWC with a later LEARNING block to pull. A joint run (one block, no sleep)
+        with EWC or sleep on is the same run as without them."""
+        learning = sum(b.phase == "learning" for b in self.resolved_schedule())
+        sleeps = any(b.phase == "sleep" for b in self.resolved_schedule()) or self.sleep.interleave_every is not None
+        task_free = self.task_free is not None  # its blocks come from drifts: EWC and sleep may act
+        return (self.replay.enabled or (self.sleep.enabled and (sleeps or task_free))
+                or (self.ewc.enabled and (learning > 1 or task_free)))  # fmt: skip
+
     def without_consolidation(self) -> ContinualConfig:
         """The same experiment with EWC and sleep off (and no sleep blocks): the control.
 

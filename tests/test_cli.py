@@ -77,6 +77,22 @@ def test_run_recognises_a_continual_experiment(tmp_path: Path) -> None:
     assert saved_config["ewc"]["lambda"] == 100.0  # EWCConfig().lambda_: the default is the library's
 
 
+def test_a_joint_run_says_its_bwt_is_undefined_and_runs_no_control(tmp_path: Path) -> None:
+    # one LEARNING block: no task is evaluated twice (BWT undefined, not "+nan"), and with
+    # sleep and EWC on but nothing for them to act on, a control would be the same run again
+    config = tmp_path / "joint.toml"
+    config.write_text(
+        "seed = 2\njoint = true\n[experiment]\nname = 'joint'\n"
+        "[data]\nn_tasks = 2\ntrain_per_task = 4\ntest_per_task = 3\npresent = 0.03\nrest = 0.01\n"
+        "[network]\nn_hidden = 12\n[ewc]\nenabled = true\n[sleep]\nenabled = true\n"
+    )
+    result = CliRunner().invoke(main, ["run", str(config), "--out", str(tmp_path / "out"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "BWT undefined" in result.output and "nan" not in result.output
+    assert "control" not in json.loads((tmp_path / "out" / "results.json").read_text())
+    assert not (tmp_path / "out" / "control").exists()
+
+
 def test_run_options_a_continual_experiment_cannot_honour_are_refused(tmp_path: Path) -> None:
     res = CliRunner().invoke(
         main, ["run", str(EXAMPLES / "continual_digits.toml"), "--out", str(tmp_path / "o"), "--duration", "1"]

@@ -166,6 +166,16 @@ def test_the_run_reports_its_no_consolidation_control_beside_it(tmp_path: Path) 
     assert not parse_continual(_tiny(control=False)).control
 
 
+def test_a_run_consolidates_only_where_a_method_has_something_to_act_on() -> None:
+    assert parse_continual(_tiny()).consolidates()  # sleeps after each task
+    assert parse_continual(_tiny(sleep={"enabled": False})).consolidates()  # EWC pulls the second task
+    assert not parse_continual(_tiny(sleep={"enabled": False}, ewc={"enabled": False})).consolidates()
+    assert not parse_continual(_tiny(joint=True)).consolidates()  # one block: no sleep, nothing to pull
+    assert parse_continual(_tiny(joint=True, replay={"enabled": True, "every": 2})).consolidates()
+    one_task = {**_tiny()["data"], "n_tasks": 1}
+    assert not parse_continual(_tiny(data=one_task, sleep={"enabled": False})).consolidates()
+
+
 def test_results_say_how_many_neurons_hold_a_class(tmp_path: Path) -> None:
     exp = Experiment(parse_continual(_tiny(control=False)), tmp_path, progress=False)
     results = asyncio.run(exp.run())

@@ -361,9 +361,10 @@ async def run_experiment_async(
     With ``mqtt``, its phases, spikes and evaluations are published live under
     ``neurosim/{run_id}/``.
 
-    With ``cfg.control`` and some consolidation on, the no-consolidation control runs
-    afterwards in ``out_dir/control`` (same seed, same data; its own event bus and metrics,
-    nothing published) and ``results.json`` gains ``"control"`` with its averages and BWT.
+    With ``cfg.control`` and a consolidation that acts (``cfg.consolidates()``), the
+    no-consolidation control runs afterwards in ``out_dir/control`` (same seed, same data;
+    its own event bus and metrics, nothing published) and ``results.json`` gains
+    ``"control"`` with its averages and BWT.
 
     ``resume``: go on from the checkpoints in ``out_dir`` (and ``out_dir/control``) of an
     interrupted run of the same config."""
@@ -376,7 +377,7 @@ async def run_experiment_async(
             async with MQTTPublisher(mqtt, run_id, experiment.bus) as publisher:
                 await publisher.ready()
                 results = await experiment.run(resume=resume)
-        if cfg.control and (cfg.ewc.enabled or cfg.sleep.enabled or cfg.replay.enabled):
+        if cfg.control and cfg.consolidates():
             baseline = Experiment(
                 cfg.without_consolidation(),
                 out_dir / "control",
