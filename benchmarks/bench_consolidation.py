@@ -112,7 +112,13 @@ def validation_file(setting: str) -> Path:
     return VALIDATION if setting == "digits" else RESULTS / f"consolidation_validation_{setting}.json"
 
 
-def test_label(method: str, setting: str, per_setting: bool) -> str:
+def choice_file(setting: str, per_setting: bool) -> Path:
+    """The validation record whose choice a test run of ``setting`` uses: its own search's
+    (``per_setting``) or the digits search's (the reported run)."""
+    return validation_file(setting if per_setting else "digits")
+
+
+def logged_label(method: str, setting: str, per_setting: bool) -> str:
     """A test run's name in the log: a method run with a setting's own choice is logged apart."""
     if not per_setting or setting == "digits" or method in ("none", "joint"):
         return method
@@ -264,7 +270,7 @@ def report(seeds: list[int], settings: list[str], wall: float, *, per_setting: b
     table: dict[str, dict[str, dict[str, list[float]]]] = {}
     for setting in settings:
         for method in METHODS:
-            rows = [done.get((setting, test_label(method, setting, per_setting), s)) for s in seeds]
+            rows = [done.get((setting, logged_label(method, setting, per_setting), s)) for s in seeds]
             if any(r is None for r in rows):
                 continue
             table.setdefault(setting, {})[method] = {
@@ -295,15 +301,11 @@ def report(seeds: list[int], settings: list[str], wall: float, *, per_setting: b
             f"### {setting}\n\n| method | class-IL accuracy | paired diff. to none | class-IL BWT | task-IL accuracy "
             f"| paired diff. to none | task-IL BWT |\n|---|---|---|---|---|---|---|\n" + "\n".join(lines)
         )
-    chosen = {
-        setting: json.loads(validation_file(setting if per_setting else "digits").read_text())["chosen"]
-        for setting in table
-        if validation_file(setting if per_setting else "digits").exists()
-    }
+    files = {setting: choice_file(setting, per_setting) for setting in table}
     choices = "; ".join(
-        f"{setting} ({validation_file(setting if per_setting else 'digits').name}): sleep "
-        f"{json.dumps(c['sleep'])}, EWC {json.dumps(c['ewc'])}"
-        for setting, c in chosen.items()
+        f"{setting} ({path.name}): sleep {json.dumps(c['sleep'])}, EWC {json.dumps(c['ewc'])}"
+        for setting, path in files.items()
+        if path.exists() and (c := json.loads(path.read_text())["chosen"])
     )
     title = "each setting with its own validation choice" if per_setting else "split digits and split MNIST"
     text = f"""# Consolidation against forgetting: {title}, 5 tasks
@@ -377,13 +379,13 @@ def main() -> None:
             validate(setting, args.workers, args.resume)
         return
     if not args.report_only:
-        choice_of = {s: validation_file(s if args.per_setting else "digits") for s in args.settings}
+        choice_of = {s: choice_file(s, args.per_setting) for s in args.settings}
         missing = sorted({path.name for path in choice_of.values() if not path.exists()})
         if missing:
             parser.error(f"no {', '.join(missing)}: run --validate first (settings are chosen on validation seeds)")
         chosen = {s: json.loads(path.read_text())["chosen"] for s, path in choice_of.items()}
         jobs = [
-            (setting, test_label(method, setting, args.per_setting),
+            (setting, logged_label(method, setting, args.per_setting),
              method_overrides(method, chosen[setting]["sleep"], chosen[setting]["ewc"]), seed)
             for setting in args.settings
             for method in args.methods

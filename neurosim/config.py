@@ -926,8 +926,9 @@ class ContinualConfig(_Strict):
         """Whether any consolidation acts in this run: replay, a sleep that happens (a SLEEP block
         or naps), or EWC with a later LEARNING block to pull. A joint run (one block, no sleep)
         with EWC or sleep on is the same run as without them."""
-        learning = sum(b.phase == "learning" for b in self.resolved_schedule())
-        sleeps = any(b.phase == "sleep" for b in self.resolved_schedule()) or self.sleep.interleave_every is not None
+        phases = [b.phase for b in self.resolved_schedule()]
+        learning = phases.count("learning")
+        sleeps = "sleep" in phases or self.sleep.interleave_every is not None
         task_free = self.task_free is not None  # its blocks come from drifts: EWC and sleep may act
         return (self.replay.enabled or (self.sleep.enabled and (sleeps or task_free))
                 or (self.ewc.enabled and (learning > 1 or task_free)))  # fmt: skip

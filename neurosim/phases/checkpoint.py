@@ -171,7 +171,7 @@ def load_experiment(exp: Experiment, path: str | Path) -> int:
         exp.replay.generator.set_state(torch.from_numpy(arrays["replay_generator"]))
         exp.replay.tasks = list(manifest["replay"]["tasks"])
     exp.sleeper.replays = [Replay(*(arrays[f"replays/{k}/{f}"] for f in ("times", "indices", "assignments")))
-                   for k in range(manifest["replays"])]  # fmt: skip
+                           for k in range(manifest["replays"])]  # fmt: skip
     exp.sleeper.diagnostics = [SleepEvent.model_validate(e) for e in manifest["sleep_diagnostics"]]
     saved = manifest["accuracy"]
     exp.accuracy.matrix = saved["matrix"]

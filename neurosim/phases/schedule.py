@@ -6,9 +6,10 @@ voting readout (``neurosim.learning.readout.VotingReadout``: each neuron votes f
 it responds to most; as a softmax over the classes' mean rates it also gives ``p(y|x)`` and
 the surrogate gradients' learning signal), the consolidation (``OnlineFisherEWC``: the
 per-task ``FisherAccumulator`` and the EWC pull; ``neurosim.phases.layer_sleep``: what sleep
-stores and replays, and each sleep's diagnostics), **what each phase does** (``neurosim.phases.orchestrator``), accuracy
-matrices and BWT (``neurosim.phases.evaluation``), events and metrics
-(``neurosim.phases.diagnostics``) and the plots (``neurosim.phases.report``, from the results).
+stores and replays, and each sleep's diagnostics), **what each phase does**
+(``neurosim.phases.orchestrator``), accuracy matrices and BWT (``neurosim.phases.evaluation``),
+events and metrics (``neurosim.phases.diagnostics``) and the plots (``neurosim.phases.report``,
+from the results).
 This class composes them and presents the data: images as Poisson rates, brighter until the
 layer answers (Diehl & Cook), the input weights normalised per neuron after every image.
 
@@ -178,7 +179,7 @@ class Experiment:
         latest = len(self.fisher.accumulators) - 1 if self.cfg.task_free is not None else self.seen[-1]
         episodes = self.replay.episodes()[:2] if self.replay is not None and len(self.replay.buffer) else None
         classes = self._seen_classes()
-        assigned = self.voting.assignments_among(classes)
+        assigned = self.voting.assignments_among(classes)  # sleep changes weights, not the class responses
         await self.sleeper.replay(duration, latest=latest, classes=classes, assigned=assigned, fisher=self.fisher,
                                   parameter=self.learner.parameter_name, episodes=episodes, within=within)  # fmt: skip
 
