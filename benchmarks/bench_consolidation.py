@@ -24,6 +24,8 @@ and the paired difference to ``none``) and ``consolidation.png``.
     .venv/bin/python benchmarks/bench_consolidation.py                     # the reported run (seeds 0-19)
     .venv/bin/python benchmarks/bench_consolidation.py --validate --settings mnist   # MNIST's own search
     .venv/bin/python benchmarks/bench_consolidation.py --per-setting --settings mnist  # ... and its test
+    .venv/bin/python benchmarks/bench_consolidation.py --validate --recruited   # choice from the recruitment probe
+    .venv/bin/python benchmarks/bench_consolidation.py --recruited --seeds $(seq 20 39)  # ... and its test
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -54,9 +56,13 @@ VALIDATION = RESULTS / "consolidation_validation.json"
 SWEEPS = Path(__file__).resolve().parent / "runs" / "consolidation"  # git-ignored run directories
 KEYS = ("average_accuracy", "bwt", "average_accuracy_task_incremental", "bwt_task_incremental")
 METHODS = ("none", "joint", "ewc", "sleep", "ewc+sleep", "sleep-plasticity-off", "sleep-uniform-noise")
+# Every setting runs on Diehl & Cook's layer (threshold increment 0.05 mV) unless a choice says
+# otherwise: the reported tables ran on it, and the main job's config (the base) has since moved
+# to the recruited layer.
+SHIPPED_LAYER = {"theta_plus": 0.05e-3}
 SETTINGS: dict[str, dict[str, Any]] = {
-    "digits": {},
-    "mnist": {"data": {"dataset": "mnist-subset"}, "network": {"n_hidden": 400}},
+    "digits": {"network": SHIPPED_LAYER},
+    "mnist": {"data": {"dataset": "mnist-subset"}, "network": {**SHIPPED_LAYER, "n_hidden": 400}},
 }
 VALIDATION_SEEDS = (100, 101, 102)
 # The declared searches (digits setting, validation seeds only; docs/consolidation.md).
@@ -106,23 +112,69 @@ MNIST_GRID: dict[str, list[dict[str, Any]]] = {
 }
 SEARCHES = {"digits": [FIRST_SEARCH, GRID], "mnist": [MNIST_GRID]}
 
+# The recruited layer (declared 2026-12-07, before its test run): the layer's threshold increment
+# and sleep chosen together on validation seeds by the recruitment probe's joint search
+# (results/recruitment_probe/{setting}_joint.json, already run; the highest validation
+# class-incremental average of its grid), tested once on fresh seeds 20-39 (seeds 0-19 have
+# been measured three times on MNIST). EWC is not searched on this layer: each setting's own
+# EWC choice is reused (digits: consolidation_validation.json, MNIST: its per-setting search).
+PROBE = RESULTS / "recruitment_probe"
+EWC_CHOICE_FOR_RECRUITED = {"digits": VALIDATION, "mnist": RESULTS / "consolidation_validation_mnist.json"}
+
+# Which validation choice a test run uses: the digits search's for every setting (the reported
+# run), each setting's own search's, or the recruited layer's.
+Choice = Literal["digits", "per-setting", "recruited"]
+REPORT_STEM: dict[Choice, str] = {
+    "digits": "consolidation",
+    "per-setting": "consolidation_per_setting",
+    "recruited": "consolidation_recruited",
+}
+
 
 def validation_file(setting: str) -> Path:
     """Where a setting's search scores and choice are (the digits search's is the one the reported run uses)."""
     return VALIDATION if setting == "digits" else RESULTS / f"consolidation_validation_{setting}.json"
 
 
-def choice_file(setting: str, per_setting: bool) -> Path:
-    """The validation record whose choice a test run of ``setting`` uses: its own search's
-    (``per_setting``) or the digits search's (the reported run)."""
-    return validation_file(setting if per_setting else "digits")
+def choice_file(setting: str, choice: Choice) -> Path:
+    """The validation record whose choice a test run of ``setting`` uses."""
+    if choice == "recruited":
+        return RESULTS / f"consolidation_validation_recruited_{setting}.json"
+    return validation_file(setting if choice == "per-setting" else "digits")
 
 
-def logged_label(method: str, setting: str, per_setting: bool) -> str:
-    """A test run's name in the log: a method run with a setting's own choice is logged apart."""
-    if not per_setting or setting == "digits" or method in ("none", "joint"):
+def logged_label(method: str, setting: str, choice: Choice) -> str:
+    """A test run's name in the log: a method run with another choice is logged apart."""
+    if choice == "recruited":
+        return f"{method} (recruited layer)"  # every method, none and joint included: the layer differs
+    if choice == "digits" or setting == "digits" or method in ("none", "joint"):
         return method
     return f"{method} ({setting} choice)"
+
+
+def choose_recruited(setting: str) -> None:
+    """Write the recruited layer's choice for ``setting`` from the recruitment probe's joint
+    search (validation seeds; no new runs): the grid point of highest mean class-incremental
+    average, its threshold increment for the layer and its sleep for the sleep methods."""
+    probe = json.loads((PROBE / f"{setting}_joint.json").read_text())
+    if set(probe["seeds"]) != set(VALIDATION_SEEDS):
+        raise ValueError(f"{setting}_joint.json ran on seeds {probe['seeds']}, not the validation seeds")
+    rows = [r for r in probe["rows"] if r["completed"] == len(VALIDATION_SEEDS)]
+    best = max(rows, key=lambda r: r["headline"]["average_accuracy"]["mean"])  # first on a tie
+    picked = best["overrides"]
+    sleep = {**TARGETED, "replay_tasks": "all",
+             **{key: picked[f"sleep.{key}"] for key in ("inc", "dec", "duration")}}  # fmt: skip
+    ewc = json.loads(EWC_CHOICE_FOR_RECRUITED[setting].read_text())["chosen"]["ewc"]
+    record = {
+        "setting": setting,
+        "seeds": list(VALIDATION_SEEDS),
+        "source": f"recruitment_probe/{setting}_joint.json",
+        "ewc_from": EWC_CHOICE_FOR_RECRUITED[setting].name,
+        "scores": {r["setting"]: r["headline"]["average_accuracy"]["mean"] for r in rows},
+        "chosen": {"network": {"theta_plus": picked["network.theta_plus"]}, "sleep": sleep, "ewc": ewc},
+    }
+    choice_file(setting, "recruited").write_text(json.dumps(record, indent=2))
+    print(json.dumps(record["chosen"], indent=2))
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -132,8 +184,10 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def method_overrides(method: str, sleep: dict[str, Any], ewc: dict[str, Any]) -> dict[str, Any]:
-    """The config changes of ``method``, given the chosen sleep and EWC settings."""
+def method_overrides(
+    method: str, sleep: dict[str, Any], ewc: dict[str, Any], network: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The config changes of ``method``, given the chosen sleep and EWC settings (and layer)."""
     off = {"enabled": False}
     table: dict[str, dict[str, Any]] = {
         "none": {"ewc": off, "sleep": off},
@@ -144,7 +198,7 @@ def method_overrides(method: str, sleep: dict[str, Any], ewc: dict[str, Any]) ->
         "sleep-plasticity-off": {"ewc": off, "sleep": {**sleep, "enabled": True, "plasticity": False}},
         "sleep-uniform-noise": {"ewc": off, "sleep": {**sleep, "enabled": True, "drive": "uniform"}},
     }
-    return table[method]
+    return {**table[method], "network": network} if network else table[method]
 
 
 def _flatten(overrides: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -261,16 +315,17 @@ def _grid_overrides(kind: str, params: dict[str, Any]) -> dict[str, Any]:
     return method_overrides("none", {}, {})
 
 
-def report(seeds: list[int], settings: list[str], wall: float, *, per_setting: bool = False) -> None:
-    """The tables, JSON and plot of the test runs in the log: ``consolidation.*`` (every setting
-    with the digits search's choice, the reported run) or, ``per_setting``,
-    ``consolidation_per_setting.*`` (each setting with its own search's choice)."""
+def report(seeds: list[int], settings: list[str], wall: float, *, choice: Choice = "digits") -> None:
+    """The tables, JSON and plot of the test runs in the log made with ``choice``:
+    ``consolidation.*`` (every setting with the digits search's choice, the reported run),
+    ``consolidation_per_setting.*`` (each setting with its own search's choice) or
+    ``consolidation_recruited.*`` (the recruited layer)."""
     done = _done()
-    stem = "consolidation_per_setting" if per_setting else "consolidation"
+    stem = REPORT_STEM[choice]
     table: dict[str, dict[str, dict[str, list[float]]]] = {}
     for setting in settings:
         for method in METHODS:
-            rows = [done.get((setting, logged_label(method, setting, per_setting), s)) for s in seeds]
+            rows = [done.get((setting, logged_label(method, setting, choice), s)) for s in seeds]
             if any(r is None for r in rows):
                 continue
             table.setdefault(setting, {})[method] = {
@@ -301,13 +356,18 @@ def report(seeds: list[int], settings: list[str], wall: float, *, per_setting: b
             f"### {setting}\n\n| method | class-IL accuracy | paired diff. to none | class-IL BWT | task-IL accuracy "
             f"| paired diff. to none | task-IL BWT |\n|---|---|---|---|---|---|---|\n" + "\n".join(lines)
         )
-    files = {setting: choice_file(setting, per_setting) for setting in table}
+    files = {setting: choice_file(setting, choice) for setting in table}
     choices = "; ".join(
-        f"{setting} ({path.name}): sleep {json.dumps(c['sleep'])}, EWC {json.dumps(c['ewc'])}"
+        f"{setting} ({path.name}): {'layer ' + json.dumps(c['network']) + ', ' if 'network' in c else ''}"
+        f"sleep {json.dumps(c['sleep'])}, EWC {json.dumps(c['ewc'])}"
         for setting, path in files.items()
         if path.exists() and (c := json.loads(path.read_text())["chosen"])
     )
-    title = "each setting with its own validation choice" if per_setting else "split digits and split MNIST"
+    title = {
+        "digits": "split digits and split MNIST",
+        "per-setting": "each setting with its own validation choice",
+        "recruited": "the recruited layer (threshold increment and sleep chosen together)",
+    }[choice]
     text = f"""# Consolidation against forgetting: {title}, 5 tasks
 
 Machine: {machine_description()}; Python {platform.python_version()}; {wall:.0f} s of wall time for this
@@ -361,8 +421,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--validate", action="store_true",
                         help="run the declared grid of each of --settings on the validation seeds")  # fmt: skip
-    parser.add_argument("--per-setting", action="store_true",
-                        help="each setting with its own search's choice: consolidation_per_setting.*")  # fmt: skip
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--per-setting", action="store_true",
+                       help="each setting with its own search's choice: consolidation_per_setting.*")  # fmt: skip
+    which.add_argument("--recruited", action="store_true",
+                       help="the recruited layer (threshold increment and sleep chosen together by the "
+                            "recruitment probe; --validate writes that choice): consolidation_recruited.*")  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(20)),
                         help="test seeds (default 0-19, the reported run)")  # fmt: skip
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
@@ -373,26 +437,31 @@ def main() -> None:
     args = parser.parse_args()
     if set(args.seeds) & set(VALIDATION_SEEDS):
         parser.error(f"seeds {VALIDATION_SEEDS} are the validation seeds; report on others")
+    choice: Choice = "recruited" if args.recruited else "per-setting" if args.per_setting else "digits"
     wall0 = time.perf_counter()
     if args.validate:
         for setting in args.settings:
-            validate(setting, args.workers, args.resume)
+            if args.recruited:
+                choose_recruited(setting)
+            else:
+                validate(setting, args.workers, args.resume)
         return
     if not args.report_only:
-        choice_of = {s: choice_file(s, args.per_setting) for s in args.settings}
+        choice_of = {s: choice_file(s, choice) for s in args.settings}
         missing = sorted({path.name for path in choice_of.values() if not path.exists()})
         if missing:
             parser.error(f"no {', '.join(missing)}: run --validate first (settings are chosen on validation seeds)")
         chosen = {s: json.loads(path.read_text())["chosen"] for s, path in choice_of.items()}
         jobs = [
-            (setting, logged_label(method, setting, args.per_setting),
-             method_overrides(method, chosen[setting]["sleep"], chosen[setting]["ewc"]), seed)
+            (setting, logged_label(method, setting, choice),
+             method_overrides(method, chosen[setting]["sleep"], chosen[setting]["ewc"], chosen[setting].get("network")),
+             seed)
             for setting in args.settings
             for method in args.methods
             for seed in args.seeds
         ]  # fmt: skip
         run_all(jobs, args.workers, args.resume)
-    report(args.seeds, args.settings, time.perf_counter() - wall0, per_setting=args.per_setting)
+    report(args.seeds, args.settings, time.perf_counter() - wall0, choice=choice)
 
 
 if __name__ == "__main__":
