@@ -56,6 +56,9 @@ VALIDATION = RESULTS / "consolidation_validation.json"
 SWEEPS = Path(__file__).resolve().parent / "runs" / "consolidation"  # git-ignored run directories
 KEYS = ("average_accuracy", "bwt", "average_accuracy_task_incremental", "bwt_task_incremental")
 METHODS = ("none", "joint", "ewc", "sleep", "ewc+sleep", "sleep-plasticity-off", "sleep-uniform-noise")
+# the recruited layer's test only: none on the shipped layer at the same seeds, the reference
+# that says what recruitment alone changes
+SHIPPED_LAYER_NONE = "none-shipped-layer"
 # Every setting runs on Diehl & Cook's layer (threshold increment 0.05 mV) unless a choice says
 # otherwise: the reported tables ran on it, and the main job's config (the base) has since moved
 # to the recruited layer.
@@ -145,8 +148,8 @@ def choice_file(setting: str, choice: Choice) -> Path:
 
 def logged_label(method: str, setting: str, choice: Choice) -> str:
     """A test run's name in the log: a method run with another choice is logged apart."""
-    if choice == "recruited":
-        return f"{method} (recruited layer)"  # every method, none and joint included: the layer differs
+    if choice == "recruited":  # every method, none and joint included: the layer differs
+        return method if method == SHIPPED_LAYER_NONE else f"{method} (recruited layer)"
     if choice == "digits" or setting == "digits" or method in ("none", "joint"):
         return method
     return f"{method} ({setting} choice)"
@@ -198,6 +201,8 @@ def method_overrides(
         "sleep-plasticity-off": {"ewc": off, "sleep": {**sleep, "enabled": True, "plasticity": False}},
         "sleep-uniform-noise": {"ewc": off, "sleep": {**sleep, "enabled": True, "drive": "uniform"}},
     }
+    if method == SHIPPED_LAYER_NONE:
+        return table["none"]
     return {**table[method], "network": network} if network else table[method]
 
 
@@ -324,7 +329,7 @@ def report(seeds: list[int], settings: list[str], wall: float, *, choice: Choice
     stem = REPORT_STEM[choice]
     table: dict[str, dict[str, dict[str, list[float]]]] = {}
     for setting in settings:
-        for method in METHODS:
+        for method in (*METHODS, SHIPPED_LAYER_NONE) if choice == "recruited" else METHODS:
             rows = [done.get((setting, logged_label(method, setting, choice), s)) for s in seeds]
             if any(r is None for r in rows):
                 continue
@@ -430,7 +435,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(20)),
                         help="test seeds (default 0-19, the reported run)")  # fmt: skip
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", choices=(*METHODS, SHIPPED_LAYER_NONE), default=None,
+                        help=f"default: all seven ({SHIPPED_LAYER_NONE} too with --recruited)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--resume", action="store_true", help="skip runs already in consolidation_runs.jsonl")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the tables from the log")
@@ -438,6 +444,10 @@ def main() -> None:
     if set(args.seeds) & set(VALIDATION_SEEDS):
         parser.error(f"seeds {VALIDATION_SEEDS} are the validation seeds; report on others")
     choice: Choice = "recruited" if args.recruited else "per-setting" if args.per_setting else "digits"
+    if args.methods is None:
+        args.methods = [*METHODS, SHIPPED_LAYER_NONE] if args.recruited else list(METHODS)
+    elif SHIPPED_LAYER_NONE in args.methods and not args.recruited:
+        parser.error(f"{SHIPPED_LAYER_NONE} is the recruited layer's reference: give --recruited")
     wall0 = time.perf_counter()
     if args.validate:
         for setting in args.settings:
