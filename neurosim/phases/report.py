@@ -140,11 +140,19 @@ def _plot_against_control(
     ax.set_title("against its own control (same seed, same data)", fontsize=9, loc="left")
 
 
+# One colour per class: tab10 with its grey (class 7) swapped for black, so that no class can be
+# read as the light grey of unassigned neurons.
+CLASS_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                 "#8c564b", "#e377c2", "#000000", "#bcbd22", "#17becf")  # fmt: skip
+UNASSIGNED_COLOUR = "#c8c8c8"
+
+
 def _plot_replay(path: Path, replays: list[Replay], episodes: list[dict[str, Any]]) -> None:
     """One raster per SLEEP, each spike coloured by the class its neuron is assigned to."""
     import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba_array
 
-    colours = plt.get_cmap("tab10")
+    palette = to_rgba_array([*CLASS_COLOURS, UNASSIGNED_COLOUR])
     fig, axes = plt.subplots(len(replays), 1, figsize=(10, 1.6 + 1.3 * len(replays)), squeeze=False, sharex=True)
     for k, (replay, diag) in enumerate(zip(replays, episodes, strict=True)):
         ax = axes[k, 0]
@@ -154,7 +162,7 @@ def _plot_replay(path: Path, replays: list[Replay], episodes: list[dict[str, Any
         order = np.argsort(assigned, kind="stable")  # neurons grouped by class
         row_of = np.empty(n, dtype=np.int64)
         row_of[order] = np.arange(n)
-        colour = np.where(cls[:, None] >= 0, colours(np.maximum(cls, 0) % 10), (0.6, 0.6, 0.6, 1.0))
+        colour = palette[np.where(cls >= 0, cls % len(CLASS_COLOURS), len(CLASS_COLOURS))]
         ax.scatter(replay.times, row_of[replay.indices], s=1.5, c=colour, linewidths=0)
         ax.set_ylim(-0.5, n - 0.5)
         ax.set_ylabel("neuron\n(by class)", fontsize=7)
@@ -166,8 +174,8 @@ def _plot_replay(path: Path, replays: list[Replay], episodes: list[dict[str, Any
         )
     axes[-1, 0].set_xlabel("time in the sleep episode (s)")
     classes = sorted({c for r in replays for c in r.assignments.tolist() if c >= 0})
-    handles = [Patch(color=colours(c % 10), label=str(c)) for c in classes]
-    handles.append(Patch(color=(0.6, 0.6, 0.6), label="unassigned"))
+    handles = [Patch(color=CLASS_COLOURS[c % len(CLASS_COLOURS)], label=str(c)) for c in classes]
+    handles.append(Patch(color=UNASSIGNED_COLOUR, label="unassigned"))
     axes[0, 0].legend(handles=handles, fontsize=6, ncol=len(handles), loc="lower right", bbox_to_anchor=(1.0, 1.15))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
