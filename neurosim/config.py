@@ -784,7 +784,9 @@ class ContinualNetworkConfig(_Strict):
     inh_to_exc: PositiveFloat = 17.0
     weight_sum: PositiveFloat | None = None  # input weights per neuron after each image; default 78 sqrt(n_in / 784)
     theta_init: Annotated[NonNegativeFloat, SI(MEMBRANE_POTENTIAL)] = 20e-3  # V
-    theta_plus: Annotated[NonNegativeFloat, SI(THRESHOLD_INCREMENT)] = 0.05e-3  # V
+    # V per spike, Diehl & Cook's value; with a few hundred images per task a larger one lets the other
+    # neurons win and be recruited (0.1 mV for 100 neurons on digits, 1 mV for 400 on MNIST; docs/consolidation.md)
+    theta_plus: Annotated[NonNegativeFloat, SI(THRESHOLD_INCREMENT)] = 0.05e-3
 
 
 class ContinualFisherConfig(_Strict):
