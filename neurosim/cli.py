@@ -61,7 +61,7 @@ def _run_continual(
         raise click.ClickException(str(err)) from None
     write_json(out_dir / "config.json", cfg.model_dump(mode="json", by_alias=True))
     results = run_experiment(cfg, out_dir, progress=not quiet, run_id=live.run_id, mqtt=live.mqtt)
-    _echo_continual(results, out_dir)
+    _echo_continual(results, out_dir, cfg.network.n_hidden)
 
 
 def _resume(out: Path, *, duration: float | None, quiet: bool, checkpoint_every: float | None,
@@ -95,7 +95,7 @@ def _resume_continual(out_dir: Path, *, quiet: bool, live: LiveOptions) -> None:
         results = run_experiment(cfg, out_dir, progress=not quiet, run_id=live.run_id, mqtt=live.mqtt, resume=True)
     except (ConfigError, CheckpointError) as err:
         raise click.ClickException(str(err)) from None
-    _echo_continual(results, out_dir)
+    _echo_continual(results, out_dir, cfg.network.n_hidden)
 
 
 def _bwt(value: float | None) -> str:
@@ -104,13 +104,14 @@ def _bwt(value: float | None) -> str:
         else f"BWT {value:+.3f}"  # fmt: skip
 
 
-def _echo_continual(results: dict[str, Any], out_dir: Path) -> None:
+def _echo_continual(results: dict[str, Any], out_dir: Path, n_neurons: int) -> None:
     rows = results["accuracy_matrix"]
     final = ", ".join("-" if a is None else f"{a:.2f}" for a in rows[-1]) if rows else ""
     click.echo(
         f"{results['scenario']}-incremental: average accuracy {results['average_accuracy']:.3f}, "
         f"{_bwt(results['bwt'])} (after the last task: {final}); task-incremental average "
-        f"{results['average_accuracy_task_incremental']:.3f}"
+        f"{results['average_accuracy_task_incremental']:.3f}; "
+        f"{results.get('neurons_assigned', '?')} of {n_neurons} neurons assigned to a class"
     )
     control = results.get("control")
     if control is not None:

@@ -72,6 +72,7 @@ def test_run_recognises_a_continual_experiment(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "class-incremental: average accuracy" in result.output
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert f"{saved['neurons_assigned']} of 12 neurons assigned to a class" in result.output
     assert saved["status"] == "completed" and saved["consolidation"] == {"ewc": True, "sleep": False, "replay": False}
     saved_config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert saved_config["ewc"]["lambda"] == 100.0  # EWCConfig().lambda_: the default is the library's
