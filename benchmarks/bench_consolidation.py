@@ -25,7 +25,7 @@ and the paired difference to ``none``) and ``consolidation.png``.
     .venv/bin/python benchmarks/bench_consolidation.py --validate --settings mnist   # MNIST's own search
     .venv/bin/python benchmarks/bench_consolidation.py --per-setting --settings mnist  # ... and its test
     .venv/bin/python benchmarks/bench_consolidation.py --validate --recruited   # choice from the recruitment probe
-    .venv/bin/python benchmarks/bench_consolidation.py --recruited --seeds $(seq 20 39)  # ... and its test
+    .venv/bin/python benchmarks/bench_consolidation.py --recruited                # ... and its test (seeds 20-39)
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "mnist": {"data": {"dataset": "mnist-subset"}, "network": {**SHIPPED_LAYER, "n_hidden": 400}},
 }
 VALIDATION_SEEDS = (100, 101, 102)
+TEST_SEEDS = {False: range(20), True: range(20, 40)}  # the recruited layer's test: fresh seeds
 # The declared searches (digits setting, validation seeds only; docs/consolidation.md).
 # First search (36 runs of ~10 s): the untargeted rule as Tadros et al. write it, sleep drive x
 # potentiation (depression a tenth of it) x sleep length, thresholds at their wake values (the
@@ -432,8 +433,8 @@ def main() -> None:
     which.add_argument("--recruited", action="store_true",
                        help="the recruited layer (threshold increment and sleep chosen together by the "
                             "recruitment probe; --validate writes that choice): consolidation_recruited.*")  # fmt: skip
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(20)),
-                        help="test seeds (default 0-19, the reported run)")  # fmt: skip
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="test seeds (default 0-19, the reported run; with --recruited 20-39)")  # fmt: skip
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     parser.add_argument("--methods", nargs="+", choices=(*METHODS, SHIPPED_LAYER_NONE), default=None,
                         help=f"default: all seven ({SHIPPED_LAYER_NONE} too with --recruited)")  # fmt: skip
@@ -441,6 +442,8 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="skip runs already in consolidation_runs.jsonl")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the tables from the log")
     args = parser.parse_args()
+    if args.seeds is None:
+        args.seeds = list(TEST_SEEDS[args.recruited])
     if set(args.seeds) & set(VALIDATION_SEEDS):
         parser.error(f"seeds {VALIDATION_SEEDS} are the validation seeds; report on others")
     choice: Choice = "recruited" if args.recruited else "per-setting" if args.per_setting else "digits"
