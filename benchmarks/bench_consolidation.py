@@ -417,7 +417,7 @@ def _plot(table: dict[str, dict[str, dict[str, list[float]]]], path: Path) -> No
         ax.set_ylim(0, 1)
         ax.set_ylabel("average accuracy after the last task")
         ax.set_title(f"{setting}: mean ± std over seeds (dots: seeds)", fontsize=9, loc="left")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, ncol=2, loc="lower right", bbox_to_anchor=(1.0, 1.0), frameon=False)  # clear of the bars
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
