@@ -1209,19 +1209,43 @@ def _load_plotting() -> Any:
     return plt
 
 
+def plotted_paths(table: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The panels of a sweep's plot: each swept path that takes more than one value, with the
+    paths zipped to it (those that split the runs the same way, as ``sleep.dec`` with
+    ``sleep.inc``). A path held at one value (a grid entry of one, as a sweep file fixing the
+    data set) or zipped to an earlier one gets no panel of its own and no place in the
+    legends, which would otherwise repeat it on every line."""
+    panels: dict[str, list[str]] = {}
+    partitions: dict[tuple[int, ...], str] = {}
+    for path in table["paths"]:
+        labels = [_format_value(r["overrides"].get(path)) for r in table["rows"]]
+        first_seen = {value: k for k, value in reversed(list(enumerate(labels)))}
+        partition = tuple(first_seen[value] for value in labels)  # which runs share a value
+        if len(first_seen) < 2:
+            continue
+        if partition in partitions:
+            panels[partitions[partition]].append(path)
+        else:
+            partitions[partition] = path
+            panels[path] = [path]
+    return panels
+
+
 def _plot(path: Path, table: Mapping[str, Any]) -> None:
     plt = _load_plotting()
 
     keys = list(dict.fromkeys(k for row in table["rows"] for k in row["headline"]))
-    paths = table["paths"] or ["setting"]
-    fig, axes = plt.subplots(1, len(paths), figsize=(4.2 * len(paths), 3.4), squeeze=False)
+    panels = plotted_paths(table) or {"setting": ["setting"]}
+    varied = [p for p in panels if p != "setting"]
+    lines = len(table["rows"])  # at most this many lines in a panel's legend, below it
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4 + 0.17 * lines), squeeze=False)
     if not keys:
         fig.text(0.5, 0.5, "no completed runs", ha="center")
     # the headline to plot: the first of each kind (accuracy for experiments, every rate for simulations)
     shown = [keys[0]] if table["kind"] != "simulation" and keys else keys
-    for ax, swept in zip(axes[0], paths, strict=True):
+    for ax, swept in zip(axes[0], panels, strict=True):
         values = list(dict.fromkeys(_format_value(r["overrides"].get(swept, r["setting"])) for r in table["rows"]))
-        others = [p for p in table["paths"] if p != swept]
+        others = [p for p in varied if p != swept]
         groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
         for row in table["rows"]:
             groups.setdefault(tuple(_format_value(row["overrides"].get(p)) for p in others), []).append(row)
@@ -1239,10 +1263,10 @@ def _plot(path: Path, table: Mapping[str, Any]) -> None:
                 label = ", ".join(parts)
                 ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=label or None)
         ax.set_xticks(range(len(values)), values, rotation=30 if max(map(len, values), default=0) > 6 else 0)
-        ax.set_xlabel(swept)
+        ax.set_xlabel(" / ".join(panels[swept]))
         ax.set_ylabel(shown[0] if len(shown) == 1 else "rate (Hz)" if table["kind"] == "simulation" else "")
         if ax.get_legend_handles_labels()[0] and len(groups) * len(shown) > 1:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
         ax.grid(alpha=0.3)
     fig.suptitle(f"sweep: mean ± std over seeds {', '.join(map(str, table['seeds']))}", fontsize=10)
     fig.tight_layout()

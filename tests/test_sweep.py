@@ -34,6 +34,7 @@ from neurosim.sweep import (
     make_spec,
     parse_axis,
     parse_seeds,
+    plotted_paths,
     run_sweep,
     write_report,
 )
@@ -443,3 +444,22 @@ def test_importing_the_sweep_and_the_cli_leaves_pytorch_for_the_runs() -> None:
     code = "import sys, neurosim.cli, neurosim.sweep; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "False"  # `neurosim sweep` starts its workers before the ~2-s import
+
+
+def test_the_plot_has_a_panel_per_varied_path_with_its_zipped_companions() -> None:
+    # a sweep file fixing the data set (one value) and zipping sleep.dec to sleep.inc: three
+    # panels would repeat the fixed path on every legend line and draw sleep.dec twice
+    sleeps = ((False, 1e-3), (True, 1e-3), (True, 1e-2))
+    grid = [(theta, enabled, inc) for theta in (1e-4, 2e-4) for enabled, inc in sleeps]
+    rows = [
+        {"overrides": {"data.dataset": "mnist-subset", "network.theta_plus": theta, "sleep.enabled": enabled,
+                       "sleep.inc": inc, "sleep.dec": inc / 10}}
+        for theta, enabled, inc in grid
+    ]  # fmt: skip
+    table = {"paths": ["data.dataset", "network.theta_plus", "sleep.enabled", "sleep.inc", "sleep.dec"], "rows": rows}
+    assert plotted_paths(table) == {
+        "network.theta_plus": ["network.theta_plus"],
+        "sleep.enabled": ["sleep.enabled"],
+        "sleep.inc": ["sleep.inc", "sleep.dec"],
+    }
+    assert plotted_paths({"paths": ["data.dataset"], "rows": rows}) == {}  # nothing varies: one panel of settings
