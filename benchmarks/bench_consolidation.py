@@ -68,7 +68,6 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "mnist": {"data": {"dataset": "mnist-subset"}, "network": {**SHIPPED_LAYER, "n_hidden": 400}},
 }
 VALIDATION_SEEDS = (100, 101, 102)
-TEST_SEEDS = {False: range(20), True: range(20, 40)}  # the recruited layer's test: fresh seeds
 # The declared searches (digits setting, validation seeds only; docs/consolidation.md).
 # First search (36 runs of ~10 s): the untargeted rule as Tadros et al. write it, sleep drive x
 # potentiation (depression a tenth of it) x sleep length, thresholds at their wake values (the
@@ -133,6 +132,13 @@ REPORT_STEM: dict[Choice, str] = {
     "per-setting": "consolidation_per_setting",
     "recruited": "consolidation_recruited",
 }
+TEST_SEEDS: dict[Choice, range] = {"digits": range(20), "per-setting": range(20), "recruited": range(20, 40)}
+
+
+def methods_of(choice: Choice) -> tuple[str, ...]:
+    """What a test run of ``choice`` runs and reports: the seven methods, and for the recruited
+    layer the shipped layer's none beside them."""
+    return (*METHODS, SHIPPED_LAYER_NONE) if choice == "recruited" else METHODS
 
 
 def validation_file(setting: str) -> Path:
@@ -330,7 +336,7 @@ def report(seeds: list[int], settings: list[str], wall: float, *, choice: Choice
     stem = REPORT_STEM[choice]
     table: dict[str, dict[str, dict[str, list[float]]]] = {}
     for setting in settings:
-        for method in (*METHODS, SHIPPED_LAYER_NONE) if choice == "recruited" else METHODS:
+        for method in methods_of(choice):
             rows = [done.get((setting, logged_label(method, setting, choice), s)) for s in seeds]
             if any(r is None for r in rows):
                 continue
@@ -442,14 +448,12 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="skip runs already in consolidation_runs.jsonl")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the tables from the log")
     args = parser.parse_args()
-    if args.seeds is None:
-        args.seeds = list(TEST_SEEDS[args.recruited])
+    choice: Choice = "recruited" if args.recruited else "per-setting" if args.per_setting else "digits"
+    args.seeds = args.seeds or list(TEST_SEEDS[choice])
     if set(args.seeds) & set(VALIDATION_SEEDS):
         parser.error(f"seeds {VALIDATION_SEEDS} are the validation seeds; report on others")
-    choice: Choice = "recruited" if args.recruited else "per-setting" if args.per_setting else "digits"
-    if args.methods is None:
-        args.methods = [*METHODS, SHIPPED_LAYER_NONE] if args.recruited else list(METHODS)
-    elif SHIPPED_LAYER_NONE in args.methods and not args.recruited:
+    args.methods = args.methods or list(methods_of(choice))
+    if not set(args.methods) <= set(methods_of(choice)):
         parser.error(f"{SHIPPED_LAYER_NONE} is the recruited layer's reference: give --recruited")
     wall0 = time.perf_counter()
     if args.validate:

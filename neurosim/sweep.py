@@ -1237,12 +1237,15 @@ def _plot(path: Path, table: Mapping[str, Any]) -> None:
     keys = list(dict.fromkeys(k for row in table["rows"] for k in row["headline"]))
     panels = plotted_paths(table) or {"setting": ["setting"]}
     varied = [p for p in panels if p != "setting"]
-    lines = len(table["rows"])  # at most this many lines in a panel's legend, below it
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4 + 0.17 * lines), squeeze=False)
-    if not keys:
-        fig.text(0.5, 0.5, "no completed runs", ha="center")
     # the headline to plot: the first of each kind (accuracy for experiments, every rate for simulations)
     shown = [keys[0]] if table["kind"] != "simulation" and keys else keys
+    # the longest legend (one line per combination of the other panels' values), drawn below its panel
+    lines = max(len({tuple(_format_value(r["overrides"].get(p)) for p in varied if p != swept)
+                     for r in table["rows"]}) for swept in panels) * len(shown)  # fmt: skip
+    height = 3.4 + (0.17 * lines if lines > 1 else 0.0)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), height), squeeze=False)
+    if not keys:
+        fig.text(0.5, 0.5, "no completed runs", ha="center")
     for ax, swept in zip(axes[0], panels, strict=True):
         values = list(dict.fromkeys(_format_value(r["overrides"].get(swept, r["setting"])) for r in table["rows"]))
         others = [p for p in varied if p != swept]

@@ -78,3 +78,10 @@ def test_test_runs_of_each_choice_are_logged_apart() -> None:
     assert bench.logged_label("none", "mnist", "per-setting") == "none"
     assert bench.logged_label("none", "digits", "recruited") == "none (recruited layer)"
     assert bench.logged_label(bench.SHIPPED_LAYER_NONE, "digits", "recruited") == bench.SHIPPED_LAYER_NONE
+
+
+def test_the_recruited_test_runs_on_its_own_fresh_seeds_with_the_shipped_layer_beside_it() -> None:
+    assert set(bench.TEST_SEEDS["recruited"]).isdisjoint(bench.TEST_SEEDS["digits"])
+    assert set(bench.TEST_SEEDS["recruited"]).isdisjoint(bench.VALIDATION_SEEDS)
+    assert bench.methods_of("recruited") == (*bench.METHODS, bench.SHIPPED_LAYER_NONE)
+    assert bench.SHIPPED_LAYER_NONE not in bench.methods_of("digits")
