@@ -98,14 +98,15 @@ def test_reward_from_a_source_moves_weights_and_no_reward_leaves_them() -> None:
     assert float((learner.projection.synapse_weights() - w0).abs().max()) > 0
 
 
-@pytest.mark.parametrize("targeted", [False, True])
-def test_sleep_rule_runs_compiled_and_equals_the_torch_path(targeted: bool) -> None:
+@pytest.mark.parametrize(("targeted", "scope"), [(False, "depression"), (True, "depression"), (True, "rule")])
+def test_sleep_rule_runs_compiled_and_equals_the_torch_path(targeted: bool, scope: str) -> None:
     results = []
     for backend in (Backend.TORCH, Backend.AUTO):
         net = _network(torch.float32)
         sim = Simulation(net, dt=DT, seed=2, backend=backend, chunk_steps=128)
         fisher = torch.rand(net.projections["ff"].n_synapses, generator=torch.Generator().manual_seed(1))
-        replay = SleepReplay(net.projections["ff"], SleepConfig(inc=2e-3, dec=1e-3), bounds=(0.0, 0.5), fisher=fisher)
+        cfg = SleepConfig(inc=2e-3, dec=1e-3, protection_scope=scope)  # type: ignore[arg-type]
+        replay = SleepReplay(net.projections["ff"], cfg, bounds=(0.0, 0.5), fisher=fisher)
         if targeted:  # per-neuron gains of targeted replay: learn, unlearn (flipped, scaled), frozen
             replay.post_gain.copy_(torch.tensor([1.0, -1.5, 0.0, 1.0, -0.5, 1.0]))
         sim.add_plasticity(replay)

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from neurosim.learning.sleep import SleepConfig, calibrate_gain, fisher_protection, sleep_episode, sleep_update
+from neurosim.learning.sleep import (
+    SleepConfig,
+    calibrate_gain,
+    combine_fishers,
+    fisher_protection,
+    sleep_episode,
+    sleep_update,
+)
 
 
 def test_sleep_rule_potentiates_causal_and_depresses_the_rest_less_where_important() -> None:
@@ -31,9 +38,40 @@ def test_sleep_rule_potentiates_causal_and_depresses_the_rest_less_where_importa
     assert float(clipped.max()) == pytest.approx(0.505)
 
 
+def test_protecting_the_whole_rule_shields_important_synapses_from_potentiation_too() -> None:
+    cfg = SleepConfig(inc=0.01, dec=0.004, window=5e-3, fisher_protection=3.0, protection_scope="rule")
+    pre_index, post_index = torch.tensor([0, 1, 2]), torch.tensor([0, 0, 0])
+    w = torch.full((3,), 0.5, dtype=torch.float64)
+    last_pre = torch.tensor([[0.098, 0.099, 0.05]], dtype=torch.float64)  # pre 0 and 1 causal, pre 2 not
+    protection = fisher_protection(torch.tensor([0.0, 2.0, 2.0], dtype=torch.float64), cfg.fisher_protection)
+    assert protection is not None
+    new = sleep_update(w, last_pre, torch.tensor([[True]]), 0.1, pre_index, post_index, protection, cfg, (0.0, 1.0))
+    assert new[0] == pytest.approx(0.51)  # unimportant: the rule as written
+    assert new[1] == pytest.approx(0.5 + 0.01 / 4)  # important and causal: inc / (1 + 3)
+    assert new[2] == pytest.approx(0.5 - 0.004 / 4)  # important, not causal: dec / (1 + 3), as before
+
+
+def test_per_task_fishers_count_every_task_alike_whatever_its_scale() -> None:
+    small = torch.tensor([1.0, 0.0, 0.0, 0.5])  # an early task with small gradients
+    large = torch.tensor([0.0, 0.0, 1000.0, 0.0])  # the latest, with large ones
+    summed = combine_fishers([small, large], "sum")
+    per_task = combine_fishers([small, large], "per-task")
+    assert summed is not None and per_task is not None
+    assert torch.equal(summed, small + large)
+    assert torch.equal(per_task, torch.tensor([1.0, 0.0, 1.0, 0.5]))
+    # with the sum, the early task's most important synapse is barely protected
+    weak, even = fisher_protection(summed, 10.0), fisher_protection(per_task, 10.0)
+    assert weak is not None and even is not None
+    assert float(weak[0]) > 0.98 and float(even[0]) == pytest.approx(1 / 11)
+    assert combine_fishers([], "per-task") is None
+    assert torch.equal(combine_fishers([torch.zeros(3)], "per-task"), torch.zeros(3))  # type: ignore[arg-type]
+
+
 def test_invalid_sleep_config_is_refused() -> None:
     with pytest.raises(ValueError, match="downscale"):
         SleepConfig(downscale=1.5)
+    with pytest.raises(ValueError, match="protection_scope"):
+        SleepConfig(protection_scope="potentiation")  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------- sleep episodes

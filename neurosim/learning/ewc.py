@@ -515,11 +515,6 @@ class OnlineFisherEWC(_Anchored):
                 continue
         return out
 
-    def total_fisher(self, name: str) -> Tensor | None:
-        """The sum over tasks of each task's latest stored Fisher of ``name`` (None: none yet)."""
-        arrays = list(self.stored_fishers(name).values())
-        return torch.from_numpy(np.sum(arrays, axis=0)) if arrays else None
-
     def close(self) -> None:
         for acc in self.accumulators.values():
             acc.close()

@@ -13,7 +13,11 @@ incoming synapse::
     w -= dec * protection                 otherwise
     protection = 1 / (1 + fisher_protection * F / max(F))   (F: the Fisher of the weight)
 
-so synapses that the Fisher marks as important are depressed less. Optionally all weights
+so synapses that the Fisher marks as important are depressed less
+(``protection_scope="rule"``: potentiation is scaled by ``protection`` too, so they barely
+change at all). ``F`` sums the Fishers of the tasks seen; ``protection_fisher="per-task"``
+divides each task's Fisher by its own maximum first, so the task with the largest gradients
+does not decide alone which synapses count as important. Optionally all weights
 are multiplied by ``downscale`` at the end of the sleep (synaptic downscaling, Tononi &
 Cirelli 2014). Tadros et al. scale ``inc`` and ``dec`` to the layer's weights (their
 ``inc = 0.032``, ``dec = 0.003`` for normalised weights); here they are in weight units.
@@ -38,7 +42,7 @@ import dataclasses
 import enum
 import math
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -95,6 +99,12 @@ class SleepConfig(StrictModel):
     dec: float = Field(2e-4, ge=0)  # depression per non-causal post spike (weight units)
     window: Annotated[float, SI(TRACE_TIME_CONSTANT)] = Field(10e-3, gt=0)  # s: "pre fired before the post spike"
     fisher_protection: float = Field(10.0, ge=0)  # 0: no protection
+    # what the protection scales: the depression of the inputs that did not take part, or the
+    # whole rule (potentiation too: important synapses hardly change in sleep)
+    protection_scope: Literal["depression", "rule"] = "depression"
+    # how the tasks' Fishers make F: their sum, or the sum of each over its own maximum
+    # (every task's most important synapses count alike, whatever its gradients' scale)
+    protection_fisher: Literal["sum", "per-task"] = "sum"
     downscale: float = Field(1.0, gt=0, le=1.0)  # multiply weights at the end of sleep; 1: off
 
     @property
@@ -128,8 +138,26 @@ def sleep_update(
     if post_gain is not None:
         fired = fired * post_gain[post_index]
     causal = (now - last_pre_spike[:, pre_index] <= cfg.window).to(w.dtype)
-    change = fired * (cfg.inc * causal - cfg.dec * protection * (1.0 - causal))
+    potentiation = cfg.inc * protection if cfg.protection_scope == "rule" else cfg.inc
+    change = fired * (potentiation * causal - cfg.dec * protection * (1.0 - causal))
     return torch.clamp(w + change.mean(0), *bounds)
+
+
+def combine_fishers(fishers: Sequence[Tensor], how: Literal["sum", "per-task"]) -> Tensor | None:
+    """The ``F`` of ``fisher_protection`` from the tasks' Fishers (None without any): their sum,
+    or (``per-task``) the sum of each over its own maximum (a task whose Fisher is all zero adds
+    nothing)."""
+    if not fishers:
+        return None
+    total = torch.zeros_like(fishers[0])
+    for fisher in fishers:
+        if how == "sum":
+            total = total + fisher
+            continue
+        peak = float(fisher.max())
+        if math.isfinite(peak) and peak > 0:
+            total = total + fisher / peak
+    return total
 
 
 def fisher_protection(fisher: Tensor | None, strength: float) -> Tensor | None:
@@ -205,6 +233,7 @@ class SleepReplay:
             window=self.cfg.window,
             w_min=self.bounds[0],
             w_max=self.bounds[1],
+            protect_potentiation=self.cfg.protection_scope == "rule",
         )
         return CompiledLearner(self.projection, kernel)
 

@@ -25,7 +25,7 @@ from neurosim.config import ContinualConfig
 from neurosim.events.bus import EventBus
 from neurosim.events.schema import Event, SleepEvent
 from neurosim.learning.ewc import OnlineFisherEWC
-from neurosim.learning.sleep import InputStatistics, sleep_episode, stored_drives
+from neurosim.learning.sleep import InputStatistics, combine_fishers, sleep_episode, stored_drives
 from neurosim.metrics import Metrics
 from neurosim.phases.diagnostics import announce_sleep, diagnose_sleep
 from neurosim.phases.report import Replay
@@ -73,7 +73,10 @@ class LayerSleep:
         if not drives:
             raise RuntimeError("SLEEP before any LEARNING: there is nothing to replay")
         presenter, sim = self.presenter, self.presenter.sim
-        protection = fisher.total_fisher(parameter) if self.cfg.fisher_protection > 0 else None
+        protection = None
+        if self.cfg.fisher_protection > 0:
+            tasks = [torch.from_numpy(f) for f in fisher.stored_fishers(parameter).values()]
+            protection = combine_fishers(tasks, self.cfg.protection_fisher)
         with sim.detached(stream=len(self.replays) + 1):
             report = await sleep_episode(
                 sim, projection=presenter.projection, inputs=presenter.inputs, statistics=drives, cfg=self.cfg,

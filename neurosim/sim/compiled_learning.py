@@ -38,6 +38,7 @@ from neurosim.sim.kernels import (
     F_INC,
     F_ONE,
     F_PI,
+    F_PROTECT_INC,
     F_W_MAX,
     F_W_MIN,
     F_WIDTH,
@@ -154,13 +155,14 @@ class SleepKernel:
     neuron's gain and each pre neuron's last spike time."""
 
     last_pre_spike: FloatArray  # s; -inf before the first spike
-    protection: FloatArray  # per synapse
+    protection: FloatArray  # per synapse: scales depression (and potentiation, with protect_potentiation)
     post_gain: FloatArray  # per post neuron: the sign and size of its rule (1: as written)
     inc: float
     dec: float
     window: float
     w_min: float
     w_max: float
+    protect_potentiation: bool = False  # protection scales the causal potentiation too
 
 
 Kernel = PairKernel | TripletKernel | RewardKernel | SleepKernel
@@ -278,6 +280,7 @@ def _rule_row(kernel: Kernel) -> tuple[RuleKind, list[float], bool, bool]:
         row[F_W_MIN], row[F_W_MAX] = kernel.w_min, kernel.w_max
         return RuleKind.TRIPLET, row, False, False
     row[F_INC], row[F_DEC], row[F_WINDOW] = kernel.inc, kernel.dec, kernel.window
+    row[F_PROTECT_INC] = 1.0 if kernel.protect_potentiation else 0.0
     row[F_W_MIN], row[F_W_MAX] = kernel.w_min, kernel.w_max
     return RuleKind.SLEEP, row, False, False
 

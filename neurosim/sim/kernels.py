@@ -287,8 +287,8 @@ N_INT = 24
 # Columns of the float table (simulation dtype).
 (F_DECAY_PRE, F_DECAY_PRE2, F_DECAY_POST, F_DECAY_POST2, F_A_PLUS, F_A_MINUS, F_A3_PLUS, F_A3_MINUS, F_W_MIN,
  F_W_MAX, F_ONE, F_DECAY_ELIG, F_LEARNING_RATE, F_REWARD_PER_SPIKE, F_INC, F_DEC, F_WINDOW, F_WIDTH, F_HALF,
- F_PI, F_ALPHA) = range(21)  # fmt: skip
-N_FLOAT = 21
+ F_PI, F_ALPHA, F_PROTECT_INC) = range(22)  # fmt: skip
+N_FLOAT = 22
 # The float32 table (the Fisher EMA's own arithmetic), the float64 table (factors PyTorch
 # forms from Python floats before it meets a tensor) and the in/out state table.
 FF_ONE_MINUS_ALPHA = 0
@@ -459,9 +459,9 @@ def _reward_rule(r: int, slot: int, dt: float, step_dt: Any, la: Any, proj: Any,
 @numba.njit(cache=True, nogil=True)
 def _sleep_rule(r: int, slot: int, step_dt: Any, la: Any, proj: Any, post: Any, weight: Any,
                 spike_list: Any, spike_count: Any) -> None:  # fmt: skip
-    """``sleep.sleep_update``: at a post spike, each incoming synapse gains ``inc`` if its pre
-    neuron fired within ``window``, else loses ``dec * protection``, times the post neuron's
-    gain; clipped to the bounds."""
+    """``sleep.sleep_update``: at a post spike, each incoming synapse gains ``inc`` (times
+    ``protection`` where ``F_PROTECT_INC`` is 1) if its pre neuron fired within ``window``,
+    else loses ``dec * protection``, times the post neuron's gain; clipped to the bounds."""
     it, f = la[A_INT], la[A_FLOAT]
     last_pre, protection, post_gain = la[A_PRE1], la[A_PROTECTION], la[A_POST1]
     col_ptr, col_syn, col_pre = la[A_COL_PTR], la[A_COL_SYN], la[A_COL_PRE]
@@ -483,7 +483,9 @@ def _sleep_rule(r: int, slot: int, step_dt: Any, la: Any, proj: Any, post: Any, 
         for c in range(col_ptr[col0 + j], col_ptr[col0 + j + 1]):
             syn = col_syn[colsyn0 + c]
             causal = one if now - last_pre[pre0 + col_pre[colsyn0 + c]] <= f[r, F_WINDOW] else one - one
-            change = gain * (f[r, F_INC] * causal - f[r, F_DEC] * protection[e0 + syn] * (one - causal))
+            shield = protection[e0 + syn]
+            potentiation = f[r, F_INC] * shield if f[r, F_PROTECT_INC] != 0 else f[r, F_INC]
+            change = gain * (potentiation * causal - f[r, F_DEC] * shield * (one - causal))
             weight[syn0 + syn] = _clip(weight[syn0 + syn] + change, w_min, w_max)
 
 
