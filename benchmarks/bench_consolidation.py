@@ -13,7 +13,7 @@ Every run goes through ``neurosim.sweep`` (a Dask LocalCluster of ``--workers`` 
 each is an ordinary run directory under ``benchmarks/runs/consolidation/`` (git-ignored).
 Settings are chosen before the test runs, on validation seeds the reported numbers never
 use (``--validate``; the grid and its budget are ``GRID`` below and in
-``docs/consolidation.md``); the test run reads the choice from
+``docs/consolidation-benchmark.md``); the test run reads the choice from
 ``results/consolidation_validation.json``. Every finished run is appended to
 ``results/consolidation_runs.jsonl`` at once (``--resume`` skips the ones there), so a run
 that stops loses at most the runs in flight. Writes ``consolidation.json`` (per setting,
@@ -68,7 +68,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "mnist": {"data": {"dataset": "mnist-subset"}, "network": {**SHIPPED_LAYER, "n_hidden": 400}},
 }
 VALIDATION_SEEDS = (100, 101, 102)
-# The declared searches (digits setting, validation seeds only; docs/consolidation.md).
+# The declared searches (digits setting, validation seeds only; docs/consolidation-benchmark.md).
 # First search (36 runs of ~10 s): the untargeted rule as Tadros et al. write it, sleep drive x
 # potentiation (depression a tenth of it) x sleep length, thresholds at their wake values (the
 # calibrated gain sets the activity); EWC strength. Every sleep setting scored at or below
@@ -101,7 +101,7 @@ GRID: dict[str, list[dict[str, Any]]] = {
 }
 
 
-# The MNIST setting's own search (declared 2026-12-07, before any of its runs; docs/consolidation.md):
+# The MNIST setting's own search (declared 2026-12-07, before any of its runs; docs/consolidation-benchmark.md):
 # the reported MNIST rows reuse the digits choice; this grid chooses sleep and EWC on MNIST's own
 # validation seeds (33 runs of ~30 s), by the same rule, for the per-setting table.
 MNIST_GRID: dict[str, list[dict[str, Any]]] = {

@@ -12,7 +12,7 @@ writes ``results.json`` with the accuracy matrix, average accuracy and backward 
 Here the shipped config runs as it is, without its no-consolidation control
 (``control = false``), in about ten seconds: a layer of 100 neurons whose threshold
 increment (0.1 mV) and sleep (30 s per task) were chosen together on validation seeds
-(``docs/consolidation.md``).
+(``docs/consolidation-benchmark.md``).
 """
 
 # %%
