@@ -334,3 +334,33 @@ def test_replay_of_stored_episodes_during_learning_and_sleep(tmp_path: Path) -> 
     assert exp.voting.observed.sum() == 12 + 6  # every second image brings back one stored image
     with pytest.raises(ConfigError, match=r"replay\.enabled"):
         parse_continual(_tiny(sleep={"drive": "episodes"}))
+
+
+@pytest.mark.parametrize("how", ["sum", "per-task"])
+def test_sleep_is_protected_by_the_tasks_fishers_combined_as_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    import torch
+
+    from neurosim.learning.sleep import combine_fishers
+    from neurosim.phases import layer_sleep
+
+    given: list[torch.Tensor] = []
+    original = layer_sleep.sleep_episode
+
+    async def spy(*args: Any, **kwargs: Any) -> Any:
+        given.append(kwargs["fisher"])
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(layer_sleep, "sleep_episode", spy)
+    exp = Experiment(parse_continual(_tiny(control=False, sleep={"duration": 0.05, "protection_fisher": how})),
+                     tmp_path, progress=False)  # fmt: skip
+    asyncio.run(exp.run())
+    tasks = [torch.from_numpy(f) for f in exp.fisher.stored_fishers(exp.learner.parameter_name).values()]
+    assert len(given) == 2 and len(tasks) == 2  # one sleep after each task; each task's Fisher stored
+    assert any(float(t.max()) > 0 for t in tasks)
+    expected = combine_fishers(tasks, how)  # type: ignore[arg-type]
+    assert expected is not None and torch.equal(given[-1], expected)
+    if how == "per-task":  # every task's most important synapse counts alike (a task with no gradient yet: none)
+        assert float(given[-1].max()) <= 2.0
+        assert all(float(given[-1][int(t.argmax())]) >= 1.0 for t in tasks if float(t.max()) > 0)
