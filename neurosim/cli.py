@@ -123,7 +123,8 @@ def _echo_continual(results: dict[str, Any], out_dir: Path, n_neurons: int) -> N
     for sleep in results.get("sleep", []):
         click.echo(
             f"sleep {sleep['episode']}: {sleep['duration_s']:.1f} s, {sleep['spikes']} replay spikes, "
-            f"{sleep['classes_reactivated']}/{sleep['classes_seen']} classes reactivated"
+            f"{sleep['classes_reactivated']}/{sleep['classes_seen']} classes reactivated, "
+            f"Fisher protection halves the depression of {100 * sleep['protected_fraction']:.1f} % of synapses"
         )
     click.echo(f"simulated {results['simulated_s']:.1f} s in {results['wall_s']:.0f} s wall; outputs in {out_dir}")
 

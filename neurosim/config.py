@@ -785,7 +785,8 @@ class ContinualNetworkConfig(_Strict):
     weight_sum: PositiveFloat | None = None  # input weights per neuron after each image; default 78 sqrt(n_in / 784)
     theta_init: Annotated[NonNegativeFloat, SI(MEMBRANE_POTENTIAL)] = 20e-3  # V
     # V per spike, Diehl & Cook's value; with a few hundred images per task a larger one lets the other
-    # neurons win and be recruited (0.1 mV for 100 neurons on digits, 1 mV for 400 on MNIST; docs/consolidation-benchmark.md)
+    # neurons win and be recruited (0.1 mV for 100 neurons on digits, 1 mV for 400 on MNIST;
+    # docs/consolidation-benchmark.md)
     theta_plus: Annotated[NonNegativeFloat, SI(THRESHOLD_INCREMENT)] = 0.05e-3
 
 

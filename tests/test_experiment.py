@@ -342,7 +342,7 @@ def test_sleep_is_protected_by_the_tasks_fishers_combined_as_configured(
 ) -> None:
     import torch
 
-    from neurosim.learning.sleep import combine_fishers
+    from neurosim.learning.sleep import combine_fishers, fisher_protection
     from neurosim.phases import layer_sleep
 
     given: list[torch.Tensor] = []
@@ -355,12 +355,17 @@ def test_sleep_is_protected_by_the_tasks_fishers_combined_as_configured(
     monkeypatch.setattr(layer_sleep, "sleep_episode", spy)
     exp = Experiment(parse_continual(_tiny(control=False, sleep={"duration": 0.05, "protection_fisher": how})),
                      tmp_path, progress=False)  # fmt: skip
-    asyncio.run(exp.run())
+    results = asyncio.run(exp.run())
     tasks = [torch.from_numpy(f) for f in exp.fisher.stored_fishers(exp.learner.parameter_name).values()]
     assert len(given) == 2 and len(tasks) == 2  # one sleep after each task; each task's Fisher stored
     assert any(float(t.max()) > 0 for t in tasks)
     expected = combine_fishers(tasks, how)  # type: ignore[arg-type]
     assert expected is not None and torch.equal(given[-1], expected)
+    # the diagnostics say how much of the layer the protection holds (at least halves its depression)
+    shield = fisher_protection(expected, exp.cfg.sleep.fisher_protection)
+    assert shield is not None
+    held = results["sleep"][-1]["protected_fraction"]
+    assert held == pytest.approx(float((shield <= 0.5).double().mean())) and 0 < held < 1
     if how == "per-task":  # every task's most important synapse counts alike (a task with no gradient yet: none)
         assert float(given[-1].max()) <= 2.0
         assert all(float(given[-1][int(t.argmax())]) >= 1.0 for t in tasks if float(t.max()) > 0)

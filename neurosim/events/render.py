@@ -77,7 +77,7 @@ def _text(event: Event, full_spikes: bool) -> str:
                 f"sleep      {event.run_id} #{event.episode} {event.duration_s:.1f} s of {event.drive} replay, "
                 f"{event.spikes} spikes ({groups}; unassigned {event.spikes_unassigned}), "
                 f"{event.classes_reactivated}/{event.classes_seen} classes reactivated, "
-                f"mean |dw| {event.weight_change_mean_abs:.2e}"
+                f"mean |dw| {event.weight_change_mean_abs:.2e}, protected {100 * event.protected_fraction:.1f} %"
             )
         case DriftEvent():
             text = (

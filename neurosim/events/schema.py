@@ -133,6 +133,9 @@ class SleepEvent(BaseModel):
     classes_seen: int = Field(ge=0)
     weight_change_mean_abs: float = Field(ge=0.0)  # over all synapses of the plastic projection
     weight_change_per_task: dict[str, TaskWeightChange]
+    # share of the plastic synapses whose sleep depression the Fisher protection at least
+    # halves (0: no protection); how much the sleep holds still, not only what it moved
+    protected_fraction: float = Field(0.0, ge=0.0, le=1.0)
     wall_time: float
 
 
