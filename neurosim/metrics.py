@@ -106,6 +106,11 @@ class Metrics:
             "Mean absolute weight change of the plastic projection over the latest sleep (weight units).",
             registry=registry,
         )
+        self.sleep_protected = Gauge(
+            "neurosim_sleep_protected_ratio",
+            "Share of the plastic synapses whose depression the Fisher protection at least halved in the latest sleep.",
+            registry=registry,
+        )
         # --- MQTT
         self.mqtt_published = Counter(
             "neurosim_mqtt_messages_published",

@@ -227,6 +227,7 @@ def test_every_sleep_is_diagnosed_in_results_bus_and_metrics(tmp_path: Path) -> 
     per_class = [value("neurosim_sleep_replay_spikes_total", {"assigned_class": c}) or 0.0 for c in "0123"]
     assert sum(per_class) + (value("neurosim_sleep_replay_spikes_total", {"assigned_class": "-1"}) or 0.0) == total
     assert value("neurosim_sleep_classes_reactivated") == last["classes_reactivated"]
+    assert value("neurosim_sleep_protected_ratio") == last["protected_fraction"]
 
 
 def test_task_incremental_voting_never_scores_below_class_incremental(tmp_path: Path) -> None:

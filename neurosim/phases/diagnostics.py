@@ -72,6 +72,7 @@ def announce_sleep(event: SleepEvent, metrics: Metrics, bus: EventBus[Event]) ->
     metrics.sleep_replay_spikes.labels(assigned_class="-1").inc(event.spikes_unassigned)
     metrics.sleep_classes_reactivated.set(event.classes_reactivated)
     metrics.sleep_weight_change.set(event.weight_change_mean_abs)
+    metrics.sleep_protected.set(event.protected_fraction)
     bus.publish(event)
 
 
