@@ -114,10 +114,13 @@ def test_a_sleep_episode_replays_and_restores_the_layer(plasticity: bool) -> Non
     w0 = net.projections["ff"].synapse_weights().clone()
     statistics = [np.r_[np.full(8, 30.0), np.zeros(8)], np.r_[np.zeros(8), np.full(8, 30.0)]]
     cfg = SleepConfig(duration=1.0, block=0.1, inc=5e-3, dec=5e-4, plasticity=plasticity)
+    fisher = torch.zeros(w0.numel())
+    fisher[: w0.numel() // 4] = 1.0  # a quarter of the synapses important: their depression cut to 1/11
     report = asyncio.run(
         sleep_episode(sim, projection=net.projections["ff"], inputs=net.inputs["input"], statistics=statistics,
-                      cfg=cfg, wake_rate=10.0, rng=np.random.default_rng(0))
+                      cfg=cfg, wake_rate=10.0, rng=np.random.default_rng(0), fisher=fisher)
     )  # fmt: skip
+    assert report.protected_fraction == (0.25 if plasticity else 0.0)  # no rule, nothing held
     assert report.spikes_per_neuron.sum() == report.trains.times.size > 0
     assert report.duration_s == pytest.approx(1.0) and report.gain > 0
     assert report.rate_hz == pytest.approx(report.trains.times.size / (8 * 1.0))

@@ -190,6 +190,8 @@ class SleepReplay:
         self._last_pre = torch.full((batch, projection.n_pre), -math.inf, dtype=w.dtype, device=w.device)
         protection = fisher_protection(fisher, cfg.fisher_protection)
         self._protection = torch.ones_like(w) if protection is None else protection.to(w)
+        # share of synapses whose depression the protection at least halves (what sleep holds still)
+        self.protected_fraction = float((self._protection <= 0.5).double().mean())
         # per post neuron: 1 applies the rule as written; targeted replay sets it per block
         self.post_gain = torch.ones(projection.n_post, dtype=w.dtype, device=w.device)
         self.active = True
@@ -259,6 +261,7 @@ class SleepReport:
     trains: SpikeTrains  # the layer's replay spikes (times in s since the start of the run)
     start_s: float
     weight_change: Tensor  # w after - w before, in synapse order
+    protected_fraction: float = 0.0  # synapses whose depression the Fisher protection at least halved
 
 
 def _rate_hz(spikes: int, n: int, seconds: float) -> float:
@@ -437,6 +440,7 @@ async def sleep_episode(
         trains=trains,
         start_s=start,
         weight_change=projection.synapse_weights() - w_before,
+        protected_fraction=0.0 if replay is None else replay.protected_fraction,
     )
 
 

@@ -9,7 +9,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import numpy.typing as npt
-from torch import Tensor
 
 from neurosim.events.bus import EventBus
 from neurosim.events.schema import EvaluationEvent, Event, SleepEvent, TaskWeightChange
@@ -27,12 +26,9 @@ def diagnose_sleep(
     assigned: npt.NDArray[np.int64],
     fishers: Mapping[str, npt.NDArray[np.float32]],
     within: str | None,
-    protection: Tensor | None = None,
 ) -> SleepEvent:
-    """Spikes per class-assigned group of neurons, the weight change of each task's top 5 %
-    synapses by Fisher (``fishers``: task id -> its stored Fisher of the plastic weights), and
-    the share of synapses the sleep's ``protection`` (per synapse, ``fisher_protection``) at
-    least halves."""
+    """Spikes per class-assigned group of neurons, and the weight change of each task's top
+    5 % synapses by Fisher (``fishers``: task id -> its stored Fisher of the plastic weights)."""
     per_class = {str(c): int(report.spikes_per_neuron[assigned == c].sum()) for c in classes}
     change = report.weight_change.detach().cpu().numpy().astype(np.float64)
     per_task: dict[str, TaskWeightChange] = {}
@@ -59,7 +55,7 @@ def diagnose_sleep(
         classes_seen=len(classes),
         weight_change_mean_abs=float(np.abs(change).mean()),
         weight_change_per_task=per_task,
-        protected_fraction=0.0 if protection is None else float((protection <= 0.5).double().mean()),
+        protected_fraction=report.protected_fraction,
         wall_time=time.time(),
     )
 

@@ -25,7 +25,7 @@ from neurosim.config import ContinualConfig
 from neurosim.events.bus import EventBus
 from neurosim.events.schema import Event, SleepEvent
 from neurosim.learning.ewc import OnlineFisherEWC
-from neurosim.learning.sleep import InputStatistics, combine_fishers, fisher_protection, sleep_episode, stored_drives
+from neurosim.learning.sleep import InputStatistics, combine_fishers, sleep_episode, stored_drives
 from neurosim.metrics import Metrics
 from neurosim.phases.diagnostics import announce_sleep, diagnose_sleep
 from neurosim.phases.report import Replay
@@ -77,7 +77,6 @@ class LayerSleep:
         if self.cfg.fisher_protection > 0:
             tasks = [torch.from_numpy(f) for f in fisher.stored_fishers(parameter).values()]
             protection = combine_fishers(tasks, self.cfg.protection_fisher)
-        shield = fisher_protection(protection, self.cfg.fisher_protection) if self.cfg.plasticity else None
         with sim.detached(stream=len(self.replays) + 1):
             report = await sleep_episode(
                 sim, projection=presenter.projection, inputs=presenter.inputs, statistics=drives, cfg=self.cfg,
@@ -87,8 +86,7 @@ class LayerSleep:
                 labels=labels if self.cfg.replays_by_class else None, assignments=assigned,
             )  # fmt: skip
         event = diagnose_sleep(report, run_id=self.run_id, episode=len(self.diagnostics), classes=classes,
-                               assigned=assigned, fishers=fisher.stored_fishers(parameter), within=within,
-                               protection=shield)  # fmt: skip
+                               assigned=assigned, fishers=fisher.stored_fishers(parameter), within=within)  # fmt: skip
         self.replays.append(Replay(report.trains.times - report.start_s, report.trains.indices, assigned))
         self.diagnostics.append(event)
         announce_sleep(event, self.metrics, self.bus)

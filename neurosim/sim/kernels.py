@@ -470,6 +470,7 @@ def _sleep_rule(r: int, slot: int, step_dt: Any, la: Any, proj: Any, post: Any, 
     pre0, n_post, col0, colsyn0, e0 = it[r, I_PRE0], it[r, I_NPOST], it[r, I_COL0], it[r, I_COLSYN0], it[r, I_SYN0]
     now = step_dt[X_NOW]
     one, w_min, w_max = f[r, F_ONE], f[r, F_W_MIN], f[r, F_W_MAX]
+    protect_inc = f[r, F_PROTECT_INC] != 0
     for m in range(spike_count[slot, 0]):
         s = spike_list[slot, 0, m]
         if src0 <= s < src0 + n_pre:
@@ -484,7 +485,7 @@ def _sleep_rule(r: int, slot: int, step_dt: Any, la: Any, proj: Any, post: Any, 
             syn = col_syn[colsyn0 + c]
             causal = one if now - last_pre[pre0 + col_pre[colsyn0 + c]] <= f[r, F_WINDOW] else one - one
             shield = protection[e0 + syn]
-            potentiation = f[r, F_INC] * shield if f[r, F_PROTECT_INC] != 0 else f[r, F_INC]
+            potentiation = f[r, F_INC] * shield if protect_inc else f[r, F_INC]
             change = gain * (potentiation * causal - f[r, F_DEC] * shield * (one - causal))
             weight[syn0 + syn] = _clip(weight[syn0 + syn] + change, w_min, w_max)
 
