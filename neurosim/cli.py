@@ -104,6 +104,16 @@ def _bwt(value: float | None) -> str:
         else f"BWT {value:+.3f}"  # fmt: skip
 
 
+def _paired(paired: dict[str, Any]) -> str:
+    """A run against its control on the same test images, for the summary."""
+    verdict = ("a difference this test set resolves" if paired["p_value"] < 0.05
+               else "within what chance gives at this test size")  # fmt: skip
+    return (
+        f"of {paired['images']} test images, {paired['run_only']} right only with consolidation, "
+        f"{paired['control_only']} only without (exact McNemar test p = {paired['p_value']:.2g}: {verdict})"
+    )
+
+
 def _echo_continual(results: dict[str, Any], out_dir: Path, n_neurons: int) -> None:
     rows = results["accuracy_matrix"]
     final = ", ".join("-" if a is None else f"{a:.2f}" for a in rows[-1]) if rows else ""
@@ -120,6 +130,8 @@ def _echo_continual(results: dict[str, Any], out_dir: Path, n_neurons: int) -> N
             f"{_bwt(control['bwt'])}; task-incremental {control['average_accuracy_task_incremental']:.3f}; "
             f"consolidation gains {results['average_accuracy'] - control['average_accuracy']:+.3f}"
         )
+        if "paired" in control:
+            click.echo(f"  image by image: {_paired(control['paired'])}")
     for sleep in results.get("sleep", []):
         click.echo(
             f"sleep {sleep['episode']}: {sleep['duration_s']:.1f} s, {sleep['spikes']} replay spikes, "

@@ -74,6 +74,9 @@ def test_run_recognises_a_continual_experiment(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert f"{saved['neurons_assigned']} of 12 neurons assigned to a class" in result.output
     assert saved["status"] == "completed" and saved["consolidation"] == {"ewc": True, "sleep": False, "replay": False}
+    paired = saved["control"]["paired"]  # EWC acts on the second task, so its control ran
+    assert (f"of 6 test images, {paired['run_only']} right only with consolidation, {paired['control_only']} only "
+            f"without (exact McNemar test p = {paired['p_value']:.2g}") in result.output  # fmt: skip
     saved_config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert saved_config["ewc"]["lambda"] == 100.0  # EWCConfig().lambda_: the default is the library's
 

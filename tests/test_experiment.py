@@ -15,7 +15,7 @@ from neurosim.config import ConfigError, parse_continual
 from neurosim.events.schema import DriftEvent
 from neurosim.learning.fisher import SnapshotReason
 from neurosim.phases import ListenerError, Phase
-from neurosim.phases.evaluation import average_accuracy, backward_transfer
+from neurosim.phases.evaluation import average_accuracy, backward_transfer, paired_comparison
 from neurosim.phases.report import plot_experiment
 from neurosim.phases.schedule import Experiment, run_experiment
 
@@ -108,6 +108,23 @@ def test_metrics_of_an_accuracy_matrix() -> None:
     assert backward_transfer(matrix, {0: 0, 1: 1, 2: 2}) == pytest.approx(((0.5 - 0.9) + (0.6 - 0.8)) / 2)
 
 
+def test_a_run_and_its_control_are_compared_image_by_image() -> None:
+    # task 0: both right on 3 images, the run alone on 2, the control alone on 0; task 1 unseen
+    paired = paired_comparison([[1, 1, 1, 1, 1, 0], None], [[1, 1, 1, 0, 0, 0], None])
+    assert (paired.images, paired.run_only, paired.control_only) == (6, 2, 0)
+    assert paired.p_value == pytest.approx(0.5)  # 2 of 2 discordant: 2 * 0.5^2
+    lopsided = paired_comparison([[0] * 10], [[1] * 10])
+    assert (lopsided.run_only, lopsided.control_only) == (0, 10)
+    assert lopsided.p_value == pytest.approx(2 * 0.5**10)  # what McNemar's exact test gives
+    assert paired_comparison([[1, 0]], [[1, 0]]).p_value == 1.0  # nothing discordant: no evidence either way
+    with pytest.raises(ValueError, match="task 0: the run and the control were not evaluated on the same"):
+        paired_comparison([[1, 0]], [[1, 0, 1]])
+    with pytest.raises(ValueError, match="task 1: the run and the control"):
+        paired_comparison([[1], [1]], [[1], None])
+    with pytest.raises(ValueError, match="outcomes for 1 tasks, the control for 2"):
+        paired_comparison([[1]], [[1], None])
+
+
 def test_schedules_outside_the_transition_graph_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"schedule\[1\]: cannot go from sleep to learning"):
         parse_continual(_tiny(schedule=[{"phase": "sleep"}, {"phase": "learning", "task": 0}]))
@@ -163,6 +180,15 @@ def test_the_run_reports_its_no_consolidation_control_beside_it(tmp_path: Path) 
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["control"]["average_accuracy"] == control["average_accuracy"]
     assert (tmp_path / "control" / "results.json").exists()
+    # image by image: the same test images, so the count difference is the accuracy difference
+    for suffix in ("", "_task_incremental"):
+        paired, n_tasks = control[f"paired{suffix}"], len(results["tasks"])
+        per_task = paired["images"] // n_tasks  # every task has the same number of test images
+        gain = results[f"average_accuracy{suffix}"] - control[f"average_accuracy{suffix}"]
+        assert (paired["run_only"] - paired["control_only"]) / (per_task * n_tasks) == pytest.approx(gain)
+        assert 0 < paired["p_value"] <= 1
+        outcomes = results[f"final_outcomes{suffix}"]
+        assert [np.mean(o) for o in outcomes] == pytest.approx(results[f"accuracy_matrix{suffix}"][-1])
     assert not parse_continual(_tiny(control=False)).control
 
 

@@ -3,6 +3,10 @@
 Row ``r`` of an accuracy matrix is the evaluation after the ``r``-th WAKE; column ``t`` the
 accuracy on task ``t`` (None until the task has been seen). Both scenarios are kept:
 class-incremental (every class seen competes) and task-incremental (only the task's classes).
+
+A run and its no-consolidation control see the same test images, so they are compared
+image by image as well (``paired_comparison``): McNemar's exact test on the images that one
+of the two gets right and the other wrong (McNemar 1947, Psychometrika 12:153).
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+from scipy.stats import binomtest
 
 Row = list[float | None]
 Scenario = Literal["class", "task"]
+Outcomes = list[list[int] | None]  # per task: 1 / 0 for each test image shown (right / wrong), None if unseen
 
 
 def average_accuracy(matrix: list[Row]) -> float:
@@ -36,22 +42,62 @@ def backward_transfer(matrix: list[Row], learned_at: dict[int, int]) -> float:
     return float(np.mean(deltas)) if deltas else float("nan")
 
 
+@dataclass(frozen=True)
+class PairedComparison:
+    """A run against its control on the same test images: how many only one of them gets right,
+    and the two-sided p-value of McNemar's exact test (the images that both or neither get
+    right carry no information about which is better)."""
+
+    images: int
+    run_only: int  # right in the run, wrong in the control
+    control_only: int  # right in the control, wrong in the run
+    p_value: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {"images": self.images, "run_only": self.run_only, "control_only": self.control_only,
+                "p_value": self.p_value}  # fmt: skip
+
+
+def paired_comparison(run: Outcomes, control: Outcomes) -> PairedComparison:
+    """Compare two evaluations of the same tasks' test images, image by image."""
+    if len(run) != len(control):
+        raise ValueError(f"the run has outcomes for {len(run)} tasks, the control for {len(control)}")
+    run_only = control_only = images = 0
+    for task, (mine, theirs) in enumerate(zip(run, control, strict=True)):
+        if (mine is None) != (theirs is None) or len(mine or []) != len(theirs or []):
+            raise ValueError(f"task {task}: the run and the control were not evaluated on the same test images")
+        if mine is None or theirs is None:
+            continue
+        a, b = np.asarray(mine, dtype=bool), np.asarray(theirs, dtype=bool)
+        run_only += int((a & ~b).sum())
+        control_only += int((~a & b).sum())
+        images += a.size
+    discordant = run_only + control_only
+    p = 1.0 if discordant == 0 else float(binomtest(run_only, discordant, 0.5).pvalue)
+    return PairedComparison(images, run_only, control_only, p)
+
+
 @dataclass
 class AccuracyLog:
-    """The accuracy matrices of both scenarios, when each task was first evaluated, and the
-    simulated time of every evaluation."""
+    """The accuracy matrices of both scenarios, when each task was first evaluated, the
+    simulated time of every evaluation, and the per-image outcomes of the latest one."""
 
     matrix: dict[Scenario, list[Row]] = field(default_factory=lambda: {"class": [], "task": []})
     learned_at: dict[int, int] = field(default_factory=dict)  # task -> its row right after learning
     times: list[float] = field(default_factory=list)
+    outcomes: dict[Scenario, Outcomes] = field(default_factory=lambda: {"class": [], "task": []})
 
-    def record(self, rows: dict[Scenario, Row], seen: list[int], sim_time: float) -> None:
-        """Add one evaluation: each scenario's accuracy per task seen, at simulated time ``sim_time``."""
+    def record(self, rows: dict[Scenario, Row], seen: list[int], sim_time: float,
+               outcomes: dict[Scenario, Outcomes] | None = None) -> None:  # fmt: skip
+        """Add one evaluation: each scenario's accuracy per task seen, at simulated time
+        ``sim_time``, and (``outcomes``) which test images it got right."""
         for t in seen:
             self.learned_at.setdefault(t, len(self.matrix["class"]))
         for scenario, row in rows.items():
             self.matrix[scenario].append(row)
         self.times.append(sim_time)
+        if outcomes is not None:
+            self.outcomes = outcomes
 
     def summary(self, primary: Scenario) -> dict[str, Any]:
         """The results' accuracy fields, ``primary`` being the run's own scenario."""
@@ -64,4 +110,6 @@ class AccuracyLog:
             "average_accuracy_task_incremental": average_accuracy(self.matrix["task"]),
             "bwt_task_incremental": backward_transfer(self.matrix["task"], self.learned_at),
             "evaluation_times_s": self.times,
+            "final_outcomes": self.outcomes[primary],
+            "final_outcomes_task_incremental": self.outcomes["task"],
         }

@@ -137,7 +137,12 @@ def _plot_against_control(
     ax.set_ylim(0, 1.02)
     ax.set_ylabel(f"accuracy after the last task ({results['scenario']}-incremental)")
     ax.legend(fontsize=7, loc="upper left")
-    ax.set_title("against its own control (same seed, same data)", fontsize=9, loc="left")
+    title = "against its own control (same seed, same data)"
+    if "paired" in control:  # McNemar's exact test over the same test images
+        p = control["paired"]
+        title += (f"\ntest images right only here: {p['run_only']}, only there: {p['control_only']} "
+                  f"(McNemar p = {p['p_value']:.2g})")  # fmt: skip
+    ax.set_title(title, fontsize=9, loc="left")
 
 
 # One colour per class: tab10 with its grey (class 7) swapped for black, so that no class can be

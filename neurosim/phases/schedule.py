@@ -51,7 +51,7 @@ from neurosim.metrics import METRICS, Metrics
 from neurosim.outputs import write_json
 from neurosim.phases.checkpoint import checkpointed, load_experiment
 from neurosim.phases.diagnostics import announce_evaluation
-from neurosim.phases.evaluation import AccuracyLog, Row, Scenario
+from neurosim.phases.evaluation import AccuracyLog, Outcomes, Row, Scenario, paired_comparison
 from neurosim.phases.layer_sleep import LayerSleep
 from neurosim.phases.machine import PhaseMachine
 from neurosim.phases.orchestrator import Block, PhaseOrchestrator
@@ -189,15 +189,19 @@ class Experiment:
         assigned = self.voting.assignments_among(seen_classes)
         self.neurons_assigned = int((assigned >= 0).sum())  # how much of the layer holds a class
         rows: dict[Scenario, Row] = {"class": [None] * len(self.tasks), "task": [None] * len(self.tasks)}
+        outcomes: dict[Scenario, Outcomes] = {"class": [None] * len(self.tasks), "task": [None] * len(self.tasks)}
         with self.presenter.thresholds_frozen():
             for t in self.seen:
                 task = self.tasks[t]
                 n = min(self.cfg.data.test_per_task, len(task.test))
                 responses = np.stack([await self._show(task.test.images[i], None) for i in range(n)])
                 labels = task.test.labels[:n]
-                rows["class"][t] = float(np.mean(self.voting.vote(responses, seen_classes, assigned) == labels))
-                rows["task"][t] = float(np.mean(self.voting.vote(responses, list(task.classes), assigned) == labels))
-        self.accuracy.record(rows, self.seen, self.sim.t)
+                voters: tuple[tuple[Scenario, list[int]], ...] = (("class", seen_classes), ("task", list(task.classes)))
+                for scenario, among in voters:
+                    right = self.voting.vote(responses, among, assigned) == labels
+                    rows[scenario][t] = float(np.mean(right))
+                    outcomes[scenario][t] = right.astype(int).tolist()
+        self.accuracy.record(rows, self.seen, self.sim.t, outcomes)
         seen = {s: {self.tasks[t].task_id: a for t, a in enumerate(r) if a is not None} for s, r in rows.items()}
         announce_evaluation(seen, primary=self.cfg.scenario, run_id=self.run_id, sequence=len(self.accuracy.times) - 1,
                             sim_time=self.sim.t, metrics=self.metrics, bus=self.bus)  # fmt: skip
@@ -389,6 +393,10 @@ async def run_experiment_async(
             control_results = await baseline.run(resume=resume and (out_dir / "control" / CHECKPOINT_DIR).is_dir())
             control = {key: control_results[key] for key in CONTROL_KEYS}
             control["accuracy_matrix"] = control_results["accuracy_matrix"]
+            for key, suffix in (("final_outcomes", ""), ("final_outcomes_task_incremental", "_task_incremental")):
+                if results[key] and control_results[key]:  # empty only when resumed from an older checkpoint
+                    paired = paired_comparison(results[key], control_results[key])  # the same test images
+                    control[f"paired{suffix}"] = paired.as_json()
             results["control"] = control
             experiment.control = control
             write_json(out_dir / "results.json", results)
