@@ -91,6 +91,7 @@ RunStatus = Literal["completed", "failed"]
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._=,-]+")
 EXPERIMENT_HEADLINE = ("average_accuracy", "bwt", "average_accuracy_task_incremental", "bwt_task_incremental",
                        "neurons_assigned")  # fmt: skip
+GAIN = "gain_over_control"  # average accuracy minus its no-consolidation control's, run by run
 
 
 class SweepError(ValueError):
@@ -556,7 +557,10 @@ def headline_of(kind: ConfigKind, run_dir: Path) -> dict[str, float | None]:
         return dict(json.loads((run_dir / FUNCTION_RESULT).read_text()))
     if kind == "experiment":
         results = json.loads((run_dir / "results.json").read_text())
-        return {key: results.get(key) for key in EXPERIMENT_HEADLINE if key in results}
+        numbers = {key: results.get(key) for key in EXPERIMENT_HEADLINE if key in results}
+        if "control" in results:  # the same seed without consolidation: a paired difference per seed
+            numbers[GAIN] = results["average_accuracy"] - results["control"]["average_accuracy"]
+        return numbers
     summary = json.loads((run_dir / "summary.json").read_text())
     return {f"rate_hz.{name}": pop["rate_hz"] for name, pop in summary["populations"].items()}
 
@@ -1173,10 +1177,15 @@ def write_report(out: str | Path) -> dict[str, Any]:
     return table
 
 
-def _cell(entry: Mapping[str, Any] | None) -> str:
+def _cell(entry: Mapping[str, Any] | None, *, paired: bool = False) -> str:
+    """mean ± std; a paired difference also gets its t statistic (mean over its standard error)."""
     if entry is None or entry["mean"] is None:
         return "-"
-    return f"{entry['mean']:.3f} ± {entry['std']:.3f}"
+    text = f"{entry['mean']:.3f} ± {entry['std']:.3f}"
+    n = sum(v is not None and math.isfinite(v) for v in entry["values"].values())
+    if paired and n > 1 and entry["std"] > 0:
+        text += f" (t = {entry['mean'] / (entry['std'] / math.sqrt(n)):+.1f})"
+    return text
 
 
 def _markdown(table: Mapping[str, Any]) -> str:
@@ -1185,7 +1194,12 @@ def _markdown(table: Mapping[str, Any]) -> str:
     lines = [
         f"# Sweep of {table['source'] or 'a config'} ({table['kind']})",
         "",
-        f"Seeds {', '.join(map(str, table['seeds']))}; mean ± std over the completed seeds (n).",
+        f"Seeds {', '.join(map(str, table['seeds']))}; mean ± std over the completed seeds (n)"
+        + (
+            f"; `{GAIN}`: each run against its own no-consolidation control (same seed), with its t statistic."
+            if GAIN in keys
+            else "."
+        ),
         "",
         "| " + " | ".join([*(paths or ["setting"]), "n", *keys]) + " |",
         "|" + "---|" * (len(paths or ["setting"]) + 1 + len(keys)),
@@ -1193,7 +1207,8 @@ def _markdown(table: Mapping[str, Any]) -> str:
     for row in table["rows"]:
         first = [_format_value(row["overrides"].get(p, "-")) for p in paths] if paths else [row["setting"]]
         n = f"{row['completed']}" + (f" ({len(row['failed'])} failed)" if row["failed"] else "")
-        lines.append("| " + " | ".join([*first, n, *(_cell(row["headline"].get(k)) for k in keys)]) + " |")
+        cells = (_cell(row["headline"].get(k), paired=k == GAIN) for k in keys)
+        lines.append("| " + " | ".join([*first, n, *cells]) + " |")
     if table["errors"]:
         lines += ["", "Failed runs:", ""]
         lines += [f"- `{run}`: {error}" for run, error in table["errors"].items()]

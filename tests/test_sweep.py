@@ -324,6 +324,26 @@ def test_an_experiment_sweep_reports_average_accuracy_and_bwt(tmp_path: Path) ->
     assert "| ewc.enabled | n | average_accuracy | bwt |" in (tmp_path / "sweep" / "sweep.md").read_text()
 
 
+def test_an_experiment_sweep_pairs_each_run_with_its_control(tmp_path: Path) -> None:
+    config = tiny_experiment(tmp_path)  # EWC on, two tasks: consolidation acts once control is on
+    spec = make_spec(config, axes=[parse_axis("control=true")], seeds="0-2")
+    assert not run_sweep(spec, tmp_path / "sweep", workers=0, progress=False).failed
+    table = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    gain = table["rows"][0]["headline"]["gain_over_control"]
+    for seed, value in gain["values"].items():
+        results = json.loads((tmp_path / "sweep" / table["rows"][0]["setting"] / seed / "results.json").read_text())
+        assert value == pytest.approx(results["average_accuracy"] - results["control"]["average_accuracy"])
+    report = (tmp_path / "sweep" / "sweep.md").read_text()
+    assert "`gain_over_control`: each run against its own no-consolidation control" in report
+    assert f"| {gain['mean']:.3f} ± {gain['std']:.3f}" in report
+    # the paired difference's t statistic: mean / (std / sqrt(n))
+    entry = {"mean": 0.02, "std": 0.04, "values": {"0": 0.0, "1": 0.0, "2": 0.06, "3": 0.02}}
+    from neurosim.sweep import _cell
+
+    assert _cell(entry, paired=True) == "0.020 ± 0.040 (t = +1.0)"
+    assert _cell(entry) == "0.020 ± 0.040"
+
+
 def test_explicit_named_settings_run_as_given(tmp_path: Path) -> None:
     config = small_cuba(tmp_path)
     settings = [
