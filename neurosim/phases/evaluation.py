@@ -19,6 +19,7 @@ from scipy.stats import binomtest
 
 Row = list[float | None]
 Scenario = Literal["class", "task"]
+SCENARIOS: tuple[Scenario, Scenario] = ("class", "task")
 Outcomes = list[list[int] | None]  # per task: 1 / 0 for each test image shown (right / wrong), None if unseen
 
 
@@ -54,6 +55,7 @@ class PairedComparison:
     p_value: float
 
     def as_json(self) -> dict[str, Any]:
+        """The ``"paired"`` entry of ``results.json``'s ``"control"``."""
         return {"images": self.images, "run_only": self.run_only, "control_only": self.control_only,
                 "p_value": self.p_value}  # fmt: skip
 
@@ -87,17 +89,18 @@ class AccuracyLog:
     times: list[float] = field(default_factory=list)
     outcomes: dict[Scenario, Outcomes] = field(default_factory=lambda: {"class": [], "task": []})
 
-    def record(self, rows: dict[Scenario, Row], seen: list[int], sim_time: float,
-               outcomes: dict[Scenario, Outcomes] | None = None) -> None:  # fmt: skip
-        """Add one evaluation: each scenario's accuracy per task seen, at simulated time
-        ``sim_time``, and (``outcomes``) which test images it got right."""
+    def record(self, outcomes: dict[Scenario, Outcomes], seen: list[int], sim_time: float) -> dict[Scenario, Row]:
+        """Add one evaluation at simulated time ``sim_time``: in each scenario, which test images
+        of each task seen it got right. Returns its accuracy rows."""
         for t in seen:
             self.learned_at.setdefault(t, len(self.matrix["class"]))
-        for scenario, row in rows.items():
-            self.matrix[scenario].append(row)
+        rows: dict[Scenario, Row] = {}
+        for scenario, per_task in outcomes.items():
+            rows[scenario] = [None if right is None else float(np.mean(right)) for right in per_task]
+            self.matrix[scenario].append(rows[scenario])
         self.times.append(sim_time)
-        if outcomes is not None:
-            self.outcomes = outcomes
+        self.outcomes = outcomes
+        return rows
 
     def summary(self, primary: Scenario) -> dict[str, Any]:
         """The results' accuracy fields, ``primary`` being the run's own scenario."""

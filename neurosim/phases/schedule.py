@@ -51,7 +51,7 @@ from neurosim.metrics import METRICS, Metrics
 from neurosim.outputs import write_json
 from neurosim.phases.checkpoint import checkpointed, load_experiment
 from neurosim.phases.diagnostics import announce_evaluation
-from neurosim.phases.evaluation import AccuracyLog, Outcomes, Row, Scenario, paired_comparison
+from neurosim.phases.evaluation import SCENARIOS, AccuracyLog, Outcomes, Scenario, paired_comparison
 from neurosim.phases.layer_sleep import LayerSleep
 from neurosim.phases.machine import PhaseMachine
 from neurosim.phases.orchestrator import Block, PhaseOrchestrator
@@ -188,20 +188,16 @@ class Experiment:
         seen_classes = self._seen_classes()
         assigned = self.voting.assignments_among(seen_classes)
         self.neurons_assigned = int((assigned >= 0).sum())  # how much of the layer holds a class
-        rows: dict[Scenario, Row] = {"class": [None] * len(self.tasks), "task": [None] * len(self.tasks)}
-        outcomes: dict[Scenario, Outcomes] = {"class": [None] * len(self.tasks), "task": [None] * len(self.tasks)}
+        outcomes: dict[Scenario, Outcomes] = {s: [None] * len(self.tasks) for s in SCENARIOS}
         with self.presenter.thresholds_frozen():
             for t in self.seen:
                 task = self.tasks[t]
                 n = min(self.cfg.data.test_per_task, len(task.test))
                 responses = np.stack([await self._show(task.test.images[i], None) for i in range(n)])
-                labels = task.test.labels[:n]
-                voters: tuple[tuple[Scenario, list[int]], ...] = (("class", seen_classes), ("task", list(task.classes)))
-                for scenario, among in voters:
-                    right = self.voting.vote(responses, among, assigned) == labels
-                    rows[scenario][t] = float(np.mean(right))
+                for scenario, among in zip(SCENARIOS, (seen_classes, list(task.classes)), strict=True):
+                    right = self.voting.vote(responses, among, assigned) == task.test.labels[:n]
                     outcomes[scenario][t] = right.astype(int).tolist()
-        self.accuracy.record(rows, self.seen, self.sim.t, outcomes)
+        rows = self.accuracy.record(outcomes, self.seen, self.sim.t)
         seen = {s: {self.tasks[t].task_id: a for t, a in enumerate(r) if a is not None} for s, r in rows.items()}
         announce_evaluation(seen, primary=self.cfg.scenario, run_id=self.run_id, sequence=len(self.accuracy.times) - 1,
                             sim_time=self.sim.t, metrics=self.metrics, bus=self.bus)  # fmt: skip
