@@ -769,6 +769,16 @@ class ContinualDataConfig(_Strict):
     classes_per_task: PositiveInt = 2
     train_per_task: PositiveInt = 150  # training images shown per task
     test_per_task: PositiveInt = 40  # test images per task at every WAKE evaluation
+    # the classes in the order the tasks take them ([8, 9, 6, 7, ...]: task 0 learns 8 and 9); None: 0, 1, 2, ...
+    class_order: list[Annotated[int, Field(ge=0, le=9)]] | None = None
+
+    @field_validator("class_order")
+    @classmethod
+    def _distinct(cls, order: list[int] | None) -> list[int] | None:
+        if order is not None and len(set(order)) != len(order):
+            raise ValueError(f"{order} lists a class more than once")
+        return order
+
     max_rate: Annotated[PositiveFloat, SI(RATE)] = 120.0  # Hz for a pixel of intensity 1
     present: PositiveSeconds = 0.06  # per image
     rest: Seconds = 0.02  # of silence after each image
@@ -966,10 +976,11 @@ class ContinualConfig(_Strict):
 
         problems = []
         classes = self.data.classes_per_task * self.data.n_tasks
-        if classes > 10:  # refused before the schedule of n_tasks blocks is built
+        order = self.data.class_order
+        if classes > (10 if order is None else len(order)):  # refused before the schedule of n_tasks blocks is built
             raise ValueError(
                 f"data: {self.data.n_tasks} tasks x {self.data.classes_per_task} classes = {classes}, but "
-                f"{self.data.dataset} has 10 classes"
+                + (f"{self.data.dataset} has 10 classes" if order is None else f"class_order lists {len(order)}")
             )
         if self.dt > self.data.present:
             problems.append(f"dt ({self.dt:g} s) is longer than an image's presentation (data.present)")

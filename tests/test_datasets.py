@@ -44,6 +44,21 @@ def test_split_tasks_are_disjoint_pairs_with_local_labels() -> None:
         split_tasks(train, test, n_tasks=6)
 
 
+def test_split_tasks_follow_a_given_class_order() -> None:
+    train, test = load_digits().split(1400, 397)
+    tasks = split_tasks(train, test, n_tasks=3, class_order=[8, 9, 6, 7, 4, 5, 2, 3, 0, 1])
+    assert [t.classes for t in tasks] == [(8, 9), (6, 7), (4, 5)]
+    assert [t.task_id for t in tasks] == ["split-89", "split-67", "split-45"]
+    assert set(tasks[0].test.labels.tolist()) == {8, 9}
+    assert [t.classes for t in split_tasks(train, test, class_order=[3, 1, 2, 0])] == [(3, 1), (2, 0)]
+    with pytest.raises(ValueError, match=r"\[11\] are not among them"):
+        split_tasks(train, test, class_order=[0, 11])
+    with pytest.raises(ValueError, match="must list distinct classes"):
+        split_tasks(train, test, class_order=[0, 0, 1, 2])
+    with pytest.raises(ValueError, match="at most 2 tasks"):
+        split_tasks(train, test, n_tasks=3, class_order=[0, 1, 2, 3])
+
+
 def test_permuted_tasks_keep_labels_and_permute_pixels_consistently() -> None:
     train, test = load_digits().split(500, 100)
     tasks = permuted_tasks(train, test, n_tasks=3, seed=1)

@@ -125,6 +125,18 @@ def test_a_run_and_its_control_are_compared_image_by_image() -> None:
         paired_comparison([[1]], [[1], None])
 
 
+def test_an_experiment_learns_the_classes_in_the_order_given(tmp_path: Path) -> None:
+    data = {**_tiny()["data"], "class_order": [9, 4, 7, 0]}
+    results = run_experiment(parse_continual(_tiny(data=data, control=False)), tmp_path, progress=False)
+    assert results["tasks"] == [{"task_id": "split-94", "classes": [9, 4]}, {"task_id": "split-70", "classes": [7, 0]}]
+    with pytest.raises(ConfigError, match="class_order lists 4"):
+        parse_continual(_tiny(data={**data, "n_tasks": 3}))
+    with pytest.raises(ConfigError, match=r"data.class_order.*lists a class more than once"):
+        parse_continual(_tiny(data={**data, "class_order": [9, 4, 9, 0]}))
+    with pytest.raises(ConfigError, match=r"data.class_order.0"):
+        parse_continual(_tiny(data={**data, "class_order": [12, 4, 7, 0]}))
+
+
 def test_schedules_outside_the_transition_graph_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"schedule\[1\]: cannot go from sleep to learning"):
         parse_continual(_tiny(schedule=[{"phase": "sleep"}, {"phase": "learning", "task": 0}]))

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,11 +49,26 @@ def _select(data: ImageDataset, classes: tuple[int, ...], name: str) -> ImageDat
 
 
 def split_tasks(
-    train: ImageDataset, test: ImageDataset, *, classes_per_task: int = 2, n_tasks: int | None = None
+    train: ImageDataset,
+    test: ImageDataset,
+    *,
+    classes_per_task: int = 2,
+    n_tasks: int | None = None,
+    class_order: Sequence[int] | None = None,
 ) -> list[Task]:
     """Split tasks: the classes in order, ``classes_per_task`` per task ((0, 1), (2, 3), ...), at most
-    ``n_tasks`` of them, train and test images of those classes."""
+    ``n_tasks`` of them, train and test images of those classes. ``class_order`` takes the
+    classes in that order instead (``[8, 9, 6, 7, ...]``: (8, 9) first), so that a result can be
+    checked against the order the classes come in."""
     classes = sorted(set(train.labels.tolist()))
+    if class_order is not None:
+        unknown = sorted(set(class_order) - set(classes))
+        if unknown or len(set(class_order)) != len(class_order):
+            raise ValueError(
+                f"class_order {list(class_order)} must list distinct classes of the data set ({classes})"
+                + (f"; {unknown} are not among them" if unknown else "")
+            )
+        classes = [int(c) for c in class_order]
     if classes_per_task < 1:
         raise ValueError(f"classes_per_task must be >= 1, got {classes_per_task}")
     available = len(classes) // classes_per_task

@@ -80,7 +80,8 @@ class Experiment:
         n_train = len(data) * 3 // 4
         train, test = data.split(n_train, len(data) - n_train, seed=cfg.seed)
         d, n = cfg.data, cfg.network.n_hidden
-        self.tasks: list[Task] = split_tasks(train, test, classes_per_task=d.classes_per_task, n_tasks=d.n_tasks)
+        self.tasks: list[Task] = split_tasks(train, test, classes_per_task=d.classes_per_task, n_tasks=d.n_tasks,
+                                             class_order=d.class_order)  # fmt: skip
         self.n_inputs = int(data.images.shape[1])
         self.sim, self.presenter = build_layer(cfg, self.n_inputs, backend, dtype)
         self.proj = self.presenter.projection
