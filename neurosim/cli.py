@@ -390,6 +390,9 @@ def _default_workers() -> int:
               help="Sweep directory, new or empty (or the sweep's, with --resume). "
                    "Default: runs/sweeps/<config>-<time>.")  # fmt: skip
 @click.option("--resume", is_flag=True, help="Continue the sweep in --out: skip complete runs, redo the rest.")
+@click.option("--baseline", "baseline", multiple=True, metavar="PATH=VALUE",
+              help="The setting the others are compared with, seed by seed (paired differences in sweep.md), "
+                   "named by its values: --baseline sleep.enabled=false (repeatable). Also with --report.")  # fmt: skip
 @click.option("--report", "report_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Only rebuild sweep.json, sweep.md and sweep.png of this sweep directory.")  # fmt: skip
 @click.option("--mqtt", "mqtt_url", default=None, metavar="URL",
@@ -400,8 +403,9 @@ def _default_workers() -> int:
 @click.option("--mqtt-insecure", is_flag=True, help="TLS: do not check the broker's host name.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def sweep(config: Path | None, grids: tuple[str, ...], seeds: str | None, workers: int | None,
-          scheduler: str | None, out: Path | None, resume: bool, report_dir: Path | None, mqtt_url: str | None,
-          sweep_id: str | None, mqtt_ca: str | None, mqtt_insecure: bool, quiet: bool) -> None:  # fmt: skip
+          scheduler: str | None, out: Path | None, resume: bool, baseline: tuple[str, ...], report_dir: Path | None,
+          mqtt_url: str | None, sweep_id: str | None, mqtt_ca: str | None, mqtt_insecure: bool,
+          quiet: bool) -> None:  # fmt: skip
     """Run CONFIG for every combination of --grid values times --seeds, as Dask tasks.
 
     CONFIG is a run config (a simulation or a continual experiment) or a sweep file (a TOML
@@ -411,11 +415,12 @@ def sweep(config: Path | None, grids: tuple[str, ...], seeds: str | None, worker
     """
     from neurosim.sweep import SweepError, run_sweep, write_report
 
+    reference = _baseline(baseline)
     if report_dir is not None:
         if config is not None or grids or resume:
             raise click.UsageError("--report DIR rebuilds a sweep's report; give no CONFIG, --grid or --resume")
         try:
-            table = write_report(report_dir)
+            table = write_report(report_dir, reference)
         except SweepError as err:
             raise click.ClickException(str(err)) from None
         click.echo(f"{len(table['rows'])} settings; report in {report_dir / 'sweep.md'}")
@@ -437,7 +442,8 @@ def sweep(config: Path | None, grids: tuple[str, ...], seeds: str | None, worker
                f"outputs in {out}", err=True)  # fmt: skip
     try:
         result = run_sweep(spec, out, workers=workers, scheduler=scheduler, resume=resume, mqtt=broker,
-                           sweep_id=sweep_id, progress=not quiet, echo=lambda s: click.echo(s, err=True))  # fmt: skip
+                           sweep_id=sweep_id, progress=not quiet, echo=lambda s: click.echo(s, err=True),
+                           baseline=reference or from_file.get("baseline"))  # fmt: skip
     except (SweepError, ValueError) as err:
         raise click.ClickException(str(err)) from None
     ran = len(result.outcomes)
@@ -467,6 +473,16 @@ def _warm_workers(config: Path, workers: int | None, scheduler: str | None) -> N
     count = workers if workers is not None else table.get("workers", _default_workers())
     if isinstance(count, int) and not isinstance(count, bool) and count >= 1:
         warm_fork_server(RUN_MODULES)
+
+
+def _baseline(options: tuple[str, ...]) -> dict[str, Any] | None:
+    """``--baseline PATH=VALUE`` options as ``{path: value}`` (values as in ``--grid``)."""
+    from neurosim.sweep import parse_value
+
+    pairs = [option.partition("=") for option in options]
+    if any(not path.strip() or not sep or not text.strip() for path, sep, text in pairs):
+        raise click.UsageError(f"--baseline takes PATH=VALUE, e.g. sleep.enabled=false; got {list(options)}")
+    return {path.strip(): parse_value(text.strip()) for path, _, text in pairs} or None
 
 
 def _sweep_spec(config: Path, grids: tuple[str, ...], seeds: str | None) -> tuple[Any, dict[str, Any]]:

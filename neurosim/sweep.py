@@ -455,6 +455,7 @@ def load_sweep_file(path: str | Path) -> tuple[SweepSpec, dict[str, Any]]:
         config = "continual_digits.toml"   # relative to this file
         seeds = "0-4"                       # or [0, 1, 2, 3, 4]
         workers = 2                         # optional: any run_sweep option (workers, scheduler, out)
+        baseline = {"sleep.enabled" = false}  # optional: paired differences to this setting
 
         [sweep.grid]                        # every combination of these
         "ewc.lambda" = [1.0, 10.0]
@@ -464,7 +465,7 @@ def load_sweep_file(path: str | Path) -> tuple[SweepSpec, dict[str, Any]]:
         "sleep.inc" = [0.01, 0.03]
         "sleep.dec" = [0.001, 0.003]
 
-    Returns the spec and the file's other options (``workers``, ``scheduler``, ``out``).
+    Returns the spec and the file's other options (``workers``, ``scheduler``, ``out``, ``baseline``).
     """
     p = Path(path)
     try:
@@ -476,7 +477,7 @@ def load_sweep_file(path: str | Path) -> tuple[SweepSpec, dict[str, Any]]:
     sweep = data.get("sweep")
     if not isinstance(sweep, dict) or set(data) != {"sweep"}:
         raise SweepError(f"{p}: a sweep file has one [sweep] table (and its grid / zip tables)")
-    known = {"config", "seeds", "grid", "zip", "workers", "scheduler", "out"}
+    known = {"config", "seeds", "grid", "zip", "workers", "scheduler", "out", "baseline"}
     unknown = sorted(set(sweep) - known)
     if unknown:
         raise SweepError(f"{p}: unknown [sweep] keys {unknown} (known: {sorted(known)})")
@@ -491,7 +492,11 @@ def load_sweep_file(path: str | Path) -> tuple[SweepSpec, dict[str, Any]]:
             raise SweepError(f"{p}: every path of a [[sweep.zip]] table needs a list of values")
         axes.append(Axis.zipped(table))
     spec = make_spec((p.parent / sweep["config"]).resolve(), axes=axes, seeds=sweep.get("seeds", [0]))
-    return spec, {k: sweep[k] for k in ("workers", "scheduler", "out") if k in sweep}
+    if not isinstance(sweep.get("baseline", {}), dict):
+        raise SweepError(
+            f'{p}: baseline is a table of the setting\'s values, e.g. baseline = {{"sleep.enabled" = false}}'
+        )
+    return spec, {k: sweep[k] for k in ("workers", "scheduler", "out", "baseline") if k in sweep}
 
 
 # --------------------------------------------------------------------------- one run (on a worker)
@@ -757,6 +762,7 @@ def run_sweep(
     dashboard_address: str | None = "127.0.0.1:8787",
     on_outcome: Callable[[RunOutcome], None] | None = None,
     echo: Callable[[str], None] = print,
+    baseline: Mapping[str, Any] | None = None,
 ) -> SweepResult:
     """Run every point of ``spec`` into ``out`` and write the report.
 
@@ -768,11 +774,14 @@ def run_sweep(
     it and closes it).
     ``mqtt``: each run publishes under ``neurosim/<sweep_id>/<setting>/<seed>/`` and the
     sweep its progress on ``neurosim/<sweep_id>/sweep``. ``on_outcome`` is called in this
-    process after each run finishes (for logs)."""
+    process after each run finishes (for logs). ``baseline`` (``{path: value}``, naming one
+    setting): the report gives every other setting's paired difference to it."""
     from neurosim.events.mqtt import check_run_id
 
     out = Path(out)
     _check_counts(workers, threads_per_run)
+    if baseline:  # a baseline that names no setting is refused before anything runs
+        baseline_setting(spec.settings, baseline)
     sweep_id = check_run_id(sweep_id or out.resolve().name)
     if scheduler is None and workers > 0:  # the workers start and import neurosim while this process prepares
         scheduler = ClusterStart(workers, threads_per_run=threads_per_run, dashboard_address=dashboard_address)
@@ -816,7 +825,7 @@ def run_sweep(
         announce(state, None)
     try:
         _cleanup_partials(out)
-        write_report(out)
+        write_report(out, baseline)
     finally:
         if owned is not None:
             owned.close()
@@ -1126,10 +1135,41 @@ def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     return mean, std
 
 
-def collect(out: Path) -> dict[str, Any]:
-    """The sweep's table from its directory: one row per setting, runs in seed order."""
+def baseline_setting(settings: Sequence[Setting], baseline: Mapping[str, Any]) -> Setting:
+    """The one setting whose overrides include every ``path: value`` of ``baseline``."""
+    matches = [s for s in settings if all(p in s.overrides and s.overrides[p] == v for p, v in baseline.items())]
+    wanted = ", ".join(f"{p}={_format_value(v)}" for p, v in baseline.items())
+    if len(matches) != 1:
+        names = [s.name for s in (matches or settings)]
+        raise SweepError(f"baseline {wanted} matches {len(matches)} settings, not one; "
+                         f"{'they are' if matches else 'the settings are'}: {', '.join(names)}")  # fmt: skip
+    return matches[0]
+
+
+def _paired(values: Mapping[str, float | None], base: Mapping[str, float | None]) -> dict[str, Any] | None:
+    """Mean, sample std, n and t of ``value - baseline value`` over the seeds both completed."""
+    diffs = [v - b for s, v in values.items() if v is not None and (b := base.get(s)) is not None
+             and math.isfinite(v) and math.isfinite(b)]  # fmt: skip
+    mean, std = _mean_std(diffs)
+    if mean is None or std is None:
+        return None
+    return {"mean": mean, "std": std, "n": len(diffs), "t": _t_statistic(mean, std, len(diffs))}
+
+
+def _t_statistic(mean: float, std: float, n: int) -> float | None:
+    """Mean over its standard error; None where the spread is nothing but rounding (or n < 2)."""
+    if n < 2 or std <= 1e-9 * max(1.0, abs(mean)):
+        return None
+    return mean / (std / math.sqrt(n))
+
+
+def collect(out: Path, baseline: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The sweep's table from its directory: one row per setting, runs in seed order. With a
+    ``baseline`` (``{path: value}`` naming one setting), every other row also gets its paired
+    difference to that setting, seed by seed (``"paired"``)."""
     spec = SweepSpec.from_json(json.loads((out / SWEEP_FILE).read_text()))
-    rows = []
+    reference = baseline_setting(spec.settings, baseline) if baseline else None
+    rows: list[dict[str, Any]] = []
     for setting in spec.settings:
         runs = {seed: read_run(out / setting.name / str(seed)) for seed in spec.seeds}
         done = {seed: r for seed, r in runs.items() if r is not None and r.status == "completed"}
@@ -1148,6 +1188,12 @@ def collect(out: Path) -> dict[str, Any]:
             "headline": numbers,
             "wall_s_mean": _mean_std([r.wall_s for r in done.values()])[0],
         })  # fmt: skip
+    if reference is not None:
+        base = next(r["headline"] for r in rows if r["setting"] == reference.name)
+        for row in rows:
+            if row["setting"] != reference.name:
+                row["paired"] = {k: _paired(e["values"], base[k]["values"]) for k, e in row["headline"].items()
+                                 if k in base}  # fmt: skip
     errors = {
         f"{s.name}/{seed}": r.error
         for s in spec.settings
@@ -1160,17 +1206,23 @@ def collect(out: Path) -> dict[str, Any]:
         "seeds": list(spec.seeds),
         "paths": list(dict.fromkeys(p for s in spec.settings for p in s.overrides)),
         "rows": rows,
+        "baseline": {"setting": reference.name, "overrides": dict(baseline or {})} if reference else None,
         "errors": errors,
         "written": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
 
-def write_report(out: str | Path) -> dict[str, Any]:
-    """(Re)write ``sweep.json``, ``sweep.md`` and ``sweep.png`` from the runs in ``out``."""
+def write_report(out: str | Path, baseline: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """(Re)write ``sweep.json``, ``sweep.md`` and ``sweep.png`` from the runs in ``out``; with a
+    ``baseline`` (``{path: value}``, one setting), paired differences to it. Without one, the
+    baseline of the report already there is kept."""
     out = Path(out)
     if not (out / SWEEP_FILE).exists():
         raise SweepError(f"{out} is not a sweep directory (no {SWEEP_FILE})")
-    table = collect(out)
+    if baseline is None and (out / "sweep.json").exists():
+        with contextlib.suppress(ValueError, AttributeError):
+            baseline = (json.loads((out / "sweep.json").read_text()).get("baseline") or {}).get("overrides")
+    table = collect(out, baseline)
     write_json(out / "sweep.json", table)
     (out / "sweep.md").write_text(_markdown(table))
     _plot(out / "sweep.png", table)
@@ -1183,31 +1235,44 @@ def _cell(entry: Mapping[str, Any] | None, *, paired: bool = False) -> str:
         return "-"
     text = f"{entry['mean']:.3f} ± {entry['std']:.3f}"
     n = sum(v is not None and math.isfinite(v) for v in entry["values"].values())
-    if paired and n > 1 and entry["std"] > 0:
-        text += f" (t = {entry['mean'] / (entry['std'] / math.sqrt(n)):+.1f})"
+    if paired and (t := _t_statistic(entry["mean"], entry["std"], n)) is not None:
+        text += f" (t = {t:+.1f})"
     return text
+
+
+def _paired_cell(entry: Mapping[str, Any] | None) -> str:
+    if entry is None:
+        return "-"
+    t = "" if entry["t"] is None else f" (t = {entry['t']:+.1f})"
+    return f"{entry['mean']:+.3f} ± {entry['std']:.3f}{t}"
 
 
 def _markdown(table: Mapping[str, Any]) -> str:
     keys = list(dict.fromkeys(k for row in table["rows"] for k in row["headline"]))
     paths = table["paths"]
+    baseline = table.get("baseline")
+    against = [f"{keys[0]} - baseline (paired)"] if baseline and keys else []
+    notes = [f"`{GAIN}`: each run against its own no-consolidation control (same seed), with its t statistic"
+             ] if GAIN in keys else []  # fmt: skip
+    if against and baseline is not None:
+        named = ", ".join(f"{p}={_format_value(v)}" for p, v in baseline["overrides"].items())
+        notes.append(f"the last column: each setting minus the baseline ({named}), seed by seed, mean ± std and t")
     lines = [
         f"# Sweep of {table['source'] or 'a config'} ({table['kind']})",
         "",
         f"Seeds {', '.join(map(str, table['seeds']))}; mean ± std over the completed seeds (n)"
-        + (
-            f"; `{GAIN}`: each run against its own no-consolidation control (same seed), with its t statistic."
-            if GAIN in keys
-            else "."
-        ),
+        + "".join(f"; {note}" for note in notes)
+        + ".",
         "",
-        "| " + " | ".join([*(paths or ["setting"]), "n", *keys]) + " |",
-        "|" + "---|" * (len(paths or ["setting"]) + 1 + len(keys)),
+        "| " + " | ".join([*(paths or ["setting"]), "n", *keys, *against]) + " |",
+        "|" + "---|" * (len(paths or ["setting"]) + 1 + len(keys) + len(against)),
     ]
     for row in table["rows"]:
         first = [_format_value(row["overrides"].get(p, "-")) for p in paths] if paths else [row["setting"]]
         n = f"{row['completed']}" + (f" ({len(row['failed'])} failed)" if row["failed"] else "")
-        cells = (_cell(row["headline"].get(k), paired=k == GAIN) for k in keys)
+        cells = [_cell(row["headline"].get(k), paired=k == GAIN) for k in keys]
+        if against:
+            cells.append(_paired_cell(row["paired"].get(keys[0])) if "paired" in row else "baseline")
         lines.append("| " + " | ".join([*first, n, *cells]) + " |")
     if table["errors"]:
         lines += ["", "Failed runs:", ""]

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import EXAMPLES
@@ -154,6 +155,11 @@ def test_a_sweep_file_holds_grid_zip_and_seeds(tmp_path: Path) -> None:
     }
     sweep_file.write_text('[sweep]\nconfig = "small_cuba.toml"\nsed = 1\n')
     with pytest.raises(SweepError, match=r"unknown \[sweep\] keys"):
+        load_sweep_file(sweep_file)
+    sweep_file.write_text('[sweep]\nconfig = "small_cuba.toml"\nbaseline = {"run.duration" = 0.02}\n')
+    assert load_sweep_file(sweep_file)[1] == {"baseline": {"run.duration": 0.02}}
+    sweep_file.write_text('[sweep]\nconfig = "small_cuba.toml"\nbaseline = "none"\n')
+    with pytest.raises(SweepError, match="baseline is a table of the setting's values"):
         load_sweep_file(sweep_file)
 
 
@@ -403,6 +409,47 @@ def test_a_function_sweeps_like_a_config(tmp_path: Path) -> None:
                            axes=[parse_axis("scale.b=1")])  # fmt: skip
     with pytest.raises(SweepError, match="cannot import"):
         make_function_spec("sweep_functions:nothing_here", {})
+
+
+def test_a_sweep_reports_every_setting_against_a_baseline_seed_by_seed(tmp_path: Path) -> None:
+    # loss = (x - 2)^2 + seed / 10: against x = 2 the seed's share cancels, run by run
+    spec = make_function_spec("sweep_functions:noisy_quadratic", {"x": 0.0, "scale": {"a": 1.0}},
+                              axes=[parse_axis("x=1,2,4")], seeds="0-2")  # fmt: skip
+    run_sweep(spec, tmp_path / "sweep", workers=0, progress=False, baseline={"x": 2})
+    table = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert table["baseline"]["overrides"] == {"x": 2}
+    rows = {r["overrides"]["x"]: r for r in table["rows"]}
+    assert "paired" not in rows[2]
+    assert rows[4]["paired"]["loss"] == {"mean": pytest.approx(4.0), "std": pytest.approx(0.0), "n": 3, "t": None}
+    report = (tmp_path / "sweep" / "sweep.md").read_text()
+    assert "| loss - baseline (paired) |" in report and "each setting minus the baseline (x=2)" in report
+    assert "| 4 | 3 | 4.100 ± 0.100 | +4.000 ± 0.000 |" in report and "| 2 | 3 | 0.100 ± 0.100 | baseline |" in report
+    # a rebuilt report keeps its baseline unless given another
+    assert write_report(tmp_path / "sweep")["baseline"]["overrides"] == {"x": 2}
+    again = CliRunner().invoke(main, ["sweep", "--report", str(tmp_path / "sweep"), "--baseline", "x=1"])
+    assert again.exit_code == 0, again.output
+    table = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert next(r for r in table["rows"] if r["overrides"] == {"x": 4})["paired"]["loss"]["mean"] == pytest.approx(3.0)
+    bad = CliRunner().invoke(main, ["sweep", "--report", str(tmp_path / "sweep"), "--baseline", "x"])
+    assert bad.exit_code == 2 and "--baseline takes PATH=VALUE" in bad.output
+    # a baseline that names no setting, or several, is refused before anything runs
+    with pytest.raises(SweepError, match="baseline x=3 matches 0 settings, not one; the settings are: x=1, x=2"):
+        run_sweep(spec, tmp_path / "other", workers=0, progress=False, baseline={"x": 3})
+    assert not (tmp_path / "other").exists()
+    two = make_function_spec("sweep_functions:noisy_quadratic", {"x": 0.0, "scale": {"a": 1.0}},
+                             axes=[parse_axis("x=1,2"), parse_axis("scale.a=1,3")], seeds="0")  # fmt: skip
+    with pytest.raises(SweepError, match="baseline x=2 matches 2 settings, not one; they are"):
+        run_sweep(two, tmp_path / "other", workers=0, progress=False, baseline={"x": 2})
+
+
+def test_a_paired_difference_has_its_t_statistic_over_the_seeds_both_completed() -> None:
+    from neurosim.sweep import _paired
+
+    paired = _paired({"0": 1.0, "1": 2.0, "2": 4.0, "3": 9.0}, {"0": 0.0, "1": 0.0, "2": 0.0, "3": None})
+    assert paired is not None and paired["n"] == 3  # seed 3 has no baseline value
+    assert paired["mean"] == pytest.approx(7 / 3) and paired["std"] == pytest.approx(np.std([1, 2, 4], ddof=1))
+    assert paired["t"] == pytest.approx((7 / 3) / (np.std([1, 2, 4], ddof=1) / np.sqrt(3)))
+    assert _paired({"0": 1.0}, {"1": 1.0}) is None  # no seed in common
 
 
 def test_run_ids_are_bounded_and_printable() -> None:
