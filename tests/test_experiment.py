@@ -15,7 +15,7 @@ from neurosim.config import ConfigError, parse_continual
 from neurosim.events.schema import DriftEvent
 from neurosim.learning.fisher import SnapshotReason
 from neurosim.phases import ListenerError, Phase
-from neurosim.phases.evaluation import average_accuracy, backward_transfer, paired_comparison
+from neurosim.phases.evaluation import average_accuracy, backward_transfer, confusion, paired_comparison
 from neurosim.phases.report import plot_experiment
 from neurosim.phases.schedule import Experiment, run_experiment
 
@@ -137,6 +137,15 @@ def test_an_experiment_learns_the_classes_in_the_order_given(tmp_path: Path) -> 
         parse_continual(_tiny(data={**data, "class_order": [12, 4, 7, 0]}))
 
 
+def test_the_confusion_counts_where_each_class_was_voted_in_the_order_learned() -> None:
+    # task (8, 9) first, then (0, 1); task 2 (4, 5) not evaluated yet; class 1 has no test image here
+    labels = [np.array([8, 8, 9]), np.array([0, 0]), None]
+    voted = [np.array([8, 0, 9]), np.array([0, 8]), None]
+    table = confusion(voted, labels, [(8, 9), (0, 1), (4, 5)])
+    assert table["classes"] == [8, 9, 0, 1]
+    assert table["counts"] == [[1, 0, 1, 0], [0, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]]
+
+
 def test_schedules_outside_the_transition_graph_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"schedule\[1\]: cannot go from sleep to learning"):
         parse_continual(_tiny(schedule=[{"phase": "sleep"}, {"phase": "learning", "task": 0}]))
@@ -201,6 +210,14 @@ def test_the_run_reports_its_no_consolidation_control_beside_it(tmp_path: Path) 
         assert 0 < paired["p_value"] <= 1
         outcomes = results[f"final_outcomes{suffix}"]
         assert [np.mean(o) for o in outcomes] == pytest.approx(results[f"accuracy_matrix{suffix}"][-1])
+    # where the class-incremental votes went: every test image once, the diagonal the right ones
+    confusion = results["final_confusion_class_incremental"]
+    counts = np.asarray(confusion["counts"])
+    assert confusion["classes"][:4] == [c for task in results["tasks"] for c in task["classes"]]
+    assert results["scenario"] == "class"  # so final_outcomes are the class-incremental ones
+    assert counts.sum() == sum(len(o) for o in results["final_outcomes"])
+    assert np.trace(counts) == sum(sum(o) for o in results["final_outcomes"])
+    assert (tmp_path / "confusion.png").exists()
     assert not parse_continual(_tiny(control=False)).control
 
 

@@ -11,16 +11,19 @@ of the two gets right and the other wrong (McNemar 1947, Psychometrika 12:153).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 from scipy.stats import binomtest
 
 Row = list[float | None]
 Scenario = Literal["class", "task"]
 SCENARIOS: tuple[Scenario, Scenario] = ("class", "task")
 Outcomes = list[list[int] | None]  # per task: 1 / 0 for each test image shown (right / wrong), None if unseen
+Labels = list[npt.NDArray[np.int64] | None]  # per task: a class for each test image shown, None if unseen
 
 
 def average_accuracy(matrix: list[Row]) -> float:
@@ -60,6 +63,21 @@ class PairedComparison:
                 "p_value": self.p_value}  # fmt: skip
 
 
+def confusion(predicted: Labels, labels: Labels, task_classes: Sequence[Sequence[int]]) -> dict[str, Any]:
+    """``{"classes", "counts"}``: ``counts[i][j]`` test images of class ``classes[i]`` voted
+    ``classes[j]``, over every task evaluated; the classes are those tasks' (``task_classes``:
+    each task's), in the order the tasks come."""
+    seen = [(p, y) for p, y in zip(predicted, labels, strict=True) if p is not None and y is not None]
+    evaluated = [cls for cls, y in zip(task_classes, labels, strict=True) if y is not None]
+    classes = list(dict.fromkeys(int(c) for cls in evaluated for c in cls))
+    classes += sorted({int(c) for pair in seen for array in pair for c in np.unique(array)} - set(classes))
+    index = {c: k for k, c in enumerate(classes)}
+    counts = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    for p, y in seen:
+        np.add.at(counts, ([index[int(c)] for c in y], [index[int(c)] for c in p]), 1)
+    return {"classes": classes, "counts": counts.tolist()}
+
+
 def paired_comparison(run: Outcomes, control: Outcomes) -> PairedComparison:
     """Compare two evaluations of the same tasks' test images, image by image."""
     if len(run) != len(control):
@@ -82,24 +100,32 @@ def paired_comparison(run: Outcomes, control: Outcomes) -> PairedComparison:
 @dataclass
 class AccuracyLog:
     """The accuracy matrices of both scenarios, when each task was first evaluated, the
-    simulated time of every evaluation, and the per-image outcomes of the latest one."""
+    simulated time of every evaluation, and the per-image outcomes of the latest one (and
+    where its class-incremental votes went, over ``task_classes``: each task's classes)."""
+
+    task_classes: Sequence[Sequence[int]] = ()
 
     matrix: dict[Scenario, list[Row]] = field(default_factory=lambda: {"class": [], "task": []})
     learned_at: dict[int, int] = field(default_factory=dict)  # task -> its row right after learning
     times: list[float] = field(default_factory=list)
     outcomes: dict[Scenario, Outcomes] = field(default_factory=lambda: {"class": [], "task": []})
+    confusion: dict[str, Any] = field(default_factory=lambda: {"classes": [], "counts": []})  # class-incremental
 
-    def record(self, outcomes: dict[Scenario, Outcomes], seen: list[int], sim_time: float) -> dict[Scenario, Row]:
-        """Add one evaluation at simulated time ``sim_time``: in each scenario, which test images
-        of each task seen it got right. Returns its accuracy rows."""
+    def record(self, predicted: dict[Scenario, Labels], labels: Labels, seen: list[int],
+               sim_time: float) -> dict[Scenario, Row]:  # fmt: skip
+        """Add one evaluation at simulated time ``sim_time``: in each scenario, the class voted for
+        each test image of each task seen, against its ``labels``. Returns its accuracy rows."""
         for t in seen:
             self.learned_at.setdefault(t, len(self.matrix["class"]))
         rows: dict[Scenario, Row] = {}
-        for scenario, per_task in outcomes.items():
-            rows[scenario] = [None if right is None else float(np.mean(right)) for right in per_task]
+        for scenario, per_task in predicted.items():
+            right = [None if p is None or y is None else (p == y).astype(int).tolist()
+                     for p, y in zip(per_task, labels, strict=True)]  # fmt: skip
+            self.outcomes[scenario] = right
+            rows[scenario] = [None if r is None else float(np.mean(r)) for r in right]
             self.matrix[scenario].append(rows[scenario])
         self.times.append(sim_time)
-        self.outcomes = outcomes
+        self.confusion = confusion(predicted["class"], labels, self.task_classes)
         return rows
 
     def summary(self, primary: Scenario) -> dict[str, Any]:
@@ -115,4 +141,5 @@ class AccuracyLog:
             "evaluation_times_s": self.times,
             "final_outcomes": self.outcomes[primary],
             "final_outcomes_task_incremental": self.outcomes["task"],
+            "final_confusion_class_incremental": self.confusion,
         }

@@ -60,7 +60,8 @@ def _phase_spans(results: dict[str, Any]) -> list[tuple[float, float, str, str |
 
 
 def plot_experiment(out_dir: Path) -> None:
-    """``accuracy.png``, ``phases.png`` and (after any sleep) ``sleep_raster.png`` in ``out_dir``."""
+    """``accuracy.png``, ``phases.png``, ``confusion.png`` and (after any sleep) ``sleep_raster.png``
+    in ``out_dir``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,6 +99,21 @@ def plot_experiment(out_dir: Path) -> None:
     fig.savefig(out_dir / "accuracy.png", dpi=120)
     plt.close(fig)
 
+    _plot_phases(out_dir / "phases.png", results, spans, end)
+    if results.get("final_confusion_class_incremental", {}).get("counts"):
+        _plot_confusion(out_dir / "confusion.png", results["final_confusion_class_incremental"])
+    if "task_free" in results:
+        _plot_drift(out_dir / "drift.png", results["task_free"])
+    replays = read_replays(out_dir / REPLAY_FILE)
+    if replays:
+        _plot_replay(out_dir / "sleep_raster.png", replays, results["sleep"])
+
+
+def _plot_phases(path: Path, results: dict[str, Any], spans: list[tuple[float, float, str, str | None]],
+                 end: float) -> None:  # fmt: skip
+    """The phase timeline, naps drawn over their LEARNING blocks."""
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(10, 1.8))
     for start, stop, phase, task_id in spans:
         ax.barh(0, stop - start, left=start, color=PHASE_COLOURS[phase], edgecolor="k", linewidth=0.5)
@@ -113,14 +129,32 @@ def plot_experiment(out_dir: Path) -> None:
     ax.set_xlim(0, end)
     ax.set_title("phase timeline", fontsize=9, loc="left")
     fig.tight_layout()
-    fig.savefig(out_dir / "phases.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
-    if "task_free" in results:
-        _plot_drift(out_dir / "drift.png", results["task_free"])
-    replays = read_replays(out_dir / REPLAY_FILE)
-    if replays:
-        _plot_replay(out_dir / "sleep_raster.png", replays, results["sleep"])
+
+def _plot_confusion(path: Path, confusion: dict[str, Any]) -> None:
+    """The last evaluation's class-incremental votes: true class against the class voted, each
+    row as a share of its images, classes in the order learned. Late columns lit in early rows:
+    the newest classes take the older ones' images; early columns in the last rows: the reverse."""
+    import matplotlib.pyplot as plt
+
+    classes, counts = confusion["classes"], np.asarray(confusion["counts"], dtype=np.float64)
+    shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * len(classes), 0.8 + 0.45 * len(classes)))
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), n in np.ndenumerate(counts.astype(int)):
+        if n:
+            ax.text(j, i, str(n), ha="center", va="center", fontsize=7, color="white" if shares[i, j] > 0.6 else "k")
+    ax.set_xticks(range(len(classes)), classes)
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("class voted")
+    ax.set_ylabel("true class")
+    ax.set_title("last evaluation, class-incremental (images)", fontsize=9, loc="left")
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the row")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _plot_against_control(

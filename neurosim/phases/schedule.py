@@ -51,7 +51,7 @@ from neurosim.metrics import METRICS, Metrics
 from neurosim.outputs import write_json
 from neurosim.phases.checkpoint import checkpointed, load_experiment
 from neurosim.phases.diagnostics import announce_evaluation
-from neurosim.phases.evaluation import SCENARIOS, AccuracyLog, Outcomes, Scenario, paired_comparison
+from neurosim.phases.evaluation import SCENARIOS, AccuracyLog, Labels, Scenario, paired_comparison
 from neurosim.phases.layer_sleep import LayerSleep
 from neurosim.phases.machine import PhaseMachine
 from neurosim.phases.orchestrator import Block, PhaseOrchestrator
@@ -96,7 +96,7 @@ class Experiment:
         self.machine = PhaseMachine(run_id=run_id, sim_time=lambda: self.sim.t, bus=self.bus, metrics=self.metrics)
         self.orchestrator = PhaseOrchestrator(self.machine, self.learner, self.fisher, bus=self.bus)
         self.seen: list[int] = []
-        self.accuracy = AccuracyLog()
+        self.accuracy = AccuracyLog([t.classes for t in self.tasks])
         self.control: dict[str, Any] | None = None  # the no-consolidation control's results, once run
         self.task_free: dict[str, Any] | None = None  # task-free runs: drifts against the true boundaries
         self.neurons_assigned = 0  # neurons that responded to a class seen, at the latest evaluation
@@ -189,16 +189,17 @@ class Experiment:
         seen_classes = self._seen_classes()
         assigned = self.voting.assignments_among(seen_classes)
         self.neurons_assigned = int((assigned >= 0).sum())  # how much of the layer holds a class
-        outcomes: dict[Scenario, Outcomes] = {s: [None] * len(self.tasks) for s in SCENARIOS}
+        predicted: dict[Scenario, Labels] = {s: [None] * len(self.tasks) for s in SCENARIOS}
+        labels: Labels = [None] * len(self.tasks)
         with self.presenter.thresholds_frozen():
             for t in self.seen:
                 task = self.tasks[t]
                 n = min(self.cfg.data.test_per_task, len(task.test))
                 responses = np.stack([await self._show(task.test.images[i], None) for i in range(n)])
+                labels[t] = task.test.labels[:n]
                 for scenario, among in zip(SCENARIOS, (seen_classes, list(task.classes)), strict=True):
-                    right = self.voting.vote(responses, among, assigned) == task.test.labels[:n]
-                    outcomes[scenario][t] = right.astype(int).tolist()
-        rows = self.accuracy.record(outcomes, self.seen, self.sim.t)
+                    predicted[scenario][t] = self.voting.vote(responses, among, assigned)
+        rows = self.accuracy.record(predicted, labels, self.seen, self.sim.t)
         seen = {s: {self.tasks[t].task_id: a for t, a in enumerate(r) if a is not None} for s, r in rows.items()}
         announce_evaluation(seen, primary=self.cfg.scenario, run_id=self.run_id, sequence=len(self.accuracy.times) - 1,
                             sim_time=self.sim.t, metrics=self.metrics, bus=self.bus)  # fmt: skip
