@@ -217,7 +217,8 @@ def test_the_run_reports_its_no_consolidation_control_beside_it(tmp_path: Path) 
     assert results["scenario"] == "class"  # so final_outcomes are the class-incremental ones
     assert counts.sum() == sum(len(o) for o in results["final_outcomes"])
     assert np.trace(counts) == sum(sum(o) for o in results["final_outcomes"])
-    assert (tmp_path / "confusion.png").exists()
+    assert control["final_confusion_class_incremental"] == alone["final_confusion_class_incremental"]
+    assert (tmp_path / "confusion.png").exists()  # the run's beside its control's
     assert not parse_continual(_tiny(control=False)).control
 
 

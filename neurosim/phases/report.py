@@ -101,7 +101,10 @@ def plot_experiment(out_dir: Path) -> None:
 
     _plot_phases(out_dir / "phases.png", results, spans, end)
     if results.get("final_confusion_class_incremental", {}).get("counts"):
-        _plot_confusion(out_dir / "confusion.png", results["final_confusion_class_incremental"])
+        panels = {"this run": results["final_confusion_class_incremental"]}
+        if (control or {}).get("final_confusion_class_incremental", {}).get("counts"):
+            panels["no-consolidation control"] = control["final_confusion_class_incremental"]
+        _plot_confusion(out_dir / "confusion.png", panels)
     if "task_free" in results:
         _plot_drift(out_dir / "drift.png", results["task_free"])
     replays = read_replays(out_dir / REPLAY_FILE)
@@ -133,27 +136,32 @@ def _plot_phases(path: Path, results: dict[str, Any], spans: list[tuple[float, f
     plt.close(fig)
 
 
-def _plot_confusion(path: Path, confusion: dict[str, Any]) -> None:
-    """The last evaluation's class-incremental votes: true class against the class voted, each
-    row as a share of its images, classes in the order learned. Late columns lit in early rows:
-    the newest classes take the older ones' images; early columns in the last rows: the reverse."""
+def _plot_confusion(path: Path, panels: dict[str, dict[str, Any]]) -> None:
+    """The last evaluation's class-incremental votes (the run's, and its control's beside it):
+    true class against the class voted, each row as a share of its images, classes in the order
+    learned. Late columns lit in early rows: the newest classes take the older ones' images;
+    early columns in the last rows: the reverse."""
     import matplotlib.pyplot as plt
 
-    classes, counts = confusion["classes"], np.asarray(confusion["counts"], dtype=np.float64)
-    shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * len(classes), 0.8 + 0.45 * len(classes)))
-    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    for (i, j), n in np.ndenumerate(counts.astype(int)):
-        if n:
-            ax.text(j, i, str(n), ha="center", va="center", fontsize=7, color="white" if shares[i, j] > 0.6 else "k")
-    ax.set_xticks(range(len(classes)), classes)
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("class voted")
-    ax.set_ylabel("true class")
-    ax.set_title("last evaluation, class-incremental (images)", fontsize=9, loc="left")
-    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the row")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    size = len(next(iter(panels.values()))["classes"])
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.2 + 0.45 * size * len(panels), 0.9 + 0.45 * size),
+                             squeeze=False)  # fmt: skip
+    for ax, (title, table) in zip(axes[0], panels.items(), strict=True):
+        classes, counts = table["classes"], np.asarray(table["counts"], dtype=np.float64)
+        shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+        image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+        for (i, j), n in np.ndenumerate(counts.astype(int)):
+            if n:
+                ax.text(j, i, str(n), ha="center", va="center", fontsize=7,
+                        color="white" if shares[i, j] > 0.6 else "k")  # fmt: skip
+        ax.set_xticks(range(len(classes)), classes)
+        ax.set_yticks(range(len(classes)), classes)
+        ax.set_xlabel("class voted")
+        ax.set_ylabel("true class")
+        ax.set_title(title, fontsize=9, loc="left")
+    fig.suptitle("the last evaluation's class-incremental votes (numbers: test images)", fontsize=10)
+    fig.colorbar(image, ax=list(axes[0]), fraction=0.03, label="share of the row")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -391,6 +391,7 @@ async def run_experiment_async(
             control_results = await baseline.run(resume=resume and (out_dir / "control" / CHECKPOINT_DIR).is_dir())
             control = {key: control_results[key] for key in CONTROL_KEYS}
             control["accuracy_matrix"] = control_results["accuracy_matrix"]
+            control["final_confusion_class_incremental"] = control_results["final_confusion_class_incremental"]
             for key, suffix in (("final_outcomes", ""), ("final_outcomes_task_incremental", "_task_incremental")):
                 if results[key] and control_results[key]:  # empty only when resumed from an older checkpoint
                     paired = paired_comparison(results[key], control_results[key])  # the same test images
