@@ -149,15 +149,12 @@ def combine_fishers(fishers: Sequence[Tensor], how: Literal["sum", "per-task"]) 
     nothing)."""
     if not fishers:
         return None
-    total = torch.zeros_like(fishers[0])
-    for fisher in fishers:
-        if how == "sum":
-            total = total + fisher
-            continue
-        peak = float(fisher.max())
-        if math.isfinite(peak) and peak > 0:
-            total = total + fisher / peak
-    return total
+    if how == "per-task":
+        peaks = [float(f.max()) for f in fishers]
+        fishers = [
+            f / p if math.isfinite(p) and p > 0 else torch.zeros_like(f) for f, p in zip(fishers, peaks, strict=True)
+        ]
+    return torch.stack(list(fishers)).sum(0)
 
 
 def fisher_protection(fisher: Tensor | None, strength: float) -> Tensor | None:

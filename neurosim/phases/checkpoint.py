@@ -130,8 +130,8 @@ def save_experiment(exp: Experiment, path: str | Path, blocks_done: int) -> Path
             "matrix": exp.accuracy.matrix,
             "learned_at": {str(k): v for k, v in exp.accuracy.learned_at.items()},
             "times": exp.accuracy.times,
-            "outcomes": exp.accuracy.outcomes,
-            "confusion": exp.accuracy.confusion,
+            "votes": exp.accuracy.votes,
+            "labels": exp.accuracy.labels,
         },
         "seen": exp.seen,
         "phase_history": [e.model_dump(mode="json") for e in exp.machine.history],
@@ -179,8 +179,8 @@ def load_experiment(exp: Experiment, path: str | Path) -> int:
     exp.accuracy.matrix = saved["matrix"]
     exp.accuracy.learned_at = {int(k): int(v) for k, v in saved["learned_at"].items()}
     exp.accuracy.times = list(saved["times"])
-    exp.accuracy.outcomes = saved.get("outcomes", exp.accuracy.outcomes)  # both absent in older checkpoints
-    exp.accuracy.confusion = saved.get("confusion", exp.accuracy.confusion)
+    exp.accuracy.votes = saved.get("votes", exp.accuracy.votes)  # both absent in older checkpoints
+    exp.accuracy.labels = saved.get("labels", exp.accuracy.labels)
     exp.seen = [int(t) for t in manifest["seen"]]
     exp.machine.restore([PhaseEvent.model_validate(e) for e in manifest["phase_history"]])
     exp.wall0 = time.perf_counter() - float(manifest["wall_s"])

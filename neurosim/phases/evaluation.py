@@ -24,6 +24,7 @@ Scenario = Literal["class", "task"]
 SCENARIOS: tuple[Scenario, Scenario] = ("class", "task")
 Outcomes = list[list[int] | None]  # per task: 1 / 0 for each test image shown (right / wrong), None if unseen
 Labels = list[npt.NDArray[np.int64] | None]  # per task: a class for each test image shown, None if unseen
+Votes = list[list[int] | None]  # the same, JSON-ready (as results.json and the checkpoint keep them)
 
 
 def average_accuracy(matrix: list[Row]) -> float:
@@ -63,18 +64,26 @@ class PairedComparison:
                 "p_value": self.p_value}  # fmt: skip
 
 
-def confusion(predicted: Labels, labels: Labels, task_classes: Sequence[Sequence[int]]) -> dict[str, Any]:
+def outcomes(voted: Votes, labels: Votes) -> Outcomes:
+    """Per task, 1 / 0 for each test image voted right / wrong (None where not evaluated)."""
+    return [None if v is None or y is None else [int(a == b) for a, b in zip(v, y, strict=True)]
+            for v, y in zip(voted, labels, strict=True)]  # fmt: skip
+
+
+def confusion(voted: Votes, labels: Votes, task_classes: Sequence[Sequence[int]]) -> dict[str, Any]:
     """``{"classes", "counts"}``: ``counts[i][j]`` test images of class ``classes[i]`` voted
     ``classes[j]``, over every task evaluated; the classes are those tasks' (``task_classes``:
     each task's), in the order the tasks come."""
-    seen = [(p, y) for p, y in zip(predicted, labels, strict=True) if p is not None and y is not None]
+    if not labels:
+        return {"classes": [], "counts": []}
+    seen = [(v, y) for v, y in zip(voted, labels, strict=True) if v is not None and y is not None]
     evaluated = [cls for cls, y in zip(task_classes, labels, strict=True) if y is not None]
     classes = list(dict.fromkeys(int(c) for cls in evaluated for c in cls))
-    classes += sorted({int(c) for pair in seen for array in pair for c in np.unique(array)} - set(classes))
+    classes += sorted({c for pair in seen for part in pair for c in part} - set(classes))
     index = {c: k for k, c in enumerate(classes)}
     counts = np.zeros((len(classes), len(classes)), dtype=np.int64)
-    for p, y in seen:
-        np.add.at(counts, ([index[int(c)] for c in y], [index[int(c)] for c in p]), 1)
+    for v, y in seen:
+        np.add.at(counts, ([index[c] for c in y], [index[c] for c in v]), 1)
     return {"classes": classes, "counts": counts.tolist()}
 
 
@@ -100,16 +109,17 @@ def paired_comparison(run: Outcomes, control: Outcomes) -> PairedComparison:
 @dataclass
 class AccuracyLog:
     """The accuracy matrices of both scenarios, when each task was first evaluated, the
-    simulated time of every evaluation, and the per-image outcomes of the latest one (and
-    where its class-incremental votes went, over ``task_classes``: each task's classes)."""
+    simulated time of every evaluation, and the votes and labels of the latest one (its
+    per-image outcomes and its confusion over ``task_classes``, each task's classes, are
+    derived from them)."""
 
     task_classes: Sequence[Sequence[int]] = ()
 
     matrix: dict[Scenario, list[Row]] = field(default_factory=lambda: {"class": [], "task": []})
     learned_at: dict[int, int] = field(default_factory=dict)  # task -> its row right after learning
     times: list[float] = field(default_factory=list)
-    outcomes: dict[Scenario, Outcomes] = field(default_factory=lambda: {"class": [], "task": []})
-    confusion: dict[str, Any] = field(default_factory=lambda: {"classes": [], "counts": []})  # class-incremental
+    votes: dict[Scenario, Votes] = field(default_factory=lambda: {"class": [], "task": []})
+    labels: Votes = field(default_factory=list)
 
     def record(self, predicted: dict[Scenario, Labels], labels: Labels, seen: list[int],
                sim_time: float) -> dict[Scenario, Row]:  # fmt: skip
@@ -117,15 +127,14 @@ class AccuracyLog:
         each test image of each task seen, against its ``labels``. Returns its accuracy rows."""
         for t in seen:
             self.learned_at.setdefault(t, len(self.matrix["class"]))
+        self.labels = [None if y is None else y.tolist() for y in labels]
         rows: dict[Scenario, Row] = {}
         for scenario, per_task in predicted.items():
-            right = [None if p is None or y is None else (p == y).astype(int).tolist()
-                     for p, y in zip(per_task, labels, strict=True)]  # fmt: skip
-            self.outcomes[scenario] = right
+            self.votes[scenario] = [None if v is None else v.tolist() for v in per_task]
+            right = outcomes(self.votes[scenario], self.labels)
             rows[scenario] = [None if r is None else float(np.mean(r)) for r in right]
             self.matrix[scenario].append(rows[scenario])
         self.times.append(sim_time)
-        self.confusion = confusion(predicted["class"], labels, self.task_classes)
         return rows
 
     def summary(self, primary: Scenario) -> dict[str, Any]:
@@ -139,7 +148,7 @@ class AccuracyLog:
             "average_accuracy_task_incremental": average_accuracy(self.matrix["task"]),
             "bwt_task_incremental": backward_transfer(self.matrix["task"], self.learned_at),
             "evaluation_times_s": self.times,
-            "final_outcomes": self.outcomes[primary],
-            "final_outcomes_task_incremental": self.outcomes["task"],
-            "final_confusion_class_incremental": self.confusion,
+            "final_outcomes": outcomes(self.votes[primary], self.labels),
+            "final_outcomes_task_incremental": outcomes(self.votes["task"], self.labels),
+            "final_confusion_class_incremental": confusion(self.votes["class"], self.labels, self.task_classes),
         }
