@@ -235,3 +235,171 @@ def test_a_poisson_drive_fires_neurons_at_brian2s_poisson_input_rate() -> None:
     assert rate_ours > 3.0
     assert abs(rate_ours - rate_theirs) < 0.06 * rate_theirs, (rate_ours, rate_theirs)
     assert abs(_isi_cv(ours.times, ours.indices) - _isi_cv(theirs.times, theirs.indices)) < 0.05
+
+
+def _main_job_layer_config(duration: float, backend: str) -> SimulationConfig:
+    """The main job's Diehl & Cook layer (``examples/continual_digits.toml``, built by
+    ``build_layer``: its neurons, connections and pair STDP) as a plain simulation, driven by
+    shipped digits at the presenter's brightest boost (4 x ``max_rate``) for ``present`` s
+    each with ``rest`` s between, the input spikes drawn once and handed to both simulators."""
+    import dataclasses
+
+    import torch
+
+    from neurosim.config import ContinualConfig, load_any_config
+    from neurosim.datasets import load_digits
+    from neurosim.phases.schedule import build_layer
+    from neurosim.sim import Backend
+
+    main = load_any_config(EXAMPLES / "continual_digits.toml")
+    assert isinstance(main, ContinualConfig)
+    layer, _ = build_layer(main, 64, Backend.COMPILED, torch.float64)
+    pops = layer.network.populations
+    models = {name: {"kind": kind, **dataclasses.asdict(pops[name].params)}
+              for name, kind in (("exc", "adaptive_lif"), ("inh", "conductance_lif"))}  # fmt: skip
+    images, rng, dt = load_digits().images, np.random.default_rng(7), main.dt
+    times: list[float] = []
+    indices: list[int] = []
+    per_image = main.data.present + main.data.rest
+    for k in range(int(duration / per_image)):
+        rates = 4 * main.data.max_rate * images[k] / images[k].max()
+        steps, idx = np.nonzero(rng.random((round(main.data.present / dt), images[k].size)) < rates * dt)
+        times += (k * per_image + steps * dt).tolist()
+        indices += idx.tolist()
+    net = main.network
+    return parse_config({
+        "run": {"dt": dt, "duration": duration, "seed": 2, "dtype": "float64", "backend": backend},
+        "network": {
+            "populations": [
+                {"name": "exc", "n": net.n_hidden, "model": models["exc"],
+                 "initial": {"v": pops["exc"].params.v_rest, "theta": net.theta_init}},
+                {"name": "inh", "n": net.n_hidden, "model": models["inh"], "initial": {"v": pops["inh"].params.v_rest}},
+            ],
+            "inputs": [{"kind": "spike_array", "name": "input", "n": 64, "times": times, "indices": indices}],
+            "projections": [
+                {"name": "input_exc", "source": "input", "target": "exc", "connectivity": {"kind": "all_to_all"},
+                 "weights": {"kind": "uniform", "low": 0.0, "high": net.w_init_max}},
+                {"name": "exc_inh", "source": "exc", "target": "inh", "connectivity": {"kind": "one_to_one"},
+                 "weights": {"kind": "constant", "value": net.exc_to_inh}},
+                {"name": "inh_exc", "source": "inh", "target": "exc", "channel": "inh",
+                 "connectivity": {"kind": "all_to_all", "autapses": False},
+                 "weights": {"kind": "constant", "value": net.inh_to_exc}},
+            ],
+        },
+        "plasticity": [{"projection": "input_exc", "rule": main.stdp.model_dump(mode="json")}],
+        "record": {"spikes": ["exc", "inh"],
+                   "state": [{"population": "exc", "variables": ["theta"], "indices": list(range(net.n_hidden)),
+                              "every": 0.5}]},
+    })  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["compiled", "torch"])
+def test_the_main_jobs_layer_learns_as_in_brian2(backend: str) -> None:
+    """What a LEARNING phase simulates (adaptive thresholds, lateral inhibition, pair STDP on the
+    input weights), on both of neurosim's paths: the same spikes, thresholds and weights as Brian2."""
+    cfg = _main_job_layer_config(3.0, backend)
+    sim = build_simulation(cfg)
+    proj = sim.network.projections["input_exc"]
+    w0 = proj.synapse_weights().numpy().copy()
+    STDPOnlineLearner(proj, cfg.plasticity[0].rule.to_rule(), dt=cfg.run.dt).attach(sim)
+    monitors = {pop: sim.add_monitor(SpikeMonitor(pop)) for pop in ("exc", "inh")}
+    theta = sim.add_monitor(StateMonitor("exc", ["theta"], indices=list(range(100)), every=0.5))
+    sim.run(cfg.run.duration)
+    ref = run_brian2(cfg, target="numpy")
+    for pop, monitor in monitors.items():
+        ours, theirs = monitor.trains(), ref.spikes[pop]
+        assert ours.times.size > 200, pop
+        ours_order, their_order = np.lexsort((ours.indices, ours.times)), np.lexsort((theirs.indices, theirs.times))
+        assert np.array_equal(ours.indices[ours_order], theirs.indices[their_order]), pop
+        np.testing.assert_allclose(ours.times[ours_order], theirs.times[their_order], atol=cfg.run.dt * 1.001)
+    np.testing.assert_allclose(theta.values["theta"][:, 0, :], ref.state["exc"]["theta"], rtol=1e-9)
+    adapted = theta.values["theta"][-1, 0, :] - theta.values["theta"][0, 0, :]
+    assert adapted.max() > 5e-3  # the winners' thresholds did adapt (0.1 mV a spike)
+    w = proj.synapse_weights().numpy()
+    np.testing.assert_allclose(w, ref.weights["input_exc"], rtol=0, atol=1e-12)
+    assert np.abs(w - w0).max() > 0.5  # and the weights did learn
+
+
+@pytest.mark.parametrize(("backend", "scope"), [("compiled", "depression"), ("torch", "depression"),
+                                                ("compiled", "rule")])  # fmt: skip
+def test_the_sleep_rule_reshapes_weights_as_the_same_rule_written_for_brian2(backend: str, scope: str) -> None:
+    """SLEEP's rule (``neurosim.learning.sleep``) against its equations written in Brian2: at each
+    post spike, ``w += gain_post * (inc [pre fired within window] - dec * p [it did not])``,
+    clipped; Fisher protection ``p`` per synapse (``scope="rule"``: the potentiation scaled by
+    ``p`` too), targeted replay's per-neuron gain (+1 learns, -interference unlearns, 0 holds),
+    adapting thresholds. Same input spikes, so the same layer spikes and the same weights."""
+    import brian2 as b2
+    import torch
+
+    from neurosim.learning.sleep import SleepConfig, SleepReplay, fisher_protection
+
+    dt, duration, n_in, n = 5e-4, 2.0, 64, 12
+    rng = np.random.default_rng(4)
+    steps, idx = np.nonzero(rng.random((round(duration / dt), n_in)) < rng.uniform(0, 60, n_in) * dt)
+    times = steps * dt
+    neuron = {"kind": "adaptive_lif", "tau_m": 0.1, "v_rest": -65e-3, "v_reset": -65e-3, "v_threshold": -72e-3,
+              "t_ref": 5e-3, "tau_exc": 1e-3, "tau_inh": 2e-3, "e_exc": 0.0, "e_inh": -0.1, "tau_theta": 1e4,
+              "theta_plus": 0.5e-3}  # fmt: skip
+    cfg = parse_config({
+        "run": {"dt": dt, "duration": duration, "seed": 3, "dtype": "float64", "backend": backend},
+        "network": {
+            "populations": [{"name": "exc", "n": n, "model": neuron, "initial": {"v": -65e-3}}],
+            "inputs": [{"kind": "spike_array", "name": "input", "n": n_in, "times": times.tolist(),
+                        "indices": idx.tolist()}],
+            "projections": [{"name": "input_exc", "source": "input", "target": "exc",
+                             "connectivity": {"kind": "all_to_all"},
+                             "weights": {"kind": "uniform", "low": 0.0, "high": 0.1}}],
+        },
+    })  # fmt: skip
+    sim = build_simulation(cfg)
+    proj = sim.network.projections["input_exc"]
+    w0 = proj.synapse_weights().numpy().copy()
+    rule = SleepConfig(inc=0.01, dec=0.002, window=10.25e-3, fisher_protection=5.0, protection_scope=scope)
+    fisher = torch.from_numpy(rng.exponential(1.0, w0.size))
+    replay = SleepReplay(proj, rule, bounds=(0.0, 0.2), fisher=fisher)
+    gain = np.choose(np.arange(n) % 3, [1.0, -0.7, 0.0])
+    replay.post_gain.copy_(torch.from_numpy(gain))
+    sim.add_plasticity(replay)
+    ours = sim.add_monitor(SpikeMonitor("exc"))
+    sim.run(duration)
+
+    b2.start_scope()
+    b2.prefs.codegen.target = "numpy"
+    b2.defaultclock.dt = dt * b2.second
+    consts = {"tau_m": 100 * b2.ms, "v_rest": -65 * b2.mV, "v_reset": -65 * b2.mV, "v_thr": -72 * b2.mV,
+              "tau_ge": 1 * b2.ms, "tau_gi": 2 * b2.ms, "e_exc": 0 * b2.mV, "e_inh": -100 * b2.mV,
+              "tau_theta": 1e4 * b2.second, "theta_plus": 0.5 * b2.mV, "inc": 0.01, "dec": 0.002,
+              "window": 10.25 * b2.ms, "w_min": 0.0, "w_max": 0.2}  # fmt: skip
+    inputs = b2.SpikeGeneratorGroup(n_in, idx, times * b2.second)
+    layer = b2.NeuronGroup(
+        n,
+        """dv/dt = (v_rest - v + ge * (e_exc - v) + gi * (e_inh - v)) / tau_m : volt (unless refractory)
+        dge/dt = -ge / tau_ge : 1
+        dgi/dt = -gi / tau_gi : 1
+        dtheta/dt = -theta / tau_theta : volt
+        gain : 1""",
+        threshold="v > v_thr + theta", reset="v = v_reset; theta += theta_plus", refractory=5 * b2.ms,
+        method="exponential_euler", namespace=consts,
+    )  # fmt: skip
+    layer.v = -65 * b2.mV
+    layer.gain = gain
+    potentiation = "inc * p" if scope == "rule" else "inc"
+    syn = b2.Synapses(
+        inputs, layer, "w : 1\nlast_pre_spike : second\np : 1",
+        on_pre="ge_post += w\nlast_pre_spike = t",
+        on_post=f"w = clip(w + gain_post * ({potentiation} * int(t - last_pre_spike <= window)"
+                " - dec * p * int(t - last_pre_spike > window)), w_min, w_max)",
+        namespace=consts,
+    )  # fmt: skip
+    syn.connect(i=proj.pre_index.numpy(), j=proj.post_index.numpy())
+    syn.w, syn.last_pre_spike = w0, -1e9 * b2.second
+    syn.p = fisher_protection(fisher, 5.0).numpy()
+    theirs = b2.SpikeMonitor(layer)
+    b2.run(duration * b2.second)
+
+    assert ours.count == theirs.num_spikes > 200
+    w = proj.synapse_weights().numpy()
+    np.testing.assert_allclose(w, np.asarray(syn.w), rtol=0, atol=1e-12)
+    changed = w - w0
+    assert (changed > 1e-3).sum() > 100 and (changed < -1e-3).sum() > 100  # potentiated and depressed
+    assert np.all(changed[np.isin(proj.post_index.numpy(), np.flatnonzero(gain == 0))] == 0)  # gain 0 holds
