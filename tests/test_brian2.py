@@ -320,6 +320,63 @@ def test_the_main_jobs_layer_learns_as_in_brian2(backend: str) -> None:
     assert np.abs(w - w0).max() > 0.5  # and the weights did learn
 
 
+# One adaptive-threshold layer (Diehl & Cook's excitatory neuron, thresholds adapting 0.5 mV a
+# spike) on 64 spike-array inputs, for the rules whose Brian2 form the tests below write out.
+ADAPTIVE = {"tau_m": 0.1, "v_rest": -65e-3, "v_reset": -65e-3, "v_threshold": -72e-3, "t_ref": 5e-3,
+            "tau_exc": 1e-3, "tau_inh": 2e-3, "e_exc": 0.0, "e_inh": -0.1, "tau_theta": 1e4,
+            "theta_plus": 0.5e-3}  # fmt: skip
+LAYER_DT, LAYER_INPUTS, LAYER_SIZE = 5e-4, 64, 12
+
+
+def _adaptive_layer(duration: float, backend: str, rng: np.random.Generator, max_rate: float) -> Any:
+    """(neurosim simulation, input spike times, input indices), the inputs Poisson at rates up
+    to ``max_rate`` Hz drawn once, the weights uniform in [0, 0.1]."""
+    steps, idx = np.nonzero(
+        rng.random((round(duration / LAYER_DT), LAYER_INPUTS)) < rng.uniform(0, max_rate, LAYER_INPUTS) * LAYER_DT
+    )
+    times = steps * LAYER_DT
+    cfg = parse_config({
+        "run": {"dt": LAYER_DT, "duration": duration, "seed": 3, "dtype": "float64", "backend": backend},
+        "network": {
+            "populations": [{"name": "exc", "n": LAYER_SIZE, "model": {"kind": "adaptive_lif", **ADAPTIVE},
+                             "initial": {"v": -65e-3}}],
+            "inputs": [{"kind": "spike_array", "name": "input", "n": LAYER_INPUTS, "times": times.tolist(),
+                        "indices": idx.tolist()}],
+            "projections": [{"name": "input_exc", "source": "input", "target": "exc",
+                             "connectivity": {"kind": "all_to_all"},
+                             "weights": {"kind": "uniform", "low": 0.0, "high": 0.1}}],
+        },
+    })  # fmt: skip
+    return build_simulation(cfg), times, idx
+
+
+def _brian2_adaptive_layer(b2: Any, times: np.ndarray, idx: np.ndarray, extra: str, reset: str) -> Any:
+    """The same layer in Brian2 (``extra``: more neuron variables; ``reset``: more reset code):
+    (input group, layer group, constants)."""
+    b2.start_scope()
+    b2.prefs.codegen.target = "numpy"
+    b2.defaultclock.dt = LAYER_DT * b2.second
+    consts = {"tau_m": ADAPTIVE["tau_m"] * b2.second, "v_rest": ADAPTIVE["v_rest"] * b2.volt,
+              "v_reset": ADAPTIVE["v_reset"] * b2.volt, "v_thr": ADAPTIVE["v_threshold"] * b2.volt,
+              "tau_ge": ADAPTIVE["tau_exc"] * b2.second, "tau_gi": ADAPTIVE["tau_inh"] * b2.second,
+              "e_exc": ADAPTIVE["e_exc"] * b2.volt, "e_inh": ADAPTIVE["e_inh"] * b2.volt,
+              "tau_theta": ADAPTIVE["tau_theta"] * b2.second,
+              "theta_plus": ADAPTIVE["theta_plus"] * b2.volt}  # fmt: skip
+    inputs = b2.SpikeGeneratorGroup(LAYER_INPUTS, idx, times * b2.second)
+    layer = b2.NeuronGroup(
+        LAYER_SIZE,
+        """dv/dt = (v_rest - v + ge * (e_exc - v) + gi * (e_inh - v)) / tau_m : volt (unless refractory)
+        dge/dt = -ge / tau_ge : 1
+        dgi/dt = -gi / tau_gi : 1
+        dtheta/dt = -theta / tau_theta : volt
+        """ + extra,
+        threshold="v > v_thr + theta", reset="v = v_reset; theta += theta_plus" + reset,
+        refractory=ADAPTIVE["t_ref"] * b2.second, method="exponential_euler", namespace=consts,
+    )  # fmt: skip
+    layer.v = ADAPTIVE["v_rest"] * b2.volt
+    return inputs, layer, consts
+
+
 @pytest.mark.parametrize(("backend", "scope"), [("compiled", "depression"), ("torch", "depression"),
                                                 ("compiled", "rule")])  # fmt: skip
 def test_the_sleep_rule_reshapes_weights_as_the_same_rule_written_for_brian2(backend: str, scope: str) -> None:
@@ -333,56 +390,23 @@ def test_the_sleep_rule_reshapes_weights_as_the_same_rule_written_for_brian2(bac
 
     from neurosim.learning.sleep import SleepConfig, SleepReplay, fisher_protection
 
-    dt, duration, n_in, n = 5e-4, 2.0, 64, 12
     rng = np.random.default_rng(4)
-    steps, idx = np.nonzero(rng.random((round(duration / dt), n_in)) < rng.uniform(0, 60, n_in) * dt)
-    times = steps * dt
-    neuron = {"kind": "adaptive_lif", "tau_m": 0.1, "v_rest": -65e-3, "v_reset": -65e-3, "v_threshold": -72e-3,
-              "t_ref": 5e-3, "tau_exc": 1e-3, "tau_inh": 2e-3, "e_exc": 0.0, "e_inh": -0.1, "tau_theta": 1e4,
-              "theta_plus": 0.5e-3}  # fmt: skip
-    cfg = parse_config({
-        "run": {"dt": dt, "duration": duration, "seed": 3, "dtype": "float64", "backend": backend},
-        "network": {
-            "populations": [{"name": "exc", "n": n, "model": neuron, "initial": {"v": -65e-3}}],
-            "inputs": [{"kind": "spike_array", "name": "input", "n": n_in, "times": times.tolist(),
-                        "indices": idx.tolist()}],
-            "projections": [{"name": "input_exc", "source": "input", "target": "exc",
-                             "connectivity": {"kind": "all_to_all"},
-                             "weights": {"kind": "uniform", "low": 0.0, "high": 0.1}}],
-        },
-    })  # fmt: skip
-    sim = build_simulation(cfg)
+    duration = 2.0
+    sim, times, idx = _adaptive_layer(duration, backend, rng, max_rate=60.0)
     proj = sim.network.projections["input_exc"]
     w0 = proj.synapse_weights().numpy().copy()
     rule = SleepConfig(inc=0.01, dec=0.002, window=10.25e-3, fisher_protection=5.0, protection_scope=scope)
     fisher = torch.from_numpy(rng.exponential(1.0, w0.size))
     replay = SleepReplay(proj, rule, bounds=(0.0, 0.2), fisher=fisher)
-    gain = np.choose(np.arange(n) % 3, [1.0, -0.7, 0.0])
+    gain = np.choose(np.arange(LAYER_SIZE) % 3, [1.0, -0.7, 0.0])
     replay.post_gain.copy_(torch.from_numpy(gain))
     sim.add_plasticity(replay)
     ours = sim.add_monitor(SpikeMonitor("exc"))
     sim.run(duration)
 
-    b2.start_scope()
-    b2.prefs.codegen.target = "numpy"
-    b2.defaultclock.dt = dt * b2.second
-    consts = {"tau_m": 100 * b2.ms, "v_rest": -65 * b2.mV, "v_reset": -65 * b2.mV, "v_thr": -72 * b2.mV,
-              "tau_ge": 1 * b2.ms, "tau_gi": 2 * b2.ms, "e_exc": 0 * b2.mV, "e_inh": -100 * b2.mV,
-              "tau_theta": 1e4 * b2.second, "theta_plus": 0.5 * b2.mV, "inc": 0.01, "dec": 0.002,
-              "window": 10.25 * b2.ms, "w_min": 0.0, "w_max": 0.2}  # fmt: skip
-    inputs = b2.SpikeGeneratorGroup(n_in, idx, times * b2.second)
-    layer = b2.NeuronGroup(
-        n,
-        """dv/dt = (v_rest - v + ge * (e_exc - v) + gi * (e_inh - v)) / tau_m : volt (unless refractory)
-        dge/dt = -ge / tau_ge : 1
-        dgi/dt = -gi / tau_gi : 1
-        dtheta/dt = -theta / tau_theta : volt
-        gain : 1""",
-        threshold="v > v_thr + theta", reset="v = v_reset; theta += theta_plus", refractory=5 * b2.ms,
-        method="exponential_euler", namespace=consts,
-    )  # fmt: skip
-    layer.v = -65 * b2.mV
+    inputs, layer, consts = _brian2_adaptive_layer(b2, times, idx, "gain : 1", "")
     layer.gain = gain
+    consts.update(inc=0.01, dec=0.002, window=10.25 * b2.ms, w_min=0.0, w_max=0.2)
     potentiation = "inc * p" if scope == "rule" else "inc"
     syn = b2.Synapses(
         inputs, layer, "w : 1\nlast_pre_spike : second\np : 1",
@@ -403,3 +427,104 @@ def test_the_sleep_rule_reshapes_weights_as_the_same_rule_written_for_brian2(bac
     changed = w - w0
     assert (changed > 1e-3).sum() > 100 and (changed < -1e-3).sum() > 100  # potentiated and depressed
     assert np.all(changed[np.isin(proj.post_index.numpy(), np.flatnonzero(gain == 0))] == 0)  # gain 0 holds
+
+
+def _brian2_full_learning_step(times: np.ndarray, idx: np.ndarray, proj: Any, w0: np.ndarray, readout: Any,
+                               pull: tuple[np.ndarray, np.ndarray], alpha: float, width: float) -> Any:  # fmt: skip
+    """The full learning step's equations in Brian2 (see the test below), two samples of 1 s
+    (labels 3, then 7): (layer spikes, final weights, final Fisher EMA)."""
+    import brian2 as b2
+
+    inputs, layer, consts = _brian2_adaptive_layer(b2, times, idx, "count : 1", "; count += 1")
+    consts.update(tau_pre=20 * b2.ms, tau_post=20 * b2.ms, a_plus=0.01, a_minus=2e-3, w_min=0.0, w_max=0.2)
+    syn = b2.Synapses(
+        inputs, layer,
+        """w : 1
+        F : 1
+        dApre/dt = -Apre / tau_pre : 1 (event-driven)
+        dApost/dt = -Apost / tau_post : 1 (event-driven)""",
+        on_pre="ge_post += w\nApre += 1\nw = clip(w - a_minus * Apost, w_min, w_max)",
+        on_post="Apost += 1\nw = clip(w + a_plus * Apre, w_min, w_max)", namespace=consts,
+    )  # fmt: skip
+    pre, post = proj.pre_index.numpy(), proj.post_index.numpy()
+    syn.connect(i=pre, j=post)
+    syn.w = w0
+    weight, bias = readout.weight.numpy(), readout.bias.numpy()
+    anchor, coefficient = pull
+    current = {"steps": 0, "label": 3}
+
+    @b2.network_operation(when="end")
+    def learning_step() -> None:
+        w = np.asarray(syn.w)
+        syn.w = np.clip(w - coefficient * (w - anchor), 0.0, 0.2)
+        current["steps"] += 1
+        seconds = current["steps"] * LAYER_DT
+        logits = weight @ (np.asarray(layer.count) / seconds) + bias
+        p = np.exp(logits - logits.max())
+        signal = (weight[current["label"]] - (p / p.sum()) @ weight) / seconds
+        x = (np.asarray(layer.v) - ADAPTIVE["v_threshold"] - np.asarray(layer.theta)) / width
+        psi = 0.5 / (width * (1 + np.abs(x)) ** 2)
+        now = float(b2.defaultclock.t_[:])
+        pre_trace = np.asarray(syn.Apre) * np.exp(-(now - np.asarray(syn.lastupdate)) / 20e-3)
+        syn.F = (1 - alpha) * np.asarray(syn.F) + alpha * (signal[post] * psi[post] * pre_trace) ** 2
+
+    theirs = b2.SpikeMonitor(layer)
+    net = b2.Network(inputs, layer, syn, learning_step, theirs)
+    net.run(1.0 * b2.second)
+    layer.count = 0
+    current.update(steps=0, label=7)
+    net.run(1.0 * b2.second)
+    return int(theirs.num_spikes), np.asarray(syn.w), np.asarray(syn.F)
+
+
+@pytest.mark.parametrize("backend", ["compiled", "torch"])
+def test_the_full_learning_step_matches_its_equations_in_brian2(backend: str) -> None:
+    """LEARNING's whole step (``STDPOnlineLearner`` with a surrogate, a readout, an EWC pull and a
+    ``FisherAccumulator``) against Brian2: pair STDP as event-driven traces, then, every step
+    after the resets (a ``network_operation``), the pull ``w -= min(rate lambda F*, 1)(w - w*)``,
+    the readout's learning signal ``L = (W[y] - softmax(W r + b) W) / T`` from the sample's spike
+    counts ``r = n / T``, the eligibility gradient ``g = L_post psi(v_post - v_thr - theta)
+    x_pre`` (fast sigmoid, the pre trace) and the EMA ``F = (1 - alpha) F + alpha g^2``. Two
+    samples of 1 s with other labels. The same spikes, weights (1e-12) and Fisher (1e-5 of
+    its peak: the accumulator keeps float32)."""
+    import torch
+
+    from neurosim.learning import LinearReadout, Surrogate
+    from neurosim.learning.ewc import EWCConfig, EWCRegulariser
+    from neurosim.learning.fisher import InMemoryFisherStore
+    from neurosim.learning.fisher_online import FisherAccumulator, FisherAccumulatorConfig
+    from neurosim.learning.stdp import PairSTDP
+
+    rng = np.random.default_rng(5)
+    sample, alpha, width, pull_rate = 1.0, 0.01, 2e-3, 1e-2
+    sim, times, idx = _adaptive_layer(2 * sample, backend, rng, max_rate=80.0)
+    proj = sim.network.projections["input_exc"]
+    w0 = proj.synapse_weights().numpy().copy()
+    readout = LinearReadout(LAYER_SIZE, 10, dtype=torch.float64, init_std=0.05, seed=1)
+    stdp = PairSTDP(tau_pre=20e-3, tau_post=20e-3, a_plus=0.01, a_minus=2e-3, w_min=0.0, w_max=0.2)
+    learner = STDPOnlineLearner(proj, stdp, dt=LAYER_DT, surrogate=Surrogate(width=width), readout=readout)
+    anchor, anchor_fisher = rng.uniform(0, 0.1, w0.size), rng.uniform(0, 1, w0.size)
+    learner.regulariser = EWCRegulariser(EWCConfig(lambda_=1.0, pull_rate=pull_rate))
+    learner.regulariser.consolidate("earlier", {learner.parameter_name: torch.from_numpy(anchor)},
+                                    {learner.parameter_name: torch.from_numpy(anchor_fisher)})  # fmt: skip
+    accumulator = FisherAccumulator(
+        FisherAccumulatorConfig(alpha=alpha, snapshot_every=10**6, max_staleness_steps=10**7), InMemoryFisherStore(),
+        "task",
+    )  # fmt: skip
+    learner.attach(sim, accumulator=accumulator)
+    ours = sim.add_monitor(SpikeMonitor("exc"))
+    for label in (3, 7):
+        learner.begin_sample(torch.tensor([label]))
+        assert sim.run(sample).backends == {backend}
+
+    spikes, w_brian2, reference = _brian2_full_learning_step(
+        times, idx, proj, w0, readout, (anchor, np.minimum(pull_rate * 1.0 * anchor_fisher, 1.0)), alpha, width
+    )
+    assert ours.count == spikes > 200
+    w = proj.synapse_weights().numpy()
+    np.testing.assert_allclose(w, w_brian2, rtol=0, atol=1e-12)
+    assert np.abs(w - w0).max() > 0.1
+    fisher = accumulator.fisher[learner.parameter_name].double().numpy()
+    assert (reference > 0).all()
+    np.testing.assert_allclose(fisher, reference, rtol=0, atol=1e-5 * reference.max())
+    accumulator.close()
