@@ -377,14 +377,19 @@ def _brian2_adaptive_layer(b2: Any, times: np.ndarray, idx: np.ndarray, extra: s
     return inputs, layer, consts
 
 
-@pytest.mark.parametrize(("backend", "scope"), [("compiled", "depression"), ("torch", "depression"),
-                                                ("compiled", "rule")])  # fmt: skip
-def test_the_sleep_rule_reshapes_weights_as_the_same_rule_written_for_brian2(backend: str, scope: str) -> None:
+@pytest.mark.parametrize(("backend", "scope", "weight_scale"), [("compiled", "depression", None),
+                         ("torch", "depression", None), ("compiled", "rule", None), ("torch", "depression", 0.5),
+                         ("compiled", "depression", 0.5)])  # fmt: skip
+def test_the_sleep_rule_reshapes_weights_as_the_same_rule_written_for_brian2(
+    backend: str, scope: str, weight_scale: float | None
+) -> None:
     """SLEEP's rule (``neurosim.learning.sleep``) against its equations written in Brian2: at each
     post spike, ``w += gain_post * (inc [pre fired within window] - dec * p [it did not])``,
     clipped; Fisher protection ``p`` per synapse (``scope="rule"``: the potentiation scaled by
     ``p`` too), targeted replay's per-neuron gain (+1 learns, -interference unlearns, 0 holds),
-    adapting thresholds. Same input spikes, so the same layer spikes and the same weights."""
+    adapting thresholds, and Tadros et al.'s weight dependence (every change times
+    ``2 / (1 + exp(w / a))``, ``a = weight_scale * mean |w|``). Same input spikes, so the same
+    layer spikes and the same weights."""
     import brian2 as b2
     import torch
 
@@ -395,7 +400,8 @@ def test_the_sleep_rule_reshapes_weights_as_the_same_rule_written_for_brian2(bac
     sim, times, idx = _adaptive_layer(duration, backend, rng, max_rate=60.0)
     proj = sim.network.projections["input_exc"]
     w0 = proj.synapse_weights().numpy().copy()
-    rule = SleepConfig(inc=0.01, dec=0.002, window=10.25e-3, fisher_protection=5.0, protection_scope=scope)
+    rule = SleepConfig(inc=0.01, dec=0.002, window=10.25e-3, fisher_protection=5.0, protection_scope=scope,
+                       weight_scale=weight_scale)  # type: ignore[arg-type]  # fmt: skip
     fisher = torch.from_numpy(rng.exponential(1.0, w0.size))
     replay = SleepReplay(proj, rule, bounds=(0.0, 0.2), fisher=fisher)
     gain = np.choose(np.arange(LAYER_SIZE) % 3, [1.0, -0.7, 0.0])
@@ -408,11 +414,13 @@ def test_the_sleep_rule_reshapes_weights_as_the_same_rule_written_for_brian2(bac
     layer.gain = gain
     consts.update(inc=0.01, dec=0.002, window=10.25 * b2.ms, w_min=0.0, w_max=0.2)
     potentiation = "inc * p" if scope == "rule" else "inc"
+    dependence = "" if weight_scale is None else " * 2 / (1 + exp(w / width))"
+    consts["width"] = float(weight_scale or 1.0) * float(np.abs(w0).mean())
     syn = b2.Synapses(
         inputs, layer, "w : 1\nlast_pre_spike : second\np : 1",
         on_pre="ge_post += w\nlast_pre_spike = t",
         on_post=f"w = clip(w + gain_post * ({potentiation} * int(t - last_pre_spike <= window)"
-                " - dec * p * int(t - last_pre_spike > window)), w_min, w_max)",
+                f" - dec * p * int(t - last_pre_spike > window)){dependence}, w_min, w_max)",
         namespace=consts,
     )  # fmt: skip
     syn.connect(i=proj.pre_index.numpy(), j=proj.post_index.numpy())

@@ -14,6 +14,7 @@ from neurosim.learning.sleep import (
     SleepConfig,
     calibrate_gain,
     combine_fishers,
+    dependence_width,
     fisher_protection,
     sleep_episode,
     sleep_update,
@@ -51,6 +52,29 @@ def test_protecting_the_whole_rule_shields_important_synapses_from_potentiation_
     assert new[2] == pytest.approx(0.5 - 0.004 / 4)  # important, not causal: dec / (1 + 3), as before
 
 
+def test_weight_dependent_sleep_reshapes_weak_synapses_and_hardly_moves_strong_ones() -> None:
+    """Tadros et al.'s own rule: every change times s(w) = 2 / (1 + exp(w / a)), with ``a`` a
+    multiple (``weight_scale``) of the layer's mean |w| at sleep onset."""
+    cfg = SleepConfig(inc=0.01, dec=0.004, window=5e-3, fisher_protection=0.0, weight_scale=0.5)
+    w = torch.tensor([0.0, 0.1, 0.5, 0.0, 0.1, 0.5], dtype=torch.float64)  # mean |w| 0.2: a = 0.1
+    width = dependence_width(w, cfg)
+    assert width == pytest.approx(0.1)
+    pre_index, post_index = torch.arange(6), torch.zeros(6, dtype=torch.long)
+    last_pre = torch.tensor([[0.099] * 3 + [0.0] * 3], dtype=torch.float64)  # the first three causal
+    ones = torch.ones(6, dtype=torch.float64)
+    new = sleep_update(w, last_pre, torch.tensor([[True]]), 0.1, pre_index, post_index, ones, cfg, (0.0, 1.0),
+                       None, width)  # fmt: skip
+    s = 2 / (1 + np.exp(np.array([0.0, 1.0, 5.0])))  # 1, 0.54, 0.013
+    np.testing.assert_allclose((new - w)[:3].numpy(), 0.01 * s)
+    np.testing.assert_allclose((new - w)[4:].numpy(), -0.004 * s[1:])
+    assert float(new[3]) == 0.0  # clipped at the lower bound
+    additive = sleep_update(w, last_pre, torch.tensor([[True]]), 0.1, pre_index, post_index, ones, cfg, (0.0, 1.0))
+    np.testing.assert_allclose((additive - w)[:3].numpy(), 0.01)
+    assert dependence_width(w, SleepConfig()) is None
+    with pytest.raises(ValueError, match="positive mean"):
+        dependence_width(torch.zeros(4), cfg)
+
+
 def test_per_task_fishers_count_every_task_alike_whatever_its_scale() -> None:
     small = torch.tensor([1.0, 0.0, 0.0, 0.5])  # an early task with small gradients
     large = torch.tensor([0.0, 0.0, 1000.0, 0.0])  # the latest, with large ones
@@ -72,6 +96,8 @@ def test_invalid_sleep_config_is_refused() -> None:
         SleepConfig(downscale=1.5)
     with pytest.raises(ValueError, match="protection_scope"):
         SleepConfig(protection_scope="potentiation")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="weight_scale"):
+        SleepConfig(weight_scale=0.0)
 
 
 # ----------------------------------------------------------------------------- sleep episodes

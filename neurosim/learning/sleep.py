@@ -15,7 +15,15 @@ incoming synapse::
 
 so synapses that the Fisher marks as important are depressed less
 (``protection_scope="rule"``: potentiation is scaled by ``protection`` too, so they barely
-change at all). ``F`` sums the Fishers of the tasks seen; ``protection_fisher="per-task"``
+change at all). With ``weight_scale`` set, both changes are also weight-dependent as in
+Tadros et al.'s own sleep code (their ``sleepnn``)::
+
+    w += s(w) * change,    s(w) = 2 / (1 + exp(w / a)),    a = weight_scale * mean |w|
+
+(``mean |w|``: the projection's mean absolute weight as the sleep begins; their ``a`` is
+0.001 on normalised weights): ``s`` is 1 at ``w = 0`` and falls towards 0 for ``w >> a``,
+so the strong synapses that carry what was learned hardly change and the weak ones are
+reshaped. ``F`` sums the Fishers of the tasks seen; ``protection_fisher="per-task"``
 divides each task's Fisher by its own maximum first, so the task with the largest gradients
 does not decide alone which synapses count as important. Optionally all weights
 are multiplied by ``downscale`` at the end of the sleep (synaptic downscaling, Tononi &
@@ -106,6 +114,9 @@ class SleepConfig(StrictModel):
     # (every task's most important synapses count alike, whatever its gradients' scale)
     protection_fisher: Literal["sum", "per-task"] = "sum"
     downscale: float = Field(1.0, gt=0, le=1.0)  # multiply weights at the end of sleep; 1: off
+    # SRC's weight dependence: both changes times s(w) = 2 / (1 + exp(w / a)), a = weight_scale
+    # x the layer's mean |w| as the sleep begins (strong synapses hardly change); None: additive
+    weight_scale: float | None = Field(None, gt=0)
 
     @property
     def replays_by_class(self) -> bool:
@@ -128,19 +139,39 @@ def sleep_update(
     cfg: SleepConfig,
     bounds: tuple[float, float],
     post_gain: Tensor | None = None,
+    dependence_width: float | None = None,
 ) -> Tensor:
     """One step of the spike-triggered sleep rule (batch mean), weights in synapse order,
     clipped to the plastic rule's ``bounds``.
 
     ``last_pre_spike`` ``(batch, n_pre)`` holds each pre neuron's last spike time (s);
-    ``post_gain`` ``(n_post,)`` scales (and may flip) the rule per post neuron."""
+    ``post_gain`` ``(n_post,)`` scales (and may flip) the rule per post neuron;
+    ``dependence_width`` is the ``a`` of the weight dependence ``s(w)`` (None: additive)."""
     fired = post_spikes.to(w.dtype)[:, post_index]  # (batch, n_syn)
     if post_gain is not None:
         fired = fired * post_gain[post_index]
     causal = (now - last_pre_spike[:, pre_index] <= cfg.window).to(w.dtype)
     potentiation = cfg.inc * protection if cfg.protection_scope == "rule" else cfg.inc
     change = fired * (potentiation * causal - cfg.dec * protection * (1.0 - causal))
+    if dependence_width is not None:
+        change = change * weight_dependence(w, dependence_width)
     return torch.clamp(w + change.mean(0), *bounds)
+
+
+def weight_dependence(w: Tensor, width: float) -> Tensor:
+    """``s(w) = 2 / (1 + exp(w / width))``: 1 at ``w = 0``, towards 0 for ``w >> width``."""
+    return 2.0 / (1.0 + torch.exp(w / width))
+
+
+def dependence_width(w: Tensor, cfg: SleepConfig) -> float | None:
+    """``a = weight_scale * mean |w|`` (None without a weight dependence); a layer whose
+    weights are all zero has no scale to take it from."""
+    if cfg.weight_scale is None:
+        return None
+    mean = float(w.abs().mean()) if w.numel() else 0.0
+    if not (math.isfinite(mean) and mean > 0):
+        raise ValueError(f"weight-dependent sleep (weight_scale) needs weights with a positive mean |w|, got {mean!r}")
+    return cfg.weight_scale * mean
 
 
 def combine_fishers(fishers: Sequence[Tensor], how: Literal["sum", "per-task"]) -> Tensor | None:
@@ -191,6 +222,7 @@ class SleepReplay:
         self.protected_fraction = float((self._protection <= 0.5).double().mean())
         # per post neuron: 1 applies the rule as written; targeted replay sets it per block
         self.post_gain = torch.ones(projection.n_post, dtype=w.dtype, device=w.device)
+        self.dependence_width = dependence_width(w, cfg)
         self.active = True
 
     def on_step(self, ctx: StepContext) -> Awaitable[None] | None:
@@ -215,6 +247,7 @@ class SleepReplay:
                     self.cfg,
                     self.bounds,
                     self.post_gain,
+                    self.dependence_width,
                 )
             )
         return None
@@ -233,6 +266,7 @@ class SleepReplay:
             w_min=self.bounds[0],
             w_max=self.bounds[1],
             protect_potentiation=self.cfg.protection_scope == "rule",
+            dependence_width=self.dependence_width or 0.0,
         )
         return CompiledLearner(self.projection, kernel)
 
@@ -474,6 +508,7 @@ def sleep_dense_layer(
     last_pre = torch.full((1, n_pre), -1e9, dtype=weights.dtype)
     protect = protection if protection is not None else torch.ones(n_post * n_pre, dtype=weights.dtype)
     w = weights.reshape(-1).clone()
+    width = dependence_width(w, cfg)
     for k in range(round(cfg.duration / dt)):
         now = k * dt
         spikes_in = torch.rand((1, n_pre), generator=generator) < rates * dt
@@ -483,7 +518,7 @@ def sleep_dense_layer(
             current = current + bias
         z, state = step(state, current, sleepy, dt)
         if cfg.plasticity and z.any():
-            w = sleep_update(w, last_pre, z, now, pre_index, post_index, protect, cfg, bounds)
+            w = sleep_update(w, last_pre, z, now, pre_index, post_index, protect, cfg, bounds, None, width)
     weights.copy_(w.view(n_post, n_pre))
     return weights
 

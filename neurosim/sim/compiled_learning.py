@@ -34,6 +34,7 @@ from neurosim.sim.kernels import (
     F_DECAY_POST2,
     F_DECAY_PRE,
     F_DECAY_PRE2,
+    F_DEPENDENCE_WIDTH,
     F_HALF,
     F_INC,
     F_ONE,
@@ -163,6 +164,7 @@ class SleepKernel:
     w_min: float
     w_max: float
     protect_potentiation: bool = False  # protection scales the causal potentiation too
+    dependence_width: float = 0.0  # the a of the weight dependence s(w) = 2 / (1 + exp(w / a)); 0: additive
 
 
 Kernel = PairKernel | TripletKernel | RewardKernel | SleepKernel
@@ -281,6 +283,7 @@ def _rule_row(kernel: Kernel) -> tuple[RuleKind, list[float], bool, bool]:
         return RuleKind.TRIPLET, row, False, False
     row[F_INC], row[F_DEC], row[F_WINDOW] = kernel.inc, kernel.dec, kernel.window
     row[F_PROTECT_INC] = 1.0 if kernel.protect_potentiation else 0.0
+    row[F_DEPENDENCE_WIDTH] = kernel.dependence_width
     row[F_W_MIN], row[F_W_MAX] = kernel.w_min, kernel.w_max
     return RuleKind.SLEEP, row, False, False
 

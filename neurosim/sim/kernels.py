@@ -287,8 +287,8 @@ N_INT = 24
 # Columns of the float table (simulation dtype).
 (F_DECAY_PRE, F_DECAY_PRE2, F_DECAY_POST, F_DECAY_POST2, F_A_PLUS, F_A_MINUS, F_A3_PLUS, F_A3_MINUS, F_W_MIN,
  F_W_MAX, F_ONE, F_DECAY_ELIG, F_LEARNING_RATE, F_REWARD_PER_SPIKE, F_INC, F_DEC, F_WINDOW, F_WIDTH, F_HALF,
- F_PI, F_ALPHA, F_PROTECT_INC) = range(22)  # fmt: skip
-N_FLOAT = 22
+ F_PI, F_ALPHA, F_PROTECT_INC, F_DEPENDENCE_WIDTH) = range(23)  # fmt: skip
+N_FLOAT = 23
 # The float32 table (the Fisher EMA's own arithmetic), the float64 table (factors PyTorch
 # forms from Python floats before it meets a tensor) and the in/out state table.
 FF_ONE_MINUS_ALPHA = 0
@@ -461,7 +461,8 @@ def _sleep_rule(r: int, slot: int, step_dt: Any, la: Any, proj: Any, post: Any, 
                 spike_list: Any, spike_count: Any) -> None:  # fmt: skip
     """``sleep.sleep_update``: at a post spike, each incoming synapse gains ``inc`` (times
     ``protection`` where ``F_PROTECT_INC`` is 1) if its pre neuron fired within ``window``,
-    else loses ``dec * protection``, times the post neuron's gain; clipped to the bounds."""
+    else loses ``dec * protection``, times the post neuron's gain (and, where
+    ``F_DEPENDENCE_WIDTH`` ``a`` is positive, times ``2 / (1 + exp(w / a))``); clipped to the bounds."""
     it, f = la[A_INT], la[A_FLOAT]
     last_pre, protection, post_gain = la[A_PRE1], la[A_PROTECTION], la[A_POST1]
     col_ptr, col_syn, col_pre = la[A_COL_PTR], la[A_COL_SYN], la[A_COL_PRE]
@@ -471,6 +472,7 @@ def _sleep_rule(r: int, slot: int, step_dt: Any, la: Any, proj: Any, post: Any, 
     now = step_dt[X_NOW]
     one, w_min, w_max = f[r, F_ONE], f[r, F_W_MIN], f[r, F_W_MAX]
     protect_inc = f[r, F_PROTECT_INC] != 0
+    width = f[r, F_DEPENDENCE_WIDTH]
     for m in range(spike_count[slot, 0]):
         s = spike_list[slot, 0, m]
         if src0 <= s < src0 + n_pre:
@@ -487,6 +489,8 @@ def _sleep_rule(r: int, slot: int, step_dt: Any, la: Any, proj: Any, post: Any, 
             shield = protection[e0 + syn]
             potentiation = f[r, F_INC] * shield if protect_inc else f[r, F_INC]
             change = gain * (potentiation * causal - f[r, F_DEC] * shield * (one - causal))
+            if width > 0:
+                change = change * ((one + one) / (one + np.exp(weight[syn0 + syn] / width)))
             weight[syn0 + syn] = _clip(weight[syn0 + syn] + change, w_min, w_max)
 
 
