@@ -377,11 +377,11 @@ def _brian2_adaptive_layer(b2: Any, times: np.ndarray, idx: np.ndarray, extra: s
     return inputs, layer, consts
 
 
-@pytest.mark.parametrize(("backend", "scope", "weight_scale"), [("compiled", "depression", None),
-                         ("torch", "depression", None), ("compiled", "rule", None), ("torch", "depression", 0.5),
+@pytest.mark.parametrize(("backend", "scope", "weight_scale"), [("compiled", "depression", 0.0),
+                         ("torch", "depression", 0.0), ("compiled", "rule", 0.0), ("torch", "depression", 0.5),
                          ("compiled", "depression", 0.5)])  # fmt: skip
 def test_the_sleep_rule_reshapes_weights_as_the_same_rule_written_for_brian2(
-    backend: str, scope: str, weight_scale: float | None
+    backend: str, scope: str, weight_scale: float
 ) -> None:
     """SLEEP's rule (``neurosim.learning.sleep``) against its equations written in Brian2: at each
     post spike, ``w += gain_post * (inc [pre fired within window] - dec * p [it did not])``,
@@ -414,7 +414,7 @@ def test_the_sleep_rule_reshapes_weights_as_the_same_rule_written_for_brian2(
     layer.gain = gain
     consts.update(inc=0.01, dec=0.002, window=10.25 * b2.ms, w_min=0.0, w_max=0.2)
     potentiation = "inc * p" if scope == "rule" else "inc"
-    dependence = "" if weight_scale is None else " * 2 / (1 + exp(w / width))"
+    dependence = "" if weight_scale == 0 else " * 2 / (1 + exp(w / width))"
     consts["width"] = float(weight_scale or 1.0) * float(np.abs(w0).mean())
     syn = b2.Synapses(
         inputs, layer, "w : 1\nlast_pre_spike : second\np : 1",

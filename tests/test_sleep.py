@@ -97,7 +97,7 @@ def test_invalid_sleep_config_is_refused() -> None:
     with pytest.raises(ValueError, match="protection_scope"):
         SleepConfig(protection_scope="potentiation")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="weight_scale"):
-        SleepConfig(weight_scale=0.0)
+        SleepConfig(weight_scale=-1.0)
 
 
 # ----------------------------------------------------------------------------- sleep episodes

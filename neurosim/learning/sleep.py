@@ -15,7 +15,7 @@ incoming synapse::
 
 so synapses that the Fisher marks as important are depressed less
 (``protection_scope="rule"``: potentiation is scaled by ``protection`` too, so they barely
-change at all). With ``weight_scale`` set, both changes are also weight-dependent as in
+change at all). With ``weight_scale > 0``, both changes are also weight-dependent as in
 Tadros et al.'s own sleep code (their ``sleepnn``)::
 
     w += s(w) * change,    s(w) = 2 / (1 + exp(w / a)),    a = weight_scale * mean |w|
@@ -115,8 +115,8 @@ class SleepConfig(StrictModel):
     protection_fisher: Literal["sum", "per-task"] = "sum"
     downscale: float = Field(1.0, gt=0, le=1.0)  # multiply weights at the end of sleep; 1: off
     # SRC's weight dependence: both changes times s(w) = 2 / (1 + exp(w / a)), a = weight_scale
-    # x the layer's mean |w| as the sleep begins (strong synapses hardly change); None: additive
-    weight_scale: float | None = Field(None, gt=0)
+    # x the layer's mean |w| as the sleep begins (strong synapses hardly change); 0: additive
+    weight_scale: float = Field(0.0, ge=0)
 
     @property
     def replays_by_class(self) -> bool:
@@ -164,9 +164,9 @@ def weight_dependence(w: Tensor, width: float) -> Tensor:
 
 
 def dependence_width(w: Tensor, cfg: SleepConfig) -> float | None:
-    """``a = weight_scale * mean |w|`` (None without a weight dependence); a layer whose
-    weights are all zero has no scale to take it from."""
-    if cfg.weight_scale is None:
+    """``a = weight_scale * mean |w|`` (None when ``weight_scale`` is 0: additive); a layer
+    whose weights are all zero has no scale to take it from."""
+    if cfg.weight_scale == 0:
         return None
     mean = float(w.abs().mean()) if w.numel() else 0.0
     if not (math.isfinite(mean) and mean > 0):
