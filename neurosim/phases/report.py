@@ -182,8 +182,8 @@ def _plot_against_control(
     title = "against its own control (same seed, same data)"
     if "paired" in control:  # McNemar's exact test over the same test images
         p = control["paired"]
-        title += (f"\ntest images right only here: {p['run_only']}, only there: {p['control_only']} "
-                  f"(McNemar p = {p['p_value']:.2g})")  # fmt: skip
+        title += (f"\ntest images right only here: {p['run_only']}, only there: {p['control_only']}"
+                  f"\n(exact McNemar test p = {p['p_value']:.2g})")  # fmt: skip
     ax.set_title(title, fontsize=9, loc="left")
 
 
