@@ -165,7 +165,8 @@ def plot_rates(path: Path, spikes: Mapping[str, SpikeTrains], sizes: Mapping[str
         ax.plot(edges[:-1] + width / 2, counts / (max(sizes[name], 1) * width), label=f"{name} ({sizes[name]})")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("mean rate per neuron (Hz)")
-    ax.set_title(f"firing rates over time, bins of {width * 1e3:.3g} ms", fontsize=9, loc="left")
+    bin_text = f"{width:.3g} s" if width >= 1.0 else f"{width * 1e3:.3g} ms"
+    ax.set_title(f"firing rates over time, bins of {bin_text}", fontsize=9, loc="left")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
