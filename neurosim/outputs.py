@@ -70,6 +70,16 @@ def write_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
         np.savez_compressed(fh, **dict(arrays))  # type: ignore[arg-type]
 
 
+def raster_start(
+    spikes: Mapping[str, SpikeTrains], sizes: Mapping[str, int], duration: float, readable_per_row: float = 150.0
+) -> float:
+    """Where a raster of ``duration`` s starts: 0, unless its busiest source has more than
+    ``readable_per_row`` spikes per neuron (instance 0); then the last stretch that holds
+    about that many."""
+    per_row = max((float(np.count_nonzero(spikes[n].instances == 0)) / max(sizes[n], 1) for n in spikes), default=0.0)
+    return 0.0 if per_row <= readable_per_row else duration * (1.0 - readable_per_row / per_row)
+
+
 def plot_raster(
     path: Path,
     spikes: Mapping[str, SpikeTrains],
@@ -77,20 +87,27 @@ def plot_raster(
     duration: float,
     *,
     max_points: int = 200_000,
+    readable_per_row: float = 150.0,
 ) -> None:
-    """One panel per source (instance 0), sharing the time axis."""
+    """One panel per source (instance 0), sharing the time axis. Where a row would hold more
+    than ``readable_per_row`` spikes on average (they would merge into a bar at this width),
+    only the last stretch of the run that holds about that many is drawn, and the axis says
+    so (``rates.png`` covers the whole run)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(spikes)
+    start = raster_start(spikes, sizes, duration, readable_per_row)
+    shown = duration - start
     heights = [max(1.0, math.log10(max(sizes[n], 10))) for n in names]
     fig, axes = plt.subplots(len(names), 1, sharex=True, figsize=(10, 1.5 + 1.6 * sum(heights)),
                              gridspec_kw={"height_ratios": heights}, squeeze=False)  # fmt: skip
     for ax, name in zip(axes[:, 0], names, strict=True):
         trains = spikes[name]
         sel = trains.instances == 0
+        sel &= trains.times >= start
         times, idx = trains.times[sel], trains.indices[sel]
         if times.size > max_points:
             keep = np.random.default_rng(0).choice(times.size, max_points, replace=False)
@@ -109,9 +126,11 @@ def plot_raster(
         rate = trains.times.size / max(sizes[name] * duration, 1e-12) if duration > 0 else 0.0
         ax.set_ylabel(f"{name}\nindex")
         ax.set_ylim(-0.5, sizes[name] - 0.5)
-        ax.set_title(f"{name}: {sizes[name]} neurons, {rate:.2f} Hz mean (all instances)", fontsize=9, loc="left")
-    axes[-1, 0].set_xlabel("time (s)")
-    axes[-1, 0].set_xlim(0, duration)
+        noun = "neuron" if sizes[name] == 1 else "neurons"
+        ax.set_title(f"{name}: {sizes[name]} {noun}, {rate:.2f} Hz mean (all instances)", fontsize=9, loc="left")
+    window = "" if start == 0 else f": the last {shown:.3g} s of {duration:g} s (rates.png: the whole run)"
+    axes[-1, 0].set_xlabel(f"time (s){window}")
+    axes[-1, 0].set_xlim(start, duration)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

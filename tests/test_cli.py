@@ -176,3 +176,22 @@ def test_a_run_stopped_by_sigterm_or_sigint_still_writes_what_it_recorded(tmp_pa
     expected = "Terminated: terminated by SIGTERM" if signum == signal.SIGTERM else "KeyboardInterrupt: "
     assert summary["error"] == expected
     assert 0 < summary["duration_s"] < 1000 and (out / "spikes.npz").exists() and (out / "raster.png").exists()
+
+
+def test_a_raster_too_dense_to_read_shows_the_last_stretch_of_the_run() -> None:
+    """2,700 spikes of one neuron over 100 s would merge into a bar: the raster keeps the last
+    stretch that holds about 150 per neuron; a sparse run is drawn whole."""
+    import numpy as np
+
+    from neurosim.outputs import raster_start
+    from neurosim.sim.monitors import SpikeTrains
+
+    def trains(n: int) -> SpikeTrains:
+        times = np.sort(np.random.default_rng(0).uniform(0, 100, n))
+        return SpikeTrains(times, np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64))
+
+    assert raster_start({"neuron": trains(2700)}, {"neuron": 1}, 100.0) == pytest.approx(100 * (1 - 150 / 2700))
+    assert raster_start({"neuron": trains(100)}, {"neuron": 1}, 100.0) == 0.0
+    # the busiest source decides, per neuron: 2,700 spikes over 100 neurons is sparse
+    assert raster_start({"a": trains(2700), "b": trains(100)}, {"a": 100, "b": 1}, 100.0) == 0.0
+
