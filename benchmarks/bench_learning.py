@@ -14,7 +14,10 @@ dt = 0.5 ms, 1 s of biological time, pair STDP on input -> excitatory. Per simul
   synapse every step, an eligibility ``e = psi(v_post) * x_pre`` (fast-sigmoid surrogate,
   ``x_pre`` a clock-driven pre trace), the gradient ``g = L_post * e`` with a per-neuron
   learning signal, the EMA ``F = (1 - alpha) F + alpha g^2`` and the pull
-  ``w -= c (w - w*)`` (``run_regularly`` every step), written as Brian2 equations.
+  ``w -= c (w - w*)`` (``run_regularly`` every step), written as Brian2 equations: a timing
+  peer (its learning signal is a fixed random value per neuron, not a readout's); that
+  neurosim's full step equals the same equations with the readout's signal in Brian2, spike
+  for spike and weight for weight, is tested in ``tests/test_brian2.py``.
 
 Compile and build excluded (warm-up runs first; standalone reports its own run time).
 Writes ``benchmarks/results/learning.md``.
