@@ -414,8 +414,10 @@ def test_the_sleep_rule_reshapes_weights_as_the_same_rule_written_for_brian2(
     layer.gain = gain
     consts.update(inc=0.01, dec=0.002, window=10.25 * b2.ms, w_min=0.0, w_max=0.2)
     potentiation = "inc * p" if scope == "rule" else "inc"
-    dependence = "" if weight_scale == 0 else " * 2 / (1 + exp(w / width))"
-    consts["width"] = float(weight_scale or 1.0) * float(np.abs(w0).mean())
+    dependence = ""
+    if weight_scale > 0:
+        dependence = " * 2 / (1 + exp(w / width))"
+        consts["width"] = weight_scale * float(np.abs(w0).mean())
     syn = b2.Synapses(
         inputs, layer, "w : 1\nlast_pre_spike : second\np : 1",
         on_pre="ge_post += w\nlast_pre_spike = t",

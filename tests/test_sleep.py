@@ -70,7 +70,7 @@ def test_weight_dependent_sleep_reshapes_weak_synapses_and_hardly_moves_strong_o
     assert float(new[3]) == 0.0  # clipped at the lower bound
     additive = sleep_update(w, last_pre, torch.tensor([[True]]), 0.1, pre_index, post_index, ones, cfg, (0.0, 1.0))
     np.testing.assert_allclose((additive - w)[:3].numpy(), 0.01)
-    assert dependence_width(w, SleepConfig()) is None
+    assert dependence_width(w, SleepConfig()) == 0.0
     with pytest.raises(ValueError, match="positive mean"):
         dependence_width(torch.zeros(4), cfg)
 

@@ -139,21 +139,21 @@ def sleep_update(
     cfg: SleepConfig,
     bounds: tuple[float, float],
     post_gain: Tensor | None = None,
-    dependence_width: float | None = None,
+    dependence_width: float = 0.0,
 ) -> Tensor:
     """One step of the spike-triggered sleep rule (batch mean), weights in synapse order,
     clipped to the plastic rule's ``bounds``.
 
     ``last_pre_spike`` ``(batch, n_pre)`` holds each pre neuron's last spike time (s);
     ``post_gain`` ``(n_post,)`` scales (and may flip) the rule per post neuron;
-    ``dependence_width`` is the ``a`` of the weight dependence ``s(w)`` (None: additive)."""
+    ``dependence_width`` is the ``a`` of the weight dependence ``s(w)`` (0: additive)."""
     fired = post_spikes.to(w.dtype)[:, post_index]  # (batch, n_syn)
     if post_gain is not None:
         fired = fired * post_gain[post_index]
     causal = (now - last_pre_spike[:, pre_index] <= cfg.window).to(w.dtype)
     potentiation = cfg.inc * protection if cfg.protection_scope == "rule" else cfg.inc
     change = fired * (potentiation * causal - cfg.dec * protection * (1.0 - causal))
-    if dependence_width is not None:
+    if dependence_width > 0:
         change = change * weight_dependence(w, dependence_width)
     return torch.clamp(w + change.mean(0), *bounds)
 
@@ -163,11 +163,11 @@ def weight_dependence(w: Tensor, width: float) -> Tensor:
     return 2.0 / (1.0 + torch.exp(w / width))
 
 
-def dependence_width(w: Tensor, cfg: SleepConfig) -> float | None:
-    """``a = weight_scale * mean |w|`` (None when ``weight_scale`` is 0: additive); a layer
-    whose weights are all zero has no scale to take it from."""
+def dependence_width(w: Tensor, cfg: SleepConfig) -> float:
+    """``a = weight_scale * mean |w|`` (0 when ``weight_scale`` is 0: additive); a layer whose
+    weights are all zero has no scale to take it from."""
     if cfg.weight_scale == 0:
-        return None
+        return 0.0
     mean = float(w.abs().mean()) if w.numel() else 0.0
     if not (math.isfinite(mean) and mean > 0):
         raise ValueError(f"weight-dependent sleep (weight_scale) needs weights with a positive mean |w|, got {mean!r}")
@@ -266,7 +266,7 @@ class SleepReplay:
             w_min=self.bounds[0],
             w_max=self.bounds[1],
             protect_potentiation=self.cfg.protection_scope == "rule",
-            dependence_width=self.dependence_width or 0.0,
+            dependence_width=self.dependence_width,
         )
         return CompiledLearner(self.projection, kernel)
 
